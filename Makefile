@@ -1,0 +1,29 @@
+# The two set-up commands of the README: `make demo` (main job, offline) and `make test`.
+VENV ?= .venv
+BIN := $(VENV)/bin
+# Prefect's temporary server otherwise tries to send telemetry from an offline machine.
+export PREFECT_SERVER_ANALYTICS_ENABLED ?= false
+
+.PHONY: install demo test test-fast bench
+
+$(VENV)/.installed: pyproject.toml constraints.txt
+	python3 -m venv $(VENV)
+	$(BIN)/pip install -q -U pip
+	# torch and torchvision first, alone: the pair that installs together on this CPU (see README).
+	$(BIN)/pip install -q torch==2.14.1 torchvision==0.29.1
+	$(BIN)/pip install -q -c constraints.txt torch==2.14.1 torchvision==0.29.1 -e ".[test]"
+	touch $@
+
+install: $(VENV)/.installed
+
+demo: install
+	$(BIN)/affectflow demo
+
+test: install
+	$(BIN)/pytest
+
+test-fast: install
+	$(BIN)/pytest -m "not slow"
+
+bench: install
+	$(BIN)/python bench/extract.py

@@ -1,0 +1,165 @@
+"""The feature store: a Zarr v3 hierarchy at a local path or any fsspec URL.
+
+Layout (every group describes itself in its ``affectflow`` attribute: step spec, key, inputs)::
+
+    sources/<dataset>/<manifest-key>/            samples table + canonical labels
+    features/<dataset>/<encoder>/<step-key>/     encoder outputs, status, done mask
+    .affectflow-locks/<step-key>/                step locks (not Zarr nodes)
+
+This module is the only code that writes Zarr.
+"""
+
+from __future__ import annotations
+
+import re
+import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any
+
+import fsspec
+import numpy as np
+import zarr
+from zarr.codecs import ZstdCodec
+
+from featurestore.completion import DONE, META, StepGroup
+from featurestore.keys import StepSpec
+from featurestore.locks import step_lock
+from featurestore.status import status_names
+
+STORE_FORMAT = 1
+# Chunks of a few MB: big enough for throughput on object stores, small enough to resume cheaply.
+TARGET_CHUNK_BYTES = 4 << 20
+
+# Variable-length strings are stable in practice but flagged as not yet in the v3 spec.
+warnings.filterwarnings("ignore", message=".*not part of the Zarr format 3.*")
+warnings.filterwarnings("ignore", message=".*StringDType.*")
+
+_SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
+
+
+class StoreError(RuntimeError):
+    pass
+
+
+def safe_name(name: str, what: str) -> str:
+    if not _SAFE_NAME.match(name):
+        raise ValueError(f"{what} {name!r} must match {_SAFE_NAME.pattern} (it becomes a store path)")
+    return name
+
+
+def choose_chunk_size(bytes_per_sample: int, n_samples: int) -> int:
+    """Samples per chunk so that the largest array's chunk is about TARGET_CHUNK_BYTES."""
+    size = 16
+    while size * 2 * bytes_per_sample <= TARGET_CHUNK_BYTES and size < 4096:
+        size *= 2
+    return max(1, min(size, n_samples))
+
+
+@dataclass(frozen=True)
+class ArraySpec:
+    """One per-sample array: ``shape`` excludes the leading sample axis."""
+
+    shape: tuple[int, ...]
+    dtype: Any
+    fill_value: Any = 0
+
+
+class FeatureStore:
+    def __init__(self, url: str, storage_options: dict[str, Any] | None = None):
+        self.url = str(url)
+        self.storage_options = dict(storage_options or {})
+        self.fs, self.root = fsspec.core.url_to_fs(self.url, **self.storage_options)
+        self.is_local = "file" in self.fs.protocol or "local" in self.fs.protocol
+        try:
+            if self.is_local:
+                zstore = zarr.storage.LocalStore(self.root)
+            else:
+                zstore = zarr.storage.FsspecStore.from_url(self.url, storage_options=self.storage_options)
+            self.root_group = zarr.open_group(store=zstore, mode="a")
+            if self.root_group.attrs.get("affectflow_store_format") != STORE_FORMAT:
+                self.root_group.attrs["affectflow_store_format"] = STORE_FORMAT
+        except (OSError, PermissionError) as err:
+            raise StoreError(
+                f"cannot open the feature store at {self.url!r} for writing ({err}); "
+                "pass --store with a writable directory or bucket URL"
+            ) from err
+
+    # -- locations --------------------------------------------------------------------------
+    @staticmethod
+    def source_path(dataset: str, key: str) -> str:
+        return f"sources/{safe_name(dataset, 'dataset name')}/{key}"
+
+    @staticmethod
+    def feature_path(dataset: str, encoder: str, key: str) -> str:
+        return f"features/{safe_name(dataset, 'dataset name')}/{safe_name(encoder, 'encoder name')}/{key}"
+
+    # -- groups -----------------------------------------------------------------------------
+    def open_step(self, path: str) -> StepGroup | None:
+        try:
+            group = self.root_group[path]
+        except KeyError:
+            return None
+        if not isinstance(group, zarr.Group) or META not in group.attrs:
+            return None
+        return StepGroup(group)
+
+    def create_step(
+        self,
+        path: str,
+        *,
+        kind: str,
+        spec: StepSpec,
+        key: str,
+        inputs: list[str],
+        n_samples: int,
+        arrays: dict[str, ArraySpec],
+        chunk_size: int | None = None,
+        extra_meta: dict[str, Any] | None = None,
+    ) -> StepGroup:
+        """Create (overwriting any half-made group at ``path``) a step group with empty arrays."""
+        if chunk_size is None:
+            largest = max(int(np.prod(a.shape, dtype=np.int64)) * np.dtype(a.dtype).itemsize
+                          if a.dtype is not str else 64 for a in arrays.values())
+            chunk_size = choose_chunk_size(largest, n_samples)
+        chunk_size = max(1, min(chunk_size, max(n_samples, 1)))
+        group = self.root_group.require_group(path)
+        for name, a in arrays.items():
+            group.create_array(
+                name,
+                shape=(n_samples, *a.shape),
+                chunks=(chunk_size, *a.shape),
+                dtype=a.dtype,
+                fill_value=a.fill_value,
+                compressors=ZstdCodec(level=3) if a.dtype is not str else "auto",
+                overwrite=True,
+            )
+        n_chunks = -(-n_samples // chunk_size)
+        group.create_array(DONE, shape=(n_chunks,), chunks=(1,), dtype=bool, fill_value=False, overwrite=True)
+        group.attrs[META] = {
+            "kind": kind,
+            "key": key,
+            "spec": spec.to_json(),
+            "inputs": inputs,
+            "n_samples": n_samples,
+            "chunk_size": chunk_size,
+            "status_codes": status_names(),
+            "complete": False,
+            **(extra_meta or {}),
+        }
+        return StepGroup(group)
+
+    @contextmanager
+    def lock(self, key: str, timeout: float = 3600) -> Iterator[None]:
+        with step_lock(self.fs, self.root, key, timeout=timeout):
+            yield
+
+    def list_steps(self, prefix: str = "") -> list[StepGroup]:
+        """Every step group under ``prefix`` (``sources``, ``features`` or '' for all)."""
+        out = []
+        start = self.root_group[prefix] if prefix else self.root_group
+        for _, node in start.members(max_depth=None):
+            if isinstance(node, zarr.Group) and META in node.attrs:
+                out.append(StepGroup(node))
+        return out

@@ -1,0 +1,200 @@
+"""``affectflow`` command line: extract, demo, ls, export/import, and registry listings."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, help="Frozen-encoder feature cache for affective computing.")
+console = Console()
+
+
+def _value(text: str) -> Any:
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError:
+        return text
+
+
+def _options(parts: list[str], what: str) -> dict[str, Any]:
+    out = {}
+    for part in parts:
+        key, sep, value = part.partition("=")
+        if not sep:
+            raise typer.BadParameter(f"{what}: option {part!r} must be key=value")
+        out[key] = _value(value)
+    return out
+
+
+def parse_dataset(text: str):
+    """``LAYOUT=ROOT[,key=value…]``; the key ``name`` sets the dataset's name in the store."""
+    from flows.extract import DatasetConfig
+
+    head, *rest = text.split(",")
+    layout, sep, root = head.partition("=")
+    if not sep or not root:
+        raise typer.BadParameter(f"--dataset {text!r}: expected LAYOUT=ROOT[,key=value...], e.g. rafdb=/data/RAF-DB")
+    options = _options(rest, f"--dataset {text!r}")
+    name = options.pop("name", None)
+    return DatasetConfig(layout=layout, root=root, name=name, options=options)
+
+
+def parse_encoder(text: str):
+    """``NAME[,key=value…]``, e.g. ``clip-vit-b-16,tokens=true``."""
+    from flows.extract import EncoderConfig
+
+    name, *rest = text.split(",")
+    return EncoderConfig(name=name, options=_options(rest, f"--encoder {text!r}"))
+
+
+def _run_extract(**kwargs: Any) -> dict[str, Any]:
+    from flows.extract import extract_features
+
+    return extract_features(**kwargs)
+
+
+def _fail(err: Exception) -> None:
+    console.print(f"[bold red]error:[/] {err}")
+    raise typer.Exit(2)
+
+
+@app.command()
+def extract(
+    dataset: Annotated[list[str], typer.Option(help="LAYOUT=ROOT[,key=value...] (repeatable)")],
+    encoder: Annotated[list[str], typer.Option(help="NAME[,key=value...] (repeatable)")],
+    store: Annotated[str, typer.Option(help="store directory or fsspec URL (s3://bucket/path)")] = "./store",
+    storage_option: Annotated[list[str], typer.Option(help="fsspec option key=value (repeatable)")] = [],
+    chunk_size: Annotated[int | None, typer.Option(help="samples per chunk (default: ~4 MB chunks)")] = None,
+    batch_size: int = 32,
+    decode_workers: int = 2,
+    device: Annotated[str | None, typer.Option(help="cpu, cuda, cuda:1 (default: cuda if available)")] = None,
+    dask_address: Annotated[str | None, typer.Option(help="run chunks on this Dask scheduler")] = None,
+    dask_workers: Annotated[int, typer.Option(help="run chunks on a temporary LocalCluster of N workers")] = 0,
+    json_out: Annotated[Path | None, typer.Option("--json", help="write the run summary as JSON")] = None,
+) -> None:
+    """Run frozen encoders over datasets into the feature store (reruns skip, killed runs resume)."""
+    from featurestore import StoreError
+    from stages.encoders import EncoderError
+    from stages.sources import SourceError
+
+    try:
+        result = _run_extract(
+            datasets=[parse_dataset(d) for d in dataset],
+            encoders=[parse_encoder(e) for e in encoder],
+            store=store,
+            storage_options=_options(storage_option, "--storage-option"),
+            chunk_size=chunk_size,
+            batch_size=batch_size,
+            decode_workers=decode_workers,
+            device=device,
+            dask_address=dask_address,
+            dask_workers=dask_workers,
+        )
+    except (StoreError, EncoderError, SourceError, ValueError) as err:
+        _fail(err)
+    _print_summary(result)
+    if json_out:
+        json_out.write_text(json.dumps(result, indent=1))
+
+
+def _print_summary(result: dict[str, Any]) -> None:
+    table = Table(title="extract-features")
+    for col in ("dataset", "encoder", "key", "state", "chunks run", "samples", "ok", "failed", "s"):
+        table.add_column(col)
+    for r in result["steps"]:
+        failed = {k: v for k, v in r["status_counts"].items() if k != "ok"}
+        table.add_row(r["dataset"], r["encoder"], r["key"][:12], r["state"], f"{r['chunks_run']}/{r['chunks']}",
+                      str(r["samples"]), str(r["ok"]), json.dumps(failed) if failed else "-", f"{r['seconds']:.1f}")
+    console.print(table)
+
+
+@app.command()
+def demo(
+    store: Annotated[str, typer.Option(help="store directory")] = "./store",
+    data: Annotated[Path, typer.Option(help="where to write the demo catalogue")] = Path("./demo-data"),
+    encoder: Annotated[list[str], typer.Option(help="encoders to run")] = ["efficientnet-lite0"],
+) -> None:
+    """Write the real-photo demo catalogue, extract features offline, and list the store."""
+    from stages.sources.demo_catalogue import write_demo_catalogue
+
+    root = write_demo_catalogue(data)
+    console.print(f"demo catalogue: {root}/manifest.csv")
+    extract(dataset=[f"csv={root},name=demo"], encoder=encoder, store=store, storage_option=[])
+    ls(store=store)
+
+
+@app.command()
+def ls(store: Annotated[str, typer.Option(help="store directory or URL")] = "./store") -> None:
+    """List every step group in the store with its key, size and completion."""
+    from featurestore import FeatureStore, GroupReader
+
+    fstore = FeatureStore(store)
+    table = Table(title=f"store {store}")
+    for col in ("path", "kind", "samples", "chunks", "arrays", "status", "complete"):
+        table.add_column(col)
+    for step in fstore.list_steps():
+        reader = GroupReader(step, allow_incomplete=True)
+        arrays = ", ".join(f"{n}{list(step.group[n].shape[1:])}" for n in reader.names()
+                           if n not in ("status", "status_detail", "path"))
+        table.add_row(step.group.path, step.meta["kind"], str(step.n_samples), str(step.n_chunks), arrays,
+                      json.dumps(reader.status_counts()), "yes" if step.is_complete else
+                      f"no ({len(step.undone_chunks())} chunks left)")
+    console.print(table)
+
+
+@app.command("export")
+def export_cmd(
+    path: Annotated[str, typer.Argument(help="group path, e.g. features/demo/efficientnet-lite0/<key>")],
+    h5: Annotated[Path, typer.Option("--h5", help="output .h5 file")],
+    store: str = "./store",
+) -> None:
+    """Export a step group to an HDF5 file."""
+    from featurestore import FeatureStore, GroupReader
+    from featurestore.h5 import export_h5
+
+    try:
+        export_h5(GroupReader.open(FeatureStore(store), path), h5)
+    except (KeyError, RuntimeError) as err:
+        _fail(err)
+    console.print(f"wrote {h5}")
+
+
+@app.command("import")
+def import_cmd(h5: Annotated[Path, typer.Option("--h5", help="file written by export")], store: str = "./store") -> None:
+    """Import an HDF5 export as a step group (same path, same key)."""
+    from featurestore import FeatureStore
+    from featurestore.h5 import import_h5
+
+    console.print(f"imported {import_h5(FeatureStore(store), h5)}")
+
+
+@app.command()
+def encoders() -> None:
+    """List registered encoders."""
+    from stages.encoders import list_encoders
+
+    for name in list_encoders():
+        console.print(name)
+
+
+@app.command()
+def layouts() -> None:
+    """List registered dataset layouts."""
+    from stages.sources import SOURCES
+
+    for name, info in sorted(SOURCES.items()):
+        console.print(f"{name:12s} {info.doc}")
+
+
+def main() -> None:
+    app(prog_name="affectflow")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

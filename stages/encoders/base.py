@@ -1,0 +1,131 @@
+"""Frozen image encoders: a registry of named factories and the interface the extraction step uses.
+
+An encoder is cheap to construct: it knows its preprocessing, its output shapes and the digest of
+its weights (from the weights file, through the stat cache) without loading the model, so a rerun
+can decide "already done" without paying for model start-up. ``load`` builds the model lazily.
+Encoders do no I/O of their own beyond loading weights.
+"""
+
+from __future__ import annotations
+
+import functools
+from abc import ABC, abstractmethod
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from featurestore.fingerprint import fingerprint_files
+from featurestore.keys import canonical_json
+from stages.images import Preprocess
+
+
+class EncoderError(ValueError):
+    pass
+
+
+class ImageEncoder(ABC):
+    name: str
+    preprocess: Preprocess
+
+    def __init__(self) -> None:
+        self.model: torch.nn.Module | None = None
+        self.device = torch.device("cpu")
+
+    @abstractmethod
+    def architecture(self) -> dict[str, Any]:
+        """JSON description of the architecture (part of the step spec)."""
+
+    @abstractmethod
+    def weights_digest(self) -> str:
+        """Content digest of the weights, computable without building the model."""
+
+    @abstractmethod
+    def output_shapes(self) -> dict[str, tuple[int, ...]]:
+        """Per-sample shape of each output array."""
+
+    @abstractmethod
+    def build(self) -> torch.nn.Module:
+        """Construct the model with its weights (called once per process)."""
+
+    @abstractmethod
+    def forward(self, pixels: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Normalised pixels (B, 3, H, W) on ``self.device`` → outputs by name."""
+
+    def spec_params(self) -> dict[str, Any]:
+        return {
+            "encoder": self.name,
+            "architecture": self.architecture(),
+            "weights": self.weights_digest(),
+            "preprocess": self.preprocess.to_json(),
+            "outputs": {k: list(v) for k, v in self.output_shapes().items()},
+        }
+
+    def load(self, device: str | torch.device | None = None) -> ImageEncoder:
+        if self.model is None:
+            self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+            self.model = self.build().to(self.device).eval()
+            for p in self.model.parameters():
+                p.requires_grad_(False)
+        return self
+
+    @torch.inference_mode()
+    def encode(self, pixels_u8: torch.Tensor) -> dict[str, torch.Tensor]:
+        """uint8 (B, H, W, 3) → outputs, normalised here so decode workers stay cheap."""
+        self.load()
+        x = pixels_u8.to(self.device, non_blocking=True).permute(0, 3, 1, 2).float().div_(255.0)
+        mean = torch.tensor(self.preprocess.mean, device=self.device).view(1, 3, 1, 1)
+        std = torch.tensor(self.preprocess.std, device=self.device).view(1, 3, 1, 1)
+        return {k: v.float().cpu() for k, v in self.forward((x - mean) / std).items()}
+
+
+def file_weights_digest(path: str | Path) -> str:
+    path = Path(path)
+    if not path.is_file():
+        raise EncoderError(f"weights file {path} not found")
+    (entry,) = fingerprint_files(path.parent, [path.name])
+    return f"file:{entry.digest}"
+
+
+ENCODERS: dict[str, Callable[..., ImageEncoder]] = {}
+
+
+def register_encoder(name: str) -> Callable:
+    def wrap(factory: Callable[..., ImageEncoder]) -> Callable[..., ImageEncoder]:
+        ENCODERS[name] = factory
+        return factory
+
+    return wrap
+
+
+def list_encoders() -> list[str]:
+    return sorted(ENCODERS)
+
+
+def create_encoder(name: str, **options: Any) -> ImageEncoder:
+    """Build an encoder by registered name, or ``open_clip:<arch>@<tag-or-checkpoint-path>``."""
+    if name.startswith("open_clip:"):
+        arch, _, pretrained = name.removeprefix("open_clip:").partition("@")
+        return ENCODERS["open_clip"](arch=arch, pretrained=pretrained or None, **options)
+    if name not in ENCODERS:
+        raise EncoderError(
+            f"unknown encoder {name!r}; registered: {', '.join(list_encoders())}, "
+            "or open_clip:<arch>@<pretrained tag or checkpoint path>"
+        )
+    try:
+        return ENCODERS[name](**options)
+    except TypeError as err:
+        raise EncoderError(f"encoder {name!r}: bad options {options}: {err}") from None
+
+
+@functools.lru_cache(maxsize=4)
+def _loaded(name: str, options_json: str, device: str | None) -> ImageEncoder:
+    import json
+
+    return create_encoder(name, **json.loads(options_json)).load(device)
+
+
+def loaded_encoder(name: str, options: dict[str, Any], device: str | None = None) -> ImageEncoder:
+    """Process-wide cache: each worker process loads a given model once."""
+    return _loaded(name, canonical_json(options), device)

@@ -1,0 +1,221 @@
+"""The extraction step: (encoder spec, source key) → a feature group, computed chunk by chunk.
+
+Plain functions, no Prefect: ``flows/extract.py`` maps :func:`extract_chunk` over the undone
+chunks of a group created by :func:`open_feature_group`. Each chunk is written by exactly one call,
+with aligned regions, and marked done only after its data is written.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import time
+from collections import Counter, deque
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from itertools import islice
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from featurestore import ArraySpec, FeatureStore, SampleStatus, StepGroup, StepSpec, step_key
+from stages.encoders import ImageEncoder, loaded_encoder
+from stages.images import decode_image
+from stages.sources import Manifest
+from stages.sources.labels import EXPRESSIONS
+
+SOURCE_STEP_VERSION = 1
+EXTRACT_STEP = "extract"
+EXTRACT_STEP_VERSION = 1
+
+_SOURCE_DETAIL = {
+    SampleStatus.PATH_ESCAPE: "path escapes the dataset root; not read",
+    SampleStatus.MISSING_FILE: "file not found",
+}
+
+
+# -- source groups ---------------------------------------------------------------------------
+def write_source(store: FeatureStore, manifest: Manifest) -> tuple[StepGroup, str]:
+    """Store the manifest as ``sources/<dataset>/<key>``; returns (group, "skipped" | "written")."""
+    path = store.source_path(manifest.dataset, manifest.key)
+    with store.lock(manifest.key):
+        existing = store.open_step(path)
+        if existing is not None and existing.is_complete:
+            return existing, "skipped"
+        n = len(manifest)
+        arrays = {
+            "path": ArraySpec((), str, ""),
+            "status": ArraySpec((), np.int8, 0),
+            "status_detail": ArraySpec((), str, ""),
+        }
+        for name, values in manifest.labels.items():
+            fill = "" if values.dtype.kind in "USO" else (np.nan if values.dtype.kind == "f" else -1)
+            arrays[name] = ArraySpec(values.shape[1:], str if values.dtype.kind in "USO" else values.dtype, fill)
+        spec = StepSpec("source", SOURCE_STEP_VERSION, {"layout": manifest.source, "options": manifest.options})
+        group = store.create_step(
+            path,
+            kind="source",
+            spec=spec,
+            key=manifest.key,
+            inputs=[],
+            n_samples=n,
+            arrays=arrays,
+            chunk_size=max(n, 1),
+            extra_meta={
+                "dataset": manifest.dataset,
+                "root_at_creation": str(manifest.root),  # informational only: never part of a key
+                "au_names": manifest.au_names,
+                "expressions": list(EXPRESSIONS),
+            },
+        )
+        g = group.group
+        g["path"][:] = np.array(manifest.paths, dtype=str)
+        g["status"][:] = manifest.status
+        g["status_detail"][:] = np.array([_SOURCE_DETAIL.get(SampleStatus(s), "") for s in manifest.status])
+        for name, values in manifest.labels.items():
+            g[name][:] = values.astype(str) if values.dtype.kind in "USO" else values
+        group.mark_chunk_done(0)
+        group.mark_complete()
+        return group, "written"
+
+
+# -- feature groups --------------------------------------------------------------------------
+def feature_spec(encoder: ImageEncoder) -> StepSpec:
+    return StepSpec(EXTRACT_STEP, EXTRACT_STEP_VERSION, encoder.spec_params())
+
+
+def feature_key(encoder: ImageEncoder, source_key: str) -> str:
+    return step_key(feature_spec(encoder), [source_key])
+
+
+def open_feature_group(
+    store: FeatureStore, dataset: str, source: StepGroup, encoder: ImageEncoder, chunk_size: int | None = None
+) -> tuple[StepGroup, str]:
+    """Open or create the group; returns (group, "skipped" | "resumed" | "new"). Hold the step lock."""
+    key = feature_key(encoder, source.key)
+    path = store.feature_path(dataset, encoder.name, key)
+    group = store.open_step(path)
+    if group is not None and group.key == key:
+        if group.is_complete:
+            return group, "skipped"
+        if group.done_mask().any():
+            return group, "resumed"
+    arrays = {name: ArraySpec(shape, np.float16, np.nan) for name, shape in encoder.output_shapes().items()}
+    arrays["status"] = ArraySpec((), np.int8, 0)
+    arrays["status_detail"] = ArraySpec((), str, "")
+    group = store.create_step(
+        path,
+        kind="features",
+        spec=feature_spec(encoder),
+        key=key,
+        inputs=[source.key],
+        n_samples=source.n_samples,
+        arrays=arrays,
+        chunk_size=chunk_size,
+        extra_meta={"dataset": dataset, "encoder": encoder.name, "source_path": source.group.path},
+    )
+    return group, "new"
+
+
+# -- one chunk -------------------------------------------------------------------------------
+@dataclass
+class ChunkReport:
+    chunk: int
+    samples: int
+    ok: int
+    seconds: float
+    failures: list[tuple[int, str, str, str]] = field(default_factory=list)  # row, path, status, detail
+
+    def to_json(self) -> dict[str, Any]:
+        return self.__dict__
+
+
+@functools.lru_cache(maxsize=8)
+def _open_store(url: str, storage_options_json: str) -> FeatureStore:
+    return FeatureStore(url, json.loads(storage_options_json))
+
+
+def _prefetched(pool: ThreadPoolExecutor, fn, items: list, window: int) -> Iterator:
+    """``map(fn, items)`` in order, keeping ``window`` decodes in flight ahead of the consumer."""
+    it = iter(items)
+    pending = deque(pool.submit(fn, item) for item in islice(it, window))
+    while pending:
+        future = pending.popleft()
+        nxt = next(it, None)
+        if nxt is not None:
+            pending.append(pool.submit(fn, nxt))
+        yield future.result()
+
+
+def extract_chunk(
+    store_url: str,
+    storage_options: dict[str, Any],
+    feature_path: str,
+    dataset_root: str,
+    encoder_name: str,
+    encoder_options: dict[str, Any],
+    chunk: int,
+    batch_size: int = 32,
+    decode_workers: int = 2,
+    device: str | None = None,
+) -> ChunkReport:
+    """Decode, encode and write chunk ``chunk`` of the group at ``feature_path``; mark it done."""
+    t0 = time.perf_counter()
+    store = _open_store(store_url, json.dumps(storage_options, sort_keys=True))
+    group = store.open_step(feature_path)
+    source = store.open_step(group.meta["source_path"])
+    start, stop = group.chunk_bounds(chunk)
+    n = stop - start
+    src = source.group
+    paths = [str(p) for p in src["path"][start:stop]]
+    status = np.asarray(src["status"][start:stop], dtype=np.int8).copy()
+    detail = np.asarray(src["status_detail"][start:stop]).astype(object)
+    crops = np.asarray(src["crop"][start:stop])
+    encoder = loaded_encoder(encoder_name, encoder_options, device)
+    outputs = {k: np.full((n, *s), np.nan, np.float16) for k, s in encoder.output_shapes().items()}
+    root = Path(dataset_root)
+
+    def decode(i: int):
+        crop = None if np.isnan(crops[i]).any() else tuple(float(v) for v in crops[i])
+        return i, decode_image(root / paths[i], encoder.preprocess, crop)
+
+    def flush(rows: list[int], pixels: list[np.ndarray]) -> None:
+        result = encoder.encode(torch.from_numpy(np.stack(pixels)))
+        for name, values in result.items():
+            outputs[name][rows] = values.numpy().astype(np.float16)
+
+    todo = [i for i in range(n) if status[i] == SampleStatus.OK]
+    rows: list[int] = []
+    pixels: list[np.ndarray] = []
+    with ThreadPoolExecutor(max(1, decode_workers)) as pool:
+        for i, decoded in _prefetched(pool, decode, todo, window=2 * batch_size):
+            if decoded.status != SampleStatus.OK:
+                status[i], detail[i] = decoded.status, decoded.detail
+                continue
+            rows.append(i)
+            pixels.append(decoded.pixels)
+            if len(rows) == batch_size:
+                flush(rows, pixels)
+                rows, pixels = [], []
+        if rows:
+            flush(rows, pixels)
+
+    g = group.group
+    for name, values in outputs.items():
+        g[name][start:stop] = values
+    g["status"][start:stop] = status
+    g["status_detail"][start:stop] = detail.astype(str)
+    group.mark_chunk_done(chunk)
+    failures = [
+        (start + i, paths[i], SampleStatus(int(status[i])).label, str(detail[i]))
+        for i in range(n)
+        if status[i] != SampleStatus.OK
+    ]
+    return ChunkReport(chunk, n, int((status == SampleStatus.OK).sum()), time.perf_counter() - t0, failures)
+
+
+def failure_counts(reports: list[ChunkReport]) -> dict[str, int]:
+    return dict(Counter(f[2] for r in reports for f in r.failures))

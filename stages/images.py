@@ -1,0 +1,118 @@
+"""Decode one image to a fixed-size RGB uint8 array, or say exactly why it could not be.
+
+Every failure is a :class:`SampleStatus` plus a one-line detail; nothing here raises for bad
+input. Normalisation by mean/std happens later on whole batches (one vectorised op).
+"""
+
+from __future__ import annotations
+
+import warnings
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+from featurestore.status import SampleStatus
+
+# We enforce our own pixel limit (below) so a huge image is a status, not a PIL exception.
+Image.MAX_IMAGE_PIXELS = None
+DEFAULT_MAX_PIXELS = 1 << 28  # 268 Mpx, e.g. 16384 × 16384
+_RESAMPLE = {"bicubic": Image.Resampling.BICUBIC, "bilinear": Image.Resampling.BILINEAR}
+
+
+@dataclass(frozen=True)
+class Preprocess:
+    """Everything about preprocessing that changes the pixels an encoder sees (part of the spec)."""
+
+    size: int
+    mean: tuple[float, float, float]
+    std: tuple[float, float, float]
+    interpolation: str = "bicubic"
+    resize_mode: str = "shortest"  # shortest side to `size`, then centre crop; or "squash"
+
+    def __post_init__(self) -> None:
+        if self.interpolation not in _RESAMPLE:
+            raise ValueError(f"interpolation {self.interpolation!r} not in {sorted(_RESAMPLE)}")
+        if self.resize_mode not in ("shortest", "squash"):
+            raise ValueError(f"resize_mode {self.resize_mode!r} not in ['shortest', 'squash']")
+
+    def to_json(self) -> dict:
+        d = asdict(self)
+        d["mean"], d["std"] = list(self.mean), list(self.std)
+        return d
+
+
+@dataclass
+class Decoded:
+    pixels: np.ndarray | None  # (size, size, 3) uint8 when status is OK
+    status: SampleStatus
+    detail: str = ""
+
+
+def _to_rgb(img: Image.Image) -> Image.Image:
+    if img.mode in ("I;16", "I;16B", "I;16L", "I"):
+        # 16/32-bit greyscale: keep the top 8 bits of the used range rather than clipping.
+        arr = np.asarray(img, dtype=np.float64)
+        top = 65535.0 if img.mode.startswith("I;16") else max(float(arr.max()), 1.0)
+        img = Image.fromarray(np.clip(arr / top * 255.0 + 0.5, 0, 255).astype(np.uint8), "L")
+    elif img.mode == "F":
+        arr = np.asarray(img, dtype=np.float64)
+        lo, hi = float(arr.min()), float(arr.max())
+        img = Image.fromarray(((arr - lo) / max(hi - lo, 1e-12) * 255.0).astype(np.uint8), "L")
+    return img if img.mode == "RGB" else img.convert("RGB")
+
+
+def _resize(img: Image.Image, pre: Preprocess) -> Image.Image:
+    resample = _RESAMPLE[pre.interpolation]
+    if pre.resize_mode == "squash":
+        return img.resize((pre.size, pre.size), resample)
+    w, h = img.size
+    scale = pre.size / min(w, h)
+    nw, nh = max(pre.size, round(w * scale)), max(pre.size, round(h * scale))
+    img = img.resize((nw, nh), resample)
+    left, top = (nw - pre.size) // 2, (nh - pre.size) // 2
+    return img.crop((left, top, left + pre.size, top + pre.size))
+
+
+def decode_image(
+    path: Path,
+    pre: Preprocess,
+    crop: tuple[float, float, float, float] | None = None,
+    max_pixels: int = DEFAULT_MAX_PIXELS,
+) -> Decoded:
+    try:
+        size = path.stat().st_size
+    except FileNotFoundError:
+        return Decoded(None, SampleStatus.MISSING_FILE, "file not found")
+    except OSError as err:
+        return Decoded(None, SampleStatus.MISSING_FILE, f"cannot stat: {err}")
+    if size == 0:
+        return Decoded(None, SampleStatus.EMPTY_FILE, "zero-byte file")
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            img = Image.open(path)
+            w, h = img.size
+            if w * h > max_pixels:
+                return Decoded(None, SampleStatus.TOO_LARGE, f"{w}x{h} exceeds {max_pixels} pixels")
+            if crop is None and img.format == "JPEG":
+                # Decode a huge JPEG at a reduced DCT scale that is still >= the target size.
+                img.draft("RGB", (pre.size, pre.size))
+            img.load()
+            img = ImageOps.exif_transpose(img)
+    except UnidentifiedImageError:
+        return Decoded(None, SampleStatus.NOT_AN_IMAGE, "not a recognised image format")
+    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as err:
+        return Decoded(None, SampleStatus.DECODE_ERROR, str(err)[:200])
+    if crop is not None:
+        x, y, cw, ch = crop
+        box = (max(0, round(x)), max(0, round(y)), min(w, round(x + cw)), min(h, round(y + ch)))
+        if box[2] - box[0] < 2 or box[3] - box[1] < 2:
+            return Decoded(None, SampleStatus.BAD_CROP, f"face box {crop} outside the {w}x{h} image")
+        img = img.crop(box)
+    try:
+        img = _resize(_to_rgb(img), pre)
+    except (OSError, ValueError) as err:
+        return Decoded(None, SampleStatus.DECODE_ERROR, str(err)[:200])
+    return Decoded(np.asarray(img, dtype=np.uint8), SampleStatus.OK)

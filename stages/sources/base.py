@@ -1,0 +1,161 @@
+"""Sources parse a dataset's own layout into a :class:`Manifest`: one row per sample.
+
+A source never opens images. It lists relative paths and canonical labels; the manifest key then
+covers every file the source read (label files and images) by relative path, size and content.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path, PurePosixPath
+from typing import Any
+
+import numpy as np
+
+from featurestore.fingerprint import FileEntry, StatCache, fingerprint_files, manifest_key
+from featurestore.status import SampleStatus
+from stages.sources.labels import EXPRESSIONS, MISSING
+
+
+class SourceError(ValueError):
+    """The dataset's layout or a label file is not what the source expects."""
+
+
+@dataclass
+class Parsed:
+    """What a parser returns: sample paths (relative to root, as written) and canonical labels."""
+
+    paths: list[str]
+    label_files: list[str]
+    expression: list[int] | None = None
+    va: list[tuple[float, float]] | None = None
+    au: list[list[int]] | None = None
+    au_names: list[str] = field(default_factory=list)
+    subject: list[str] | None = None
+    split: list[str] | None = None
+    crop: list[tuple[float, float, float, float] | None] | None = None
+    extra: dict[str, np.ndarray] = field(default_factory=dict)
+
+
+@dataclass
+class Manifest:
+    dataset: str
+    source: str
+    version: int
+    options: dict[str, Any]
+    root: Path
+    key: str
+    paths: list[str]
+    status: np.ndarray  # int8, SampleStatus before any image is decoded
+    labels: dict[str, np.ndarray]
+    au_names: list[str]
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+
+@dataclass(frozen=True)
+class SourceInfo:
+    name: str
+    version: int
+    parse: Callable[..., Parsed]
+    doc: str
+
+
+SOURCES: dict[str, SourceInfo] = {}
+
+
+def register_source(name: str, version: int) -> Callable:
+    """Register ``parse(root, **options) -> Parsed`` under ``name``. Bump ``version`` when parsing changes."""
+
+    def wrap(fn: Callable[..., Parsed]) -> Callable[..., Parsed]:
+        SOURCES[name] = SourceInfo(name, version, fn, (fn.__doc__ or "").strip().splitlines()[0])
+        return fn
+
+    return wrap
+
+
+def get_source(name: str) -> SourceInfo:
+    if name not in SOURCES:
+        raise SourceError(f"unknown dataset layout {name!r}; known layouts: {', '.join(sorted(SOURCES))}")
+    return SOURCES[name]
+
+
+def inside_root(root: Path, rel: str) -> bool:
+    """True when ``root/rel`` stays inside ``root`` after resolving ``..`` and symlinks."""
+    if not rel or PurePosixPath(rel).is_absolute() or os.path.isabs(rel) or "\\" in rel:
+        return False
+    real_root = os.path.realpath(root)
+    real = os.path.realpath(os.path.join(real_root, rel))
+    return os.path.commonpath([real_root, real]) == real_root
+
+
+def _labels(parsed: Parsed, n: int) -> dict[str, np.ndarray]:
+    def strings(values: list[str] | None) -> np.ndarray:
+        return np.array(values if values is not None else [""] * n, dtype=object).astype(str)
+
+    expression = np.full(n, MISSING, dtype=np.int8)
+    if parsed.expression is not None:
+        expression[:] = parsed.expression
+    va = np.full((n, 2), np.nan, dtype=np.float32)
+    if parsed.va is not None:
+        va[:] = parsed.va
+    crop = np.full((n, 4), np.nan, dtype=np.float32)
+    if parsed.crop is not None:
+        for i, box in enumerate(parsed.crop):
+            if box is not None:
+                crop[i] = box
+    labels = {
+        "expression": expression,
+        "va": va,
+        "subject": strings(parsed.subject),
+        "split": strings(parsed.split),
+        "crop": crop,
+    }
+    if parsed.au is not None:
+        labels["au"] = np.asarray(parsed.au, dtype=np.int8).reshape(n, len(parsed.au_names))
+    labels.update(parsed.extra)
+    return labels
+
+
+def build_manifest(
+    source: str, root: str | Path, dataset: str | None = None, stat_cache: StatCache | None = None, **options: Any
+) -> Manifest:
+    """Parse ``root`` with ``source`` and fingerprint everything it reads."""
+    info = get_source(source)
+    root = Path(root)
+    if not root.is_dir():
+        raise SourceError(f"dataset root {str(root)!r} for layout {source!r} is not a directory")
+    parsed = info.parse(root, **options)
+    n = len(parsed.paths)
+    if n == 0:
+        raise SourceError(f"layout {source!r} found no samples under {str(root)!r}")
+    status = np.zeros(n, dtype=np.int8)
+    safe = [inside_root(root, p) for p in parsed.paths]
+    status[~np.asarray(safe)] = SampleStatus.PATH_ESCAPE
+    readable = [p for p, ok in zip(parsed.paths, safe) if ok]
+    entries = fingerprint_files(root, readable + parsed.label_files, stat_cache)
+    by_path = {e.relpath: e for e in entries}
+    for i, p in enumerate(parsed.paths):
+        if safe[i] and by_path[p].digest is None:
+            status[i] = SampleStatus.MISSING_FILE
+    # Escaped paths enter the key as strings only: they are never opened.
+    escaped = [FileEntry(p, None, "path_escape") for p, ok in zip(parsed.paths, safe) if not ok]
+    key = manifest_key(source, info.version, options, entries + escaped)
+    labels = _labels(parsed, n)
+    if labels["expression"].max(initial=MISSING) >= len(EXPRESSIONS):
+        raise SourceError(f"{source}: expression index outside the canonical {len(EXPRESSIONS)} classes")
+    return Manifest(
+        dataset=dataset or source,
+        source=source,
+        version=info.version,
+        options=options,
+        root=root,
+        key=key,
+        paths=list(parsed.paths),
+        status=status,
+        labels=labels,
+        au_names=list(parsed.au_names),
+    )

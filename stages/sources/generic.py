@@ -1,0 +1,78 @@
+"""Generic layouts: an image folder with class sub-folders, and a CSV manifest."""
+
+from __future__ import annotations
+
+import csv
+import math
+from pathlib import Path
+
+from stages.sources.base import Parsed, SourceError, register_source
+from stages.sources.labels import MISSING, expression_from_name
+
+IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff", ".gif"}
+SPLIT_NAMES = {"train", "val", "test"}
+
+
+@register_source("imagefolder", version=1)
+def parse_imagefolder(root: Path) -> Parsed:
+    """Image folder: <class>/<image> or <split>/<class>/<image>, class names mapped to canonical."""
+    tops = sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
+    if not tops:
+        raise SourceError(f"image folder {root} has no class sub-folders")
+    with_splits = all(p.name in SPLIT_NAMES for p in tops)
+    groups = [(p.name, c) for p in tops for c in sorted(p.iterdir()) if c.is_dir()] if with_splits else [
+        ("", p) for p in tops
+    ]
+    paths, expression, split = [], [], []
+    for split_name, class_dir in groups:
+        try:
+            label = expression_from_name(class_dir.name)
+        except ValueError as err:
+            raise SourceError(f"{class_dir}: {err}") from None
+        for image in sorted(class_dir.rglob("*")):
+            if image.suffix.lower() in IMAGE_SUFFIXES and not image.is_dir():
+                paths.append(image.relative_to(root).as_posix())
+                expression.append(label)
+                split.append(split_name)
+    return Parsed(paths=paths, label_files=[], expression=expression, split=split)
+
+
+def _float(value: str, where: str) -> float:
+    if value.strip() == "":
+        return math.nan
+    try:
+        return float(value)
+    except ValueError:
+        raise SourceError(f"{where}: {value!r} is not a number") from None
+
+
+@register_source("csv", version=1)
+def parse_csv(root: Path, manifest: str = "manifest.csv") -> Parsed:
+    """CSV manifest: column `path` (relative to the root) and optional expression, valence,
+    arousal, subject, split, AU<n> columns (1/0, empty = missing)."""
+    csv_path = root / manifest
+    if not csv_path.is_file():
+        raise SourceError(f"CSV layout: manifest {csv_path} not found")
+    with open(csv_path, newline="") as f:
+        reader = csv.DictReader(f)
+        columns = reader.fieldnames or []
+        if "path" not in columns:
+            raise SourceError(f"{csv_path}:1: needs a 'path' column, has {columns}")
+        au_names = [c for c in columns if c.upper().startswith("AU") and c[2:].isdigit()]
+        out = Parsed(paths=[], label_files=[manifest], au_names=au_names)
+        expression, va, au, subject, split = [], [], [], [], []
+        for lineno, row in enumerate(reader, 2):
+            where = f"{csv_path}:{lineno}"
+            out.paths.append(row["path"])
+            name = (row.get("expression") or "").strip()
+            try:
+                expression.append(expression_from_name(name) if name else MISSING)
+            except ValueError as err:
+                raise SourceError(f"{where}: {err}") from None
+            va.append((_float(row.get("valence") or "", where), _float(row.get("arousal") or "", where)))
+            au.append([MISSING if not (v := (row[c] or "").strip()) else int(_float(v, where) > 0) for c in au_names])
+            subject.append(row.get("subject") or "")
+            split.append(row.get("split") or "")
+    out.expression, out.va, out.subject, out.split = expression, va, subject, split
+    out.au = au if au_names else None
+    return out

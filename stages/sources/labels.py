@@ -1,0 +1,69 @@
+"""One canonical label space, with an explicit map from each dataset's own codes.
+
+Canonical expression order is AffectNet's first eight (the largest corpus), so its codes map to
+themselves. Every other dataset states its mapping here, in one place, instead of in the head code.
+Missing values: expression −1, AU −1, valence/arousal NaN.
+"""
+
+from __future__ import annotations
+
+EXPRESSIONS: tuple[str, ...] = (
+    "neutral",
+    "happiness",
+    "sadness",
+    "surprise",
+    "fear",
+    "disgust",
+    "anger",
+    "contempt",
+)
+EXPRESSION_INDEX = {name: i for i, name in enumerate(EXPRESSIONS)}
+MISSING = -1
+
+# RAF-DB basic: 1..7 = Surprise, Fear, Disgust, Happiness, Sadness, Anger, Neutral.
+RAFDB_TO_CANONICAL = {1: 3, 2: 4, 3: 5, 4: 1, 5: 2, 6: 6, 7: 0}
+
+# AffectNet manual: 0..7 as canonical; 8 None, 9 Uncertain, 10 No-Face carry no expression.
+AFFECTNET_TO_CANONICAL = {i: i for i in range(8)} | {8: MISSING, 9: MISSING, 10: MISSING}
+
+# Views select the classes a benchmark uses; other classes become missing (−1) in that view.
+EXPRESSION_VIEWS: dict[str, tuple[str, ...]] = {
+    "basic7": EXPRESSIONS[:7],  # RAF-DB basic, AffectNet-7
+    "affectnet8": EXPRESSIONS,
+}
+
+# Folder and CSV class names people actually use, mapped to canonical names.
+SYNONYMS = {
+    "neutral": "neutral",
+    "happy": "happiness",
+    "happiness": "happiness",
+    "joy": "happiness",
+    "sad": "sadness",
+    "sadness": "sadness",
+    "surprise": "surprise",
+    "surprised": "surprise",
+    "fear": "fear",
+    "fearful": "fear",
+    "afraid": "fear",
+    "disgust": "disgust",
+    "disgusted": "disgust",
+    "anger": "anger",
+    "angry": "anger",
+    "contempt": "contempt",
+}
+
+
+def expression_from_name(name: str) -> int:
+    """Canonical index of a class name; raises ValueError naming the accepted names."""
+    canonical = SYNONYMS.get(name.strip().lower())
+    if canonical is None:
+        raise ValueError(f"unknown expression {name!r}; use one of {sorted(SYNONYMS)}")
+    return EXPRESSION_INDEX[canonical]
+
+
+def view_map(view: str) -> list[int]:
+    """Canonical index → index inside ``view`` (−1 where the view drops the class)."""
+    if view not in EXPRESSION_VIEWS:
+        raise ValueError(f"unknown expression view {view!r}; known: {sorted(EXPRESSION_VIEWS)}")
+    names = EXPRESSION_VIEWS[view]
+    return [names.index(n) if n in names else MISSING for n in EXPRESSIONS]
