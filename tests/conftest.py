@@ -1,0 +1,137 @@
+"""Shared fixtures: isolated Prefect home and caches, real face photos, and deliberately bad files."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+# Before Prefect is imported anywhere: isolate its home and keep its server offline-quiet.
+_SESSION_TMP = Path(os.environ.get("AFFECTFLOW_TEST_TMP", "/tmp")) / f"affectflow-tests-{os.getpid()}"
+os.environ["PREFECT_HOME"] = str(_SESSION_TMP / "prefect-home")
+(_SESSION_TMP / "prefect-home").mkdir(parents=True, exist_ok=True)
+os.environ["AFFECTFLOW_CACHE_DIR"] = str(_SESSION_TMP / "cache")
+os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
+
+REPO = Path(__file__).resolve().parents[1]
+BIN = Path(sys.executable).parent
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _session_tmp():
+    _SESSION_TMP.mkdir(parents=True, exist_ok=True)
+    yield
+    shutil.rmtree(_SESSION_TMP, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def prefect_harness():
+    """One temporary Prefect server for every in-process flow run of the session."""
+    from prefect.testing.utilities import prefect_test_harness
+
+    with prefect_test_harness(server_startup_timeout=120):
+        yield
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_for(predicate, timeout: float, what: str, interval: float = 0.2):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(interval)
+    raise TimeoutError(f"timed out after {timeout}s waiting for {what}")
+
+
+def stop(proc: subprocess.Popen) -> None:
+    """Stop a process we started, by its PID."""
+    if proc.poll() is None:
+        proc.terminate()
+        try:
+            proc.wait(15)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+def face_photos() -> list[np.ndarray]:
+    """Real face photographs that ship in installed packages, as RGB uint8."""
+    from matplotlib import cbook
+    from skimage import data
+
+    hopper = np.asarray(Image.open(cbook.get_sample_data("grace_hopper.jpg", asfileobj=False)).convert("RGB"))
+    faces = [data.astronaut(), hopper]
+    for patch in data.lfw_subset()[:40]:
+        faces.append(np.repeat((patch * 255).round().astype(np.uint8)[..., None], 3, axis=2))
+    return faces
+
+
+def write_csv_dataset(root: Path, n: int, extra_rows: list[str] | None = None) -> Path:
+    """A csv-layout dataset of ``n`` real photos (cycled), with subjects and splits."""
+    images = root / "img"
+    images.mkdir(parents=True, exist_ok=True)
+    photos = face_photos()
+    lines = ["path,subject,split"]
+    for i in range(n):
+        rel = f"img/{i:04d}.jpg"
+        if not (root / rel).exists():
+            Image.fromarray(photos[i % len(photos)]).save(root / rel, quality=90)
+        lines.append(f"{rel},s{i % 7},{('train', 'val', 'test')[i % 3]}")
+    lines += extra_rows or []
+    (root / "manifest.csv").write_text("\n".join(lines) + "\n")
+    return root
+
+
+def write_bad_files(root: Path) -> dict[str, str]:
+    """Every kind of bad or awkward input the extraction must survive; name → relative path."""
+    from skimage import data
+
+    bad = root / "bad"
+    bad.mkdir(parents=True, exist_ok=True)
+    astro = Image.fromarray(data.astronaut())
+    astro.save(bad / "whole.jpg", quality=90)
+    raw = (bad / "whole.jpg").read_bytes()
+    (bad / "truncated.jpg").write_bytes(raw[: len(raw) // 3])
+    (bad / "empty.jpg").write_bytes(b"")
+    (bad / "text.jpg").write_text("this is not an image\n")
+    astro.convert("L").save(bad / "gray.jpg")
+    astro.convert("CMYK").save(bad / "cmyk.jpg")
+    Image.fromarray((np.asarray(astro.convert("L"), dtype=np.uint16) * 257)).save(bad / "sixteen.png")
+    Image.new("RGB", (12000, 9000), (120, 90, 60)).save(bad / "huge.jpg", quality=50)
+    return {
+        "truncated": "bad/truncated.jpg",
+        "empty": "bad/empty.jpg",
+        "missing": "bad/does-not-exist.jpg",
+        "text": "bad/text.jpg",
+        "gray": "bad/gray.jpg",
+        "cmyk": "bad/cmyk.jpg",
+        "sixteen": "bad/sixteen.png",
+        "huge": "bad/huge.jpg",
+    }
+
+
+def cli(*args: str, env: dict | None = None, **kw) -> subprocess.Popen:
+    return subprocess.Popen(
+        [str(BIN / "affectflow"), *args],
+        cwd=REPO,
+        env={**os.environ, **(env or {})},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        **kw,
+    )

@@ -1,0 +1,121 @@
+"""The extract-features flow in process (thread runner, temporary Prefect server, real Zarr on disk)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from featurestore import FeatureStore, GroupReader, SampleStatus, StoreError
+from featurestore.h5 import export_h5, import_h5
+from flows.extract import DatasetConfig, EncoderConfig, extract_features
+from stages.encoders import EncoderError, ImageEncoder, create_encoder
+from stages.images import decode_image
+from stages.sources import SourceError
+from tests.conftest import write_bad_files, write_csv_dataset
+
+pytestmark = pytest.mark.usefixtures("prefect_harness")
+
+
+@pytest.fixture(scope="module")
+def dataset(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("ds")
+    bad = write_bad_files(root)
+    return write_csv_dataset(root, 20, extra_rows=[f"{p},bad,test" for p in bad.values()])
+
+
+def _run(dataset: Path, store: Path, encoder="test-clip-tiny", **kw):
+    return extract_features(
+        datasets=[DatasetConfig(layout="csv", root=str(dataset), name="faces")],
+        encoders=[EncoderConfig(name=encoder, options=kw.pop("options", {}))],
+        store=str(store),
+        **kw,
+    )
+
+
+def test_bad_samples_get_statuses_and_good_ones_match_the_encoder(dataset, tmp_path, monkeypatch):
+    result = _run(dataset, tmp_path / "store", chunk_size=8, batch_size=4)
+    (step,) = result["steps"]
+    assert step["state"] == "new" and step["chunks"] == 4 and step["chunks_run"] == 4
+    counts = step["status_counts"]
+    assert counts == {"ok": 24, "decode_error": 1, "empty_file": 1, "missing_file": 1, "not_an_image": 1}
+    assert {f[2] for f in result["failures"]} == {"decode_error", "empty_file", "missing_file", "not_an_image"}
+    assert "missing_file" in result["report"] and "| faces | test-clip-tiny |" in result["report"]
+
+    reader = GroupReader.open(FeatureStore(tmp_path / "store"), step["path"])
+    feats, status = reader.numpy("global"), reader.status()
+    assert feats.dtype == np.float16 and feats.shape == (28, 32)
+    assert np.isnan(feats[status != SampleStatus.OK]).all() and np.isfinite(feats[status == SampleStatus.OK]).all()
+    # every stored row equals a direct forward pass of that row's image (to float16 precision)
+    enc = create_encoder("test-clip-tiny").load("cpu")
+    src = GroupReader.open(FeatureStore(tmp_path / "store"), reader.meta["source_path"])
+    rows = np.flatnonzero(status == SampleStatus.OK)[:6]
+    pixels = [decode_image(dataset / str(src.numpy("path")[r]), enc.preprocess).pixels for r in rows]
+    direct = enc.encode(torch.from_numpy(np.stack(pixels)))["global"].numpy().astype(np.float16)
+    np.testing.assert_allclose(feats[rows].astype(np.float32), direct.astype(np.float32), rtol=0, atol=2e-3)
+
+    # rerun: O(1) skip, not a single forward pass
+    calls = []
+    monkeypatch.setattr(ImageEncoder, "encode", lambda self, x: calls.append(1))
+    again = _run(dataset, tmp_path / "store", chunk_size=8, batch_size=4)
+    assert again["steps"][0]["state"] == "skipped" and again["steps"][0]["chunks_run"] == 0
+    assert again["steps"][0]["key"] == step["key"] and calls == []
+
+
+def test_tokens_are_raw_and_projected_views_of_the_same_patches(dataset, tmp_path):
+    result = _run(dataset, tmp_path / "store", options={"tokens": True})
+    reader = GroupReader.open(FeatureStore(tmp_path / "store"), result["steps"][0]["path"])
+    raw, proj = reader.numpy("patch_raw"), reader.numpy("patch_proj")
+    assert raw.shape == (28, 16, 64) and proj.shape == (28, 16, 32)
+    visual = create_encoder("test-clip-tiny").load("cpu").model.visual
+    ok = reader.ok_mask()
+    with torch.no_grad():
+        again = visual.ln_post(torch.from_numpy(raw[ok].astype(np.float32))) @ visual.proj
+    np.testing.assert_allclose(again.numpy(), proj[ok].astype(np.float32), atol=2e-2)
+
+
+def test_packaged_efficientnet_has_real_imagenet_weights():
+    from matplotlib import cbook
+
+    enc = create_encoder("efficientnet-lite0").load("cpu")
+    px = decode_image(Path(cbook.get_sample_data("grace_hopper.jpg", asfileobj=False)), enc.preprocess).pixels
+    x = torch.from_numpy(px)[None].permute(0, 3, 1, 2).float() / 255
+    x = (x - torch.tensor(enc.preprocess.mean).view(1, 3, 1, 1)) / torch.tensor(enc.preprocess.std).view(1, 3, 1, 1)
+    with torch.no_grad():
+        top = enc.classify(x).softmax(-1).topk(3).indices[0].tolist()
+    assert top[0] == 652  # "military uniform", the classic answer for this photo
+    assert 457 in top or 834 in top  # bow tie / suit
+    out = enc.encode(torch.from_numpy(px)[None])
+    assert out["global"].shape == (1, 1280)
+
+
+def test_bad_configuration_fails_fast_with_what_to_fix(dataset, tmp_path):
+    with pytest.raises(EncoderError, match="unknown encoder 'clip-b32'.*efficientnet-lite0"):
+        _run(dataset, tmp_path / "s", encoder="clip-b32")
+    with pytest.raises(SourceError, match="unknown dataset layout"):
+        extract_features(datasets=[DatasetConfig(layout="raf-db", root=str(dataset))],
+                         encoders=[EncoderConfig(name="test-clip-tiny")], store=str(tmp_path / "s"))
+    blocker = tmp_path / "a-file"
+    blocker.write_text("x")
+    with pytest.raises(StoreError, match="--store"):
+        _run(dataset, blocker / "store")
+    with pytest.raises(EncoderError, match="neither a checkpoint file nor a known tag"):
+        create_encoder("open_clip:ViT-B-32@no-such-tag")
+
+
+def test_h5_export_import_round_trip(dataset, tmp_path):
+    result = _run(dataset, tmp_path / "store")
+    path = result["steps"][0]["path"]
+    reader = GroupReader.open(FeatureStore(tmp_path / "store"), path)
+    export_h5(reader, tmp_path / "g.h5")
+    other = FeatureStore(tmp_path / "other")
+    assert import_h5(other, tmp_path / "g.h5") == path
+    back = GroupReader.open(other, path)
+    assert back.meta["key"] == reader.meta["key"]
+    for name in reader.names():
+        np.testing.assert_array_equal(back.numpy(name), reader.numpy(name))
+    lazy = back.dask("global").astype("float32")
+    assert lazy.numblocks[0] == reader.step.n_chunks
+    assert float(np.nansum(lazy.compute())) == pytest.approx(float(np.nansum(reader.numpy("global").astype("f4"))))
