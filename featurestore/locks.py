@@ -121,6 +121,8 @@ class LeaseLock:
         self._stop.set()
         if self._renewer:
             self._renewer.join()
+        if self.generation is not None and self._generations()[-1:] != [self.generation]:
+            self.lost = True
         if self.generation is not None and not self.lost:
             self.fs.pipe_file(self._path(self.generation), self._body(released=True))
         lost, self.generation = self.lost, None
