@@ -90,27 +90,39 @@ def fingerprint_files(
     new_rows: list[tuple[str, int, int, int, str]] = []
     lock = threading.Lock()
 
-    def one(rel: str) -> FileEntry:
+    # Stat and look up serially (cheap); only cache misses are read, on threads (I/O bound).
+    entries: dict[str, FileEntry] = {}
+    misses: list[tuple[str, Path, str, os.stat_result]] = []
+    for rel in relpaths:
         full = root / rel
         try:
             st = full.stat()
         except OSError:
-            return FileEntry(rel, None, None)
-        key = str(full.resolve())
+            entries[rel] = FileEntry(rel, None, None)
+            continue
+        key = os.path.realpath(full)
         digest = cache.lookup(key, st)
         if digest is None:
-            try:
-                digest = file_digest(full)
-            except OSError:
-                return FileEntry(rel, st.st_size, None)
-            with lock:
-                new_rows.append((key, st.st_size, st.st_mtime_ns, st.st_ino, digest))
+            misses.append((rel, full, key, st))
+        else:
+            entries[rel] = FileEntry(rel, st.st_size, digest)
+
+    def read(miss: tuple[str, Path, str, os.stat_result]) -> FileEntry:
+        rel, full, key, st = miss
+        try:
+            digest = file_digest(full)
+        except OSError:
+            return FileEntry(rel, st.st_size, None)
+        with lock:
+            new_rows.append((key, st.st_size, st.st_mtime_ns, st.st_ino, digest))
         return FileEntry(rel, st.st_size, digest)
 
-    with ThreadPoolExecutor(workers) as pool:
-        entries = list(pool.map(one, relpaths))
+    if misses:
+        with ThreadPoolExecutor(workers) as pool:
+            for entry in pool.map(read, misses):
+                entries[entry.relpath] = entry
     cache.store_many(new_rows)
-    return entries
+    return [entries[rel] for rel in relpaths]
 
 
 def manifest_key(source: str, version: int, options: dict, files: list[FileEntry]) -> str:

@@ -69,32 +69,11 @@ def stop(proc: subprocess.Popen) -> None:
             proc.wait()
 
 
-def face_photos() -> list[np.ndarray]:
-    """Real face photographs that ship in installed packages, as RGB uint8."""
-    from matplotlib import cbook
-    from skimage import data
-
-    hopper = np.asarray(Image.open(cbook.get_sample_data("grace_hopper.jpg", asfileobj=False)).convert("RGB"))
-    faces = [data.astronaut(), hopper]
-    for patch in data.lfw_subset()[:40]:
-        faces.append(np.repeat((patch * 255).round().astype(np.uint8)[..., None], 3, axis=2))
-    return faces
-
-
 def write_csv_dataset(root: Path, n: int, extra_rows: list[str] | None = None) -> Path:
     """A csv-layout dataset of ``n`` real photos (cycled), with subjects and splits."""
-    images = root / "img"
-    images.mkdir(parents=True, exist_ok=True)
-    photos = face_photos()
-    lines = ["path,subject,split"]
-    for i in range(n):
-        rel = f"img/{i:04d}.jpg"
-        if not (root / rel).exists():
-            Image.fromarray(photos[i % len(photos)]).save(root / rel, quality=90)
-        lines.append(f"{rel},s{i % 7},{('train', 'val', 'test')[i % 3]}")
-    lines += extra_rows or []
-    (root / "manifest.csv").write_text("\n".join(lines) + "\n")
-    return root
+    from stages.sources.demo_catalogue import write_photo_dataset
+
+    return write_photo_dataset(root, n, extra_rows)
 
 
 def write_bad_files(root: Path) -> dict[str, str]:

@@ -71,7 +71,7 @@ def test_manifest_key_follows_content_not_location(tmp_path):
     moved = tmp_path / "elsewhere" / "b"
     shutil.copytree(a, moved)
     assert build_manifest("csv", moved).key == key, "moving the dataset must not change the key"
-    (moved / "img" / "0003.jpg").write_bytes((moved / "img" / "0003.jpg").read_bytes() + b"\0")
+    (moved / "img" / "00003.jpg").write_bytes((moved / "img" / "00003.jpg").read_bytes() + b"\0")
     assert build_manifest("csv", moved).key != key, "changing one image's bytes must change the key"
     (a / "manifest.csv").write_text((a / "manifest.csv").read_text().replace("s1,", "s9,"))
     assert build_manifest("csv", a).key != key, "changing a label file must change the key"
@@ -82,7 +82,7 @@ def test_manifest_key_follows_content_not_location(tmp_path):
 def test_any_content_change_changes_the_manifest_key(tmp_path, payload):
     root = write_csv_dataset(tmp_path / "p", 3)
     before = build_manifest("csv", root).key
-    target = root / "img" / "0001.jpg"
+    target = root / "img" / "00001.jpg"
     original = target.read_bytes()
     target.write_bytes(original + payload)
     try:

@@ -48,3 +48,28 @@ def write_demo_catalogue(directory: str | Path) -> Path:
         writer.writerow(["path", "subject", "split"])
         writer.writerows(rows)
     return root
+
+
+def packaged_face_photos(n_lfw: int = 40) -> list[np.ndarray]:
+    """Real face photographs shipped in installed packages, as RGB uint8 arrays."""
+    hopper = np.asarray(Image.open(cbook.get_sample_data("grace_hopper.jpg", asfileobj=False)).convert("RGB"))
+    faces = [data.astronaut(), hopper]
+    for patch in data.lfw_subset()[:n_lfw]:
+        faces.append(np.repeat(np.round(patch * 255).astype(np.uint8)[..., None], 3, axis=2))
+    return faces
+
+
+def write_photo_dataset(root: str | Path, n: int, extra_rows: list[str] | None = None) -> Path:
+    """A csv-layout dataset of ``n`` JPEGs cycling through the packaged photos (tests, benchmarks)."""
+    root = Path(root)
+    (root / "img").mkdir(parents=True, exist_ok=True)
+    photos = packaged_face_photos()
+    lines = ["path,subject,split"]
+    for i in range(n):
+        rel = f"img/{i:05d}.jpg"
+        if not (root / rel).exists():
+            Image.fromarray(photos[i % len(photos)]).save(root / rel, quality=90)
+        lines.append(f"{rel},s{i % 7},{SPLITS[i % 3]}")
+    lines += extra_rows or []
+    (root / "manifest.csv").write_text("\n".join(lines) + "\n")
+    return root

@@ -1,0 +1,174 @@
+"""Extraction benchmark → bench/results/extract.json and the README table.
+
+Measures, on this machine, with the packaged EfficientNet-Lite0 (real weights):
+* model-only images/s on pre-decoded uint8 tensors vs pipeline images/s (decode + encode + write)
+  at the same batch size → ``pipeline_vs_model`` (target ≥ 0.9);
+* rerun-skip seconds vs first-run seconds for 2,000 images, both timed in this process after
+  imports → ``rerun_vs_first`` (target ≤ 0.01), and the whole-command rerun seconds (process
+  start, imports, Prefect's temporary server) beside it;
+* stored bytes per sample vs raw float32 → ``bytes_vs_f32``;
+* the same extraction on a real Dask cluster of 1 vs 2 single-threaded workers (torch threads 1)
+  → ``dask_2_vs_1_workers`` (target ≥ 1.7).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+RESULTS = REPO / "bench" / "results" / "extract.json"
+README = REPO / "README.md"
+BEGIN, END = "<!-- bench:extract:begin -->", "<!-- bench:extract:end -->"
+
+
+def machine() -> dict:
+    import torch
+
+    return {
+        "platform": platform.platform(),
+        "processor": platform.processor() or platform.machine(),
+        "cpus": os.cpu_count(),
+        "torch": torch.__version__,
+        "torch_threads": torch.get_num_threads(),
+        "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
+    }
+
+
+def model_only(encoder_name: str, root: Path, n: int, batch: int) -> float:
+    import numpy as np
+    import torch
+
+    from stages.encoders import create_encoder
+    from stages.images import decode_image
+
+    enc = create_encoder(encoder_name).load()
+    paths = sorted((root / "img").glob("*.jpg"))[:n]
+    pixels = torch.from_numpy(np.stack([decode_image(p, enc.preprocess).pixels for p in paths]))
+    enc.encode(pixels[:batch])  # warm-up
+    t0 = time.perf_counter()
+    for i in range(0, n, batch):
+        enc.encode(pixels[i : i + batch])
+    return n / (time.perf_counter() - t0)
+
+
+def run_flow(root: Path, store: Path, encoder: str, batch: int, **kw) -> tuple[dict, float]:
+    from flows.extract import DatasetConfig, EncoderConfig, extract_features
+
+    t0 = time.perf_counter()
+    result = extract_features(
+        datasets=[DatasetConfig(layout="csv", root=str(root), name="bench")],
+        encoders=[EncoderConfig(name=encoder)],
+        store=str(store),
+        batch_size=batch,
+        **kw,
+    )
+    return result["steps"][0], time.perf_counter() - t0
+
+
+def store_bytes(store: Path, group_path: str, array: str) -> int:
+    return sum(f.stat().st_size for f in (store / group_path / array).rglob("*") if f.is_file())
+
+
+def dask_scaling(root: Path, work: Path, encoder: str, batch: int) -> dict:
+    from distributed import LocalCluster
+
+    from stages.sources.demo_catalogue import write_photo_dataset
+
+    os.environ["OMP_NUM_THREADS"] = "1"  # inherited by the worker processes: torch threads 1
+    warm = write_photo_dataset(work / "dask-warm", 16)
+    out = {}
+    for n_workers in (1, 2):
+        with LocalCluster(n_workers=n_workers, threads_per_worker=1, processes=True, dashboard_address=":0") as cluster:
+            run_flow(warm, work / f"warm-{n_workers}", encoder, batch, chunk_size=8, dask_address=cluster.scheduler_address)
+            step, _ = run_flow(root, work / f"dask-{n_workers}", encoder, batch, chunk_size=batch,
+                               dask_address=cluster.scheduler_address)
+            out[n_workers] = step["images_per_s"]
+    return {"dask_1_worker_images_per_s": out[1], "dask_2_workers_images_per_s": out[2],
+            "dask_2_vs_1_workers": out[2] / out[1]}
+
+
+def readme_table(r: dict) -> str:
+    m = r["machine"]
+    return "\n".join([
+        BEGIN,
+        f"Measured by `make bench` on {m['cpus']} CPUs ({m['processor']}, torch {m['torch']}, "
+        f"{m['torch_threads']} torch threads{', GPU ' + m['cuda'] if m['cuda'] else ', no GPU'}), "
+        f"encoder `{r['encoder']}`, batch {r['batch_size']}.",
+        "",
+        "| figure | value | target |",
+        "|---|---|---|",
+        f"| model only, pre-decoded tensors | {r['model_only_images_per_s']:.1f} img/s | |",
+        f"| pipeline (decode + encode + write, in the flow) | {r['pipeline_images_per_s']:.1f} img/s | |",
+        f"| `pipeline_vs_model` | {r['pipeline_vs_model']:.3f} | ≥ 0.9 |",
+        f"| first run, {r['n_images']} images (in process) | {r['first_run_seconds']:.1f} s | |",
+        f"| rerun, all skipped (in process) | {r['rerun_seconds']:.3f} s | |",
+        f"| `rerun_vs_first` | {r['rerun_vs_first']:.4f} | ≤ 0.01 |",
+        f"| whole-command rerun (process start, imports, Prefect start-up) | {r['rerun_command_seconds']:.1f} s | |",
+        f"| stored bytes / sample (`global`, float16 + zstd) | {r['bytes_per_sample']:.0f} B | |",
+        f"| `bytes_vs_f32` | {r['bytes_vs_f32']:.3f} | |",
+        f"| Dask, 1 worker × 1 thread | {r['dask_1_worker_images_per_s']:.1f} img/s | |",
+        f"| Dask, 2 workers × 1 thread | {r['dask_2_workers_images_per_s']:.1f} img/s | |",
+        f"| `dask_2_vs_1_workers` | {r['dask_2_vs_1_workers']:.2f} | ≥ 1.7 |",
+        END,
+    ])
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--images", type=int, default=2000)
+    ap.add_argument("--dask-images", type=int, default=320)
+    ap.add_argument("--batch-size", type=int, default=32)
+    ap.add_argument("--encoder", default="efficientnet-lite0")
+    ap.add_argument("--work", type=Path, default=None, help="scratch directory (default: a temp dir)")
+    args = ap.parse_args()
+    work = args.work or Path(tempfile.mkdtemp(prefix="affectflow-bench-"))
+    os.environ.setdefault("AFFECTFLOW_CACHE_DIR", str(work / "cache"))
+    os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+    from prefect.testing.utilities import prefect_test_harness
+
+    from stages.sources.demo_catalogue import write_photo_dataset
+
+    root = write_photo_dataset(work / "data", args.images)
+    store = work / "store"
+    shutil.rmtree(store, ignore_errors=True)
+    r: dict = {"encoder": args.encoder, "batch_size": args.batch_size, "n_images": args.images, "machine": machine()}
+    r["model_only_images_per_s"] = model_only(args.encoder, root, min(512, args.images), args.batch_size)
+    with prefect_test_harness(server_startup_timeout=120):
+        first, first_wall = run_flow(root, store, args.encoder, args.batch_size)
+        rerun, rerun_wall = run_flow(root, store, args.encoder, args.batch_size)
+        assert rerun["state"] == "skipped", rerun
+        r["pipeline_images_per_s"] = first["images_per_s"]
+        r["pipeline_vs_model"] = r["pipeline_images_per_s"] / r["model_only_images_per_s"]
+        r["first_run_seconds"], r["rerun_seconds"] = first_wall, rerun_wall
+        r["rerun_vs_first"] = rerun_wall / first_wall
+        nbytes = store_bytes(store, first["path"], "global")
+        r["bytes_per_sample"] = nbytes / args.images
+        r["bytes_vs_f32"] = nbytes / (args.images * 1280 * 4)
+        dask_root = write_photo_dataset(work / "dask-data", args.dask_images)
+        r.update(dask_scaling(dask_root, work, args.encoder, args.batch_size))
+    t0 = time.perf_counter()
+    subprocess.run([str(Path(sys.executable).parent / "affectflow"), "extract", "--dataset", f"csv={root},name=bench",
+                    "--encoder", args.encoder, "--store", str(store)], check=True, capture_output=True)
+    r["rerun_command_seconds"] = time.perf_counter() - t0
+    RESULTS.parent.mkdir(parents=True, exist_ok=True)
+    RESULTS.write_text(json.dumps(r, indent=2) + "\n")
+    text = README.read_text()
+    if BEGIN in text:
+        text = text[: text.index(BEGIN)] + readme_table(r) + text[text.index(END) + len(END):]
+        README.write_text(text)
+    print(readme_table(r))
+    if not args.work:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
