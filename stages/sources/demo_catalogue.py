@@ -60,7 +60,11 @@ def packaged_face_photos(n_lfw: int = 40) -> list[np.ndarray]:
 
 
 def write_photo_dataset(root: str | Path, n: int, extra_rows: list[str] | None = None) -> Path:
-    """A csv-layout dataset of ``n`` JPEGs cycling through the packaged photos (tests, benchmarks)."""
+    """A csv-layout dataset of ``n`` JPEGs cycling through the packaged photos (tests, benchmarks).
+
+    Each image is a distinct deterministic crop and brightness of its photo, so no two samples
+    are byte- or feature-identical (which would flatter compression figures).
+    """
     root = Path(root)
     (root / "img").mkdir(parents=True, exist_ok=True)
     photos = packaged_face_photos()
@@ -68,7 +72,12 @@ def write_photo_dataset(root: str | Path, n: int, extra_rows: list[str] | None =
     for i in range(n):
         rel = f"img/{i:05d}.jpg"
         if not (root / rel).exists():
-            Image.fromarray(photos[i % len(photos)]).save(root / rel, quality=90)
+            photo = photos[i % len(photos)]
+            h, w = photo.shape[:2]
+            dy, dx = (i * 7) % max(1, h // 10), (i * 13) % max(1, w // 10)
+            crop = photo[dy : h - (h // 10 - dy), dx : w - (w // 10 - dx)].astype(np.float32)
+            gain = 0.8 + 0.4 * ((i * 37) % 101) / 100.0
+            Image.fromarray(np.clip(crop * gain, 0, 255).astype(np.uint8)).save(root / rel, quality=90)
         lines.append(f"{rel},s{i % 7},{SPLITS[i % 3]}")
     lines += extra_rows or []
     (root / "manifest.csv").write_text("\n".join(lines) + "\n")
