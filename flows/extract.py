@@ -8,6 +8,7 @@ finished chunks and a killed run resumes where it stopped.
 from __future__ import annotations
 
 import time
+from contextlib import ExitStack
 from datetime import datetime, timezone
 from typing import Any
 
@@ -77,6 +78,33 @@ def _summary_markdown(rows: list[dict[str, Any]], failures: list[tuple]) -> str:
     return "\n".join(lines)
 
 
+def _run_chunks(runner, group, todo: list[int], parameters: dict[str, Any], label: str) -> list[ChunkReport]:
+    """Submit one task per undone chunk; on failures, let the others finish (their work is kept)."""
+    logger = get_run_logger()
+    futures = [
+        runner.submit(extract_chunk_task.with_options(task_run_name=f"{label}/chunk-{i}"),
+                      parameters={**parameters, "chunk": i})
+        for i in todo
+    ]
+    todo_samples = sum(stop - start for start, stop in map(group.chunk_bounds, todo))
+    reports, errors = [], []
+    with tqdm(total=group.n_samples, initial=group.n_samples - todo_samples, desc=label, unit="img") as bar:
+        for future in as_completed(futures):
+            try:
+                report: ChunkReport = future.result()
+            except Exception as err:
+                errors.append(f"{type(err).__name__}: {err}")
+                continue
+            reports.append(report)
+            bar.update(report.samples)
+            logger.info("chunk %d: %d/%d ok in %.2fs", report.chunk, report.ok, report.samples, report.seconds)
+    if errors:
+        raise RuntimeError(
+            f"{len(errors)} chunk(s) of {label} failed and were not marked done (rerun to resume): {errors[:3]}"
+        )
+    return reports
+
+
 @flow(name="extract-features", log_prints=True)
 def extract_features(
     datasets: list[DatasetConfig],
@@ -103,80 +131,58 @@ def extract_features(
 
     rows: list[dict[str, Any]] = []
     failures: list[tuple] = []
-    for d in datasets:
-        src = prepare_source(store, storage_options, d)
-        source_group = fstore.open_step(src["path"])
-        logger.info("source %s: %d samples, key %s (%s)", d.store_name, src["samples"], src["key"][:12], src["state"])
-        for cfg, enc in built:
-            t0 = time.perf_counter()
-            reports: list[ChunkReport] = []
-            errors: list[str] = []
-            with fstore.lock(feature_key(enc, source_group.key)):
-                group, state = open_feature_group(fstore, d.store_name, source_group, enc, chunk_size)
-                todo = [] if state == "skipped" else group.undone_chunks()
-                logger.info("%s × %s: %s, %d of %d chunks to run", d.store_name, enc.name, state, len(todo), group.n_chunks)
-                if todo:
-                    with chunk_runner(dask_address, dask_workers) as runner:
-                        futures = [
-                            runner.submit(
-                                extract_chunk_task.with_options(task_run_name=f"{d.store_name}/{enc.name}/chunk-{i}"),
-                                parameters=dict(
-                                    store_url=store,
-                                    storage_options=storage_options,
-                                    feature_path=group.group.path,
-                                    dataset_root=d.root,
-                                    encoder_name=cfg.name,
-                                    encoder_options=cfg.options,
-                                    chunk=i,
-                                    batch_size=batch_size,
-                                    decode_workers=decode_workers,
-                                    device=device,
-                                ),
-                            )
-                            for i in todo
-                        ]
-                        bar = tqdm(total=group.n_samples, desc=f"{d.store_name} × {enc.name}", unit="img",
-                                   initial=group.n_samples - sum(
-                                       group.chunk_bounds(i)[1] - group.chunk_bounds(i)[0] for i in todo))
-                        for future in as_completed(futures):
-                            try:
-                                report: ChunkReport = future.result()
-                            except Exception as err:  # keep finishing the others; their work is kept
-                                errors.append(f"{type(err).__name__}: {err}")
-                                continue
-                            reports.append(report)
-                            bar.update(report.samples)
-                            logger.info("chunk %d: %d/%d ok in %.2fs", report.chunk, report.ok, report.samples, report.seconds)
-                        bar.close()
-                if errors:
-                    raise RuntimeError(
-                        f"{len(errors)} chunk(s) of {d.store_name} × {enc.name} failed and were not marked done "
-                        f"(rerun to resume): {errors[:3]}"
-                    )
-                if not group.is_complete:
-                    group.mark_complete()
-            seconds = time.perf_counter() - t0
-            counts = GroupReader(group).status_counts()
-            computed = sum(r.samples for r in reports)
-            for r in reports:
-                failures.extend(r.failures)
-            rows.append(
-                {
-                    "dataset": d.store_name,
-                    "encoder": enc.name,
-                    "key": group.key,
-                    "path": group.group.path,
-                    "state": state,
-                    "chunks": group.n_chunks,
-                    "chunks_run": len(reports),
-                    "samples": group.n_samples,
-                    "samples_computed": computed,
-                    "ok": counts.get("ok", 0),
-                    "status_counts": counts,
-                    "seconds": seconds,
-                    "images_per_s": computed / seconds if computed else 0.0,
-                }
-            )
+    with ExitStack() as stack:
+        runner = None  # started on first need, once per flow run: a LocalCluster is not free
+        for d in datasets:
+            src = prepare_source(store, storage_options, d)
+            source_group = fstore.open_step(src["path"])
+            logger.info("source %s: %d samples, key %s (%s)", d.store_name, src["samples"], src["key"][:12], src["state"])
+            for cfg, enc in built:
+                t0 = time.perf_counter()
+                reports: list[ChunkReport] = []
+                with fstore.lock(feature_key(enc, source_group.key)):
+                    group, state, todo = open_feature_group(fstore, d.store_name, source_group, enc, chunk_size)
+                    logger.info("%s × %s: %s, %d of %d chunks to run", d.store_name, enc.name, state, len(todo),
+                                group.n_chunks)
+                    if todo:
+                        if runner is None:
+                            runner = stack.enter_context(chunk_runner(dask_address, dask_workers))
+                        chunk_parameters = dict(
+                            store_url=store,
+                            storage_options=storage_options,
+                            feature_path=group.group.path,
+                            dataset_root=d.root,
+                            encoder_name=cfg.name,
+                            encoder_options=cfg.options,
+                            batch_size=batch_size,
+                            decode_workers=decode_workers,
+                            device=device,
+                        )
+                        reports = _run_chunks(runner, group, todo, chunk_parameters, f"{d.store_name}/{enc.name}")
+                    if not group.is_complete:
+                        group.mark_complete()
+                seconds = time.perf_counter() - t0
+                counts = GroupReader(group).status_counts()
+                computed = sum(r.samples for r in reports)
+                for r in reports:
+                    failures.extend(r.failures)
+                rows.append(
+                    {
+                        "dataset": d.store_name,
+                        "encoder": enc.name,
+                        "key": group.key,
+                        "path": group.group.path,
+                        "state": state,
+                        "chunks": group.n_chunks,
+                        "chunks_run": len(reports),
+                        "samples": group.n_samples,
+                        "samples_computed": computed,
+                        "ok": counts.get("ok", 0),
+                        "status_counts": counts,
+                        "seconds": seconds,
+                        "images_per_s": computed / seconds if computed else 0.0,
+                    }
+                )
     markdown = _summary_markdown(rows, failures)
     create_markdown_artifact(markdown=markdown, key="extract-features-summary", description="extract-features run")
     stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S%fZ")

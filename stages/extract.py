@@ -52,8 +52,10 @@ def write_source(store: FeatureStore, manifest: Manifest) -> tuple[StepGroup, st
             "status_detail": ArraySpec((), str, ""),
         }
         for name, values in manifest.labels.items():
-            fill = "" if values.dtype.kind in "USO" else (np.nan if values.dtype.kind == "f" else -1)
-            arrays[name] = ArraySpec(values.shape[1:], str if values.dtype.kind in "USO" else values.dtype, fill)
+            if values.dtype.kind in "USO":
+                arrays[name] = ArraySpec(values.shape[1:], str, "")
+            else:
+                arrays[name] = ArraySpec(values.shape[1:], values.dtype, np.nan if values.dtype.kind == "f" else -1)
         spec = StepSpec("source", SOURCE_STEP_VERSION, {"layout": manifest.source, "options": manifest.options})
         group = store.create_step(
             path,
@@ -93,16 +95,20 @@ def feature_key(encoder: ImageEncoder, source_key: str) -> str:
 
 def open_feature_group(
     store: FeatureStore, dataset: str, source: StepGroup, encoder: ImageEncoder, chunk_size: int | None = None
-) -> tuple[StepGroup, str]:
-    """Open or create the group; returns (group, "skipped" | "resumed" | "new"). Hold the step lock."""
+) -> tuple[StepGroup, str, list[int]]:
+    """Open or create the group under the step lock held by the caller.
+
+    Returns (group, "skipped" | "resumed" | "new", chunks still to compute).
+    """
     key = feature_key(encoder, source.key)
     path = store.feature_path(dataset, encoder.name, key)
     group = store.open_step(path)
     if group is not None and group.key == key:
         if group.is_complete:
-            return group, "skipped"
-        if group.done_mask().any():
-            return group, "resumed"
+            return group, "skipped", []
+        undone = group.undone_chunks()
+        if len(undone) < group.n_chunks:
+            return group, "resumed", undone
     arrays = {name: ArraySpec(shape, np.float16, np.nan) for name, shape in encoder.output_shapes().items()}
     arrays["status"] = ArraySpec((), np.int8, 0)
     arrays["status_detail"] = ArraySpec((), str, "")
@@ -117,7 +123,7 @@ def open_feature_group(
         chunk_size=chunk_size,
         extra_meta={"dataset": dataset, "encoder": encoder.name, "source_path": source.group.path},
     )
-    return group, "new"
+    return group, "new", list(range(group.n_chunks))
 
 
 # -- one chunk -------------------------------------------------------------------------------

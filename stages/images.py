@@ -90,17 +90,16 @@ def decode_image(
     if size == 0:
         return Decoded(None, SampleStatus.EMPTY_FILE, "zero-byte file")
     try:
-        with warnings.catch_warnings():
+        with warnings.catch_warnings(), Image.open(path) as opened:
             warnings.simplefilter("ignore")
-            img = Image.open(path)
-            w, h = img.size
+            w, h = opened.size
             if w * h > max_pixels:
                 return Decoded(None, SampleStatus.TOO_LARGE, f"{w}x{h} exceeds {max_pixels} pixels")
-            if crop is None and img.format == "JPEG":
+            if crop is None and opened.format == "JPEG":
                 # Decode a huge JPEG at a reduced DCT scale that is still >= the target size.
-                img.draft("RGB", (pre.size, pre.size))
-            img.load()
-            img = ImageOps.exif_transpose(img)
+                opened.draft("RGB", (pre.size, pre.size))
+            opened.load()
+            img = ImageOps.exif_transpose(opened)
     except UnidentifiedImageError:
         return Decoded(None, SampleStatus.NOT_AN_IMAGE, "not a recognised image format")
     except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as err:

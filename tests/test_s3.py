@@ -22,26 +22,20 @@ CREDS = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing", "AW
 
 @pytest.fixture(scope="module")
 def s3():
-    import os
-
     port = free_port()
     proc = subprocess.Popen([str(BIN / "moto_server"), "-H", "127.0.0.1", "-p", str(port)],
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     endpoint = f"http://127.0.0.1:{port}"
-    saved = {k: os.environ.get(k) for k in CREDS}
-    os.environ.update(CREDS)
     try:
-        fs = s3fs.S3FileSystem(endpoint_url=endpoint, skip_instance_cache=True)
-        wait_for(lambda: _try(fs.ls, ""), 30, "moto server")
-        fs.mkdir("affect-bucket")
-        yield endpoint
+        with pytest.MonkeyPatch.context() as env:
+            for name, value in CREDS.items():
+                env.setenv(name, value)
+            fs = s3fs.S3FileSystem(endpoint_url=endpoint, skip_instance_cache=True)
+            wait_for(lambda: _try(fs.ls, ""), 30, "moto server")
+            fs.mkdir("affect-bucket")
+            yield endpoint
     finally:
         stop(proc)
-        for k, v in saved.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
 
 
 def _try(fn, *args):

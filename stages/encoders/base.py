@@ -9,6 +9,7 @@ Encoders do no I/O of their own beyond loading weights.
 from __future__ import annotations
 
 import functools
+import json
 from abc import ABC, abstractmethod
 from collections.abc import Callable
 from pathlib import Path
@@ -68,6 +69,8 @@ class ImageEncoder(ABC):
             self.model = self.build().to(self.device).eval()
             for p in self.model.parameters():
                 p.requires_grad_(False)
+            self._mean = torch.tensor(self.preprocess.mean, device=self.device).view(1, 3, 1, 1)
+            self._std = torch.tensor(self.preprocess.std, device=self.device).view(1, 3, 1, 1)
         return self
 
     @torch.inference_mode()
@@ -75,9 +78,7 @@ class ImageEncoder(ABC):
         """uint8 (B, H, W, 3) → outputs, normalised here so decode workers stay cheap."""
         self.load()
         x = pixels_u8.to(self.device, non_blocking=True).permute(0, 3, 1, 2).float().div_(255.0)
-        mean = torch.tensor(self.preprocess.mean, device=self.device).view(1, 3, 1, 1)
-        std = torch.tensor(self.preprocess.std, device=self.device).view(1, 3, 1, 1)
-        return {k: v.float().cpu() for k, v in self.forward((x - mean) / std).items()}
+        return {k: v.float().cpu() for k, v in self.forward((x - self._mean) / self._std).items()}
 
 
 def file_weights_digest(path: str | Path) -> str:
@@ -121,8 +122,6 @@ def create_encoder(name: str, **options: Any) -> ImageEncoder:
 
 @functools.lru_cache(maxsize=4)
 def _loaded(name: str, options_json: str, device: str | None) -> ImageEncoder:
-    import json
-
     return create_encoder(name, **json.loads(options_json)).load(device)
 
 

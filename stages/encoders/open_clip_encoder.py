@@ -44,8 +44,8 @@ class OpenClipEncoder(ImageEncoder):
         if tokens and (isinstance(vision.get("layers"), list) or "timm_model_name" in vision):
             raise EncoderError(f"{arch}: patch tokens are supported for ViT image towers only")
         tag = self._tag()
-        self.name = name or f"open_clip-{arch}-{tag or Path(pretrained).stem if pretrained else 'random'}"
-        self.name = self.name.replace("/", "_").replace("@", "_")
+        weights = tag if tag else Path(pretrained).stem if pretrained else "random"
+        self.name = (name or f"open_clip-{arch}-{weights}").replace("/", "_").replace("@", "_")
         pcfg = open_clip.get_pretrained_cfg(arch, tag) if tag else {}
         size = vision["image_size"]
         self.preprocess = Preprocess(

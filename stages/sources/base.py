@@ -83,11 +83,11 @@ def get_source(name: str) -> SourceInfo:
     return SOURCES[name]
 
 
-def inside_root(root: Path, rel: str) -> bool:
-    """True when ``root/rel`` stays inside ``root`` after resolving ``..`` and symlinks."""
+def inside_root(real_root: str, rel: str) -> bool:
+    """True when ``real_root/rel`` stays inside ``real_root`` (already ``realpath``-ed) after
+    resolving ``..`` and symlinks."""
     if not rel or PurePosixPath(rel).is_absolute() or os.path.isabs(rel) or "\\" in rel:
         return False
-    real_root = os.path.realpath(root)
     real = os.path.realpath(os.path.join(real_root, rel))
     return os.path.commonpath([real_root, real]) == real_root
 
@@ -133,7 +133,8 @@ def build_manifest(
     if n == 0:
         raise SourceError(f"layout {source!r} found no samples under {str(root)!r}")
     status = np.zeros(n, dtype=np.int8)
-    safe = [inside_root(root, p) for p in parsed.paths]
+    real_root = os.path.realpath(root)
+    safe = [inside_root(real_root, p) for p in parsed.paths]
     status[~np.asarray(safe)] = SampleStatus.PATH_ESCAPE
     readable = [p for p, ok in zip(parsed.paths, safe) if ok]
     entries = fingerprint_files(root, readable + parsed.label_files, stat_cache)
