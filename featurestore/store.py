@@ -4,6 +4,7 @@ Layout (every group describes itself in its ``affectflow`` attribute: step spec,
 
     sources/<dataset>/<manifest-key>/            samples table + canonical labels
     features/<dataset>/<encoder>/<step-key>/     encoder outputs, status, done mask
+    lexicon/<name>/<encoder>/<step-key>/         prompt embeddings from a text tower
     .affectflow-locks/<step-key>/                step locks (not Zarr nodes)
 
 This module is the only code that writes Zarr.
@@ -94,6 +95,10 @@ class FeatureStore:
     @staticmethod
     def feature_path(dataset: str, encoder: str, key: str) -> str:
         return f"features/{safe_name(dataset, 'dataset name')}/{safe_name(encoder, 'encoder name')}/{key}"
+
+    @staticmethod
+    def lexicon_path(name: str, encoder: str, key: str) -> str:
+        return f"lexicon/{safe_name(name, 'lexicon name')}/{safe_name(encoder, 'encoder name')}/{key}"
 
     # -- groups -----------------------------------------------------------------------------
     def open_step(self, path: str) -> StepGroup | None:

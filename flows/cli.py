@@ -53,10 +53,15 @@ def parse_encoder(text: str):
     return EncoderConfig(name=name, options=_options(rest, f"--encoder {text!r}"))
 
 
-def _run_extract(**kwargs: Any) -> dict[str, Any]:
-    from flows.extract import extract_features
+def parse_prompts(text: str):
+    """``NAME=FILE`` → a prompt set named NAME with one prompt per line of FILE."""
+    from flows.extract import LexiconConfig
+    from stages.lexicon import read_prompts
 
-    return extract_features(**kwargs)
+    name, sep, path = text.partition("=")
+    if not sep or not path:
+        raise typer.BadParameter(f"--prompts {text!r}: expected NAME=FILE, e.g. expressions=prompts.txt")
+    return LexiconConfig(name=name, prompts=read_prompts(path))
 
 
 def _fail(err: Exception) -> None:
@@ -76,6 +81,8 @@ def extract(
     device: Annotated[str | None, typer.Option(help="cpu, cuda, cuda:1 (default: cuda if available)")] = None,
     dask_address: Annotated[str | None, typer.Option(help="run chunks on this Dask scheduler")] = None,
     dask_workers: Annotated[int, typer.Option(help="run chunks on a temporary LocalCluster of N workers")] = 0,
+    prompts: Annotated[list[str], typer.Option(
+        help="NAME=FILE: embed the prompts in FILE (one per line) with every text-tower encoder (repeatable)")] = [],
     json_out: Annotated[Path | None, typer.Option("--json", help="write the run summary as JSON")] = None,
 ) -> None:
     """Run frozen encoders over datasets into the feature store (reruns skip, killed runs resume)."""
@@ -83,8 +90,10 @@ def extract(
     from stages.encoders import EncoderError
     from stages.sources import SourceError
 
+    from flows.extract import extract as run_extract
+
     try:
-        result = _run_extract(
+        result = run_extract(
             datasets=[parse_dataset(d) for d in dataset],
             encoders=[parse_encoder(e) for e in encoder],
             store=store,
@@ -95,8 +104,9 @@ def extract(
             device=device,
             dask_address=dask_address,
             dask_workers=dask_workers,
+            lexicons=[parse_prompts(p) for p in prompts],
         )
-    except (StoreError, EncoderError, SourceError, ValueError) as err:
+    except (StoreError, EncoderError, SourceError, ValueError, OSError) as err:
         _fail(err)
     _print_summary(result)
     if json_out:
@@ -112,6 +122,10 @@ def _print_summary(result: dict[str, Any]) -> None:
         table.add_row(r["dataset"], r["encoder"], r["key"][:12], r["state"], f"{r['chunks_run']}/{r['chunks']}",
                       str(r["samples"]), str(r["ok"]), json.dumps(failed) if failed else "-", f"{r['seconds']:.1f}")
     console.print(table)
+    for r in result.get("lexicons", []):
+        console.print(f"lexicon {r['lexicon']} × {r['encoder']}: {r['prompts']} prompts, key {r['key'][:12]} ({r['state']})")
+    if not result.get("flow_run", True):
+        console.print("every step is complete in the store: nothing to run, no flow run started")
 
 
 @app.command()

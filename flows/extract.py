@@ -22,7 +22,9 @@ from tqdm import tqdm
 from featurestore import FeatureStore, GroupReader
 from flows.runners import chunk_runner
 from stages.encoders import create_encoder
+from stages.encoders import loaded_encoder
 from stages.extract import ChunkReport, extract_chunk, feature_key, open_feature_group, write_source
+from stages.lexicon import embed_lexicon, lexicon_key
 from stages.sources import build_manifest, get_source
 
 MAX_LISTED_FAILURES = 50
@@ -44,6 +46,11 @@ class EncoderConfig(BaseModel):
     options: dict[str, Any] = Field(default_factory=dict)
 
 
+class LexiconConfig(BaseModel):
+    name: str = Field(description="name of the prompt set in the store, e.g. expressions")
+    prompts: list[str] = Field(min_length=1, description="the prompts, in order")
+
+
 @task(cache_policy=NO_CACHE, task_run_name="source {dataset.layout}:{dataset.root}")
 def prepare_source(store_url: str, storage_options: dict, dataset: DatasetConfig) -> dict[str, Any]:
     store = FeatureStore(store_url, storage_options)
@@ -52,11 +59,25 @@ def prepare_source(store_url: str, storage_options: dict, dataset: DatasetConfig
     return {"path": group.group.path, "key": group.key, "samples": group.n_samples, "state": state}
 
 
+@task(cache_policy=NO_CACHE, task_run_name="lexicon {lexicon.name}/{encoder.name}")
+def embed_lexicon_task(store_url: str, storage_options: dict, encoder: EncoderConfig, lexicon: LexiconConfig,
+                       device: str | None) -> dict[str, Any]:
+    fstore = FeatureStore(store_url, storage_options)
+    group, state = embed_lexicon(fstore, lexicon.name, loaded_encoder(encoder.name, encoder.options, device),
+                                 lexicon.prompts)
+    return _lexicon_row(lexicon.name, group, state)
+
+
+def _lexicon_row(name: str, group, state: str) -> dict[str, Any]:
+    return {"lexicon": name, "encoder": group.meta["encoder"], "key": group.key, "path": group.group.path,
+            "state": state, "prompts": group.n_samples}
+
+
 # Our own step keys decide reuse (see module docstring), so Prefect's cache is off for chunks.
 extract_chunk_task = task(extract_chunk, name="extract-chunk", cache_policy=NO_CACHE)
 
 
-def _summary_markdown(rows: list[dict[str, Any]], failures: list[tuple]) -> str:
+def _summary_markdown(rows: list[dict[str, Any]], failures: list[tuple], lexicon_rows: list[dict[str, Any]]) -> str:
     lines = [
         "# extract-features",
         "",
@@ -70,12 +91,37 @@ def _summary_markdown(rows: list[dict[str, Any]], failures: list[tuple]) -> str:
             f"{r['chunks_run']} / {r['chunks']} | {r['samples']} | {r['ok']} | {failed} | "
             f"{r['seconds']:.1f} | {r['images_per_s']:.1f} |"
         )
+    if lexicon_rows:
+        lines += ["", "## Prompt embeddings", "", "| lexicon | encoder | key | state | prompts |", "|---|---|---|---|---|"]
+        lines += [f"| {r['lexicon']} | {r['encoder']} | `{r['key'][:12]}` | {r['state']} | {r['prompts']} |"
+                  for r in lexicon_rows]
     if failures:
         lines += ["", f"## Failed samples (first {MAX_LISTED_FAILURES})", "", "| row | path | status | detail |",
                   "|---|---|---|---|"]
         for row, path, status, detail in failures[:MAX_LISTED_FAILURES]:
             lines.append(f"| {row} | `{path}` | {status} | {detail.replace('|', '/')} |")
     return "\n".join(lines)
+
+
+def _summary_row(dataset: DatasetConfig, encoder: str, group, state: str, reports: list[ChunkReport],
+                 seconds: float) -> dict[str, Any]:
+    counts = GroupReader(group).status_counts()
+    computed = sum(r.samples for r in reports)
+    return {
+        "dataset": dataset.store_name,
+        "encoder": encoder,
+        "key": group.key,
+        "path": group.group.path,
+        "state": state,
+        "chunks": group.n_chunks,
+        "chunks_run": len(reports),
+        "samples": group.n_samples,
+        "samples_computed": computed,
+        "ok": counts.get("ok", 0),
+        "status_counts": counts,
+        "seconds": seconds,
+        "images_per_s": computed / seconds if computed else 0.0,
+    }
 
 
 def _run_chunks(runner, group, todo: list[int], parameters: dict[str, Any], label: str) -> list[ChunkReport]:
@@ -117,8 +163,12 @@ def extract_features(
     device: str | None = None,
     dask_address: str | None = None,
     dask_workers: int = 0,
+    lexicons: list[LexiconConfig] | None = None,
 ) -> dict[str, Any]:
-    """Run frozen encoders over datasets into the feature store, skipping and resuming by step key."""
+    """Run frozen encoders over datasets into the feature store, skipping and resuming by step key.
+
+    ``lexicons``: prompt sets embedded by every encoder that has a text tower (CLIP-like).
+    """
     logger = get_run_logger()
     storage_options = storage_options or {}
     # Fail fast on configuration, before any work: store, layouts, roots, encoders.
@@ -128,6 +178,11 @@ def extract_features(
     built = [(e, create_encoder(e.name, **e.options)) for e in encoders]
     for _, enc in built:
         enc.weights_digest()
+    lexicons = lexicons or []
+    text_encoders = [(cfg, enc) for cfg, enc in built if enc.has_text_tower]
+    if lexicons and not text_encoders:
+        raise ValueError(f"prompt sets {[x.name for x in lexicons]} need an encoder with a text tower (open_clip); "
+                         f"got {[e.name for _, e in built]}")
 
     rows: list[dict[str, Any]] = []
     failures: list[tuple] = []
@@ -161,29 +216,12 @@ def extract_features(
                         reports = _run_chunks(runner, group, todo, chunk_parameters, f"{d.store_name}/{enc.name}")
                     if not group.is_complete:
                         group.mark_complete()
-                seconds = time.perf_counter() - t0
-                counts = GroupReader(group).status_counts()
-                computed = sum(r.samples for r in reports)
                 for r in reports:
                     failures.extend(r.failures)
-                rows.append(
-                    {
-                        "dataset": d.store_name,
-                        "encoder": enc.name,
-                        "key": group.key,
-                        "path": group.group.path,
-                        "state": state,
-                        "chunks": group.n_chunks,
-                        "chunks_run": len(reports),
-                        "samples": group.n_samples,
-                        "samples_computed": computed,
-                        "ok": counts.get("ok", 0),
-                        "status_counts": counts,
-                        "seconds": seconds,
-                        "images_per_s": computed / seconds if computed else 0.0,
-                    }
-                )
-    markdown = _summary_markdown(rows, failures)
+                rows.append(_summary_row(d, enc.name, group, state, reports, time.perf_counter() - t0))
+    lexicon_rows = [embed_lexicon_task(store, storage_options, cfg, lex, device)
+                    for cfg, _ in text_encoders for lex in lexicons]
+    markdown = _summary_markdown(rows, failures, lexicon_rows)
     create_markdown_artifact(markdown=markdown, key="extract-features-summary", description="extract-features run")
     stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S%fZ")
     report_dir = f"{fstore.root}/reports/extract-features"
@@ -196,5 +234,56 @@ def extract_features(
             r["dataset"], r["encoder"], r["state"], r["chunks_run"], r["chunks"], r["ok"], failed,
             {k: v for k, v in r["status_counts"].items() if k != "ok"},
         )
-    return {"steps": rows, "failures": failures[:MAX_LISTED_FAILURES], "report": markdown}
+    return {"steps": rows, "lexicons": lexicon_rows, "failures": failures[:MAX_LISTED_FAILURES], "report": markdown}
 
+
+
+def completed_steps(
+    datasets: list[DatasetConfig], encoders: list[EncoderConfig], store: str = "./store",
+    storage_options: dict[str, Any] | None = None, lexicons: list[LexiconConfig] | None = None,
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]]] | None:
+    """Summary rows if every dataset × encoder step is already complete in the store, else None.
+
+    The same content check as the flow (manifest from the stat cache, step keys, ``complete``
+    marks) but without Prefect, so a fully-finished rerun costs no flow run: no temporary
+    server, no engine start-up, no heartbeat thread to join.
+    """
+    t0 = time.perf_counter()
+    fstore = FeatureStore(store, storage_options or {})
+    built = [create_encoder(e.name, **e.options) for e in encoders]
+    planned = []
+    for d in datasets:
+        manifest = build_manifest(d.layout, d.root, d.store_name, **d.options)
+        source = fstore.open_step(fstore.source_path(d.store_name, manifest.key))
+        if source is None or not source.is_complete:
+            return None
+        for enc in built:
+            key = feature_key(enc, manifest.key)
+            group = fstore.open_step(fstore.feature_path(d.store_name, enc.name, key))
+            if group is None or group.key != key or not group.is_complete:
+                return None
+            planned.append((d, enc.name, group))
+    lexicon_rows = []
+    for enc in built:
+        for lex in (lexicons or []) if enc.has_text_tower else []:
+            key = lexicon_key(enc, lex.prompts)
+            group = fstore.open_step(fstore.lexicon_path(lex.name, enc.name, key))
+            if group is None or not group.is_complete:
+                return None
+            lexicon_rows.append(_lexicon_row(lex.name, group, "skipped"))
+    seconds = time.perf_counter() - t0
+    return [_summary_row(d, name, group, "skipped", [], seconds) for d, name, group in planned], lexicon_rows
+
+
+def extract(datasets: list[DatasetConfig], encoders: list[EncoderConfig], store: str = "./store",
+            storage_options: dict[str, Any] | None = None, lexicons: list[LexiconConfig] | None = None,
+            **options: Any) -> dict[str, Any]:
+    """What ``affectflow extract`` runs: nothing when every step is complete, else the flow."""
+    done = completed_steps(datasets, encoders, store, storage_options, lexicons)
+    if done is not None:
+        rows, lexicon_rows = done
+        return {"steps": rows, "lexicons": lexicon_rows, "failures": [],
+                "report": _summary_markdown(rows, [], lexicon_rows), "flow_run": False}
+    result = extract_features(datasets=datasets, encoders=encoders, store=store, storage_options=storage_options,
+                              lexicons=lexicons, **options)
+    return {**result, "flow_run": True}

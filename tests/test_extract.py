@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -10,7 +11,7 @@ import torch
 
 from featurestore import FeatureStore, GroupReader, SampleStatus, StoreError
 from featurestore.h5 import export_h5, import_h5
-from flows.extract import DatasetConfig, EncoderConfig, extract_features
+from flows.extract import DatasetConfig, EncoderConfig, LexiconConfig, extract, extract_features
 from stages.encoders import EncoderError, ImageEncoder, create_encoder
 from stages.images import decode_image
 from stages.sources import SourceError
@@ -63,6 +64,17 @@ def test_bad_samples_get_statuses_and_good_ones_match_the_encoder(dataset, tmp_p
     assert again["steps"][0]["state"] == "skipped" and again["steps"][0]["chunks_run"] == 0
     assert again["steps"][0]["key"] == step["key"] and calls == []
 
+    # the command-line entry point checks the same keys first and starts no flow run at all
+    from prefect import get_client
+
+    with get_client(sync_client=True) as client:
+        runs_before = client.count_flow_runs()
+        quick = extract([DatasetConfig(layout="csv", root=str(dataset), name="faces")],
+                        [EncoderConfig(name="test-clip-tiny")], store=str(tmp_path / "store"), chunk_size=8)
+        assert client.count_flow_runs() == runs_before
+    assert quick["flow_run"] is False and calls == []
+    assert [(s["state"], s["key"], s["status_counts"]) for s in quick["steps"]] == [("skipped", step["key"], counts)]
+
 
 def test_tokens_are_raw_and_projected_views_of_the_same_patches(dataset, tmp_path):
     result = _run(dataset, tmp_path / "store", options={"tokens": True})
@@ -74,6 +86,39 @@ def test_tokens_are_raw_and_projected_views_of_the_same_patches(dataset, tmp_pat
     with torch.no_grad():
         again = visual.ln_post(torch.from_numpy(raw[ok].astype(np.float32))) @ visual.proj
     np.testing.assert_allclose(again.numpy(), proj[ok].astype(np.float32), atol=2e-2)
+
+
+def _cli(args: list[str]) -> None:
+    from typer.testing import CliRunner
+
+    from flows.cli import app
+
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 0, result.output
+
+
+def test_prompt_sets_are_embedded_once_by_the_text_tower(dataset, tmp_path):
+    prompts = tmp_path / "expressions.txt"
+    prompts.write_text("# basic expressions\na photo of a happy face\n\na photo of a sad face\na photo of a fearful face\n")
+    args = ["extract", "--dataset", f"csv={dataset},name=faces", "--encoder", "test-clip-tiny",
+            "--encoder", "efficientnet-lite0", "--store", str(tmp_path / "store"), "--prompts", f"expressions={prompts}",
+            "--json", str(tmp_path / "out.json")]
+    _cli(args)
+    (lex,) = json.loads((tmp_path / "out.json").read_text())["lexicons"]
+    assert (lex["lexicon"], lex["encoder"], lex["state"], lex["prompts"]) == ("expressions", "test-clip-tiny", "new", 3)
+    reader = GroupReader.open(FeatureStore(tmp_path / "store"), lex["path"])
+    assert list(reader.numpy("prompt")) == ["a photo of a happy face", "a photo of a sad face", "a photo of a fearful face"]
+    direct = create_encoder("test-clip-tiny").encode_text(list(reader.numpy("prompt"))).numpy()
+    np.testing.assert_allclose(reader.numpy("text").astype(np.float32), direct, atol=2e-3, rtol=1e-2)
+
+    # same prompts → skipped without a flow run; one changed prompt → a new key
+    _cli(args)
+    again = json.loads((tmp_path / "out.json").read_text())
+    assert again["flow_run"] is False and again["lexicons"][0]["state"] == "skipped"
+    prompts.write_text("a photo of a happy face\na photo of a sad face\n")
+    _cli(args)
+    changed = json.loads((tmp_path / "out.json").read_text())["lexicons"][0]
+    assert changed["state"] == "new" and changed["key"] != lex["key"] and changed["prompts"] == 2
 
 
 def test_packaged_efficientnet_has_real_imagenet_weights():
@@ -101,6 +146,8 @@ def test_bad_configuration_fails_fast_with_what_to_fix(dataset, tmp_path):
     blocker.write_text("x")
     with pytest.raises(StoreError, match="--store"):
         _run(dataset, blocker / "store")
+    with pytest.raises(ValueError, match="need an encoder with a text tower"):
+        _run(dataset, tmp_path / "s", encoder="efficientnet-lite0", lexicons=[LexiconConfig(name="x", prompts=["a"])])
     with pytest.raises(EncoderError, match="neither a checkpoint file nor a known tag"):
         create_encoder("open_clip:ViT-B-32@no-such-tag")
 

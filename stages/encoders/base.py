@@ -54,6 +54,17 @@ class ImageEncoder(ABC):
     def forward(self, pixels: torch.Tensor) -> dict[str, torch.Tensor]:
         """Normalised pixels (B, 3, H, W) on ``self.device`` → outputs by name."""
 
+    # A text tower in the same embedding space (CLIP-like encoders) gives prompt embeddings.
+    has_text_tower = False
+    text_dim = 0
+
+    def text_spec_params(self) -> dict[str, Any]:
+        """What determines a prompt's embedding: the model and its weights, not image preprocessing."""
+        return {"encoder": self.name, "architecture": self.architecture(), "weights": self.weights_digest()}
+
+    def encode_text(self, prompts: list[str]) -> torch.Tensor:
+        raise EncoderError(f"encoder {self.name!r} has no text tower")
+
     def spec_params(self) -> dict[str, Any]:
         return {
             "encoder": self.name,

@@ -25,6 +25,8 @@ open_clip.add_model_config(Path(__file__).parent / "model_configs")
 
 
 class OpenClipEncoder(ImageEncoder):
+    has_text_tower = True
+
     def __init__(
         self,
         arch: str,
@@ -56,6 +58,7 @@ class OpenClipEncoder(ImageEncoder):
             resize_mode=pcfg.get("resize_mode", "shortest"),
         )
         self._weights_path: str | None = None
+        self.text_dim = self.config["embed_dim"]
 
     def _tag(self) -> str | None:
         if self.pretrained is None or os.path.isfile(self.pretrained):
