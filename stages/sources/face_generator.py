@@ -1,0 +1,342 @@
+"""Labelled faces whose ground truth we know: real photos moved by landmark-driven warps.
+
+No affect dataset can be downloaded here, and the heads need labels, so this module makes them.
+It starts from real, near-neutral face photographs that ship inside installed packages, finds their
+478 MediaPipe landmarks once, and moves groups of landmarks by known amounts — AU-like controls
+such as lip-corner pull (AU12) or brow lower (AU4) — with a smooth displacement field. The labels
+follow from the intensities alone:
+
+* AU occurrence: intensity ≥ ``AU_THRESHOLD``;
+* expression: the most specific FACS prototype (EMFACS-style AU sets in ``PROTOTYPES``) whose AUs
+  are all active, ``neutral`` when none is active;
+* valence/arousal: the expression's direction on Russell's circumplex (``CIRCUMPLEX_DEG``) times the
+  mean intensity of its AUs (neutral sits at the origin).
+
+What it is not: real expressions. A warp moves skin; it cannot wrinkle a nose (AU9), show teeth
+or raise cheeks (AU6). "Subjects" are the packaged photos plus identity-level morphs of them
+(landmark geometry, skin tone, lighting, scale): morphs of one photograph are not independent
+people, which flatters subject-exclusive evaluation; upsampled ``lfw_subset`` faces (25 × 25 px
+originals) are distinct photos but blurry. ``astronaut`` smiles in its photo, so it is not a base:
+labels are relative to the base face, which must be near-neutral (checked by its blendshapes).
+
+Measured responses of the face model on the Hopper subjects (tests/test_face.py asserts each,
+with its tolerance): lip-corner pull raises ``mouthSmile*``; inner / outer brow raise
+``browInnerUp`` / ``browOuterUp*``; brow lower ``browDown*``; jaw drop ``jawOpen``. Others land on
+neighbouring blendshapes: MediaPipe reads an upper-lid raise (AU5) as gaze up (``eyeLookUp*``), an
+upper-lip raise (AU10) as ``mouthShrugLower``, a lip-corner depress (AU15) as ``mouthPucker`` /
+``mouthRollLower``, and lid tightening (AU7) only in ``eyeSquintRight`` (the left eye's score sits
+near 0.6 behind Hopper's glasses). Blurry ``lfw`` subjects respond far less cleanly.
+"""
+
+from __future__ import annotations
+
+import csv
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+from matplotlib import cbook
+from PIL import Image
+from scipy import ndimage
+from skimage import data
+
+AU_THRESHOLD = 0.25
+CANVAS = 256  # generated images are CANVAS × CANVAS RGB
+
+# -- landmark groups (MediaPipe face mesh indices) --------------------------------------------
+BROW_INNER = (107, 66, 55, 65, 336, 296, 285, 295)
+BROW_OUTER = (70, 63, 46, 53, 300, 293, 276, 283)
+BROW_MID = (105, 52, 334, 282)
+UPPER_LIDS = (159, 158, 160, 161, 157, 386, 385, 387, 388, 384)
+LOWER_LIDS = (145, 144, 153, 163, 154, 374, 373, 380, 390, 381)
+MOUTH_CORNERS = (61, 291)
+UPPER_LIP = (0, 37, 39, 40, 267, 269, 270, 13, 82, 312)
+LOWER_JAW = (17, 84, 181, 91, 314, 405, 321, 14, 87, 178, 317, 402, 152, 148, 176, 377, 400, 175, 199)
+# Points that stay put: the face outline above the jaw, the nose, the eye corners.
+ANCHORS = (10, 338, 297, 332, 284, 251, 389, 356, 454, 323, 361, 132, 93, 234, 127, 162, 21, 54, 103, 67, 109,
+           1, 4, 168, 6, 197, 195, 33, 133, 362, 263)
+
+
+@dataclass(frozen=True)
+class Control:
+    """An AU-like control: ``points`` move by (outward, down) × inter-ocular distance × intensity."""
+
+    au: int
+    points: tuple[int, ...]
+    move: tuple[float, float]
+    sigma: float = 0.12  # spread of the displacement, in inter-ocular distances
+
+
+CONTROLS: dict[str, Control] = {
+    "brow_inner_raise": Control(1, BROW_INNER + BROW_MID, (0.0, -0.14)),
+    "brow_outer_raise": Control(2, BROW_OUTER + BROW_MID, (0.0, -0.14)),
+    "brow_lower": Control(4, BROW_INNER + BROW_OUTER + BROW_MID, (-0.05, 0.12)),
+    "upper_lid_raise": Control(5, UPPER_LIDS, (0.0, -0.12), sigma=0.08),
+    "lid_tighten": Control(7, LOWER_LIDS, (0.0, -0.08), sigma=0.08),
+    "upper_lip_raise": Control(10, UPPER_LIP, (0.0, -0.08), sigma=0.1),
+    "lip_corner_pull": Control(12, MOUTH_CORNERS, (0.12, -0.10)),
+    "lip_corner_depress": Control(15, MOUTH_CORNERS, (0.0, 0.15)),
+    "jaw_drop": Control(26, LOWER_JAW, (0.0, 0.24)),
+}
+CONTROL_BY_AU = {c.au: name for name, c in CONTROLS.items()}
+AUS = tuple(sorted(CONTROL_BY_AU))
+
+# EMFACS-style prototypes restricted to the AUs a warp can show.
+PROTOTYPES: dict[str, frozenset[int]] = {
+    "happiness": frozenset({12}),
+    "sadness": frozenset({1, 4, 15}),
+    "surprise": frozenset({1, 2, 5, 26}),
+    "fear": frozenset({1, 2, 4, 5, 26}),
+    "anger": frozenset({4, 5, 7}),
+    "disgust": frozenset({10, 15}),
+}
+# Direction of each expression on Russell's circumplex (degrees; valence = cos, arousal = sin).
+CIRCUMPLEX_DEG = {"happiness": 25.0, "surprise": 80.0, "fear": 115.0, "anger": 130.0, "disgust": 160.0,
+                  "sadness": 215.0}
+
+
+@dataclass(frozen=True)
+class Labels:
+    expression: str
+    aus: dict[int, int]  # AU → 0/1
+    valence: float
+    arousal: float
+
+
+def labels_from_intensities(intensity: dict[int, float]) -> Labels:
+    """The ground truth implied by AU intensities (each in [0, 1])."""
+    active = {au for au, v in intensity.items() if v >= AU_THRESHOLD}
+    aus = {au: int(au in active) for au in AUS}
+    matches = [name for name, aus_needed in PROTOTYPES.items() if aus_needed <= active]
+    if not matches:
+        return Labels("neutral", aus, 0.0, 0.0)
+    # the most specific prototype wins (fear contains surprise's AUs plus AU4)
+    name = max(matches, key=lambda m: (len(PROTOTYPES[m]), m))
+    radius = float(np.mean([intensity[au] for au in PROTOTYPES[name]]))
+    angle = np.deg2rad(CIRCUMPLEX_DEG[name])
+    return Labels(name, aus, round(radius * float(np.cos(angle)), 4), round(radius * float(np.sin(angle)), 4))
+
+
+# -- warping ---------------------------------------------------------------------------------
+def displacement_field(shape: tuple[int, int], src: np.ndarray, moves: np.ndarray, sigma: float,
+                       step: int = 4) -> np.ndarray:
+    """Dense (H, W, 2) backward displacement from point moves: normalised Gaussian weights.
+
+    Weights are divided by max(Σw, 1), so far from every point the displacement fades to zero and
+    fixed anchors (zero moves) pin the skin between controls. Evaluated on a grid of ``step`` px
+    and interpolated: the field is smooth at that scale by construction.
+    """
+    h, w = shape
+    ys, xs = np.arange(0, h + step, step, dtype=np.float32), np.arange(0, w + step, step, dtype=np.float32)
+    gy, gx = np.meshgrid(ys, xs, indexing="ij")
+    d2 = (gx[..., None] - src[:, 0]) ** 2 + (gy[..., None] - src[:, 1]) ** 2
+    weights = np.exp(-d2 / (2 * sigma**2))
+    coarse = (weights @ moves) / np.maximum(weights.sum(-1), 1.0)[..., None]
+    yy, xx = np.mgrid[0:h, 0:w].astype(np.float32) / step
+    return np.stack([ndimage.map_coordinates(coarse[..., c], [yy, xx], order=1) for c in range(2)], -1)
+
+
+def warp_image(image: np.ndarray, src: np.ndarray, dst: np.ndarray, sigma: float) -> np.ndarray:
+    """Move pixels so that points ``src`` land on ``dst`` (x, y in pixels), smoothly elsewhere."""
+    h, w = image.shape[:2]
+    # Backward mapping: an output pixel q samples the input at q − d(q), with d spread from dst.
+    field_ = displacement_field((h, w), dst.astype(np.float32), (dst - src).astype(np.float32), sigma)
+    yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
+    coords = [yy - field_[..., 1], xx - field_[..., 0]]
+    channels = [ndimage.map_coordinates(image[..., c].astype(np.float32), coords, order=1, mode="nearest")
+                for c in range(image.shape[2])]
+    return np.clip(np.stack(channels, -1) + 0.5, 0, 255).astype(np.uint8)
+
+
+# -- subjects --------------------------------------------------------------------------------
+@dataclass
+class Subject:
+    """A base face: the image (CANVAS × CANVAS) and its landmarks in pixels."""
+
+    name: str
+    origin: str
+    image: np.ndarray
+    landmarks: np.ndarray  # (478, 2) x, y pixels
+    neutral_scores: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def eye_axis(self) -> tuple[np.ndarray, np.ndarray, float]:
+        """Unit vectors (outward-right, down) of the face and the inter-ocular distance."""
+        a, b = self.landmarks[33], self.landmarks[263]
+        iod = float(np.linalg.norm(b - a))
+        u = (b - a) / iod
+        return u, np.array([-u[1], u[0]]), iod
+
+    def point_moves(self, intensity: dict[int, float]) -> tuple[np.ndarray, np.ndarray, float]:
+        """(src, dst, sigma) for the controls at the given intensities, anchors included."""
+        u, v, iod = self.eye_axis
+        centre_x = self.landmarks[168] @ u
+        moves: dict[int, np.ndarray] = {}
+        sigmas = []
+        for au, value in intensity.items():
+            if value <= 0:
+                continue
+            control = CONTROLS[CONTROL_BY_AU[au]]
+            sigmas.append(control.sigma)
+            for p in control.points:
+                side = np.sign(self.landmarks[p] @ u - centre_x) or 1.0
+                delta = (side * control.move[0] * u + control.move[1] * v) * iod * value
+                moves[p] = moves.get(p, 0) + delta
+        moved = sorted(moves)
+        anchors = [a for a in ANCHORS if a not in moves]
+        src = np.concatenate([self.landmarks[moved].reshape(-1, 2), self.landmarks[anchors]])
+        dst = np.concatenate([(self.landmarks[moved] + np.array([moves[p] for p in moved])).reshape(-1, 2),
+                              self.landmarks[anchors]])
+        return src, dst, (min(sigmas) if sigmas else 0.12) * iod
+
+    def render(self, intensity: dict[int, float]) -> np.ndarray:
+        if not any(v > 0 for v in intensity.values()):
+            return self.image.copy()
+        src, dst, sigma = self.point_moves(intensity)
+        return warp_image(self.image, src, dst, sigma)
+
+
+def _fit_canvas(image: np.ndarray, scale: float = 1.0, offset: tuple[int, int] = (0, 0)) -> np.ndarray:
+    """Square-crop around the centre, resize to CANVAS·scale and paste centred (plus offset)."""
+    h, w = image.shape[:2]
+    side = min(h, w)
+    top, left = (h - side) // 2, (w - side) // 2
+    img = Image.fromarray(image[top : top + side, left : left + side]).convert("RGB")
+    size = max(16, round(CANVAS * scale))
+    img = img.resize((size, size), Image.Resampling.BICUBIC)
+    canvas = Image.new("RGB", (CANVAS, CANVAS), (118, 118, 118))
+    canvas.paste(img, ((CANVAS - size) // 2 + offset[0], (CANVAS - size) // 2 + offset[1]))
+    return np.asarray(canvas)
+
+
+def _morph(base: np.ndarray, landmarks: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """An identity-level variant: landmark geometry, skin tone, lighting, scale."""
+    u_eye = landmarks[263] - landmarks[33]
+    iod = float(np.linalg.norm(u_eye))
+    centre = landmarks[168]
+    # geometry: widen/narrow the face, move the eyes apart, lengthen the nose, widen the mouth
+    groups = {
+        "width": ((234, 454, 93, 323, 132, 361, 58, 288), rng.uniform(-0.10, 0.10)),
+        "eyes": ((33, 133, 159, 145, 263, 362, 386, 374), rng.uniform(-0.06, 0.06)),
+        "mouth": ((61, 291, 0, 17), rng.uniform(-0.08, 0.08)),
+    }
+    src, dst = [], []
+    for points, amount in groups.values():
+        for p in points:
+            src.append(landmarks[p])
+            dst.append(landmarks[p] + (landmarks[p] - centre) * np.array([amount, 0.0]))
+    nose = rng.uniform(-0.06, 0.06) * iod
+    for p in (1, 4, 2, 94):
+        src.append(landmarks[p])
+        dst.append(landmarks[p] + np.array([0.0, nose]))
+    image = warp_image(base, np.array(src), np.array(dst), 0.25 * iod).astype(np.float32)
+    # skin tone and lighting: per-channel gain and a left-right illumination gradient
+    gain = np.array([1.0, 1.0, 1.0]) + rng.uniform(-0.15, 0.15) * np.array([1.0, 0.8, 0.6])
+    ramp = 1.0 + rng.uniform(-0.25, 0.25) * np.linspace(-1, 1, image.shape[1])[None, :, None]
+    image = np.clip(image * gain * ramp, 0, 255).astype(np.uint8)
+    return _fit_canvas(image, scale=rng.uniform(0.85, 1.05), offset=tuple(rng.integers(-10, 11, 2)))
+
+
+def _hopper() -> np.ndarray:
+    return np.asarray(Image.open(cbook.get_sample_data("grace_hopper.jpg", asfileobj=False)).convert("RGB"))
+
+
+def _lfw_face(i: int) -> np.ndarray:
+    patch = np.round(data.lfw_subset()[i] * 255).astype(np.uint8)
+    return np.repeat(patch[..., None], 3, axis=2)
+
+
+NEUTRAL_LIMITS = {"mouthSmileLeft": 0.4, "mouthSmileRight": 0.4, "jawOpen": 0.3, "browDownLeft": 0.4,
+                  "browDownRight": 0.4, "browInnerUp": 0.4}
+
+
+def build_subjects(detect, n_morphs: int = 7, n_lfw: int = 12, seed: int = 0) -> tuple[list[Subject], dict]:
+    """Base faces accepted by the face model, and a report of what was tried and kept.
+
+    ``detect(image) -> (landmarks_px (478, 2), blendshape scores) | None`` is the face model.
+    A candidate is kept when a face is found and its blendshapes are near-neutral.
+    """
+    rng = np.random.default_rng(seed)
+    photo = _hopper()
+    found = detect(photo)
+    if found is None:
+        raise RuntimeError("the face model found no face in grace_hopper.jpg: is the model file intact?")
+    # a square around the face, 1.8 × the landmarks' extent, so the face fills the canvas
+    lo, hi = found[0].min(0), found[0].max(0)
+    cx, cy = (lo + hi) / 2
+    half = int(0.9 * max(hi - lo))
+    top, left = max(0, int(cy) - half), max(0, int(cx) - half)
+    candidates = [("hopper", "matplotlib grace_hopper.jpg", _fit_canvas(photo[top : top + 2 * half, left : left + 2 * half]))]
+    hopper_found = detect(candidates[0][2])
+    for k in range(n_morphs):
+        candidates.append((f"hopper-m{k}", "grace_hopper.jpg, identity morph",
+                           _morph(candidates[0][2], hopper_found[0], rng)))
+    subjects, report = [], {}
+
+    def consider(name: str, origin: str, image: np.ndarray) -> bool:
+        found = detect(image)
+        if found is None:
+            report[name] = "no face found"
+            return False
+        points, scores = found
+        too_expressive = {k: round(scores[k], 2) for k, lim in NEUTRAL_LIMITS.items() if scores[k] > lim}
+        if too_expressive:
+            report[name] = f"not neutral: {too_expressive}"
+            return False
+        subjects.append(Subject(name, origin, image, points, scores))
+        report[name] = "kept"
+        return True
+
+    for name, origin, image in candidates:
+        consider(name, origin, image)
+    kept_lfw = 0
+    for i in range(100):  # lfw_subset: the first 100 are faces, then 100 non-faces
+        if kept_lfw >= n_lfw:
+            break
+        kept_lfw += consider(f"lfw{i:03d}", f"skimage lfw_subset[{i}], 25 px upsampled", _fit_canvas(_lfw_face(i), 0.9))
+    return subjects, report
+
+
+# -- the dataset -----------------------------------------------------------------------------
+def sample_intensities(expression: str, rng: np.random.Generator) -> dict[int, float]:
+    """Intensities whose labels give ``expression``: its AUs in [0.4, 1], the others below threshold."""
+    needed = PROTOTYPES.get(expression, frozenset())
+    for _ in range(100):
+        intensity = {au: (float(rng.uniform(0.4, 1.0)) if au in needed else
+                          float(rng.uniform(0.0, AU_THRESHOLD * 0.8)) * (rng.random() < 0.3)) for au in AUS}
+        if labels_from_intensities(intensity).expression == expression:
+            return intensity
+    raise AssertionError(f"cannot sample intensities for {expression}")
+
+
+def write_generated_dataset(root: str | Path, detect, per_subject: int = 14, seed: int = 0,
+                            **subject_options) -> tuple[Path, dict]:
+    """A ``csv``-layout dataset (manifest.csv + PNGs) with AU, expression and VA labels.
+
+    Rows cycle through neutral and the prototype expressions for every subject; splits are
+    subject-exclusive (every 5th subject is test, the next val). Deterministic for a seed.
+    Returns (root, report) with the per-subject acceptance report of :func:`build_subjects`.
+    """
+    root = Path(root)
+    (root / "img").mkdir(parents=True, exist_ok=True)
+    subjects, report = build_subjects(detect, seed=seed, **subject_options)
+    classes = ["neutral", *PROTOTYPES]
+    rng = np.random.default_rng(seed + 1)
+    rows = []
+    for s_index, subject in enumerate(subjects):
+        split = "test" if s_index % 5 == 4 else "val" if s_index % 5 == 3 else "train"
+        for k in range(per_subject):
+            expression = classes[k % len(classes)]
+            intensity = sample_intensities(expression, rng)
+            labels = labels_from_intensities(intensity)
+            rel = f"img/{subject.name}_{k:03d}.png"
+            if not (root / rel).exists():
+                Image.fromarray(subject.render(intensity)).save(root / rel)
+            rows.append([rel, subject.name, split, labels.expression, labels.valence, labels.arousal,
+                         *[labels.aus[au] for au in AUS], *[round(intensity[au], 4) for au in AUS]])
+    with open(root / "manifest.csv", "w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(["path", "subject", "split", "expression", "valence", "arousal",
+                         *[f"AU{au}" for au in AUS], *[f"intensity_AU{au}" for au in AUS]])
+        writer.writerows(rows)
+    return root, {"subjects": len(subjects), "per_subject": per_subject, "candidates": report}

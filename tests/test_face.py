@@ -1,0 +1,127 @@
+"""MediaPipe face encoder (the official model file) and the labelled face generator."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from PIL import Image
+from skimage import data
+
+from featurestore import FeatureStore, GroupReader, SampleStatus
+from flows.extract import DatasetConfig, EncoderConfig, extract_features
+from stages.encoders import create_encoder
+from stages.encoders.face_landmarker import BLENDSHAPE_NAMES
+from stages.encoders.model_files import FACE_LANDMARKER, fetch, verify
+from stages.sources.face_generator import (
+    AUS,
+    CONTROLS,
+    PROTOTYPES,
+    build_subjects,
+    labels_from_intensities,
+    write_generated_dataset,
+)
+
+
+@pytest.fixture(scope="module")
+def face():
+    verify(FACE_LANDMARKER, fetch(FACE_LANDMARKER))  # sha256 and size of the official file
+    return create_encoder("mediapipe-face").load()
+
+
+@pytest.mark.usefixtures("prefect_harness")
+def test_astronaut_smiles_and_a_face_free_image_is_no_face(tmp_path, face):
+    root = tmp_path / "photos"
+    root.mkdir()
+    Image.fromarray(data.astronaut()).save(root / "astronaut.png")
+    Image.fromarray(data.coffee()).save(root / "coffee.png")
+    (root / "manifest.csv").write_text("path\nastronaut.png\ncoffee.png\n")
+    result = extract_features(datasets=[DatasetConfig(layout="csv", root=str(root), name="photos")],
+                              encoders=[EncoderConfig(name="mediapipe-face")], store=str(tmp_path / "store"))
+    (step,) = result["steps"]
+    assert step["status_counts"] == {"ok": 1, "no_face": 1}
+    reader = GroupReader.open(FeatureStore(tmp_path / "store"), step["path"])
+    assert reader.meta["blendshape_names"] == BLENDSHAPE_NAMES
+    scores = dict(zip(BLENDSHAPE_NAMES, reader.numpy("blendshapes")[0].astype(float)))
+    assert scores["mouthSmileLeft"] > 0.7 and scores["mouthSmileRight"] > 0.7
+    assert max(scores["browDownLeft"], scores["jawOpen"]) < 0.3
+    landmarks, box = reader.numpy("landmarks"), reader.numpy("box")
+    assert landmarks.shape == (2, 478, 3) and landmarks.dtype == np.float32
+    assert ((landmarks[0, :, :2] > 0) & (landmarks[0, :, :2] < 1)).all()
+    x, y, w, h = box[0]
+    assert 0.3 < x < 0.5 and 0.1 < y < 0.3 and 0.15 < w < 0.35  # Eileen Collins' face, upper middle
+    # no face: a status and no values, never zeros
+    assert reader.status()[1] == SampleStatus.NO_FACE
+    assert np.isnan(reader.numpy("blendshapes")[1]).all() and np.isnan(reader.numpy("transform")[1]).all()
+
+
+def test_labels_follow_from_intensities():
+    zero = dict.fromkeys(AUS, 0.0)
+    assert labels_from_intensities(zero).expression == "neutral"
+    happy = labels_from_intensities(zero | {12: 0.8})
+    assert happy.expression == "happiness" and happy.aus[12] == 1 and happy.valence > 0.6 and happy.arousal > 0
+    fear = labels_from_intensities(zero | {1: 0.6, 2: 0.6, 4: 0.6, 5: 0.6, 26: 0.6})
+    assert fear.expression == "fear"  # the most specific prototype: surprise's AUs plus AU4
+    assert labels_from_intensities(zero | {1: 0.6, 2: 0.6, 5: 0.6, 26: 0.6}).expression == "surprise"
+    sad = labels_from_intensities(zero | {1: 0.5, 4: 0.5, 15: 0.5})
+    assert sad.expression == "sadness" and sad.valence < 0 and sad.arousal < 0
+    assert labels_from_intensities(zero | {12: 0.2}).aus[12] == 0  # below the threshold
+
+
+# What the face model reports for each control on near-neutral subjects, measured and stated here:
+# (blendshapes averaged, minimum rise from intensity 0 to 1). Every step of 0.25 may dip by at
+# most STEP_TOLERANCE (the model's own jitter) and the whole sweep must rise by the minimum.
+RESPONSES = {
+    "brow_inner_raise": (["browInnerUp"], 0.3),
+    "brow_outer_raise": (["browOuterUpLeft", "browOuterUpRight"], 0.15),
+    "brow_lower": (["browDownLeft", "browDownRight"], 0.1),
+    "upper_lid_raise": (["eyeLookUpLeft", "eyeLookUpRight"], 0.25),  # MediaPipe reads AU5 as gaze up
+    # eyeSquintLeft starts near 0.6 behind Hopper's glasses and wanders; only the right one tracks AU7
+    "lid_tighten": (["eyeSquintRight"], 0.1),
+    "upper_lip_raise": (["mouthShrugLower"], 0.25),
+    "lip_corner_pull": (["mouthSmileLeft", "mouthSmileRight"], 0.6),
+    "lip_corner_depress": (["mouthPucker", "mouthRollLower"], 0.4),
+    "jaw_drop": (["jawOpen"], 0.25),
+}
+STEP_TOLERANCE = 0.06
+
+
+@pytest.fixture(scope="module")
+def hopper_subjects(face):
+    subjects, report = build_subjects(face.find_face, n_morphs=1, n_lfw=0)
+    assert [s.name for s in subjects] == ["hopper", "hopper-m0"], report
+    return subjects
+
+
+@pytest.mark.parametrize("control", sorted(CONTROLS))
+def test_blendshapes_follow_each_control(control, face, hopper_subjects):
+    names, min_rise = RESPONSES[control]
+    columns = [BLENDSHAPE_NAMES.index(n) for n in names]
+    for subject in hopper_subjects:
+        sweep = []
+        for value in (0.0, 0.25, 0.5, 0.75, 1.0):
+            batch = face.encode_batch([subject.render({CONTROLS[control].au: value})])
+            assert batch.status[0] == SampleStatus.OK, (control, subject.name, value)
+            sweep.append(float(batch.outputs["blendshapes"][0, columns].mean()))
+        steps = np.diff(sweep)
+        assert steps.min() >= -STEP_TOLERANCE and sweep[-1] - sweep[0] >= min_rise, (control, subject.name, sweep)
+
+
+def test_generated_catalogue_has_subjects_splits_and_consistent_labels(tmp_path, face):
+    import csv
+
+    root, report = write_generated_dataset(tmp_path / "gen", face.find_face, per_subject=7)
+    assert report["subjects"] >= 12
+    rows = list(csv.DictReader(open(root / "manifest.csv")))
+    subjects = {r["subject"] for r in rows}
+    assert len(subjects) == report["subjects"] and len(rows) == 7 * len(subjects)
+    by_split = {split: {r["subject"] for r in rows if r["split"] == split} for split in ("train", "val", "test")}
+    assert all(by_split.values()) and not (by_split["train"] & by_split["test"]) and not (by_split["val"] & by_split["test"])
+    assert {r["expression"] for r in rows} == {"neutral", *PROTOTYPES}
+    for r in rows:  # the labels are the rule applied to the stored intensities
+        labels = labels_from_intensities({au: float(r[f"intensity_AU{au}"]) for au in AUS})
+        assert labels.expression == r["expression"] and [labels.aus[au] for au in AUS] == [int(r[f"AU{au}"]) for au in AUS]
+        assert abs(labels.valence - float(r["valence"])) < 1e-3
+    # the same seed writes the same bytes
+    again, _ = write_generated_dataset(tmp_path / "gen2", face.find_face, per_subject=7)
+    assert (again / "manifest.csv").read_bytes() == (root / "manifest.csv").read_bytes()
+    assert (again / rows[5]["path"]).read_bytes() == (root / rows[5]["path"]).read_bytes()
