@@ -44,7 +44,10 @@ class GroupReader:
 
     def numpy(self, name: str, rows: slice | np.ndarray | None = None) -> np.ndarray:
         array = self.step.group[name]
-        return np.asarray(array[:] if rows is None else array[rows])
+        values = np.asarray(array[:] if rows is None else array[rows])
+        if values.dtype.kind == "T":  # Zarr's variable-length strings → plain fixed-width str
+            return np.array(values.tolist(), dtype=str)
+        return values
 
     def torch(self, name: str, dtype: Any = None):
         import torch

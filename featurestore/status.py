@@ -16,6 +16,8 @@ class SampleStatus(IntEnum):
     BAD_CROP = 7
     NO_FACE = 8
     BAD_LABEL = 9
+    NO_AUDIO = 10
+    NOT_A_VIDEO = 11
 
     @property
     def label(self) -> str:

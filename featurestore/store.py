@@ -5,6 +5,7 @@ Layout (every group describes itself in its ``affectflow`` attribute: step spec,
     sources/<dataset>/<manifest-key>/            samples table + canonical labels
     features/<dataset>/<encoder>/<step-key>/     encoder outputs, status, done mask
     lexicon/<name>/<encoder>/<step-key>/         prompt embeddings from a text tower
+    windows/<dataset>/<encoder>/<window>/<key>/  frame features pooled over fixed windows
     .affectflow-locks/<step-key>/                step locks (not Zarr nodes)
 
 This module is the only code that writes Zarr.
@@ -101,6 +102,11 @@ class FeatureStore:
     @staticmethod
     def lexicon_path(name: str, encoder: str, key: str) -> str:
         return f"lexicon/{safe_name(name, 'lexicon name')}/{safe_name(encoder, 'encoder name')}/{key}"
+
+    @staticmethod
+    def windows_path(dataset: str, encoder: str, window: str, key: str) -> str:
+        return (f"windows/{safe_name(dataset, 'dataset name')}/{safe_name(encoder, 'encoder name')}/"
+                f"{safe_name(window, 'window label')}/{key}")
 
     # -- groups -----------------------------------------------------------------------------
     def open_step(self, path: str) -> StepGroup | None:

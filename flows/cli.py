@@ -55,6 +55,19 @@ def parse_encoder(text: str):
     return EncoderConfig(name=name, options=_options(rest, f"--encoder {text!r}"))
 
 
+def parse_window(text: str):
+    """``SECONDS[,hop=S][,au_pool=max|mean]`` → a window config."""
+    from pydantic import ValidationError
+
+    from flows.extract import WindowConfig
+
+    head, *rest = text.split(",")
+    try:
+        return WindowConfig(length=float(head), **_options(rest, f"--window {text!r}"))
+    except (ValueError, ValidationError) as err:
+        raise typer.BadParameter(f"--window {text!r}: {err}") from None
+
+
 def parse_prompts(text: str):
     """``NAME=FILE`` → a prompt set named NAME with one prompt per line of FILE."""
     from flows.extract import LexiconConfig
@@ -85,6 +98,9 @@ def extract(
     dask_workers: Annotated[int, typer.Option(help="run chunks on a temporary LocalCluster of N workers")] = 0,
     prompts: Annotated[list[str], typer.Option(
         help="NAME=FILE: embed the prompts in FILE (one per line) with every text-tower encoder (repeatable)")] = [],
+    window: Annotated[list[str], typer.Option(
+        help="SECONDS[,hop=S][,au_pool=max|mean]: pool frame features of video datasets over fixed windows "
+             "(repeatable, e.g. --window 3 --window 5)")] = [],
     json_out: Annotated[Path | None, typer.Option("--json", help="write the run summary as JSON")] = None,
 ) -> None:
     """Run frozen encoders over datasets into the feature store (reruns skip, killed runs resume)."""
@@ -107,6 +123,7 @@ def extract(
             dask_address=dask_address,
             dask_workers=dask_workers,
             lexicons=[parse_prompts(p) for p in prompts],
+            windows=[parse_window(w) for w in window],
         )
     except (StoreError, EncoderError, SourceError, ValueError, OSError) as err:
         _fail(err)
@@ -124,6 +141,9 @@ def _print_summary(result: dict[str, Any]) -> None:
         table.add_row(r["dataset"], r["encoder"], r["key"][:12], r["state"], f"{r['chunks_run']}/{r['chunks']}",
                       str(r["samples"]), str(r["ok"]), json.dumps(failed) if failed else "-", f"{r['seconds']:.1f}")
     console.print(table)
+    for r in result.get("windows", []):
+        console.print(f"windows {r['window']} of {r['dataset']} × {r['encoder']}: {r['windows']} windows, "
+                      f"key {r['key'][:12]} ({r['state']})")
     for r in result.get("lexicons", []):
         console.print(f"lexicon {r['lexicon']} × {r['encoder']}: {r['prompts']} prompts, key {r['key'][:12]} ({r['state']})")
     if not result.get("flow_run", True):

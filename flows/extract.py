@@ -25,6 +25,7 @@ from stages.encoders import create_encoder
 from stages.encoders import loaded_encoder
 from stages.extract import ChunkReport, extract_chunk, feature_key, open_feature_group, write_source
 from stages.lexicon import embed_lexicon, lexicon_key
+from stages.windows import WindowSpec, compute_windows, windows_key
 from stages.sources import build_manifest, get_source
 
 MAX_LISTED_FAILURES = 50
@@ -49,6 +50,30 @@ class EncoderConfig(BaseModel):
 class LexiconConfig(BaseModel):
     name: str = Field(description="name of the prompt set in the store, e.g. expressions")
     prompts: list[str] = Field(min_length=1, description="the prompts, in order")
+
+
+class WindowConfig(BaseModel):
+    length: float = Field(gt=0, description="window length in seconds (LaScA: 3 and 5)")
+    hop: float | None = Field(None, gt=0, description="seconds between window starts (default: the length)")
+    au_pool: str = Field("max", description="AU labels over a window: max (occurrence) or mean")
+
+    def spec(self) -> WindowSpec:
+        return WindowSpec(self.length, self.hop, self.au_pool)
+
+
+@task(cache_policy=NO_CACHE, task_run_name="windows {window.length}s {features_path}")
+def windows_task(store_url: str, storage_options: dict, features_path: str, source_path: str, dataset: str,
+                 window: WindowConfig) -> dict[str, Any]:
+    fstore = FeatureStore(store_url, storage_options)
+    group, state = compute_windows(fstore, fstore.open_step(features_path), fstore.open_step(source_path),
+                                   window.spec(), dataset)
+    return _windows_row(group, state)
+
+
+def _windows_row(group, state: str) -> dict[str, Any]:
+    meta = group.meta
+    return {"dataset": meta["dataset"], "encoder": meta["encoder"], "window": meta["window"], "key": group.key,
+            "path": group.group.path, "state": state, "windows": group.n_samples}
 
 
 @task(cache_policy=NO_CACHE, task_run_name="source {dataset.layout}:{dataset.root}")
@@ -77,7 +102,8 @@ def _lexicon_row(name: str, group, state: str) -> dict[str, Any]:
 extract_chunk_task = task(extract_chunk, name="extract-chunk", cache_policy=NO_CACHE)
 
 
-def _summary_markdown(rows: list[dict[str, Any]], failures: list[tuple], lexicon_rows: list[dict[str, Any]]) -> str:
+def _summary_markdown(rows: list[dict[str, Any]], failures: list[tuple], lexicon_rows: list[dict[str, Any]],
+                      window_rows: list[dict[str, Any]]) -> str:
     lines = [
         "# extract-features",
         "",
@@ -95,6 +121,10 @@ def _summary_markdown(rows: list[dict[str, Any]], failures: list[tuple], lexicon
         lines += ["", "## Prompt embeddings", "", "| lexicon | encoder | key | state | prompts |", "|---|---|---|---|---|"]
         lines += [f"| {r['lexicon']} | {r['encoder']} | `{r['key'][:12]}` | {r['state']} | {r['prompts']} |"
                   for r in lexicon_rows]
+    if window_rows:
+        lines += ["", "## Windows", "", "| dataset | encoder | window | key | state | windows |", "|---|---|---|---|---|---|"]
+        lines += [f"| {r['dataset']} | {r['encoder']} | {r['window']} | `{r['key'][:12]}` | {r['state']} | {r['windows']} |"
+                  for r in window_rows]
     if failures:
         lines += ["", f"## Failed samples (first {MAX_LISTED_FAILURES})", "", "| row | path | status | detail |",
                   "|---|---|---|---|"]
@@ -164,10 +194,12 @@ def extract_features(
     dask_address: str | None = None,
     dask_workers: int = 0,
     lexicons: list[LexiconConfig] | None = None,
+    windows: list[WindowConfig] | None = None,
 ) -> dict[str, Any]:
     """Run frozen encoders over datasets into the feature store, skipping and resuming by step key.
 
     ``lexicons``: prompt sets embedded by every encoder that has a text tower (CLIP-like).
+    ``windows``: fixed windows pooled over every feature group of a video source.
     """
     logger = get_run_logger()
     storage_options = storage_options or {}
@@ -185,6 +217,7 @@ def extract_features(
                          f"got {[e.name for _, e in built]}")
 
     rows: list[dict[str, Any]] = []
+    window_rows: list[dict[str, Any]] = []
     failures: list[tuple] = []
     with ExitStack() as stack:
         runner = None  # started on first need, once per flow run: a LocalCluster is not free
@@ -219,9 +252,12 @@ def extract_features(
                 for r in reports:
                     failures.extend(r.failures)
                 rows.append(_summary_row(d, enc.name, group, state, reports, time.perf_counter() - t0))
+                if "timestamp" in source_group.group.array_keys():
+                    window_rows += [windows_task(store, storage_options, group.group.path, source_group.group.path,
+                                                 d.store_name, w) for w in windows or []]
     lexicon_rows = [embed_lexicon_task(store, storage_options, cfg, lex, device)
                     for cfg, _ in text_encoders for lex in lexicons]
-    markdown = _summary_markdown(rows, failures, lexicon_rows)
+    markdown = _summary_markdown(rows, failures, lexicon_rows, window_rows)
     create_markdown_artifact(markdown=markdown, key="extract-features-summary", description="extract-features run")
     stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S%fZ")
     report_dir = f"{fstore.root}/reports/extract-features"
@@ -234,14 +270,16 @@ def extract_features(
             r["dataset"], r["encoder"], r["state"], r["chunks_run"], r["chunks"], r["ok"], failed,
             {k: v for k, v in r["status_counts"].items() if k != "ok"},
         )
-    return {"steps": rows, "lexicons": lexicon_rows, "failures": failures[:MAX_LISTED_FAILURES], "report": markdown}
+    return {"steps": rows, "lexicons": lexicon_rows, "windows": window_rows, "failures": failures[:MAX_LISTED_FAILURES],
+            "report": markdown}
 
 
 
 def completed_steps(
     datasets: list[DatasetConfig], encoders: list[EncoderConfig], store: str = "./store",
     storage_options: dict[str, Any] | None = None, lexicons: list[LexiconConfig] | None = None,
-) -> tuple[list[dict[str, Any]], list[dict[str, Any]]] | None:
+    windows: list[WindowConfig] | None = None,
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]], list[dict[str, Any]]] | None:
     """Summary rows if every dataset × encoder step is already complete in the store, else None.
 
     The same content check as the flow (manifest from the stat cache, step keys, ``complete``
@@ -251,7 +289,7 @@ def completed_steps(
     t0 = time.perf_counter()
     fstore = FeatureStore(store, storage_options or {})
     built = [create_encoder(e.name, **e.options) for e in encoders]
-    planned = []
+    planned, window_rows = [], []
     for d in datasets:
         manifest = build_manifest(d.layout, d.root, d.store_name, **d.options)
         source = fstore.open_step(fstore.source_path(d.store_name, manifest.key))
@@ -263,6 +301,14 @@ def completed_steps(
             if group is None or group.key != key or not group.is_complete:
                 return None
             planned.append((d, enc.name, group))
+            if "timestamp" in source.group.array_keys():
+                for w in windows or []:
+                    spec = w.spec()
+                    wkey = windows_key(spec, key, manifest.key)
+                    wgroup = fstore.open_step(fstore.windows_path(d.store_name, enc.name, spec.label, wkey))
+                    if wgroup is None or not wgroup.is_complete:
+                        return None
+                    window_rows.append(_windows_row(wgroup, "skipped"))
     lexicon_rows = []
     for enc in built:
         for lex in (lexicons or []) if enc.has_text_tower else []:
@@ -272,18 +318,18 @@ def completed_steps(
                 return None
             lexicon_rows.append(_lexicon_row(lex.name, group, "skipped"))
     seconds = time.perf_counter() - t0
-    return [_summary_row(d, name, group, "skipped", [], seconds) for d, name, group in planned], lexicon_rows
+    return [_summary_row(d, name, group, "skipped", [], seconds) for d, name, group in planned], lexicon_rows, window_rows
 
 
 def extract(datasets: list[DatasetConfig], encoders: list[EncoderConfig], store: str = "./store",
             storage_options: dict[str, Any] | None = None, lexicons: list[LexiconConfig] | None = None,
-            **options: Any) -> dict[str, Any]:
+            windows: list[WindowConfig] | None = None, **options: Any) -> dict[str, Any]:
     """What ``affectflow extract`` runs: nothing when every step is complete, else the flow."""
-    done = completed_steps(datasets, encoders, store, storage_options, lexicons)
+    done = completed_steps(datasets, encoders, store, storage_options, lexicons, windows)
     if done is not None:
-        rows, lexicon_rows = done
-        return {"steps": rows, "lexicons": lexicon_rows, "failures": [],
-                "report": _summary_markdown(rows, [], lexicon_rows), "flow_run": False}
+        rows, lexicon_rows, window_rows = done
+        return {"steps": rows, "lexicons": lexicon_rows, "windows": window_rows, "failures": [],
+                "report": _summary_markdown(rows, [], lexicon_rows, window_rows), "flow_run": False}
     result = extract_features(datasets=datasets, encoders=encoders, store=store, storage_options=storage_options,
-                              lexicons=lexicons, **options)
+                              lexicons=lexicons, windows=windows, **options)
     return {**result, "flow_run": True}

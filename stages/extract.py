@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import functools
 import json
+import queue
+import threading
 import time
 from collections import Counter, deque
 from collections.abc import Iterator
@@ -21,8 +23,9 @@ from typing import Any
 import numpy as np
 
 from featurestore import ArraySpec, FeatureStore, SampleStatus, StepGroup, StepSpec, step_key
-from stages.encoders import Encoder, loaded_encoder
-from stages.images import decode_image
+from stages.encoders import EncodedBatch, Encoder, loaded_encoder
+from stages.images import Decoded, decode_image, preprocess_array
+from stages.media import MediaError, is_video, read_frames
 from stages.sources import Manifest
 from stages.sources.labels import EXPRESSIONS
 
@@ -33,6 +36,7 @@ EXTRACT_STEP_VERSION = 1
 _SOURCE_DETAIL = {
     SampleStatus.PATH_ESCAPE: "path escapes the dataset root; not read",
     SampleStatus.MISSING_FILE: "file not found",
+    SampleStatus.DECODE_ERROR: "could not be read while listing the dataset",
 }
 
 
@@ -157,6 +161,56 @@ def _prefetched(pool: ThreadPoolExecutor, fn, items: list, window: int) -> Itera
         yield future.result()
 
 
+def _background(iterator: Iterator, depth: int) -> Iterator:
+    """Run a sequential producer (a video decoder) on a thread, ``depth`` items ahead."""
+    items: queue.Queue = queue.Queue(maxsize=depth)
+    done = object()
+
+    def produce() -> None:
+        try:
+            for item in iterator:
+                items.put(item)
+        except BaseException as err:  # handed to the consumer, raised there
+            items.put(err)
+        items.put(done)
+
+    thread = threading.Thread(target=produce, daemon=True)
+    thread.start()
+    while (item := items.get()) is not done:
+        if isinstance(item, BaseException):
+            raise item
+        yield item
+
+
+def _video_frames(root: Path, rel: str, frames: np.ndarray, rows: list[int], pre) -> Iterator[tuple[int, Decoded]]:
+    """(row, Decoded) for ``rows`` of one video, in order; a video that fails mid-way marks the rest."""
+    from stages.sources.videos import probed_timestamps
+
+    row_of = {int(frames[r]): r for r in rows}
+    seen = set()
+    try:
+        timestamps = probed_timestamps(root, rel)
+        for index, image in read_frames(root / rel, timestamps, sorted(row_of), max_side=None):
+            seen.add(row_of[index])
+            yield row_of[index], preprocess_array(image, pre)
+    except (MediaError, OSError) as err:
+        for r in rows:
+            if r not in seen:
+                yield r, Decoded(None, SampleStatus.DECODE_ERROR, str(err)[:200])
+
+
+def _segments(rows: list[int], paths: list[str], frames: np.ndarray | None) -> list[tuple[str | None, list[int]]]:
+    """Consecutive rows of one video form a segment; image rows form segments of their own kind."""
+    out: list[tuple[str | None, list[int]]] = []
+    for r in rows:
+        video = paths[r] if frames is not None and is_video(paths[r]) else None
+        if out and out[-1][0] == video:
+            out[-1][1].append(r)
+        else:
+            out.append((video, [r]))
+    return out
+
+
 def extract_chunk(
     store_url: str,
     storage_options: dict[str, Any],
@@ -181,17 +235,15 @@ def extract_chunk(
     status = np.asarray(src["status"][start:stop], dtype=np.int8).copy()
     detail = np.asarray(src["status_detail"][start:stop]).astype(object)
     crops = np.asarray(src["crop"][start:stop])
+    has_frames = "frame" in src.array_keys()
+    frames = np.asarray(src["frame"][start:stop]) if has_frames else None
+    timestamps = np.asarray(src["timestamp"][start:stop]) if has_frames else None
     encoder = loaded_encoder(encoder_name, encoder_options, device)
     dtypes = encoder.output_dtypes()
     outputs = {k: np.full((n, *s), np.nan, dtypes[k]) for k, s in encoder.output_shapes().items()}
     root = Path(dataset_root)
 
-    def decode(i: int):
-        crop = None if np.isnan(crops[i]).any() else tuple(float(v) for v in crops[i])
-        return i, decode_image(root / paths[i], encoder.preprocess, crop)
-
-    def flush(rows: list[int], pixels: list[np.ndarray]) -> None:
-        batch = encoder.encode_batch(pixels)
+    def record(rows: list[int], batch: EncodedBatch) -> None:
         ok = batch.status == SampleStatus.OK
         for name, values in batch.outputs.items():
             outputs[name][np.asarray(rows)[ok]] = values[ok].astype(dtypes[name])
@@ -199,20 +251,40 @@ def extract_chunk(
             status[rows[j]], detail[rows[j]] = batch.status[j], batch.detail[j]
 
     todo = [i for i in range(n) if status[i] == SampleStatus.OK]
-    rows: list[int] = []
-    pixels: list[np.ndarray] = []
-    with ThreadPoolExecutor(max(1, decode_workers)) as pool:
-        for i, decoded in _prefetched(pool, decode, todo, window=2 * batch_size):
-            if decoded.status != SampleStatus.OK:
-                status[i], detail[i] = decoded.status, decoded.detail
+    if encoder.modality == "audio":
+        for video, rows in _segments(todo, paths, frames):
+            if video is None:
+                for r in rows:
+                    status[r], detail[r] = SampleStatus.NOT_A_VIDEO, "audio encoders read video files"
                 continue
-            rows.append(i)
-            pixels.append(decoded.pixels)
-            if len(rows) == batch_size:
-                flush(rows, pixels)
-                rows, pixels = [], []
-        if rows:
-            flush(rows, pixels)
+            record(rows, encoder.encode_audio(root / video, timestamps[rows]))
+    else:
+        with ThreadPoolExecutor(max(1, decode_workers)) as pool:
+            for video, rows in _segments(todo, paths, frames):
+                if video is None:
+                    def decode(i: int):
+                        crop = None if np.isnan(crops[i]).any() else tuple(float(v) for v in crops[i])
+                        return i, decode_image(root / paths[i], encoder.preprocess, crop)
+
+                    decoded = _prefetched(pool, decode, rows, window=2 * batch_size)
+                else:
+                    decoded = _background(_video_frames(root, video, frames, rows, encoder.preprocess),
+                                          depth=2 * batch_size)
+                # one stream per video segment: tracking encoders (MediaPipe VIDEO mode) keep state
+                with encoder.stream(video is not None) as encode:
+                    pending: list[int] = []
+                    pixels: list[np.ndarray] = []
+                    for i, item in decoded:
+                        if item.status != SampleStatus.OK:
+                            status[i], detail[i] = item.status, item.detail
+                            continue
+                        pending.append(i)
+                        pixels.append(item.pixels)
+                        if len(pending) == batch_size:
+                            record(pending, encode(pixels, None if video is None else timestamps[pending]))
+                            pending, pixels = [], []
+                    if pending:
+                        record(pending, encode(pixels, None if video is None else timestamps[pending]))
 
     g = group.group
     for name, values in outputs.items():

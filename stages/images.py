@@ -121,3 +121,11 @@ def decode_image(
     except (OSError, ValueError) as err:
         return Decoded(None, SampleStatus.DECODE_ERROR, str(err)[:200])
     return Decoded(np.asarray(img, dtype=np.uint8), SampleStatus.OK)
+
+
+def preprocess_array(rgb: np.ndarray, pre: Preprocess) -> Decoded:
+    """An already-decoded RGB uint8 frame (e.g. from a video) through the same resize as images."""
+    try:
+        return Decoded(np.asarray(_resize(Image.fromarray(rgb, "RGB"), pre), dtype=np.uint8), SampleStatus.OK)
+    except (OSError, ValueError) as err:
+        return Decoded(None, SampleStatus.DECODE_ERROR, str(err)[:200])

@@ -11,7 +11,8 @@ from __future__ import annotations
 import functools
 import json
 from abc import ABC, abstractmethod
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -41,7 +42,9 @@ class Encoder(ABC):
     """What the extraction step needs from any frozen per-frame encoder."""
 
     name: str
-    preprocess: Preprocess
+    preprocess: Preprocess | None  # None for encoders that read no pixels
+    # "image": decoded frames in, via encode_batch; "audio": a video file's sound track in.
+    modality = "image"
     # A text tower in the same embedding space (CLIP-like encoders) gives prompt embeddings.
     has_text_tower = False
     text_dim = 0
@@ -74,12 +77,18 @@ class Encoder(ABC):
     def encode_batch(self, frames: list[np.ndarray]) -> EncodedBatch:
         """Decoded RGB uint8 frames (H, W, 3) → outputs and per-frame statuses."""
 
+    @contextmanager
+    def stream(self, is_video: bool) -> Iterator[Callable[[list[np.ndarray], np.ndarray | None], EncodedBatch]]:
+        """An encode function for one run of frames; ``is_video`` runs are consecutive frames of one
+        video with their timestamps (s). Stateless encoders ignore both; trackers keep state here."""
+        yield lambda frames, timestamps: self.encode_batch(frames)
+
     def spec_params(self) -> dict[str, Any]:
         return {
             "encoder": self.name,
             "architecture": self.architecture(),
             "weights": self.weights_digest(),
-            "preprocess": self.preprocess.to_json(),
+            "preprocess": self.preprocess.to_json() if self.preprocess else None,
             "outputs": {k: list(v) for k, v in self.output_shapes().items()},
             "dtypes": {k: np.dtype(v).name for k, v in self.output_dtypes().items()},
         }

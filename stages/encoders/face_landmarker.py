@@ -21,6 +21,8 @@ from __future__ import annotations
 import atexit
 import os
 import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -64,7 +66,8 @@ class FaceLandmarkerEncoder(Encoder):
     def architecture(self) -> dict[str, Any]:
         return {
             "family": "mediapipe-face-landmarker",
-            "running_mode": "image",
+            # IMAGE mode for stills; VIDEO mode (tracking) within each run of one video's frames
+            "running_mode": "image-for-stills,video-for-frames",
             "num_faces": 1,
             "min_detection_confidence": self.min_detection_confidence,
             "min_presence_confidence": self.min_presence_confidence,
@@ -83,24 +86,28 @@ class FaceLandmarkerEncoder(Encoder):
     def output_meta(self) -> dict[str, Any]:
         return {"blendshape_names": BLENDSHAPE_NAMES}
 
+    def _create(self, video: bool):
+        from mediapipe.tasks.python import BaseOptions, vision
+
+        path = self.path()
+        if not path.is_file():
+            raise EncoderError(f"face model {path} not found: run `affectflow fetch-models`, or pass "
+                               "model_path=/path/to/face_landmarker.task")
+        options = vision.FaceLandmarkerOptions(
+            base_options=BaseOptions(model_asset_path=str(path)),
+            running_mode=vision.RunningMode.VIDEO if video else vision.RunningMode.IMAGE,
+            num_faces=1,
+            min_face_detection_confidence=self.min_detection_confidence,
+            min_face_presence_confidence=self.min_presence_confidence,
+            min_tracking_confidence=self.min_presence_confidence,
+            output_face_blendshapes=True,
+            output_facial_transformation_matrixes=True,
+        )
+        return vision.FaceLandmarker.create_from_options(options)
+
     def load(self, device: str | None = None) -> FaceLandmarkerEncoder:
         if self._landmarker is None:
-            from mediapipe.tasks.python import BaseOptions, vision
-
-            path = self.path()
-            if not path.is_file():
-                raise EncoderError(f"face model {path} not found: run `affectflow fetch-models`, or pass "
-                                   "model_path=/path/to/face_landmarker.task")
-            options = vision.FaceLandmarkerOptions(
-                base_options=BaseOptions(model_asset_path=str(path)),
-                running_mode=vision.RunningMode.IMAGE,
-                num_faces=1,
-                min_face_detection_confidence=self.min_detection_confidence,
-                min_face_presence_confidence=self.min_presence_confidence,
-                output_face_blendshapes=True,
-                output_facial_transformation_matrixes=True,
-            )
-            self._landmarker = vision.FaceLandmarker.create_from_options(options)
+            self._landmarker = self._create(video=False)
             # Close before interpreter teardown, while MediaPipe's dispatcher thread still runs (its
             # own __del__ fails later). Thread-exit hooks run newest first, before that executor's.
             getattr(threading, "_register_atexit", atexit.register)(self._landmarker.close)
@@ -124,12 +131,35 @@ class FaceLandmarkerEncoder(Encoder):
         return points, {c.category_name: c.score for c in result.face_blendshapes[0]}
 
     def encode_batch(self, frames: list[np.ndarray]) -> EncodedBatch:
+        return self._encode(frames, self.detect)
+
+    @contextmanager
+    def stream(self, is_video: bool) -> Iterator:
+        """For a video's frames: a fresh VIDEO-mode landmarker (tracking across frames) per run, so
+        a chunk gives the same result whether or not the chunks before it ran in this process."""
+        if not is_video:
+            yield lambda frames, timestamps: self.encode_batch(frames)
+            return
+        import mediapipe as mp
+
+        landmarker = self._create(video=True)
+        try:
+            def encode(frames: list[np.ndarray], timestamps: np.ndarray) -> EncodedBatch:
+                stamps = iter(np.round(np.asarray(timestamps) * 1000).astype(np.int64).tolist())
+                return self._encode(frames, lambda f: landmarker.detect_for_video(
+                    mp.Image(image_format=mp.ImageFormat.SRGB, data=np.ascontiguousarray(f)), next(stamps)))
+
+            yield encode
+        finally:
+            landmarker.close()
+
+    def _encode(self, frames: list[np.ndarray], detect) -> EncodedBatch:
         n = len(frames)
         out = {k: np.full((n, *s), np.nan, np.float32) for k, s in self.output_shapes().items()}
         status = np.zeros(n, np.int8)
         detail = [""] * n
         for i, frame in enumerate(frames):
-            result = self.detect(frame)
+            result = detect(frame)
             if not result.face_landmarks:
                 status[i], detail[i] = SampleStatus.NO_FACE, "no face found by the face detector"
                 continue

@@ -36,6 +36,7 @@ class Parsed:
     subject: list[str] | None = None
     split: list[str] | None = None
     crop: list[tuple[float, float, float, float] | None] | None = None
+    status: list[int] | None = None  # SampleStatus a parser already knows (e.g. an unreadable video)
     extra: dict[str, np.ndarray] = field(default_factory=dict)
 
 
@@ -132,11 +133,12 @@ def build_manifest(
     n = len(parsed.paths)
     if n == 0:
         raise SourceError(f"layout {source!r} found no samples under {str(root)!r}")
-    status = np.zeros(n, dtype=np.int8)
+    status = np.zeros(n, dtype=np.int8) if parsed.status is None else np.asarray(parsed.status, dtype=np.int8)
     real_root = os.path.realpath(root)
     safe = [inside_root(real_root, p) for p in parsed.paths]
     status[~np.asarray(safe)] = SampleStatus.PATH_ESCAPE
-    readable = [p for p, ok in zip(parsed.paths, safe) if ok]
+    # unique, in order: every frame row of a video names the same file
+    readable = list(dict.fromkeys(p for p, ok in zip(parsed.paths, safe) if ok))
     entries = fingerprint_files(root, readable + parsed.label_files, stat_cache)
     by_path = {e.relpath: e for e in entries}
     for i, p in enumerate(parsed.paths):

@@ -1,0 +1,175 @@
+"""Video datasets: one manifest row per frame (video file, frame index, exact timestamp).
+
+``videofolder`` layout (generic, SEWA-like)::
+
+    <root>/[<split>/][<subject>/]<name>.mp4     videos (any of stages.media.VIDEO_SUFFIXES)
+    <root>/.../<name>.csv                       optional per-frame labels: `frame` (0-based index at
+                                                the native rate) + expression, valence, arousal, AU<n>
+    <root>/.../<name>.va.csv                    optional continuous VA: `time` (s) and one or more
+                                                valence*/arousal* columns (raters, averaged), linearly
+                                                interpolated at each frame's timestamp
+
+Frames are the video's own (``fps=None``) or the frame on screen at each k / fps. A video that
+cannot be read becomes one row with status ``decode_error`` (the other videos go on); a video
+without an audio track is fine for face encoders and gets ``no_audio`` rows from audio encoders.
+Probing a video demuxes its packets; the result is cached by the file's content digest.
+"""
+
+from __future__ import annotations
+
+import csv
+import math
+from pathlib import Path
+
+import numpy as np
+
+from featurestore.fingerprint import cache_dir, fingerprint_files
+from featurestore.status import SampleStatus
+from stages.media import VIDEO_SUFFIXES, MediaError, probe_video, sample_frames
+from stages.sources.base import Parsed, SourceError, register_source
+from stages.sources.labels import MISSING, expression_from_name
+
+SPLIT_NAMES = {"train", "val", "test"}
+
+
+def probed_timestamps(root: Path, rel: str) -> np.ndarray:
+    """Frame timestamps of ``root/rel``, cached under the cache dir by content digest."""
+    (entry,) = fingerprint_files(root, [rel])
+    if entry.digest is None:
+        raise MediaError(f"{rel}: cannot read file")
+    cached = cache_dir() / "video-probes" / f"{entry.digest}.npy"
+    if cached.is_file():
+        return np.load(cached)
+    timestamps = probe_video(root / rel).timestamps
+    cached.parent.mkdir(parents=True, exist_ok=True)
+    tmp = cached.with_suffix(f".{id(timestamps)}.tmp.npy")
+    np.save(tmp, timestamps)
+    tmp.replace(cached)
+    return timestamps
+
+
+def _float(value: str | None, where: str) -> float:
+    if value is None or value.strip() == "":
+        return math.nan
+    try:
+        return float(value)
+    except ValueError:
+        raise SourceError(f"{where}: {value!r} is not a number") from None
+
+
+def _frame_labels(path: Path) -> tuple[dict[int, dict], list[str]]:
+    """Per-frame label rows of ``path`` keyed by frame index, and the AU columns it has."""
+    with open(path, newline="") as f:
+        reader = csv.DictReader(f)
+        columns = reader.fieldnames or []
+        if "frame" not in columns:
+            raise SourceError(f"{path}:1: per-frame labels need a 'frame' column, has {columns}")
+        aus = [c for c in columns if c.upper().startswith("AU") and c[2:].isdigit()]
+        rows = {}
+        for lineno, row in enumerate(reader, 2):
+            where = f"{path}:{lineno}"
+            frame = _float(row["frame"], where)
+            if math.isnan(frame) or frame < 0 or frame != int(frame):
+                raise SourceError(f"{where}: frame {row['frame']!r} is not a 0-based integer")
+            name = (row.get("expression") or "").strip()
+            try:
+                expression = expression_from_name(name) if name else MISSING
+            except ValueError as err:
+                raise SourceError(f"{where}: {err}") from None
+            rows[int(frame)] = {
+                "expression": expression,
+                "va": (_float(row.get("valence"), where), _float(row.get("arousal"), where)),
+                "au": {c: (MISSING if (row[c] or "").strip() == "" else int(_float(row[c], where) > 0)) for c in aus},
+            }
+    return rows, aus
+
+
+def _continuous_va(path: Path, timestamps: np.ndarray) -> np.ndarray:
+    """Rater-averaged valence/arousal traces interpolated at ``timestamps`` (NaN outside)."""
+    with open(path, newline="") as f:
+        reader = csv.DictReader(f)
+        columns = reader.fieldnames or []
+        v_cols = [c for c in columns if c.lower().startswith("valence")]
+        a_cols = [c for c in columns if c.lower().startswith("arousal")]
+        if "time" not in columns or not v_cols or not a_cols:
+            raise SourceError(f"{path}:1: continuous VA needs 'time' and valence*/arousal* columns, has {columns}")
+        times, v, a = [], [], []
+        for lineno, row in enumerate(reader, 2):
+            where = f"{path}:{lineno}"
+            times.append(_float(row["time"], where))
+            v.append(np.nanmean([_float(row[c], where) for c in v_cols]))
+            a.append(np.nanmean([_float(row[c], where) for c in a_cols]))
+    times = np.asarray(times)
+    if np.any(np.diff(times) <= 0):
+        raise SourceError(f"{path}: 'time' must increase")
+    out = np.full((timestamps.size, 2), np.nan, np.float32)
+    inside = (timestamps >= times[0]) & (timestamps <= times[-1])
+    out[inside, 0] = np.interp(timestamps[inside], times, v)
+    out[inside, 1] = np.interp(timestamps[inside], times, a)
+    return out
+
+
+@register_source("videofolder", version=1)
+def parse_videofolder(root: Path, fps: float | None = None) -> Parsed:
+    """Video folder: [<split>/][<subject>/]<video>, per-frame <video>.csv and continuous <video>.va.csv labels."""
+    videos = sorted(p for p in root.rglob("*") if p.suffix.lower() in VIDEO_SUFFIXES and p.is_file())
+    if not videos:
+        raise SourceError(f"video folder {root} has no videos ({', '.join(sorted(VIDEO_SUFFIXES))})")
+    paths, label_files, status, video_col, frame_col, time_col = [], [], [], [], [], []
+    subject, split, expression, va, au_rows = [], [], [], [], []
+    all_aus: list[str] = []
+    per_video = []
+    for video in videos:
+        rel = video.relative_to(root).as_posix()
+        parts = video.relative_to(root).parts[:-1]
+        split_name = parts[0] if parts and parts[0] in SPLIT_NAMES else ""
+        rest = parts[1:] if split_name else parts
+        labels_csv, va_csv = video.with_suffix(".csv"), video.with_suffix(".va.csv")
+        frame_labels: dict[int, dict] = {}
+        if labels_csv.is_file():
+            frame_labels, aus = _frame_labels(labels_csv)
+            label_files.append(labels_csv.relative_to(root).as_posix())
+            all_aus += [a for a in aus if a not in all_aus]
+        per_video.append((video, rel, split_name, rest[-1] if rest else video.stem, frame_labels, va_csv))
+    for video, rel, split_name, subj, frame_labels, va_csv in per_video:
+        try:
+            timestamps = probed_timestamps(root, rel)
+        except MediaError:
+            indices, timestamps, ok = np.array([-1]), np.array([math.nan]), False
+        else:
+            indices, ok = sample_frames(timestamps, fps), True
+        continuous = None
+        if ok and va_csv.is_file():
+            continuous = _continuous_va(va_csv, timestamps[indices])
+            label_files.append(va_csv.relative_to(root).as_posix())
+        for k, i in enumerate(indices):
+            paths.append(rel)
+            status.append(SampleStatus.OK if ok else SampleStatus.DECODE_ERROR)
+            video_col.append(rel.rsplit(".", 1)[0])
+            frame_col.append(int(i))
+            time_col.append(float(timestamps[i]) if ok else math.nan)
+            subject.append(subj)
+            split.append(split_name)
+            row = frame_labels.get(int(i))
+            expression.append(row["expression"] if row else MISSING)
+            pair = row["va"] if row else (math.nan, math.nan)
+            if continuous is not None and not np.isnan(continuous[k]).all():
+                pair = tuple(float(x) for x in continuous[k])
+            va.append(pair)
+            au_rows.append([row["au"].get(a, MISSING) if row else MISSING for a in all_aus])
+    return Parsed(
+        paths=paths,
+        label_files=label_files,
+        expression=expression,
+        va=va,
+        au=au_rows if all_aus else None,
+        au_names=all_aus,
+        subject=subject,
+        split=split,
+        status=status,
+        extra={
+            "video": np.array(video_col, dtype=str),
+            "frame": np.array(frame_col, dtype=np.int32),
+            "timestamp": np.array(time_col, dtype=np.float64),
+        },
+    )
