@@ -125,7 +125,7 @@ def fingerprint_files(
     return [entries[rel] for rel in relpaths]
 
 
-def manifest_key(source: str, version: int, options: dict, files: list[FileEntry]) -> str:
+def manifest_key(source: str, version: int | str, options: dict, files: list[FileEntry]) -> str:
     """Key of a parsed dataset: parser identity + options + every file's fingerprint."""
     return digest_json(
         {

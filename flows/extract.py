@@ -81,7 +81,8 @@ def prepare_source(store_url: str, storage_options: dict, dataset: DatasetConfig
     store = FeatureStore(store_url, storage_options)
     manifest = build_manifest(dataset.layout, dataset.root, dataset.store_name, **dataset.options)
     group, state = write_source(store, manifest)
-    return {"path": group.group.path, "key": group.key, "samples": group.n_samples, "state": state}
+    return {"path": group.group.path, "key": group.key, "samples": group.n_samples, "state": state,
+            "counts": manifest.counts()}
 
 
 @task(cache_policy=NO_CACHE, task_run_name="lexicon {lexicon.name}/{encoder.name}")
@@ -224,7 +225,8 @@ def extract_features(
         for d in datasets:
             src = prepare_source(store, storage_options, d)
             source_group = fstore.open_step(src["path"])
-            logger.info("source %s: %d samples, key %s (%s)", d.store_name, src["samples"], src["key"][:12], src["state"])
+            logger.info("source %s: %d samples, key %s (%s), %s", d.store_name, src["samples"], src["key"][:12],
+                    src["state"], src["counts"])
             for cfg, enc in built:
                 t0 = time.perf_counter()
                 reports: list[ChunkReport] = []

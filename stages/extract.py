@@ -26,8 +26,9 @@ from featurestore import ArraySpec, FeatureStore, SampleStatus, StepGroup, StepS
 from stages.encoders import EncodedBatch, Encoder, loaded_encoder
 from stages.images import Decoded, decode_image, preprocess_array
 from stages.media import MediaError, is_video, read_frames
+from stages.sources.hdf5 import FrameFiles
 from stages.sources import Manifest
-from stages.sources.labels import EXPRESSIONS
+from stages.sources.labels import AU_NAMES, EXPRESSIONS
 
 SOURCE_STEP_VERSION = 1
 EXTRACT_STEP = "extract"
@@ -72,7 +73,8 @@ def write_source(store: FeatureStore, manifest: Manifest) -> tuple[StepGroup, st
             extra_meta={
                 "dataset": manifest.dataset,
                 "root_at_creation": str(manifest.root),  # informational only: never part of a key
-                "au_names": manifest.au_names,
+                "au_names": list(AU_NAMES),  # the canonical order of the `au` columns
+                "au_annotated": manifest.au_annotated,  # the AUs this dataset codes
                 "expressions": list(EXPRESSIONS),
             },
         )
@@ -235,9 +237,11 @@ def extract_chunk(
     status = np.asarray(src["status"][start:stop], dtype=np.int8).copy()
     detail = np.asarray(src["status_detail"][start:stop]).astype(object)
     crops = np.asarray(src["crop"][start:stop])
-    has_frames = "frame" in src.array_keys()
+    # video rows carry their frame index and timestamp (frame folders may have neither)
+    has_frames = {"frame", "timestamp"} <= set(src.array_keys())
     frames = np.asarray(src["frame"][start:stop]) if has_frames else None
     timestamps = np.asarray(src["timestamp"][start:stop]) if has_frames else None
+    h5_rows = np.asarray(src["h5_index"][start:stop]) if "h5_index" in src.array_keys() else None
     encoder = loaded_encoder(encoder_name, encoder_options, device)
     dtypes = encoder.output_dtypes()
     outputs = {k: np.full((n, *s), np.nan, dtypes[k]) for k, s in encoder.output_shapes().items()}
@@ -259,10 +263,13 @@ def extract_chunk(
                 continue
             record(rows, encoder.encode_audio(root / video, timestamps[rows]))
     else:
-        with ThreadPoolExecutor(max(1, decode_workers)) as pool:
+        with ThreadPoolExecutor(max(1, decode_workers)) as pool, FrameFiles() as h5_files:
             for video, rows in _segments(todo, paths, frames):
                 if video is None:
                     def decode(i: int):
+                        if h5_rows is not None:
+                            return i, preprocess_array(h5_files.read(root / paths[i], int(h5_rows[i])),
+                                                       encoder.preprocess)
                         crop = None if np.isnan(crops[i]).any() else tuple(float(v) for v in crops[i])
                         return i, decode_image(root / paths[i], encoder.preprocess, crop)
 

@@ -149,7 +149,7 @@ def compute_windows(store: FeatureStore, features: StepGroup, source: StepGroup,
             extra_meta={"dataset": dataset, "encoder": features.meta["encoder"], "window": spec.label,
                         "feature_path": features.group.path, "source_path": source.group.path,
                         **{k: v for k, v in features.meta.items() if k == "blendshape_names"},
-                        **{k: v for k, v in source.meta.items() if k == "au_names"}},
+                        **{k: v for k, v in source.meta.items() if k in ("au_names", "au_annotated")}},
         )
         for name, values in table.items():
             group.group[name][:] = values

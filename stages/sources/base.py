@@ -16,7 +16,12 @@ import numpy as np
 
 from featurestore.fingerprint import FileEntry, StatCache, fingerprint_files, manifest_key
 from featurestore.status import SampleStatus
-from stages.sources.labels import EXPRESSIONS, MISSING
+from stages.sources.labels import EXPRESSIONS, FACS_AUS, MISSING, au_number
+
+
+# Bumped when the stored label layout changes, for every layout at once (2: AU columns in the
+# canonical FACS order). Part of every manifest key, so old source groups are never reused.
+LABEL_FORMAT = 2
 
 
 class SourceError(ValueError):
@@ -51,10 +56,22 @@ class Manifest:
     paths: list[str]
     status: np.ndarray  # int8, SampleStatus before any image is decoded
     labels: dict[str, np.ndarray]
-    au_names: list[str]
+    au_annotated: list[str]  # the dataset's own AUs; ``labels["au"]`` is in the canonical FACS order
 
     def __len__(self) -> int:
         return len(self.paths)
+
+    def counts(self) -> dict[str, dict[str, int]]:
+        """Samples per split and per fold (where the dataset has them) and per status."""
+        out = {}
+        for column in ("split", "fold"):
+            if column in self.labels:
+                values, n = np.unique(self.labels[column].astype(str), return_counts=True)
+                if not (values.size == 1 and values[0] in ("", "-1")):
+                    out[column] = {str(v) or "(none)": int(c) for v, c in zip(values, n)}
+        codes, n = np.unique(self.status, return_counts=True)
+        out["status"] = {SampleStatus(int(c)).label: int(k) for c, k in zip(codes, n)}
+        return out
 
 
 @dataclass(frozen=True)
@@ -93,6 +110,13 @@ def inside_root(real_root: str, rel: str) -> bool:
     return os.path.commonpath([real_root, real]) == real_root
 
 
+def _au_numbers(names: list[str]) -> list[int]:
+    try:
+        return [au_number(name) for name in names]
+    except ValueError as err:
+        raise SourceError(str(err)) from None
+
+
 def _labels(parsed: Parsed, n: int) -> dict[str, np.ndarray]:
     def strings(values: list[str] | None) -> np.ndarray:
         return np.array(values if values is not None else [""] * n, dtype=object).astype(str)
@@ -116,7 +140,9 @@ def _labels(parsed: Parsed, n: int) -> dict[str, np.ndarray]:
         "crop": crop,
     }
     if parsed.au is not None:
-        labels["au"] = np.asarray(parsed.au, dtype=np.int8).reshape(n, len(parsed.au_names))
+        own = np.asarray(parsed.au, dtype=np.int8).reshape(n, len(parsed.au_names))
+        labels["au"] = np.full((n, len(FACS_AUS)), MISSING, dtype=np.int8)
+        labels["au"][:, [FACS_AUS.index(number) for number in _au_numbers(parsed.au_names)]] = own
     labels.update(parsed.extra)
     return labels
 
@@ -146,7 +172,7 @@ def build_manifest(
             status[i] = SampleStatus.MISSING_FILE
     # Escaped paths enter the key as strings only: they are never opened.
     escaped = [FileEntry(p, None, "path_escape") for p, ok in zip(parsed.paths, safe) if not ok]
-    key = manifest_key(source, info.version, options, entries + escaped)
+    key = manifest_key(source, f"{info.version}/labels-{LABEL_FORMAT}", options, entries + escaped)
     labels = _labels(parsed, n)
     if labels["expression"].max(initial=MISSING) >= len(EXPRESSIONS):
         raise SourceError(f"{source}: expression index outside the canonical {len(EXPRESSIONS)} classes")
@@ -160,5 +186,5 @@ def build_manifest(
         paths=list(parsed.paths),
         status=status,
         labels=labels,
-        au_names=list(parsed.au_names),
+        au_annotated=[f"AU{number}" for number in _au_numbers(parsed.au_names)],
     )

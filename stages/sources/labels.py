@@ -26,6 +26,22 @@ RAFDB_TO_CANONICAL = {1: 3, 2: 4, 3: 5, 4: 1, 5: 2, 6: 6, 7: 0}
 # AffectNet manual: 0..7 as canonical; 8 None, 9 Uncertain, 10 No-Face carry no expression.
 AFFECTNET_TO_CANONICAL = {i: i for i in range(8)} | {8: MISSING, 9: MISSING, 10: MISSING}
 
+# Canonical AU space: the FACS action units (Ekman, Friesen & Hager 2002) that any dataset codes.
+# Every source stores ``au`` as (N, len(FACS_AUS)) int8 in this order: 1/0 where its dataset
+# annotates that AU, −1 where it does not (the group's ``au_annotated`` lists its own AUs).
+FACS_AUS: tuple[int, ...] = (1, 2, 4, 5, 6, 7, 9, 10, 11, 12, 13, 14, 15, 16, 17, 18, 20, 22, 23, 24, 25, 26, 27,
+                             28, 41, 42, 43, 44, 45, 46)
+AU_NAMES: tuple[str, ...] = tuple(f"AU{n}" for n in FACS_AUS)
+
+
+def au_number(name: str) -> int:
+    """``"AU12"`` / ``"au12"`` / ``"12"`` → 12, checked against the canonical FACS list."""
+    text = name.strip().upper().removeprefix("AU")
+    if not text.isdigit() or int(text) not in FACS_AUS:
+        raise ValueError(f"{name!r} is not a FACS action unit; known: {', '.join(AU_NAMES)}")
+    return int(text)
+
+
 # Views select the classes a benchmark uses; other classes become missing (−1) in that view.
 EXPRESSION_VIEWS: dict[str, tuple[str, ...]] = {
     "basic7": EXPRESSIONS[:7],  # RAF-DB basic, AffectNet-7
