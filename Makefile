@@ -32,3 +32,4 @@ test-fast: install
 
 bench: install
 	$(BIN)/python bench/extract.py
+	$(BIN)/python bench/face.py

@@ -48,11 +48,14 @@ def parse_dataset(text: str):
 
 
 def parse_encoder(text: str):
-    """``NAME[,key=value…]``, e.g. ``clip-vit-b-16,tokens=true``."""
+    """``NAME[,key=value…]``, e.g. ``clip-vit-b-16,tokens=true``; ``face_crop=1.3`` crops each image to
+    the mediapipe-face box scaled by 1.3 first (the face step runs before it)."""
     from flows.extract import EncoderConfig
 
     name, *rest = text.split(",")
-    return EncoderConfig(name=name, options=_options(rest, f"--encoder {text!r}"))
+    options = _options(rest, f"--encoder {text!r}")
+    face_crop = options.pop("face_crop", None)
+    return EncoderConfig(name=name, options=options, face_crop=face_crop)
 
 
 def parse_window(text: str):
@@ -92,7 +95,7 @@ def extract(
     storage_option: Annotated[list[str], typer.Option(help="fsspec option key=value (repeatable)")] = [],
     chunk_size: Annotated[int | None, typer.Option(help="samples per chunk (default: ~4 MB chunks)")] = None,
     batch_size: int = 32,
-    decode_workers: int = 2,
+    decode_workers: Annotated[int, typer.Option(help="decode threads per chunk; 0 decodes on the task thread")] = 2,
     device: Annotated[str | None, typer.Option(help="cpu, cuda, cuda:1 (default: cuda if available)")] = None,
     dask_address: Annotated[str | None, typer.Option(help="run chunks on this Dask scheduler")] = None,
     dask_workers: Annotated[int, typer.Option(help="run chunks on a temporary LocalCluster of N workers")] = 0,
@@ -105,10 +108,9 @@ def extract(
 ) -> None:
     """Run frozen encoders over datasets into the feature store (reruns skip, killed runs resume)."""
     from featurestore import StoreError
+    from flows.extract import extract as run_extract
     from stages.encoders import EncoderError
     from stages.sources import SourceError
-
-    from flows.extract import extract as run_extract
 
     try:
         result = run_extract(

@@ -21,12 +21,11 @@ from tqdm import tqdm
 
 from featurestore import FeatureStore, GroupReader
 from flows.runners import chunk_runner
-from stages.encoders import create_encoder
-from stages.encoders import loaded_encoder
-from stages.extract import ChunkReport, extract_chunk, feature_key, open_feature_group, write_source
+from stages.encoders import create_encoder, loaded_encoder
+from stages.extract import ChunkReport, FaceCrop, extract_chunk, feature_key, open_feature_group, write_source
 from stages.lexicon import embed_lexicon, lexicon_key
-from stages.windows import WindowSpec, compute_windows, windows_key
 from stages.sources import build_manifest, get_source
+from stages.windows import WindowSpec, compute_windows, windows_key
 
 MAX_LISTED_FAILURES = 50
 
@@ -45,6 +44,26 @@ class DatasetConfig(BaseModel):
 class EncoderConfig(BaseModel):
     name: str = Field(description="registered encoder name or open_clip:<arch>@<tag|path>")
     options: dict[str, Any] = Field(default_factory=dict)
+    face_crop: float | None = Field(None, gt=0, description="crop images to the mediapipe-face box × this scale")
+
+
+FACE_ENCODER = "mediapipe-face"
+
+
+def _encoder_plan(encoders: list[EncoderConfig]) -> list[tuple[EncoderConfig, Any]]:
+    """(config, encoder) in run order: the face encoder first when another encoder crops to its boxes
+    (added if it was not asked for: its group is an input of the cropped steps)."""
+    configs = list(encoders)
+    if any(c.face_crop for c in configs):
+        if any(c.name == FACE_ENCODER and c.face_crop for c in configs):
+            raise ValueError(f"{FACE_ENCODER} finds the face boxes; it cannot itself be face-cropped")
+        faces = next((c for c in configs if c.name == FACE_ENCODER), EncoderConfig(name=FACE_ENCODER))
+        configs = [faces] + [c for c in configs if c is not faces]
+    return [(c, create_encoder(c.name, **c.options)) for c in configs]
+
+
+def _face_crop(cfg: EncoderConfig, faces) -> FaceCrop | None:
+    return FaceCrop(cfg.face_crop, faces.key, faces.group.path) if cfg.face_crop else None
 
 
 class LexiconConfig(BaseModel):
@@ -135,12 +154,12 @@ def _summary_markdown(rows: list[dict[str, Any]], failures: list[tuple], lexicon
 
 
 def _summary_row(dataset: DatasetConfig, encoder: str, group, state: str, reports: list[ChunkReport],
-                 seconds: float) -> dict[str, Any]:
+                 seconds: float, face_crop: float | None = None) -> dict[str, Any]:
     counts = GroupReader(group).status_counts()
     computed = sum(r.samples for r in reports)
     return {
         "dataset": dataset.store_name,
-        "encoder": encoder,
+        "encoder": encoder if face_crop is None else f"{encoder} (face crop ×{face_crop:g})",
         "key": group.key,
         "path": group.group.path,
         "state": state,
@@ -208,7 +227,7 @@ def extract_features(
     fstore = FeatureStore(store, storage_options)
     for d in datasets:
         get_source(d.layout)
-    built = [(e, create_encoder(e.name, **e.options)) for e in encoders]
+    built = _encoder_plan(encoders)
     for _, enc in built:
         enc.weights_digest()
     lexicons = lexicons or []
@@ -227,11 +246,13 @@ def extract_features(
             source_group = fstore.open_step(src["path"])
             logger.info("source %s: %d samples, key %s (%s), %s", d.store_name, src["samples"], src["key"][:12],
                     src["state"], src["counts"])
+            faces = None  # this dataset's mediapipe-face group, for the encoders that crop to its boxes
             for cfg, enc in built:
                 t0 = time.perf_counter()
                 reports: list[ChunkReport] = []
-                with fstore.lock(feature_key(enc, source_group.key)):
-                    group, state, todo = open_feature_group(fstore, d.store_name, source_group, enc, chunk_size)
+                crop = _face_crop(cfg, faces)
+                with fstore.lock(feature_key(enc, source_group.key, crop)):
+                    group, state, todo = open_feature_group(fstore, d.store_name, source_group, enc, chunk_size, crop)
                     logger.info("%s × %s: %s, %d of %d chunks to run", d.store_name, enc.name, state, len(todo),
                                 group.n_chunks)
                     if todo:
@@ -251,9 +272,11 @@ def extract_features(
                         reports = _run_chunks(runner, group, todo, chunk_parameters, f"{d.store_name}/{enc.name}")
                     if not group.is_complete:
                         group.mark_complete()
+                if cfg.name == FACE_ENCODER:
+                    faces = group
                 for r in reports:
                     failures.extend(r.failures)
-                rows.append(_summary_row(d, enc.name, group, state, reports, time.perf_counter() - t0))
+                rows.append(_summary_row(d, enc.name, group, state, reports, time.perf_counter() - t0, cfg.face_crop))
                 if "timestamp" in source_group.group.array_keys():
                     window_rows += [windows_task(store, storage_options, group.group.path, source_group.group.path,
                                                  d.store_name, w) for w in windows or []]
@@ -290,19 +313,22 @@ def completed_steps(
     """
     t0 = time.perf_counter()
     fstore = FeatureStore(store, storage_options or {})
-    built = [create_encoder(e.name, **e.options) for e in encoders]
+    built = _encoder_plan(encoders)
     planned, window_rows = [], []
     for d in datasets:
         manifest = build_manifest(d.layout, d.root, d.store_name, **d.options)
         source = fstore.open_step(fstore.source_path(d.store_name, manifest.key))
         if source is None or not source.is_complete:
             return None
-        for enc in built:
-            key = feature_key(enc, manifest.key)
+        faces = None
+        for cfg, enc in built:
+            key = feature_key(enc, manifest.key, _face_crop(cfg, faces))
             group = fstore.open_step(fstore.feature_path(d.store_name, enc.name, key))
             if group is None or group.key != key or not group.is_complete:
                 return None
-            planned.append((d, enc.name, group))
+            if cfg.name == FACE_ENCODER:
+                faces = group
+            planned.append((d, enc.name, group, cfg.face_crop))
             if "timestamp" in source.group.array_keys():
                 for w in windows or []:
                     spec = w.spec()
@@ -312,7 +338,7 @@ def completed_steps(
                         return None
                     window_rows.append(_windows_row(wgroup, "skipped"))
     lexicon_rows = []
-    for enc in built:
+    for _, enc in built:
         for lex in (lexicons or []) if enc.has_text_tower else []:
             key = lexicon_key(enc, lex.prompts)
             group = fstore.open_step(fstore.lexicon_path(lex.name, enc.name, key))
@@ -320,7 +346,8 @@ def completed_steps(
                 return None
             lexicon_rows.append(_lexicon_row(lex.name, group, "skipped"))
     seconds = time.perf_counter() - t0
-    return [_summary_row(d, name, group, "skipped", [], seconds) for d, name, group in planned], lexicon_rows, window_rows
+    rows = [_summary_row(d, name, group, "skipped", [], seconds, crop) for d, name, group, crop in planned]
+    return rows, lexicon_rows, window_rows
 
 
 def extract(datasets: list[DatasetConfig], encoders: list[EncoderConfig], store: str = "./store",

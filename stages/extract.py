@@ -26,8 +26,8 @@ from featurestore import ArraySpec, FeatureStore, SampleStatus, StepGroup, StepS
 from stages.encoders import EncodedBatch, Encoder, loaded_encoder
 from stages.images import Decoded, decode_image, preprocess_array
 from stages.media import MediaError, is_video, read_frames
-from stages.sources.hdf5 import FrameFiles
 from stages.sources import Manifest
+from stages.sources.hdf5 import FrameFiles
 from stages.sources.labels import AU_NAMES, EXPRESSIONS
 
 SOURCE_STEP_VERSION = 1
@@ -90,22 +90,40 @@ def write_source(store: FeatureStore, manifest: Manifest) -> tuple[StepGroup, st
 
 
 # -- feature groups --------------------------------------------------------------------------
-def feature_spec(encoder: Encoder) -> StepSpec:
-    return StepSpec(EXTRACT_STEP, EXTRACT_STEP_VERSION, encoder.spec_params())
+@dataclass(frozen=True)
+class FaceCrop:
+    """Preprocessing option: crop each image to the face box found by ``mediapipe-face`` (its
+    feature group is an input of the step), as a square ``scale`` × the box's longer side."""
+
+    scale: float
+    faces_key: str
+    faces_path: str
+
+    def spec(self) -> dict[str, Any]:
+        return {"detector": "mediapipe-face", "scale": self.scale}
 
 
-def feature_key(encoder: Encoder, source_key: str) -> str:
-    return step_key(feature_spec(encoder), [source_key])
+def feature_spec(encoder: Encoder, face_crop: FaceCrop | None = None) -> StepSpec:
+    params = encoder.spec_params()
+    if face_crop is not None:
+        params = {**params, "face_crop": face_crop.spec()}
+    return StepSpec(EXTRACT_STEP, EXTRACT_STEP_VERSION, params)
+
+
+def feature_key(encoder: Encoder, source_key: str, face_crop: FaceCrop | None = None) -> str:
+    inputs = [source_key] + ([face_crop.faces_key] if face_crop else [])
+    return step_key(feature_spec(encoder, face_crop), inputs)
 
 
 def open_feature_group(
-    store: FeatureStore, dataset: str, source: StepGroup, encoder: Encoder, chunk_size: int | None = None
+    store: FeatureStore, dataset: str, source: StepGroup, encoder: Encoder, chunk_size: int | None = None,
+    face_crop: FaceCrop | None = None,
 ) -> tuple[StepGroup, str, list[int]]:
     """Open or create the group under the step lock held by the caller.
 
     Returns (group, "skipped" | "resumed" | "new", chunks still to compute).
     """
-    key = feature_key(encoder, source.key)
+    key = feature_key(encoder, source.key, face_crop)
     path = store.feature_path(dataset, encoder.name, key)
     group = store.open_step(path)
     if group is not None and group.key == key:
@@ -121,14 +139,16 @@ def open_feature_group(
     group = store.create_step(
         path,
         kind="features",
-        spec=feature_spec(encoder),
+        spec=feature_spec(encoder, face_crop),
         key=key,
-        inputs=[source.key],
+        inputs=[source.key] + ([face_crop.faces_key] if face_crop else []),
         n_samples=source.n_samples,
         arrays=arrays,
         chunk_size=chunk_size,
         extra_meta={"dataset": dataset, "encoder": encoder.name, "source_path": source.group.path,
-                    **encoder.output_meta()},
+                    **encoder.output_meta(),
+                    **({"face_crop": {"scale": face_crop.scale, "faces_path": face_crop.faces_path}}
+                       if face_crop else {})},
     )
     return group, "new", list(range(group.n_chunks))
 
@@ -184,17 +204,18 @@ def _background(iterator: Iterator, depth: int) -> Iterator:
         yield item
 
 
-def _video_frames(root: Path, rel: str, frames: np.ndarray, rows: list[int], pre) -> Iterator[tuple[int, Decoded]]:
+def _video_frames(root: Path, rel: str, frames: np.ndarray, rows: list[int], pre,
+                  face_of) -> Iterator[tuple[int, Decoded]]:
     """(row, Decoded) for ``rows`` of one video, in order; a video that fails mid-way marks the rest."""
-    from stages.sources.videos import probed_timestamps
+    from stages.sources.videos import probe_cached
 
     row_of = {int(frames[r]): r for r in rows}
     seen = set()
     try:
-        timestamps = probed_timestamps(root, rel)
+        timestamps = probe_cached(root, rel).timestamps
         for index, image in read_frames(root / rel, timestamps, sorted(row_of), max_side=None):
             seen.add(row_of[index])
-            yield row_of[index], preprocess_array(image, pre)
+            yield row_of[index], preprocess_array(image, pre, face_of(row_of[index]))
     except (MediaError, OSError) as err:
         for r in rows:
             if r not in seen:
@@ -242,6 +263,13 @@ def extract_chunk(
     frames = np.asarray(src["frame"][start:stop]) if has_frames else None
     timestamps = np.asarray(src["timestamp"][start:stop]) if has_frames else None
     h5_rows = np.asarray(src["h5_index"][start:stop]) if "h5_index" in src.array_keys() else None
+    face_boxes, face_scale = None, None
+    if "face_crop" in group.meta:
+        faces = store.open_step(group.meta["face_crop"]["faces_path"]).group
+        face_boxes, face_scale = np.asarray(faces["box"][start:stop]), float(group.meta["face_crop"]["scale"])
+        no_face = (status == SampleStatus.OK) & (np.asarray(faces["status"][start:stop]) != SampleStatus.OK)
+        status[no_face] = SampleStatus.NO_FACE
+        detail[no_face] = "no face box to crop (mediapipe-face found none)"
     encoder = loaded_encoder(encoder_name, encoder_options, device)
     dtypes = encoder.output_dtypes()
     outputs = {k: np.full((n, *s), np.nan, dtypes[k]) for k, s in encoder.output_shapes().items()}
@@ -254,7 +282,11 @@ def extract_chunk(
         for j in np.flatnonzero(~ok):  # the encoder's own verdict, e.g. no face found
             status[rows[j]], detail[rows[j]] = batch.status[j], batch.detail[j]
 
+    def face_of(i: int):
+        return None if face_boxes is None else (tuple(float(v) for v in face_boxes[i]), face_scale)
+
     todo = [i for i in range(n) if status[i] == SampleStatus.OK]
+    inline = decode_workers <= 0  # decode on this thread: a one-thread worker stays on one core
     if encoder.modality == "audio":
         for video, rows in _segments(todo, paths, frames):
             if video is None:
@@ -269,14 +301,14 @@ def extract_chunk(
                     def decode(i: int):
                         if h5_rows is not None:
                             return i, preprocess_array(h5_files.read(root / paths[i], int(h5_rows[i])),
-                                                       encoder.preprocess)
+                                                       encoder.preprocess, face_of(i))
                         crop = None if np.isnan(crops[i]).any() else tuple(float(v) for v in crops[i])
-                        return i, decode_image(root / paths[i], encoder.preprocess, crop)
+                        return i, decode_image(root / paths[i], encoder.preprocess, crop, face=face_of(i))
 
-                    decoded = _prefetched(pool, decode, rows, window=2 * batch_size)
+                    decoded = map(decode, rows) if inline else _prefetched(pool, decode, rows, window=2 * batch_size)
                 else:
-                    decoded = _background(_video_frames(root, video, frames, rows, encoder.preprocess),
-                                          depth=2 * batch_size)
+                    decoded = _video_frames(root, video, frames, rows, encoder.preprocess, face_of)
+                    decoded = decoded if inline else _background(decoded, depth=2 * batch_size)
                 # one stream per video segment: tracking encoders (MediaPipe VIDEO mode) keep state
                 with encoder.stream(video is not None) as encode:
                     pending: list[int] = []

@@ -81,12 +81,31 @@ def _resize(img: Image.Image, pre: Preprocess) -> Image.Image:
     return img.crop((left, top, left + pre.size, top + pre.size))
 
 
+def crop_to_face(img: Image.Image, face_box: tuple[float, float, float, float], scale: float) -> Image.Image | None:
+    """A square around a normalised (x, y, w, h) face box, its side ``scale`` × the box's longer
+    side, clipped to the image; None when nothing of it is inside."""
+    width, height = img.size
+    x, y, w, h = face_box
+    cx, cy = (x + w / 2) * width, (y + h / 2) * height
+    half = max(w * width, h * height) * scale / 2
+    box = (max(0, round(cx - half)), max(0, round(cy - half)), min(width, round(cx + half)), min(height, round(cy + half)))
+    if box[2] - box[0] < 2 or box[3] - box[1] < 2:
+        return None
+    return img.crop(box)
+
+
+FaceBox = tuple[tuple[float, float, float, float], float]  # (normalised x, y, w, h), scale
+
+
 def decode_image(
     path: Path,
     pre: Preprocess,
     crop: tuple[float, float, float, float] | None = None,
     max_pixels: int = DEFAULT_MAX_PIXELS,
+    face: FaceBox | None = None,
 ) -> Decoded:
+    """``crop``: a pixel box from the dataset (e.g. AffectNet's); ``face``: a face box normalised to
+    the (cropped) image from the face encoder, expanded by its scale."""
     try:
         size = path.stat().st_size
     except FileNotFoundError:
@@ -101,7 +120,7 @@ def decode_image(
             w, h = opened.size
             if w * h > max_pixels:
                 return Decoded(None, SampleStatus.TOO_LARGE, f"{w}x{h} exceeds {max_pixels} pixels")
-            if crop is None and opened.format == "JPEG":
+            if crop is None and face is None and opened.format == "JPEG":
                 # Decode a huge JPEG at a reduced DCT scale that is still >= the target size.
                 opened.draft("RGB", (pre.size, pre.size))
             opened.load()
@@ -116,6 +135,8 @@ def decode_image(
         if box[2] - box[0] < 2 or box[3] - box[1] < 2:
             return Decoded(None, SampleStatus.BAD_CROP, f"face box {crop} outside the {w}x{h} image")
         img = img.crop(box)
+    if face is not None and (img := crop_to_face(img, *face)) is None:
+        return Decoded(None, SampleStatus.BAD_CROP, f"face box {face[0]} outside the image")
     try:
         img = _resize(_to_rgb(img), pre)
     except (OSError, ValueError) as err:
@@ -123,9 +144,12 @@ def decode_image(
     return Decoded(np.asarray(img, dtype=np.uint8), SampleStatus.OK)
 
 
-def preprocess_array(rgb: np.ndarray, pre: Preprocess) -> Decoded:
-    """An already-decoded RGB uint8 frame (e.g. from a video) through the same resize as images."""
+def preprocess_array(rgb: np.ndarray, pre: Preprocess, face: FaceBox | None = None) -> Decoded:
+    """An already-decoded RGB uint8 frame (e.g. from a video) through the same crop and resize as images."""
+    img = Image.fromarray(rgb, "RGB")
+    if face is not None and (img := crop_to_face(img, *face)) is None:
+        return Decoded(None, SampleStatus.BAD_CROP, f"face box {face[0]} outside the frame")
     try:
-        return Decoded(np.asarray(_resize(Image.fromarray(rgb, "RGB"), pre), dtype=np.uint8), SampleStatus.OK)
+        return Decoded(np.asarray(_resize(img, pre), dtype=np.uint8), SampleStatus.OK)
     except (OSError, ValueError) as err:
         return Decoded(None, SampleStatus.DECODE_ERROR, str(err)[:200])

@@ -14,7 +14,7 @@ import numpy as np
 
 from featurestore import ArraySpec, FeatureStore, StepGroup, StepSpec, step_key
 from featurestore.keys import digest_json
-from stages.encoders import EncoderError, Encoder
+from stages.encoders import Encoder, EncoderError
 
 LEXICON_STEP = "lexicon"
 LEXICON_STEP_VERSION = 1

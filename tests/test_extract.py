@@ -166,3 +166,12 @@ def test_h5_export_import_round_trip(dataset, tmp_path):
     lazy = back.dask("global").astype("float32")
     assert lazy.numblocks[0] == reader.step.n_chunks
     assert float(np.nansum(lazy.compute())) == pytest.approx(float(np.nansum(reader.numpy("global").astype("f4"))))
+
+
+def test_inline_decoding_gives_the_same_group_as_decode_threads(dataset, tmp_path):
+    threaded = _run(dataset, tmp_path / "a", chunk_size=8, batch_size=4)["steps"][0]
+    inline = _run(dataset, tmp_path / "b", chunk_size=8, batch_size=4, decode_workers=0)["steps"][0]
+    assert inline["key"] == threaded["key"] and inline["status_counts"] == threaded["status_counts"]
+    a = GroupReader.open(FeatureStore(tmp_path / "a"), threaded["path"]).numpy("global")
+    b = GroupReader.open(FeatureStore(tmp_path / "b"), inline["path"]).numpy("global")
+    np.testing.assert_array_equal(a, b)

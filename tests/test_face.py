@@ -125,3 +125,42 @@ def test_generated_catalogue_has_subjects_splits_and_consistent_labels(tmp_path,
     again, _ = write_generated_dataset(tmp_path / "gen2", face.find_face, per_subject=7)
     assert (again / "manifest.csv").read_bytes() == (root / "manifest.csv").read_bytes()
     assert (again / rows[5]["path"]).read_bytes() == (root / rows[5]["path"]).read_bytes()
+
+
+@pytest.mark.usefixtures("prefect_harness")
+def test_face_crops_feed_an_image_encoder_with_their_own_key(tmp_path, face):
+    import torch
+
+    from stages.images import crop_to_face
+
+    root = tmp_path / "photos"
+    root.mkdir()
+    Image.fromarray(data.astronaut()).save(root / "astronaut.png")
+    Image.fromarray(data.coffee()).save(root / "coffee.png")
+    (root / "manifest.csv").write_text("path\nastronaut.png\ncoffee.png\n")
+    dataset = [DatasetConfig(layout="csv", root=str(root), name="photos")]
+    store = str(tmp_path / "store")
+    plain = extract_features(datasets=dataset, encoders=[EncoderConfig(name="test-clip-tiny")], store=store)
+    cropped = extract_features(datasets=dataset, encoders=[EncoderConfig(name="test-clip-tiny", face_crop=1.2)],
+                               store=store)
+    faces_row, crop_row = cropped["steps"]  # the face step runs first: its boxes are the crop's input
+    assert faces_row["encoder"] == "mediapipe-face" and crop_row["encoder"] == "test-clip-tiny (face crop ×1.2)"
+    assert crop_row["key"] != plain["steps"][0]["key"]
+    assert crop_row["status_counts"] == {"ok": 1, "no_face": 1}  # coffee: no box, no crop, no features
+    fstore = FeatureStore(tmp_path / "store")
+    reader = GroupReader.open(fstore, crop_row["path"])
+    assert reader.meta["spec"]["params"]["face_crop"] == {"detector": "mediapipe-face", "scale": 1.2}
+    box = GroupReader.open(fstore, faces_row["path"]).numpy("box")[0]
+    enc = create_encoder("test-clip-tiny").load("cpu")
+    from stages.images import preprocess_array
+
+    face_img = np.asarray(crop_to_face(Image.fromarray(data.astronaut()), tuple(map(float, box)), 1.2))
+    pixels = preprocess_array(face_img, enc.preprocess).pixels
+    direct = enc.encode(torch.from_numpy(pixels[None]))["global"].numpy()[0]
+    np.testing.assert_allclose(reader.numpy("global")[0].astype(np.float32), direct, atol=2e-3, rtol=1e-2)
+    plain_row = GroupReader.open(fstore, plain["steps"][0]["path"]).numpy("global")[0].astype(np.float32)
+    assert np.abs(plain_row - direct).max() > 0.05  # the crop changed what the encoder saw
+    from flows.extract import extract
+
+    again = extract(dataset, [EncoderConfig(name="test-clip-tiny", face_crop=1.2)], store=store)
+    assert again["flow_run"] is False and [s["key"] for s in again["steps"]] == [faces_row["key"], crop_row["key"]]

@@ -30,6 +30,9 @@ def videos(tmp_path_factory):
     silent = root / "train" / "silent"
     silent.mkdir(parents=True)
     write_video(silent / "silent_v00.mp4", [np.full((64, 64, 3), 90, np.uint8)] * 12, FPS)
+    # SEWA-like continuous VA from two raters, sampled every 0.5 s
+    (silent / "silent_v00.va.csv").write_text("time,valence_r1,valence_r2,arousal_r1,arousal_r2\n"
+                                              "0.0,0.2,0.4,-0.2,0.0\n0.5,0.6,0.8,0.2,0.4\n1.0,-0.2,0.0,0.0,0.0\n")
     return root
 
 
@@ -151,3 +154,16 @@ def test_variable_frame_rate_video_keeps_each_frames_own_timestamp(tmp_path):
     assert sample_frames(info.timestamps, 4).tolist() == [0, 2, 4]
     manifest = build_manifest("videofolder", tmp_path, "vfr", fps=10)
     np.testing.assert_allclose(manifest.labels["timestamp"], [0, 0.1, 0.15, 0.4, 0.45, 0.9])
+
+
+def test_continuous_va_is_rater_averaged_and_interpolated_and_videos_are_reported(videos):
+    m = build_manifest("videofolder", videos, "vids")
+    rows = m.labels["video"] == "train/silent/silent_v00"
+    t = m.labels["timestamp"][rows]
+    mean_v, mean_a = np.array([0.3, 0.7, -0.1]), np.array([-0.1, 0.3, 0.0])
+    inside = t <= 1.0
+    va = m.labels["va"][rows][inside]
+    np.testing.assert_allclose(va[:, 0], np.interp(t[inside], [0, 0.5, 1.0], mean_v), atol=1e-6)
+    np.testing.assert_allclose(va[:, 1], np.interp(t[inside], [0, 0.5, 1.0], mean_a), atol=1e-6)
+    assert np.isnan(m.labels["va"][rows][t > 1.0]).all()  # after the last annotation: none, not extrapolated
+    assert m.counts()["notes"] == {"videos": 3, "unreadable": 0, "variable_frame_rate": 0, "without_audio": 1}

@@ -186,14 +186,14 @@ def parse_disfa(root: Path, aus: int = 12, frames: str = "Videos_LeftCamera/Left
 def _video_timestamps(root: Path, paths: list[str], frames: list[int]) -> np.ndarray:
     """Each row's timestamp from its video's probe; NaN (and later missing_file) without the video."""
     from stages.media import MediaError
-    from stages.sources.videos import probed_timestamps
+    from stages.sources.videos import probe_cached
 
     out = np.full(len(paths), np.nan)
     cache: dict[str, np.ndarray | None] = {}
     for i, (rel, frame) in enumerate(zip(paths, frames)):
         if rel not in cache:
             try:
-                cache[rel] = probed_timestamps(root, rel) if (root / rel).is_file() else None
+                cache[rel] = probe_cached(root, rel).timestamps if (root / rel).is_file() else None
             except MediaError:
                 cache[rel] = None
         stamps = cache[rel]

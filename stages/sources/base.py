@@ -18,7 +18,6 @@ from featurestore.fingerprint import FileEntry, StatCache, fingerprint_files, ma
 from featurestore.status import SampleStatus
 from stages.sources.labels import EXPRESSIONS, FACS_AUS, MISSING, au_number
 
-
 # Bumped when the stored label layout changes, for every layout at once (2: AU columns in the
 # canonical FACS order). Part of every manifest key, so old source groups are never reused.
 LABEL_FORMAT = 2
@@ -42,6 +41,7 @@ class Parsed:
     split: list[str] | None = None
     crop: list[tuple[float, float, float, float] | None] | None = None
     status: list[int] | None = None  # SampleStatus a parser already knows (e.g. an unreadable video)
+    notes: dict[str, int] = field(default_factory=dict)  # dataset-level counts worth reporting
     extra: dict[str, np.ndarray] = field(default_factory=dict)
 
 
@@ -57,6 +57,7 @@ class Manifest:
     status: np.ndarray  # int8, SampleStatus before any image is decoded
     labels: dict[str, np.ndarray]
     au_annotated: list[str]  # the dataset's own AUs; ``labels["au"]`` is in the canonical FACS order
+    notes: dict[str, int] = field(default_factory=dict)
 
     def __len__(self) -> int:
         return len(self.paths)
@@ -71,6 +72,8 @@ class Manifest:
                     out[column] = {str(v) or "(none)": int(c) for v, c in zip(values, n)}
         codes, n = np.unique(self.status, return_counts=True)
         out["status"] = {SampleStatus(int(c)).label: int(k) for c, k in zip(codes, n)}
+        if self.notes:
+            out["notes"] = dict(self.notes)
         return out
 
 
@@ -187,4 +190,5 @@ def build_manifest(
         status=status,
         labels=labels,
         au_annotated=[f"AU{number}" for number in _au_numbers(parsed.au_names)],
+        notes=dict(parsed.notes),
     )

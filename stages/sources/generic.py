@@ -37,13 +37,30 @@ def parse_imagefolder(root: Path) -> Parsed:
     return Parsed(paths=paths, label_files=[], expression=expression, split=split)
 
 
-def _float(value: str, where: str) -> float:
-    if value.strip() == "":
+def parse_float(value: str | None, where: str) -> float:
+    """A CSV cell as a float (empty → NaN); anything else names the file and line."""
+    if value is None or value.strip() == "":
         return math.nan
     try:
         return float(value)
     except ValueError:
         raise SourceError(f"{where}: {value!r} is not a number") from None
+
+
+def au_columns(columns: list[str]) -> list[str]:
+    return [c for c in columns if c.upper().startswith("AU") and c[2:].isdigit()]
+
+
+def row_labels(row: dict[str, str], aus: list[str], where: str) -> tuple[int, tuple[float, float], list[int]]:
+    """(expression, (valence, arousal), AU occurrences) of one CSV row, in canonical form."""
+    name = (row.get("expression") or "").strip()
+    try:
+        expression = expression_from_name(name) if name else MISSING
+    except ValueError as err:
+        raise SourceError(f"{where}: {err}") from None
+    va = (parse_float(row.get("valence"), where), parse_float(row.get("arousal"), where))
+    au = [MISSING if not (v := (row[c] or "").strip()) else int(parse_float(v, where) > 0) for c in aus]
+    return expression, va, au
 
 
 @register_source("csv", version=1)
@@ -58,19 +75,15 @@ def parse_csv(root: Path, manifest: str = "manifest.csv") -> Parsed:
         columns = reader.fieldnames or []
         if "path" not in columns:
             raise SourceError(f"{csv_path}:1: needs a 'path' column, has {columns}")
-        au_names = [c for c in columns if c.upper().startswith("AU") and c[2:].isdigit()]
+        au_names = au_columns(columns)
         out = Parsed(paths=[], label_files=[manifest], au_names=au_names)
         expression, va, au, subject, split = [], [], [], [], []
         for lineno, row in enumerate(reader, 2):
-            where = f"{csv_path}:{lineno}"
             out.paths.append(row["path"])
-            name = (row.get("expression") or "").strip()
-            try:
-                expression.append(expression_from_name(name) if name else MISSING)
-            except ValueError as err:
-                raise SourceError(f"{where}: {err}") from None
-            va.append((_float(row.get("valence") or "", where), _float(row.get("arousal") or "", where)))
-            au.append([MISSING if not (v := (row[c] or "").strip()) else int(_float(v, where) > 0) for c in au_names])
+            labels = row_labels(row, au_names, f"{csv_path}:{lineno}")
+            expression.append(labels[0])
+            va.append(labels[1])
+            au.append(labels[2])
             subject.append(row.get("subject") or "")
             split.append(row.get("split") or "")
     out.expression, out.va, out.subject, out.split = expression, va, subject, split

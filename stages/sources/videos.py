@@ -19,42 +19,38 @@ from __future__ import annotations
 
 import csv
 import math
+import os
 from pathlib import Path
 
 import numpy as np
 
 from featurestore.fingerprint import cache_dir, fingerprint_files
 from featurestore.status import SampleStatus
-from stages.media import VIDEO_SUFFIXES, MediaError, probe_video, sample_frames
+from stages.media import VIDEO_SUFFIXES, MediaError, VideoInfo, probe_video, sample_frames
 from stages.sources.base import Parsed, SourceError, register_source
-from stages.sources.labels import MISSING, expression_from_name
+from stages.sources.generic import au_columns, parse_float, row_labels
+from stages.sources.labels import MISSING
 
 SPLIT_NAMES = {"train", "val", "test"}
 
 
-def probed_timestamps(root: Path, rel: str) -> np.ndarray:
-    """Frame timestamps of ``root/rel``, cached under the cache dir by content digest."""
+def probe_cached(root: Path, rel: str) -> VideoInfo:
+    """:func:`probe_video` of ``root/rel``, cached under the cache dir by the file's content digest."""
     (entry,) = fingerprint_files(root, [rel])
     if entry.digest is None:
         raise MediaError(f"{rel}: cannot read file")
-    cached = cache_dir() / "video-probes" / f"{entry.digest}.npy"
+    cached = cache_dir() / "video-probes" / f"{entry.digest}.npz"
     if cached.is_file():
-        return np.load(cached)
-    timestamps = probe_video(root / rel).timestamps
+        with np.load(cached) as z:
+            return VideoInfo(z["timestamps"], int(z["width"]), int(z["height"]), float(z["nominal_fps"]),
+                             bool(z["has_audio"]))
+    info = probe_video(root / rel)
     cached.parent.mkdir(parents=True, exist_ok=True)
-    tmp = cached.with_suffix(f".{id(timestamps)}.tmp.npy")
-    np.save(tmp, timestamps)
-    tmp.replace(cached)
-    return timestamps
-
-
-def _float(value: str | None, where: str) -> float:
-    if value is None or value.strip() == "":
-        return math.nan
-    try:
-        return float(value)
-    except ValueError:
-        raise SourceError(f"{where}: {value!r} is not a number") from None
+    tmp = cached.with_name(f"{cached.stem}.{os.getpid()}.tmp.npz")
+    np.savez(tmp, timestamps=info.timestamps, width=info.width, height=info.height, nominal_fps=info.nominal_fps,
+             has_audio=info.has_audio)
+    tmp.replace(cached)  # atomic: concurrent probes of one file write the same bytes
+    return info
 
 
 def _frame_labels(path: Path) -> tuple[dict[int, dict], list[str]]:
@@ -64,23 +60,15 @@ def _frame_labels(path: Path) -> tuple[dict[int, dict], list[str]]:
         columns = reader.fieldnames or []
         if "frame" not in columns:
             raise SourceError(f"{path}:1: per-frame labels need a 'frame' column, has {columns}")
-        aus = [c for c in columns if c.upper().startswith("AU") and c[2:].isdigit()]
+        aus = au_columns(columns)
         rows = {}
         for lineno, row in enumerate(reader, 2):
             where = f"{path}:{lineno}"
-            frame = _float(row["frame"], where)
+            frame = parse_float(row["frame"], where)
             if math.isnan(frame) or frame < 0 or frame != int(frame):
                 raise SourceError(f"{where}: frame {row['frame']!r} is not a 0-based integer")
-            name = (row.get("expression") or "").strip()
-            try:
-                expression = expression_from_name(name) if name else MISSING
-            except ValueError as err:
-                raise SourceError(f"{where}: {err}") from None
-            rows[int(frame)] = {
-                "expression": expression,
-                "va": (_float(row.get("valence"), where), _float(row.get("arousal"), where)),
-                "au": {c: (MISSING if (row[c] or "").strip() == "" else int(_float(row[c], where) > 0)) for c in aus},
-            }
+            expression, va, au = row_labels(row, aus, where)
+            rows[int(frame)] = {"expression": expression, "va": va, "au": dict(zip(aus, au))}
     return rows, aus
 
 
@@ -96,9 +84,9 @@ def _continuous_va(path: Path, timestamps: np.ndarray) -> np.ndarray:
         times, v, a = [], [], []
         for lineno, row in enumerate(reader, 2):
             where = f"{path}:{lineno}"
-            times.append(_float(row["time"], where))
-            v.append(np.nanmean([_float(row[c], where) for c in v_cols]))
-            a.append(np.nanmean([_float(row[c], where) for c in a_cols]))
+            times.append(parse_float(row["time"], where))
+            v.append(np.nanmean([parse_float(row[c], where) for c in v_cols]))
+            a.append(np.nanmean([parse_float(row[c], where) for c in a_cols]))
     times = np.asarray(times)
     if np.any(np.diff(times) <= 0):
         raise SourceError(f"{path}: 'time' must increase")
@@ -131,13 +119,18 @@ def parse_videofolder(root: Path, fps: float | None = None) -> Parsed:
             label_files.append(labels_csv.relative_to(root).as_posix())
             all_aus += [a for a in aus if a not in all_aus]
         per_video.append((video, rel, split_name, rest[-1] if rest else video.stem, frame_labels, va_csv))
+    notes = {"videos": len(per_video), "unreadable": 0, "variable_frame_rate": 0, "without_audio": 0}
     for video, rel, split_name, subj, frame_labels, va_csv in per_video:
         try:
-            timestamps = probed_timestamps(root, rel)
+            info = probe_cached(root, rel)
         except MediaError:
             indices, timestamps, ok = np.array([-1]), np.array([math.nan]), False
+            notes["unreadable"] += 1
         else:
+            timestamps = info.timestamps
             indices, ok = sample_frames(timestamps, fps), True
+            notes["variable_frame_rate"] += info.variable_frame_rate
+            notes["without_audio"] += not info.has_audio
         continuous = None
         if ok and va_csv.is_file():
             continuous = _continuous_va(va_csv, timestamps[indices])
@@ -167,6 +160,7 @@ def parse_videofolder(root: Path, fps: float | None = None) -> Parsed:
         subject=subject,
         split=split,
         status=status,
+        notes=notes,
         extra={
             "video": np.array(video_col, dtype=str),
             "frame": np.array(frame_col, dtype=np.int32),
