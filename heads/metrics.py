@@ -1,0 +1,56 @@
+"""The one metrics module: expression, AU and valence/arousal scores on numpy arrays.
+
+Classification scores come from scikit-learn; CCC is written out because no maintained library
+exposes Lin's concordance correlation coefficient with the population moments it is defined by.
+Missing labels (expression −1, AU −1, VA NaN) are excluded per label, never counted.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from sklearn.metrics import accuracy_score, f1_score
+
+
+def ccc(pred: np.ndarray, target: np.ndarray) -> float:
+    """Lin's concordance correlation coefficient: 2·cov / (var_p + var_t + (mean_p − mean_t)²),
+    population moments, over the finite pairs."""
+    pred, target = np.asarray(pred, np.float64), np.asarray(target, np.float64)
+    keep = np.isfinite(pred) & np.isfinite(target)
+    p, t = pred[keep], target[keep]
+    if p.size < 2:
+        return float("nan")
+    mp, mt = p.mean(), t.mean()
+    cov = ((p - mp) * (t - mt)).mean()
+    return float(2 * cov / (p.var() + t.var() + (mp - mt) ** 2))
+
+
+def expression_metrics(pred: np.ndarray, target: np.ndarray, n_classes: int) -> dict[str, float]:
+    """Accuracy and macro-F1 over the classes ``0..n_classes-1`` (labels −1 are skipped)."""
+    keep = target >= 0
+    p, t = pred[keep], target[keep]
+    return {
+        "accuracy": float(accuracy_score(t, p)),
+        "macro_f1": float(f1_score(t, p, labels=list(range(n_classes)), average="macro", zero_division=0)),
+        "n": int(keep.sum()),
+    }
+
+
+def au_metrics(pred: np.ndarray, target: np.ndarray, names: list[str]) -> dict[str, float]:
+    """F1 per AU (positive class) over its labelled samples, and their mean."""
+    out: dict[str, float] = {}
+    for j, name in enumerate(names):
+        keep = target[:, j] >= 0
+        out[f"f1_{name}"] = float(f1_score(target[keep, j], pred[keep, j], zero_division=0)) if keep.any() else float("nan")
+    scores = [v for v in out.values() if np.isfinite(v)]
+    out["mean_f1"] = float(np.mean(scores)) if scores else float("nan")
+    return out
+
+
+def va_metrics(pred: np.ndarray, target: np.ndarray) -> dict[str, float]:
+    """CCC for valence and arousal and their mean (the ABAW / AffectNet headline), plus RMSE."""
+    out = {"ccc_valence": ccc(pred[:, 0], target[:, 0]), "ccc_arousal": ccc(pred[:, 1], target[:, 1])}
+    out["ccc_mean"] = float(np.nanmean([out["ccc_valence"], out["ccc_arousal"]]))
+    for d, name in enumerate(("valence", "arousal")):
+        keep = np.isfinite(target[:, d])
+        out[f"rmse_{name}"] = float(np.sqrt(np.mean((pred[keep, d] - target[keep, d]) ** 2))) if keep.any() else float("nan")
+    return out

@@ -1,0 +1,122 @@
+"""The one trainer: seeded, device-aware mini-batch AdamW with early stopping on a validation split.
+
+Heads implement ``losses(x, y, class_weights) -> (loss, parts)`` and ``predict(x) -> (outputs, …)``;
+heads with archetypes also ``reset_unused`` (called after each warm-up epoch) and ``prune``
+(called once, after the best epoch is restored). The trainer does no file I/O.
+"""
+
+from __future__ import annotations
+
+import copy
+import random
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from heads.losses import class_weights as expression_class_weights
+from heads.metrics import au_metrics, expression_metrics, va_metrics
+
+HEADLINE = {"fer": "macro_f1", "au": "mean_f1", "va": "ccc_mean"}
+
+
+@dataclass
+class TrainConfig:
+    epochs: int = 200
+    batch_size: int = 256
+    lr: float = 1e-4
+    weight_decay: float = 1e-2
+    patience: int = 15  # epochs without a better validation headline before stopping
+    warmup_epochs: int = 5  # usage-aware archetype resets happen in these epochs
+    seed: int = 0
+    device: str | None = None
+    progress: bool = True
+
+
+@dataclass
+class TrainResult:
+    best_epoch: int
+    epochs_run: int
+    seconds: float
+    val: dict[str, float]
+    history: list[dict[str, float]] = field(default_factory=list)
+    k_stable: list[int] | None = None
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def device_of(name: str | None) -> torch.device:
+    return torch.device(name or ("cuda" if torch.cuda.is_available() else "cpu"))
+
+
+@torch.no_grad()
+def predict(model: torch.nn.Module, x: torch.Tensor, batch_size: int = 4096) -> np.ndarray:
+    model.eval()
+    device = next(model.parameters()).device
+    outs = [model.predict(x[i : i + batch_size].to(device))[0].float().cpu() for i in range(0, x.shape[0], batch_size)]
+    return torch.cat(outs).numpy()
+
+
+def evaluate(task: str, outputs: np.ndarray, target: np.ndarray, n_outputs: int,
+             au_names: list[str] | None = None) -> dict[str, float]:
+    """Every metric of ``task`` from raw head outputs (logits / values)."""
+    if task == "fer":
+        return expression_metrics(outputs.argmax(-1), target, n_outputs)
+    if task == "au":
+        return au_metrics((outputs > 0).astype(int), target, au_names or [str(j) for j in range(n_outputs)])
+    return va_metrics(outputs, target)
+
+
+def fit(model: torch.nn.Module, task: str, train: tuple[torch.Tensor, torch.Tensor],
+        val: tuple[torch.Tensor, torch.Tensor], n_outputs: int, cfg: TrainConfig) -> TrainResult:
+    """Train ``model`` in place; the weights of the best validation epoch are restored."""
+    seed_everything(cfg.seed)
+    device = device_of(cfg.device)
+    model.to(device)
+    x_train, y_train = train
+    weights = expression_class_weights(y_train, n_outputs).to(device) if task == "fer" else None
+    optimiser = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    generator = torch.Generator().manual_seed(cfg.seed)
+    best, best_state, best_epoch, stale = -np.inf, None, -1, 0
+    history: list[dict[str, float]] = []
+    t0 = time.perf_counter()
+    bar = tqdm(range(cfg.epochs), desc=f"train {task}", disable=not cfg.progress, leave=False)
+    for epoch in bar:
+        model.train()
+        order = torch.randperm(x_train.shape[0], generator=generator)
+        total = 0.0
+        for i in range(0, order.numel(), cfg.batch_size):
+            idx = order[i : i + cfg.batch_size]
+            loss, _ = model.losses(x_train[idx].to(device), y_train[idx].to(device), weights)
+            optimiser.zero_grad(set_to_none=True)
+            loss.backward()
+            optimiser.step()
+            total += float(loss.detach()) * idx.numel()
+        if epoch < cfg.warmup_epochs and hasattr(model, "reset_unused"):
+            model.train(False)
+            model.reset_unused(x_train[order[: cfg.batch_size * 4]].to(device))
+        scores = evaluate(task, predict(model, val[0]), val[1].numpy(), n_outputs)
+        score = scores[HEADLINE[task]]
+        history.append({"epoch": epoch, "loss": total / order.numel(), **scores})
+        bar.set_postfix(loss=f"{total / order.numel():.3f}", val=f"{score:.3f}")
+        if score > best + 1e-6:
+            best, best_epoch, stale = score, epoch, 0
+            best_state = copy.deepcopy(model.state_dict())
+        else:
+            stale += 1
+            if stale >= cfg.patience:
+                break
+    model.load_state_dict(best_state)
+    k_stable = None
+    if hasattr(model, "prune"):
+        model.eval()
+        with torch.no_grad():
+            k_stable = model.prune(x_train.to(device))
+    val_scores = evaluate(task, predict(model, val[0]), val[1].numpy(), n_outputs)
+    return TrainResult(best_epoch, len(history), time.perf_counter() - t0, val_scores, history, k_stable)

@@ -1,0 +1,182 @@
+"""AURA's loss terms on hand-built cases, CCC against its formula, straight-through gradients, and
+the trainer on separable synthetic features."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+from heads.aura import ArchetypeBranch, AuraConfig, AuraHead
+from heads.baselines import linear_probe
+from heads.losses import au_loss, ccc_torch, class_weights, expression_loss, va_loss
+from heads.metrics import ccc, va_metrics
+from heads.trainer import TrainConfig, fit
+
+
+def _branch(task="fer", d=2, k=2, n_out=2, **kw) -> ArchetypeBranch:
+    cfg = AuraConfig(task=task, in_dim=d, n_outputs=n_out, d=d, k_max=k, use_projector=False,
+                     use_contextualisation=False, **kw)
+    return ArchetypeBranch(cfg, d, n_out if task == "fer" else 1, task, cfg.ctx_dim, cfg.n_tokens)
+
+
+def _set(branch: ArchetypeBranch, archetypes, head_weight, head_bias=None) -> None:
+    with torch.no_grad():
+        branch.archetypes.copy_(torch.tensor(archetypes, dtype=torch.float32))
+        branch.head.weight.copy_(torch.tensor(head_weight, dtype=torch.float32))
+        branch.head.bias.copy_(torch.zeros_like(branch.head.bias) if head_bias is None else torch.tensor(head_bias))
+
+
+# -- task losses -------------------------------------------------------------------------------------
+def test_class_weights_are_n_over_c_times_class_count():
+    w = class_weights(torch.tensor([0, 0, 0, 1, -1]), 3)
+    np.testing.assert_allclose(w.numpy(), [4 / (3 * 3), 4 / (3 * 1), 0.0], rtol=1e-6)
+
+
+def test_weighted_cross_entropy_on_a_hand_built_case():
+    logits = torch.tensor([[2.0, 0.0], [0.0, 1.0], [5.0, 5.0]])
+    labels = torch.tensor([0, 0, -1])
+    weights = torch.tensor([0.5, 3.0])
+    l0 = -math.log(math.exp(2) / (math.exp(2) + 1))
+    l1 = -math.log(1 / (1 + math.e))
+    expected = (0.5 * l0 + 0.5 * l1) / (0.5 + 0.5)  # both labelled samples are class 0
+    assert float(expression_loss(logits, labels, weights)) == pytest.approx(expected, rel=1e-6)
+
+
+def test_va_loss_is_one_minus_ccc_plus_alpha_mse():
+    target = torch.tensor([-0.5, 0.0, 0.5, float("nan")])
+    assert float(va_loss(target.nan_to_num(0.0), target)) == pytest.approx(0.0, abs=1e-6)
+    # pred = −target: CCC = −1, MSE = mean((2t)²) = (1 + 0 + 1) / 3 · … over the finite three
+    pred = torch.tensor([0.5, 0.0, -0.5, 9.0])
+    assert float(va_loss(pred, target, alpha=0.5)) == pytest.approx(2 + 0.5 * (1 + 0 + 1) / 3, rel=1e-5)
+
+
+def test_au_loss_averages_bce_over_labelled_entries_only():
+    logits = torch.zeros(2, 3)
+    labels = torch.tensor([[1, 0, -1], [-1, -1, 1]])
+    assert float(au_loss(logits, labels)) == pytest.approx(math.log(2), rel=1e-6)
+    logits = torch.tensor([[10.0, 0.0, 99.0], [0.0, 0.0, 0.0]])
+    expected = (math.log1p(math.exp(-10)) + math.log(2) + math.log(2)) / 3
+    assert float(au_loss(logits, labels)) == pytest.approx(expected, rel=1e-5)
+
+
+def test_ccc_matches_the_formula_on_random_data():
+    rng = np.random.default_rng(0)
+    for _ in range(5):
+        x = rng.normal(0.3, 1.2, 500)
+        y = 0.6 * x + rng.normal(0, 0.8, 500)
+        formula = 2 * np.cov(x, y, bias=True)[0, 1] / (x.var() + y.var() + (x.mean() - y.mean()) ** 2)
+        assert abs(ccc(x, y) - formula) < 1e-6
+        assert abs(float(ccc_torch(torch.tensor(x), torch.tensor(y))) - formula) < 1e-6
+    scores = va_metrics(np.stack([x, y], 1), np.stack([x, x], 1))
+    assert scores["ccc_valence"] == pytest.approx(1.0) and scores["ccc_mean"] == pytest.approx((1 + ccc(y, x)) / 2)
+
+
+# -- archetype losses ---------------------------------------------------------------------------------
+def test_assignment_loss_and_discriminative_loss_on_a_hand_built_case():
+    branch = _branch(beta=0.5)
+    _set(branch, [[1.0, 0.0], [0.0, 1.0]], [[1.0, 0.0], [0.0, 1.0]])
+    x = torch.tensor([[2.0, 1.0]])  # f̂ = (2, 1)/√5, nearest archetype (1, 0)
+    parts = branch.losses(x, torch.tensor([0]), None, None)
+    gap = 2 - 4 / math.sqrt(5)  # ‖f̂ − â‖²
+    assert parts["assign"].item() == pytest.approx((1 + 0.5) * gap, rel=1e-5)
+    # L_dis: φ on the archetype (1, 0) → logits (1, 0), label 0
+    assert parts["dis"].item() == pytest.approx(-math.log(math.e / (math.e + 1)), rel=1e-5)
+    f = x / x.norm()
+    assert parts["vas"].item() == pytest.approx(float(F.cross_entropy(f @ torch.eye(2), torch.tensor([0]))), rel=1e-5)
+
+
+def test_expression_regularisers_on_hand_built_archetypes():
+    branch = _branch(k=3, margin=0.1)
+    # archetypes 0, 1 → class 0 (head row 0 = x axis), archetype 2 → class 1 (y axis)
+    _set(branch, [[1.0, 0.0], [0.9, 0.3], [0.0, 1.0]], [[5.0, 0.0], [0.0, 5.0]])
+    a = branch.normalised().detach()
+    probs = torch.softmax(a @ torch.tensor([[5.0, 0.0], [0.0, 5.0]]).T, -1)
+    conf, cls = probs.max(-1)
+    assert cls.tolist() == [0, 0, 1]
+    mu0, mu1 = F.normalize(a[:2].mean(0), dim=0), a[2]
+    compact = ((1 - conf[0]) * (1 - a[0] @ mu0) + (1 - conf[1]) * (1 - a[1] @ mu0) + (1 - conf[2]) * 0) / 3
+    separate = max(0.0, float(mu0 @ mu1) - 0.1)  # the two ordered pairs are equal
+    spread = (a - a.mean(0)).norm(dim=-1)
+    parts = branch.regularisation(branch.normalised())
+    assert parts["compact"].item() == pytest.approx(float(compact), rel=1e-5)
+    assert parts["separate"].item() == pytest.approx(separate, rel=1e-5)
+    assert parts["diversity"].item() == pytest.approx(float(-(spread.mean() + spread.var(unbiased=False))), rel=1e-5)
+
+
+def test_score_aware_attraction_and_repulsion_on_hand_built_archetypes():
+    branch = _branch(task="au", k=3, n_out=1, margin=0.3)
+    # head: logit = 10·x₀ − 5 → scores σ(5)≈0.993 for (1,0), σ(−5)≈0.007 for (0,1), σ(0.0) for the middle
+    _set(branch, [[1.0, 0.0], [0.0, 1.0], [0.5, 0.5]], [[10.0, 0.0]], [-5.0])
+    a = branch.normalised().detach()
+    score = torch.sigmoid(10 * a[:, 0] - 5)
+    gap = (score[:, None] - score[None, :]).abs()
+    cos = a @ a.T
+    off = ~torch.eye(3, dtype=torch.bool)
+    near, far = off & (gap < 0.3), off & (gap >= 0.3)
+    parts = branch.regularisation(branch.normalised())
+    assert "attract" not in parts or near.any()
+    np.testing.assert_allclose(parts["repel"].item(), float(F.relu(cos[far] - (1 - gap[far])).mean()), rtol=1e-5)
+    # two archetypes with equal scores attract: make archetypes 0 and 2 score alike
+    _set(branch, [[1.0, 0.0], [0.0, 1.0], [0.9, 0.1]], [[10.0, 0.0]], [-5.0])
+    a = branch.normalised().detach()
+    score = torch.sigmoid(10 * a[:, 0] - 5)
+    gap = (score[:, None] - score[None, :]).abs()
+    near = off & (gap < 0.3)
+    expected = ((1 - (a @ a.T)[near]) * (1 - gap[near] / 0.3)).mean()
+    assert branch.regularisation(branch.normalised())["attract"].item() == pytest.approx(float(expected), rel=1e-5)
+
+
+def test_straight_through_gradients_reach_the_projector():
+    cfg = AuraConfig(task="fer", in_dim=8, n_outputs=3, d=4, k_max=6, use_reg=False, use_contextualisation=False,
+                     lambda_proj=0.0)
+    head = AuraHead(cfg)
+    branch = head.branches[0]
+    x, y = torch.randn(16, 8), torch.randint(0, 3, (16,))
+    parts = branch.losses(x, y, None, None)
+    parts["dis"].backward()  # only the discriminative loss on the assigned archetypes
+    assert branch.project[0].weight.grad.abs().sum() > 0  # through the straight-through path
+    assert branch.archetypes.grad.abs().sum() > 0
+
+
+def test_usage_reset_and_pruning():
+    cfg = AuraConfig(task="fer", in_dim=4, n_outputs=2, d=4, k_max=10, use_projector=False, use_contextualisation=False,
+                     tau=0.2)
+    head = AuraHead(cfg)
+    branch = head.branches[0]
+    x = torch.tensor([[1.0, 0, 0, 0]] * 8 + [[0, 1.0, 0, 0]] * 8)
+    _ = branch.losses(x, torch.tensor([0] * 8 + [1] * 8), None, None)
+    used = int((branch.usage > 0).sum())
+    assert head.reset_unused(x) == 10 - used and branch.usage.sum() == 0
+    with torch.no_grad():
+        branch.archetypes.copy_(F.normalize(torch.randn(10, 4), dim=-1))
+        branch.archetypes[0] = torch.tensor([1.0, 0, 0, 0])
+        branch.archetypes[1] = torch.tensor([0, 1.0, 0, 0])
+    assert head.prune(x) == [2] and branch.active.tolist()[:2] == [True, True]
+    _, index = head.predict(x)
+    assert set(index[:, 0].tolist()) == {0, 1}  # inference only ever picks kept archetypes
+
+
+# -- training ----------------------------------------------------------------------------------------------
+def _clusters(n_per=120, classes=4, dim=16, seed=0):
+    rng = np.random.default_rng(seed)
+    centres = rng.normal(0, 1, (classes, dim)) * 3
+    x = np.concatenate([c + rng.normal(0, 1, (n_per, dim)) for c in centres]).astype(np.float32)
+    y = np.repeat(np.arange(classes), n_per)
+    order = rng.permutation(len(y))
+    return torch.from_numpy(x[order]), torch.from_numpy(y[order])
+
+
+def test_aura_and_the_linear_probe_learn_separable_expressions():
+    x, y = _clusters()
+    train, val = (x[:360], y[:360]), (x[360:], y[360:])
+    cfg = TrainConfig(epochs=60, batch_size=64, lr=3e-3, patience=15, seed=0, device="cpu", progress=False)
+    aura = AuraHead(AuraConfig(task="fer", in_dim=16, n_outputs=4, d=8, k_max=40, hidden=32, ctx_dim=16,
+                               n_tokens=2, top_k=3, ctx_layers=1))
+    result = fit(aura, "fer", train, val, 4, cfg)
+    assert result.val["accuracy"] > 0.9 and result.k_stable[0] < 40
+    probe = fit(linear_probe("fer", 16, 4), "fer", train, val, 4, cfg)
+    assert probe.val["accuracy"] > 0.9 and probe.k_stable is None
