@@ -6,6 +6,7 @@ Layout (every group describes itself in its ``affectflow`` attribute: step spec,
     features/<dataset>/<encoder>/<step-key>/     encoder outputs, status, done mask
     lexicon/<name>/<encoder>/<step-key>/         prompt embeddings from a text tower
     windows/<dataset>/<encoder>/<window>/<key>/  frame features pooled over fixed windows
+    heads/<dataset>/<head>-<task>/<key>/         test predictions (Zarr) + model.safetensors, JSON files
     .affectflow-locks/<step-key>/                step locks (not Zarr nodes)
 
 This module is the only code that writes Zarr.
@@ -107,6 +108,19 @@ class FeatureStore:
     def windows_path(dataset: str, encoder: str, window: str, key: str) -> str:
         return (f"windows/{safe_name(dataset, 'dataset name')}/{safe_name(encoder, 'encoder name')}/"
                 f"{safe_name(window, 'window label')}/{key}")
+
+    @staticmethod
+    def heads_path(dataset: str, head: str, task: str, key: str) -> str:
+        return f"heads/{safe_name(dataset, 'dataset name')}/{safe_name(head, 'head name')}-{task}/{key}"
+
+    # -- files beside a group's arrays (checkpoints, reports): bytes, never pickles --------------
+    def put_file(self, group_path: str, name: str, data: bytes) -> None:
+        directory = f"{self.root}/{group_path}"
+        self.fs.makedirs(directory, exist_ok=True)
+        self.fs.pipe_file(f"{directory}/{safe_name(name, 'file name')}", data)
+
+    def get_file(self, group_path: str, name: str) -> bytes:
+        return self.fs.cat_file(f"{self.root}/{group_path}/{safe_name(name, 'file name')}")
 
     # -- groups -----------------------------------------------------------------------------
     def open_step(self, path: str) -> StepGroup | None:

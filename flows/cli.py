@@ -199,6 +199,47 @@ def _accepted_per_subject(store: str, dataset: str) -> None:
 
 
 @app.command()
+def train(
+    features: Annotated[str, typer.Option(help="feature group path (see `affectflow ls`)")],
+    task: Annotated[str, typer.Option(help="fer, va or au")],
+    head: Annotated[list[str], typer.Option(help="aura, linear, mlp (repeatable)")] = ["aura"],
+    array: Annotated[str, typer.Option(help="feature array: global, patch_proj, blendshapes, mfcc …")] = "global",
+    option: Annotated[list[str], typer.Option(help="head option key=value, e.g. d=32 k_max=300 (repeatable)")] = [],
+    seed: Annotated[list[int], typer.Option(help="seeds; several give mean ± std (repeatable)")] = [0],
+    epochs: int = 200,
+    batch_size: int = 256,
+    lr: float = 1e-4,
+    patience: int = 15,
+    test_fold: Annotated[int, typer.Option(help="test fold for datasets with folds (DISFA, BP4D)")] = 1,
+    store: Annotated[str, typer.Option(help="store directory or URL")] = "./store",
+    device: Annotated[str | None, typer.Option(help="cpu, cuda (default: cuda if available)")] = None,
+    json_out: Annotated[Path | None, typer.Option("--json", help="write the run summary as JSON")] = None,
+) -> None:
+    """Train heads on cached features (keyed: a rerun with the same inputs is skipped)."""
+    from flows.train import HeadConfig, train_heads
+
+    options = _options(option, "--option")
+    try:
+        configs = [HeadConfig(head=h, task=task, features=features, array=array, seeds=seed, epochs=epochs,
+                              batch_size=batch_size, lr=lr, patience=patience, test_fold=test_fold,
+                              options=options if h == "aura" else {}) for h in head]
+        result = train_heads(configs, store=store, device=device)
+    except ValueError as err:
+        _fail(err)
+    table = Table(title="train-heads (test split)")
+    for col in ("head", "task", "seeds", "headline", "mean ± std", "K_stable", "train s"):
+        table.add_column(col)
+    for row in result["summary"]:
+        mean, std = row["test"][row["headline"]]
+        table.add_row(row["head"], row["task"], str(len(row["seeds"])), row["headline"], f"{mean:.3f} ± {std:.3f}",
+                      str(row["k_stable"][0]), f"{row['train_seconds']:.1f}")
+    console.print(table)
+    console.print(f"protocol: {result['summary'][0]['protocol']}")
+    if json_out:
+        json_out.write_text(json.dumps(result, indent=1, default=str))
+
+
+@app.command()
 def ls(store: Annotated[str, typer.Option(help="store directory or URL")] = "./store") -> None:
     """List every step group in the store with its key, size and completion."""
     from featurestore import FeatureStore, GroupReader

@@ -180,3 +180,29 @@ def test_aura_and_the_linear_probe_learn_separable_expressions():
     assert result.val["accuracy"] > 0.9 and result.k_stable[0] < 40
     probe = fit(linear_probe("fer", 16, 4), "fer", train, val, 4, cfg)
     assert probe.val["accuracy"] > 0.9 and probe.k_stable is None
+
+
+@pytest.mark.parametrize("task,input_kind", [("va", "global"), ("au", "global"), ("au", "patch")])
+def test_va_and_au_heads_train_on_learnable_signals(task, input_kind):
+    rng = np.random.default_rng(1)
+    n, dim, patches = 480, 12, 4
+    x = rng.normal(0, 1, (n, patches, dim) if input_kind == "patch" else (n, dim)).astype(np.float32)
+    flat = x.mean(1) if input_kind == "patch" else x
+    if task == "va":
+        y = np.tanh(flat[:, :2] * 0.8).astype(np.float32)
+        n_out = 2
+    else:
+        y = (flat[:, :3] > 0).astype(np.int64)
+        y[::7, 1] = -1  # unlabelled entries are skipped, not counted
+        n_out = 3
+    x, y = torch.from_numpy(x), torch.from_numpy(y)
+    cfg = AuraConfig(task=task, in_dim=dim, n_outputs=n_out, d=8, k_max=60, hidden=32, ctx_dim=16, n_tokens=2,
+                     top_k=3, ctx_layers=1, input=input_kind, patch_layers=1, margin=0.2)
+    head = AuraHead(cfg, n_patches=patches if input_kind == "patch" else 0)
+    result = fit(head, task, (x[:400], y[:400]), (x[400:], y[400:]), n_out,
+                 TrainConfig(epochs=40, batch_size=64, lr=3e-3, patience=10, device="cpu", progress=False))
+    headline = result.val["ccc_mean"] if task == "va" else result.val["mean_f1"]
+    assert headline > (0.5 if task == "va" else 0.6), result.val
+    assert len(result.k_stable) == (2 if task == "va" else 3) and all(k < 60 for k in result.k_stable)
+    outputs, index = head.predict(x[:5])
+    assert outputs.shape == (5, n_out) and index.shape == (5, n_out)

@@ -1,0 +1,105 @@
+"""The ``train-heads`` flow: head specs × seeds → keyed head steps, with metrics as mean ± std."""
+
+from __future__ import annotations
+
+from datetime import datetime, timezone
+from typing import Any
+
+import numpy as np
+from prefect import flow, get_run_logger, task
+from prefect.artifacts import create_markdown_artifact
+from prefect.cache_policies import NO_CACHE
+from pydantic import BaseModel, Field
+
+from featurestore import FeatureStore
+from heads.step import train_head
+from heads.trainer import HEADLINE, TrainConfig
+
+
+class HeadConfig(BaseModel):
+    head: str = Field(description="registered head: aura, linear, mlp")
+    task: str = Field(description="fer, va or au")
+    features: str = Field(description="feature group path in the store, e.g. features/<dataset>/<encoder>/<key>")
+    array: str = Field("global", description="feature array: global, patch_proj, blendshapes …")
+    options: dict[str, Any] = Field(default_factory=dict, description="head options (AuraConfig fields for aura)")
+    seeds: list[int] = Field(default_factory=lambda: [0])
+    epochs: int = 200
+    batch_size: int = 256
+    lr: float = 1e-4
+    patience: int = 15
+    expressions: list[int] | None = Field(None, description="canonical expression indices to use (a view)")
+    test_fold: int = 1
+
+    def train_config(self, seed: int, device: str | None) -> TrainConfig:
+        return TrainConfig(epochs=self.epochs, batch_size=self.batch_size, lr=self.lr, patience=self.patience,
+                           seed=seed, device=device, progress=True)
+
+
+@task(cache_policy=NO_CACHE, task_run_name="{config.head}-{config.task} seed {seed}")
+def train_head_task(store_url: str, storage_options: dict, config: HeadConfig, seed: int,
+                    device: str | None) -> dict[str, Any]:
+    fstore = FeatureStore(store_url, storage_options)
+    group, state, metrics = train_head(fstore, config.features, config.head, config.task, config.array,
+                                       config.options, config.train_config(seed, device), config.expressions,
+                                       config.test_fold)
+    return {"head": config.head, "task": config.task, "seed": seed, "state": state, "path": group.group.path,
+            "key": group.key, "metrics": metrics}
+
+
+def summarise(runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Test metrics as mean ± std over the seeds of each (head, task, features)."""
+    groups: dict[tuple, list[dict]] = {}
+    for r in runs:
+        groups.setdefault((r["head"], r["task"], r["features"]), []).append(r)
+    out = []
+    for (head, task_name, features), rs in groups.items():
+        names = [k for k, v in rs[0]["metrics"]["test"].items() if isinstance(v, float)]
+        stats = {k: (float(np.mean([r["metrics"]["test"][k] for r in rs])),
+                     float(np.std([r["metrics"]["test"][k] for r in rs]))) for k in names}
+        out.append({"head": head, "task": task_name, "features": features, "seeds": [r["seed"] for r in rs],
+                    "headline": HEADLINE[task_name], "test": stats,
+                    "k_stable": [r["metrics"]["k_stable"] for r in rs],
+                    "train_seconds": float(np.mean([r["metrics"]["train_seconds"] for r in rs])),
+                    "protocol": rs[0]["metrics"]["protocol"]})
+    return out
+
+
+def summary_markdown(summary: list[dict[str, Any]]) -> str:
+    lines = ["# train-heads", "", "| head | task | features | seeds | headline (test) | K_stable | train s | protocol |",
+             "|---|---|---|---|---|---|---|---|"]
+    for s in summary:
+        mean, std = s["test"][s["headline"]]
+        lines.append(f"| {s['head']} | {s['task']} | `{s['features']}` | {len(s['seeds'])} | "
+                     f"{s['headline']} {mean:.3f} ± {std:.3f} | {s['k_stable'][0]} | {s['train_seconds']:.1f} | "
+                     f"{s['protocol']} |")
+    for s in summary:
+        lines += ["", f"## {s['head']} · {s['task']}", "", "| metric | mean | std |", "|---|---|---|"]
+        lines += [f"| {k} | {m:.4f} | {sd:.4f} |" for k, (m, sd) in s["test"].items()]
+    return "\n".join(lines)
+
+
+@flow(name="train-heads", log_prints=True)
+def train_heads(heads: list[HeadConfig], store: str = "./store", storage_options: dict[str, Any] | None = None,
+                device: str | None = None) -> dict[str, Any]:
+    """Train every head config for each of its seeds on cached features (skipped when keyed done)."""
+    logger = get_run_logger()
+    storage_options = storage_options or {}
+    fstore = FeatureStore(store, storage_options)
+    for h in heads:  # fail fast: every feature group exists and is complete
+        if fstore.open_step(h.features) is None:
+            raise ValueError(f"no feature group at {h.features!r} in {store}; `affectflow ls` lists them")
+    runs = []
+    for h in heads:
+        for seed in h.seeds:
+            run = train_head_task(store, storage_options, h, seed, device)
+            runs.append({**run, "features": h.features})
+            headline = HEADLINE[h.task]
+            logger.info("%s %s seed %d: %s, test %s = %.4f", h.head, h.task, seed, run["state"], headline,
+                        run["metrics"]["test"][headline])
+    summary = summarise(runs)
+    markdown = summary_markdown(summary)
+    create_markdown_artifact(markdown=markdown, key="train-heads-summary", description="train-heads run")
+    stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S%fZ")
+    fstore.fs.makedirs(f"{fstore.root}/reports/train-heads", exist_ok=True)
+    fstore.fs.pipe_file(f"{fstore.root}/reports/train-heads/{stamp}.md", markdown.encode())
+    return {"runs": runs, "summary": summary, "report": markdown}

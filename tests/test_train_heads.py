@@ -1,0 +1,67 @@
+"""The train-heads flow on cached features of the generated catalogue: protocol, keys, checkpoints."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from featurestore import FeatureStore, GroupReader
+from flows.extract import DatasetConfig, EncoderConfig, extract_features
+from flows.train import HeadConfig, train_heads
+from heads.step import load_head
+from heads.trainer import predict
+from stages.encoders import create_encoder
+from stages.sources.face_generator import write_generated_dataset
+
+pytestmark = pytest.mark.usefixtures("prefect_harness")
+
+
+@pytest.fixture(scope="module")
+def blendshapes(tmp_path_factory):
+    face = create_encoder("mediapipe-face").load()
+    root, _ = write_generated_dataset(tmp_path_factory.mktemp("gen"), face.find_face, per_subject=14)
+    store = tmp_path_factory.mktemp("store")
+    result = extract_features(datasets=[DatasetConfig(layout="csv", root=str(root), name="generated")],
+                              encoders=[EncoderConfig(name="mediapipe-face")], store=str(store))
+    return FeatureStore(store), result["steps"][0]["path"]
+
+
+def test_heads_train_by_the_datasets_protocol_and_rerun_is_skipped(blendshapes):
+    fstore, features = blendshapes
+    configs = [
+        HeadConfig(head="aura", task="fer", features=features, array="blendshapes", seeds=[0, 1], epochs=40, lr=3e-3,
+                   batch_size=64, options={"d": 16, "k_max": 64, "hidden": 64, "ctx_dim": 32, "ctx_layers": 1}),
+        HeadConfig(head="linear", task="au", features=features, array="blendshapes", epochs=40, lr=3e-3, batch_size=64),
+    ]
+    result = train_heads(configs, store=fstore.url)
+    aura_runs = [r for r in result["runs"] if r["head"] == "aura"]
+    assert [r["state"] for r in result["runs"]] == ["new", "new", "new"]
+    assert aura_runs[0]["key"] != aura_runs[1]["key"]  # the seed is part of the spec
+    metrics = aura_runs[0]["metrics"]
+    # the csv `split` column has train / val / test by subject: all three are used as given
+    assert metrics["protocol"] == "official train / val / test splits"
+    assert all(metrics["samples"][k] > 0 for k in ("train", "val", "test"))
+    assert 0 < metrics["k_stable"][0] < 64
+    assert metrics["test"]["accuracy"] > 1 / 7  # better than chance on 7 classes from blendshapes
+    au = [r for r in result["runs"] if r["head"] == "linear"][0]["metrics"]["test"]
+    assert set(au) >= {"f1_AU12", "f1_AU26", "mean_f1"} and "f1_AU6" not in au  # only the AUs it codes
+    (aura_summary,) = [s for s in result["summary"] if s["head"] == "aura"]
+    mean, std = aura_summary["test"]["macro_f1"]
+    runs_f1 = [r["metrics"]["test"]["macro_f1"] for r in aura_runs]
+    assert mean == pytest.approx(np.mean(runs_f1)) and std == pytest.approx(np.std(runs_f1))
+    assert "aura | fer" in result["report"]
+
+    # the checkpoint (safetensors + config) reproduces the stored test predictions
+    group = GroupReader.open(fstore, aura_runs[0]["path"])
+    model, config = load_head(fstore, aura_runs[0]["path"])
+    features_reader = GroupReader.open(fstore, features)
+    x = features_reader.torch("blendshapes")[group.numpy("row")].float()
+    np.testing.assert_allclose(predict(model, x), group.numpy("outputs"), atol=1e-5)
+    assert config["labels"][:2] == ["neutral", "happiness"]
+    assert json.loads(fstore.get_file(aura_runs[0]["path"], "metrics.json"))["test"] == metrics["test"]
+
+    again = train_heads(configs, store=fstore.url)
+    assert [r["state"] for r in again["runs"]] == ["skipped"] * 3
+    assert [r["key"] for r in again["runs"]] == [r["key"] for r in result["runs"]]
