@@ -28,15 +28,20 @@ def face():
     return create_encoder("mediapipe-face").load()
 
 
-@pytest.mark.usefixtures("prefect_harness")
-def test_astronaut_smiles_and_a_face_free_image_is_no_face(tmp_path, face):
+def _photos(tmp_path) -> list[DatasetConfig]:
+    """A csv dataset of the astronaut (one face) and scikit-image's coffee cup (none)."""
     root = tmp_path / "photos"
     root.mkdir()
     Image.fromarray(data.astronaut()).save(root / "astronaut.png")
     Image.fromarray(data.coffee()).save(root / "coffee.png")
     (root / "manifest.csv").write_text("path\nastronaut.png\ncoffee.png\n")
-    result = extract_features(datasets=[DatasetConfig(layout="csv", root=str(root), name="photos")],
-                              encoders=[EncoderConfig(name="mediapipe-face")], store=str(tmp_path / "store"))
+    return [DatasetConfig(layout="csv", root=str(root), name="photos")]
+
+
+@pytest.mark.usefixtures("prefect_harness")
+def test_astronaut_smiles_and_a_face_free_image_is_no_face(tmp_path, face):
+    result = extract_features(datasets=_photos(tmp_path), encoders=[EncoderConfig(name="mediapipe-face")],
+                              store=str(tmp_path / "store"))
     (step,) = result["steps"]
     assert step["status_counts"] == {"ok": 1, "no_face": 1}
     reader = GroupReader.open(FeatureStore(tmp_path / "store"), step["path"])
@@ -133,12 +138,7 @@ def test_face_crops_feed_an_image_encoder_with_their_own_key(tmp_path, face):
 
     from stages.images import crop_to_face
 
-    root = tmp_path / "photos"
-    root.mkdir()
-    Image.fromarray(data.astronaut()).save(root / "astronaut.png")
-    Image.fromarray(data.coffee()).save(root / "coffee.png")
-    (root / "manifest.csv").write_text("path\nastronaut.png\ncoffee.png\n")
-    dataset = [DatasetConfig(layout="csv", root=str(root), name="photos")]
+    dataset = _photos(tmp_path)
     store = str(tmp_path / "store")
     plain = extract_features(datasets=dataset, encoders=[EncoderConfig(name="test-clip-tiny")], store=store)
     cropped = extract_features(datasets=dataset, encoders=[EncoderConfig(name="test-clip-tiny", face_crop=1.2)],
