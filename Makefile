@@ -25,6 +25,8 @@ demo: install
 	$(BIN)/affectflow demo
 
 test: install
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
 	$(BIN)/pytest
 
 test-fast: install

@@ -32,7 +32,7 @@ def publish(name: str, result: dict, table: str) -> None:
     begin, end = marks(name)
     text = readme.read_text()
     if begin in text:
-        readme.write_text(text[: text.index(begin)] + table + text[text.index(end) + len(end):])
+        readme.write_text(text[: text.index(begin)] + table + text[text.index(end) + len(end) :])
     print(table)
 
 

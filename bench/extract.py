@@ -47,8 +47,9 @@ def model_only(encoder_name: str, root: Path, n: int, batch: int) -> float:
     return n / (time.perf_counter() - t0)
 
 
-def run_flow(root: Path, store: Path, encoder: str, batch: int, entry: str = "extract_features", **kw
-             ) -> tuple[dict, float]:
+def run_flow(
+    root: Path, store: Path, encoder: str, batch: int, entry: str = "extract_features", **kw
+) -> tuple[dict, float]:
     import flows.extract
     from flows.extract import DatasetConfig, EncoderConfig
 
@@ -80,47 +81,67 @@ def dask_scaling(root: Path, work: Path, encoder: str, batch: int, repeat: int) 
     runs: dict[int, list[float]] = {1: [], 2: []}
     for k in range(repeat):
         for n_workers in (1, 2):
-            with LocalCluster(n_workers=n_workers, threads_per_worker=1, processes=True,
-                              dashboard_address=":0") as cluster:
+            with LocalCluster(
+                n_workers=n_workers, threads_per_worker=1, processes=True, dashboard_address=":0"
+            ) as cluster:
                 # Warm every worker (model loaded, Prefect's task engine imported), not only those the
                 # scheduler happens to give warm-up chunks: a cold worker's start-up is not throughput.
                 with Client(cluster) as client:
                     client.run(lambda: loaded_encoder(encoder, {}, None) and None)
-                run_flow(warm, work / f"warm-{n_workers}-{k}", encoder, batch, chunk_size=1,
-                         dask_address=cluster.scheduler_address)
+                run_flow(
+                    warm,
+                    work / f"warm-{n_workers}-{k}",
+                    encoder,
+                    batch,
+                    chunk_size=1,
+                    dask_address=cluster.scheduler_address,
+                )
                 # chunks of two batches: 10 tasks for 640 images, few enough that task start-up stays small
-                step, _ = run_flow(root, work / f"dask-{n_workers}-{k}", encoder, batch, chunk_size=2 * batch,
-                                   dask_address=cluster.scheduler_address, decode_workers=0)
+                step, _ = run_flow(
+                    root,
+                    work / f"dask-{n_workers}-{k}",
+                    encoder,
+                    batch,
+                    chunk_size=2 * batch,
+                    dask_address=cluster.scheduler_address,
+                    decode_workers=0,
+                )
                 runs[n_workers].append(step["images_per_s"])
-    return {"dask_1_worker_images_per_s": max(runs[1]), "dask_2_workers_images_per_s": max(runs[2]),
-            "dask_2_vs_1_workers": max(runs[2]) / max(runs[1]), "dask_runs_images_per_s": runs}
+    return {
+        "dask_1_worker_images_per_s": max(runs[1]),
+        "dask_2_workers_images_per_s": max(runs[2]),
+        "dask_2_vs_1_workers": max(runs[2]) / max(runs[1]),
+        "dask_runs_images_per_s": runs,
+    }
 
 
 def readme_table(r: dict) -> str:
     m = r["machine"]
-    return "\n".join([
-        BEGIN,
-        f"Measured by `make bench` on {m['cpus']} CPUs ({m['processor']}, torch {m['torch']}, "
-        f"{m['torch_threads']} torch threads{', GPU ' + m['cuda'] if m['cuda'] else ', no GPU'}), "
-        f"encoder `{r['encoder']}`, batch {r['batch_size']}.",
-        "",
-        "| figure | value | target |",
-        "|---|---|---|",
-        f"| model only, pre-decoded tensors | {r['model_only_images_per_s']:.1f} img/s | |",
-        f"| pipeline (decode + encode + write, in the flow) | {r['pipeline_images_per_s']:.1f} img/s | |",
-        f"| `pipeline_vs_model` | {r['pipeline_vs_model']:.3f} | ≥ 0.9 |",
-        f"| first run, {r['n_images']} images (in process) | {r['first_run_seconds']:.1f} s | |",
-        f"| rerun, all skipped (in process, `affectflow extract` path) | {r['rerun_seconds']:.3f} s | |",
-        f"| `rerun_vs_first` | {r['rerun_vs_first']:.4f} | ≤ 0.01 |",
-        f"| rerun of the flow itself, all skipped (what a deployment run pays) | {r['rerun_flow_seconds']:.3f} s | |",
-        f"| whole-command rerun (process start, imports) | {r['rerun_command_seconds']:.1f} s | |",
-        f"| stored bytes / sample (`global`, float16 + zstd) | {r['bytes_per_sample']:.0f} B | |",
-        f"| `bytes_vs_f32` | {r['bytes_vs_f32']:.3f} | |",
-        f"| Dask, 1 worker × 1 thread | {r['dask_1_worker_images_per_s']:.1f} img/s | |",
-        f"| Dask, 2 workers × 1 thread | {r['dask_2_workers_images_per_s']:.1f} img/s | |",
-        f"| `dask_2_vs_1_workers` | {r['dask_2_vs_1_workers']:.2f} | ≥ 1.7 |",
-        END,
-    ])
+    return "\n".join(
+        [
+            BEGIN,
+            f"Measured by `make bench` on {m['cpus']} CPUs ({m['processor']}, torch {m['torch']}, "
+            f"{m['torch_threads']} torch threads{', GPU ' + m['cuda'] if m['cuda'] else ', no GPU'}), "
+            f"encoder `{r['encoder']}`, batch {r['batch_size']}.",
+            "",
+            "| figure | value | target |",
+            "|---|---|---|",
+            f"| model only, pre-decoded tensors | {r['model_only_images_per_s']:.1f} img/s | |",
+            f"| pipeline (decode + encode + write, in the flow) | {r['pipeline_images_per_s']:.1f} img/s | |",
+            f"| `pipeline_vs_model` | {r['pipeline_vs_model']:.3f} | ≥ 0.9 |",
+            f"| first run, {r['n_images']} images (in process) | {r['first_run_seconds']:.1f} s | |",
+            f"| rerun, all skipped (in process, `affectflow extract` path) | {r['rerun_seconds']:.3f} s | |",
+            f"| `rerun_vs_first` | {r['rerun_vs_first']:.4f} | ≤ 0.01 |",
+            f"| rerun of the flow itself, all skipped (what a deployment run pays) | {r['rerun_flow_seconds']:.3f} s | |",  # noqa: E501 (one line: a table row or the layout's one-line summary)
+            f"| whole-command rerun (process start, imports) | {r['rerun_command_seconds']:.1f} s | |",
+            f"| stored bytes / sample (`global`, float16 + zstd) | {r['bytes_per_sample']:.0f} B | |",
+            f"| `bytes_vs_f32` | {r['bytes_vs_f32']:.3f} | |",
+            f"| Dask, 1 worker × 1 thread | {r['dask_1_worker_images_per_s']:.1f} img/s | |",
+            f"| Dask, 2 workers × 1 thread | {r['dask_2_workers_images_per_s']:.1f} img/s | |",
+            f"| `dask_2_vs_1_workers` | {r['dask_2_vs_1_workers']:.2f} | ≥ 1.7 |",
+            END,
+        ]
+    )
 
 
 def main() -> None:
@@ -160,8 +181,20 @@ def main() -> None:
         dask_root = write_photo_dataset(work / "dask-data", args.dask_images)
         r.update(dask_scaling(dask_root, work, args.encoder, args.batch_size, args.repeat))
     t0 = time.perf_counter()
-    subprocess.run([str(Path(sys.executable).parent / "affectflow"), "extract", "--dataset", f"csv={root},name=bench",
-                    "--encoder", args.encoder, "--store", str(store)], check=True, capture_output=True)
+    subprocess.run(
+        [
+            str(Path(sys.executable).parent / "affectflow"),
+            "extract",
+            "--dataset",
+            f"csv={root},name=bench",
+            "--encoder",
+            args.encoder,
+            "--store",
+            str(store),
+        ],
+        check=True,
+        capture_output=True,
+    )
     r["rerun_command_seconds"] = time.perf_counter() - t0
     publish("extract", r, readme_table(r))
     if not args.work:

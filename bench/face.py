@@ -35,8 +35,12 @@ def mediapipe_alone(root: Path) -> tuple[int, float]:
     decoded = []
     for path in videos:
         stamps = probe_video(path).timestamps
-        decoded.append([(np.ascontiguousarray(im), int(round(stamps[i] * 1000)))
-                        for i, im in read_frames(path, stamps, range(stamps.size))])
+        decoded.append(
+            [
+                (np.ascontiguousarray(im), int(round(stamps[i] * 1000)))
+                for i, im in read_frames(path, stamps, range(stamps.size))
+            ]
+        )
     n, seconds = 0, 0.0
     for frames in decoded:
         landmarker = enc._create(video=True)
@@ -69,20 +73,22 @@ def audio_per_minute(work: Path, minutes: float) -> float:
 
 def readme_table(r: dict) -> str:
     m = r["machine"]
-    return "\n".join([
-        BEGIN,
-        f"Measured by `make bench` on {m['cpus']} CPUs ({m['processor']}, torch {m['torch']}"
-        f"{', GPU ' + m['cuda'] if m['cuda'] else ', no GPU'}); {r['frames']} frames of {r['videos']} generated "
-        f"videos ({r['frame_size']} px), audio: {r['audio_source']}.",
-        "",
-        "| figure | value | target |",
-        "|---|---|---|",
-        f"| MediaPipe alone (VIDEO mode, frames decoded beforehand) | {r['mediapipe_frames_per_s']:.1f} frames/s | |",
-        f"| `mediapipe-face` in the flow (decode + track + write) | {r['in_flow_frames_per_s']:.1f} frames/s | |",
-        f"| `in_flow_vs_mediapipe` | {r['in_flow_vs_mediapipe']:.3f} | ≥ 0.9 |",
-        f"| `audio_seconds_per_minute` (decode + MFCC/RMS/YIN at 25 fps) | {r['audio_seconds_per_minute']:.2f} s | |",
-        END,
-    ])
+    return "\n".join(
+        [
+            BEGIN,
+            f"Measured by `make bench` on {m['cpus']} CPUs ({m['processor']}, torch {m['torch']}"
+            f"{', GPU ' + m['cuda'] if m['cuda'] else ', no GPU'}); {r['frames']} frames of {r['videos']} generated "
+            f"videos ({r['frame_size']} px), audio: {r['audio_source']}.",
+            "",
+            "| figure | value | target |",
+            "|---|---|---|",
+            f"| MediaPipe alone (VIDEO mode, frames decoded beforehand) | {r['mediapipe_frames_per_s']:.1f} frames/s | |",  # noqa: E501 (one line: a table row or the layout's one-line summary)
+            f"| `mediapipe-face` in the flow (decode + track + write) | {r['in_flow_frames_per_s']:.1f} frames/s | |",
+            f"| `in_flow_vs_mediapipe` | {r['in_flow_vs_mediapipe']:.3f} | ≥ 0.9 |",
+            f"| `audio_seconds_per_minute` (decode + MFCC/RMS/YIN at 25 fps) | {r['audio_seconds_per_minute']:.2f} s | |",  # noqa: E501 (one line: a table row or the layout's one-line summary)
+            END,
+        ]
+    )
 
 
 def main() -> None:
@@ -111,8 +117,11 @@ def main() -> None:
         for k in range(args.repeat):
             n, seconds = mediapipe_alone(root)
             alone.append(n / seconds)
-            result = extract_features(datasets=[DatasetConfig(layout="videofolder", root=str(root), name="bench")],
-                                      encoders=[EncoderConfig(name="mediapipe-face")], store=str(work / f"store-{k}"))
+            result = extract_features(
+                datasets=[DatasetConfig(layout="videofolder", root=str(root), name="bench")],
+                encoders=[EncoderConfig(name="mediapipe-face")],
+                store=str(work / f"store-{k}"),
+            )
             in_flow.append(result["steps"][0]["images_per_s"])
     r["frames"], r["mediapipe_frames_per_s"], r["in_flow_frames_per_s"] = n, max(alone), max(in_flow)
     r["runs"] = {"mediapipe_frames_per_s": alone, "in_flow_frames_per_s": in_flow}

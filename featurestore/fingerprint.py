@@ -68,10 +68,14 @@ class StatCache:
         return conn
 
     def lookup(self, path: str, st: os.stat_result) -> str | None:
-        row = self._conn().execute(
-            "SELECT digest FROM digests WHERE path=? AND size=? AND mtime_ns=? AND ino=?",
-            (path, st.st_size, st.st_mtime_ns, st.st_ino),
-        ).fetchone()
+        row = (
+            self._conn()
+            .execute(
+                "SELECT digest FROM digests WHERE path=? AND size=? AND mtime_ns=? AND ino=?",
+                (path, st.st_size, st.st_mtime_ns, st.st_ino),
+            )
+            .fetchone()
+        )
         return row[0] if row else None
 
     def store_many(self, rows: list[tuple[str, int, int, int, str]]) -> None:

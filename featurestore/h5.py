@@ -49,12 +49,22 @@ def import_h5(store: FeatureStore, source: str | Path) -> str:
                 fill = np.nan if ds.dtype.kind == "f" else 0
                 arrays[name] = ArraySpec(ds.shape[1:], ds.dtype, fill)
     spec = StepSpec(**meta["spec"])
-    extra = {k: v for k, v in meta.items() if k not in {"kind", "key", "spec", "inputs", "n_samples",
-                                                         "chunk_size", "status_codes", "complete"}}
+    extra = {
+        k: v
+        for k, v in meta.items()
+        if k not in {"kind", "key", "spec", "inputs", "n_samples", "chunk_size", "status_codes", "complete"}
+    }
     with store.lock(meta["key"]):
         group = store.create_step(
-            path, kind=meta["kind"], spec=spec, key=meta["key"], inputs=meta["inputs"],
-            n_samples=meta["n_samples"], arrays=arrays, chunk_size=meta["chunk_size"], extra_meta=extra,
+            path,
+            kind=meta["kind"],
+            spec=spec,
+            key=meta["key"],
+            inputs=meta["inputs"],
+            n_samples=meta["n_samples"],
+            arrays=arrays,
+            chunk_size=meta["chunk_size"],
+            extra_meta=extra,
         )
         for name, v in values.items():
             group.group[name][:] = v

@@ -74,9 +74,7 @@ class LeaseLock:
             return None
 
     def _body(self, released: bool = False) -> bytes:
-        return json.dumps(
-            {"owner": self.owner, "expires_at": time.time() + self.ttl, "released": released}
-        ).encode()
+        return json.dumps({"owner": self.owner, "expires_at": time.time() + self.ttl, "released": released}).encode()
 
     def holder(self) -> dict | None:
         gens = self._generations()

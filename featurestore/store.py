@@ -106,8 +106,10 @@ class FeatureStore:
 
     @staticmethod
     def windows_path(dataset: str, encoder: str, window: str, key: str) -> str:
-        return (f"windows/{safe_name(dataset, 'dataset name')}/{safe_name(encoder, 'encoder name')}/"
-                f"{safe_name(window, 'window label')}/{key}")
+        return (
+            f"windows/{safe_name(dataset, 'dataset name')}/{safe_name(encoder, 'encoder name')}/"
+            f"{safe_name(window, 'window label')}/{key}"
+        )
 
     @staticmethod
     def heads_path(dataset: str, head: str, task: str, key: str) -> str:
@@ -147,8 +149,10 @@ class FeatureStore:
     ) -> StepGroup:
         """Create (overwriting any half-made group at ``path``) a step group with empty arrays."""
         if chunk_size is None:
-            largest = max(int(np.prod(a.shape, dtype=np.int64)) * np.dtype(a.dtype).itemsize
-                          if a.dtype is not str else 64 for a in arrays.values())
+            largest = max(
+                int(np.prod(a.shape, dtype=np.int64)) * np.dtype(a.dtype).itemsize if a.dtype is not str else 64
+                for a in arrays.values()
+            )
             chunk_size = choose_chunk_size(largest, n_samples)
         chunk_size = max(1, min(chunk_size, max(n_samples, 1)))
         group = self.root_group.require_group(path)

@@ -11,7 +11,9 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-app = typer.Typer(add_completion=False, no_args_is_help=True, help="Frozen-encoder feature cache for affective computing.")
+app = typer.Typer(
+    add_completion=False, no_args_is_help=True, help="Frozen-encoder feature cache for affective computing."
+)
 console = Console()
 if not console.is_terminal:  # logs and CI: keep table rows on one line instead of 80 columns
     console = Console(width=200)
@@ -99,11 +101,19 @@ def extract(
     device: Annotated[str | None, typer.Option(help="cpu, cuda, cuda:1 (default: cuda if available)")] = None,
     dask_address: Annotated[str | None, typer.Option(help="run chunks on this Dask scheduler")] = None,
     dask_workers: Annotated[int, typer.Option(help="run chunks on a temporary LocalCluster of N workers")] = 0,
-    prompts: Annotated[list[str], typer.Option(
-        help="NAME=FILE: embed the prompts in FILE (one per line) with every text-tower encoder (repeatable)")] = [],
-    window: Annotated[list[str], typer.Option(
-        help="SECONDS[,hop=S][,au_pool=max|mean]: pool frame features of video datasets over fixed windows "
-             "(repeatable, e.g. --window 3 --window 5)")] = [],
+    prompts: Annotated[
+        list[str],
+        typer.Option(
+            help="NAME=FILE: embed the prompts in FILE (one per line) with every text-tower encoder (repeatable)"
+        ),
+    ] = [],
+    window: Annotated[
+        list[str],
+        typer.Option(
+            help="SECONDS[,hop=S][,au_pool=max|mean]: pool frame features of video datasets over fixed windows "
+            "(repeatable, e.g. --window 3 --window 5)"
+        ),
+    ] = [],
     json_out: Annotated[Path | None, typer.Option("--json", help="write the run summary as JSON")] = None,
 ) -> None:
     """Run frozen encoders over datasets into the feature store (reruns skip, killed runs resume)."""
@@ -140,14 +150,27 @@ def _print_summary(result: dict[str, Any]) -> None:
         table.add_column(col)
     for r in result["steps"]:
         failed = {k: v for k, v in r["status_counts"].items() if k != "ok"}
-        table.add_row(r["dataset"], r["encoder"], r["key"][:12], r["state"], f"{r['chunks_run']}/{r['chunks']}",
-                      str(r["samples"]), str(r["ok"]), json.dumps(failed) if failed else "-", f"{r['seconds']:.1f}")
+        table.add_row(
+            r["dataset"],
+            r["encoder"],
+            r["key"][:12],
+            r["state"],
+            f"{r['chunks_run']}/{r['chunks']}",
+            str(r["samples"]),
+            str(r["ok"]),
+            json.dumps(failed) if failed else "-",
+            f"{r['seconds']:.1f}",
+        )
     console.print(table)
     for r in result.get("windows", []):
-        console.print(f"windows {r['window']} of {r['dataset']} × {r['encoder']}: {r['windows']} windows, "
-                      f"key {r['key'][:12]} ({r['state']})")
+        console.print(
+            f"windows {r['window']} of {r['dataset']} × {r['encoder']}: {r['windows']} windows, "
+            f"key {r['key'][:12]} ({r['state']})"
+        )
     for r in result.get("lexicons", []):
-        console.print(f"lexicon {r['lexicon']} × {r['encoder']}: {r['prompts']} prompts, key {r['key'][:12]} ({r['state']})")
+        console.print(
+            f"lexicon {r['lexicon']} × {r['encoder']}: {r['prompts']} prompts, key {r['key'][:12]} ({r['state']})"
+        )
     if not result.get("flow_run", True):
         console.print("every step is complete in the store: nothing to run, no flow run started")
 
@@ -172,15 +195,28 @@ def demo(
     except Exception as err:  # the model file is fetched by `make install` / `affectflow fetch-models`
         _fail(err)
     generated, report = write_generated_dataset(data / "generated", faces.find_face)
-    console.print(f"generated labelled faces: {generated}/manifest.csv — {report['subjects']} subjects × "
-                  f"{report['per_subject']} images")
+    console.print(
+        f"generated labelled faces: {generated}/manifest.csv — {report['subjects']} subjects × "
+        f"{report['per_subject']} images"
+    )
     videos, video_report = write_generated_videos(data / "videos", faces.find_face)
-    console.print(f"generated labelled videos: {videos} — {video_report['videos']} × {video_report['seconds']:g} s at "
-                  f"{video_report['fps']} fps, audio: {', '.join(video_report['audio'])}")
-    extract(dataset=[f"csv={photos},name=demo", f"csv={generated},name=generated"], encoder=encoder, store=store,
-            storage_option=[])
-    extract(dataset=[f"videofolder={videos},name=videos"], encoder=["mediapipe-face", "mfcc"], store=store,
-            storage_option=[], window=["3", "5"])
+    console.print(
+        f"generated labelled videos: {videos} — {video_report['videos']} × {video_report['seconds']:g} s at "
+        f"{video_report['fps']} fps, audio: {', '.join(video_report['audio'])}"
+    )
+    extract(
+        dataset=[f"csv={photos},name=demo", f"csv={generated},name=generated"],
+        encoder=encoder,
+        store=store,
+        storage_option=[],
+    )
+    extract(
+        dataset=[f"videofolder={videos},name=videos"],
+        encoder=["mediapipe-face", "mfcc"],
+        store=store,
+        storage_option=[],
+        window=["3", "5"],
+    )
     _accepted_per_subject(store, "generated")
     ls(store=store)
 
@@ -220,9 +256,22 @@ def train(
 
     options = _options(option, "--option")
     try:
-        configs = [HeadConfig(head=h, task=task, features=features, array=array, seeds=seed, epochs=epochs,
-                              batch_size=batch_size, lr=lr, patience=patience, test_fold=test_fold,
-                              options=options if h == "aura" else {}) for h in head]
+        configs = [
+            HeadConfig(
+                head=h,
+                task=task,
+                features=features,
+                array=array,
+                seeds=seed,
+                epochs=epochs,
+                batch_size=batch_size,
+                lr=lr,
+                patience=patience,
+                test_fold=test_fold,
+                options=options if h == "aura" else {},
+            )
+            for h in head
+        ]
         result = train_heads(configs, store=store, device=device)
     except ValueError as err:
         _fail(err)
@@ -231,8 +280,15 @@ def train(
         table.add_column(col)
     for row in result["summary"]:
         mean, std = row["test"][row["headline"]]
-        table.add_row(row["head"], row["task"], str(len(row["seeds"])), row["headline"], f"{mean:.3f} ± {std:.3f}",
-                      str(row["k_stable"][0]), f"{row['train_seconds']:.1f}")
+        table.add_row(
+            row["head"],
+            row["task"],
+            str(len(row["seeds"])),
+            row["headline"],
+            f"{mean:.3f} ± {std:.3f}",
+            str(row["k_stable"][0]),
+            f"{row['train_seconds']:.1f}",
+        )
     console.print(table)
     console.print(f"protocol: {result['summary'][0]['protocol']}")
     if json_out:
@@ -250,11 +306,20 @@ def ls(store: Annotated[str, typer.Option(help="store directory or URL")] = "./s
         table.add_column(col)
     for step in fstore.list_steps():
         reader = GroupReader(step, allow_incomplete=True)
-        arrays = ", ".join(f"{n}{list(step.group[n].shape[1:])}" for n in reader.names()
-                           if n not in ("status", "status_detail", "path"))
-        table.add_row(step.group.path, step.meta["kind"], str(step.n_samples), str(step.n_chunks), arrays,
-                      json.dumps(reader.status_counts()), "yes" if step.is_complete else
-                      f"no ({len(step.undone_chunks())} chunks left)")
+        arrays = ", ".join(
+            f"{n}{list(step.group[n].shape[1:])}"
+            for n in reader.names()
+            if n not in ("status", "status_detail", "path")
+        )
+        table.add_row(
+            step.group.path,
+            step.meta["kind"],
+            str(step.n_samples),
+            str(step.n_chunks),
+            arrays,
+            json.dumps(reader.status_counts()),
+            "yes" if step.is_complete else f"no ({len(step.undone_chunks())} chunks left)",
+        )
     console.print(table)
 
 
@@ -276,7 +341,9 @@ def export_cmd(
 
 
 @app.command("import")
-def import_cmd(h5: Annotated[Path, typer.Option("--h5", help="file written by export")], store: str = "./store") -> None:
+def import_cmd(
+    h5: Annotated[Path, typer.Option("--h5", help="file written by export")], store: str = "./store"
+) -> None:
     """Import an HDF5 export as a step group (same path, same key)."""
     from featurestore import FeatureStore
     from featurestore.h5 import import_h5

@@ -81,18 +81,27 @@ class WindowConfig(BaseModel):
 
 
 @task(cache_policy=NO_CACHE, task_run_name="windows {window.length}s {features_path}")
-def windows_task(store_url: str, storage_options: dict, features_path: str, source_path: str, dataset: str,
-                 window: WindowConfig) -> dict[str, Any]:
+def windows_task(
+    store_url: str, storage_options: dict, features_path: str, source_path: str, dataset: str, window: WindowConfig
+) -> dict[str, Any]:
     fstore = FeatureStore(store_url, storage_options)
-    group, state = compute_windows(fstore, fstore.open_step(features_path), fstore.open_step(source_path),
-                                   window.spec(), dataset)
+    group, state = compute_windows(
+        fstore, fstore.open_step(features_path), fstore.open_step(source_path), window.spec(), dataset
+    )
     return _windows_row(group, state)
 
 
 def _windows_row(group, state: str) -> dict[str, Any]:
     meta = group.meta
-    return {"dataset": meta["dataset"], "encoder": meta["encoder"], "window": meta["window"], "key": group.key,
-            "path": group.group.path, "state": state, "windows": group.n_samples}
+    return {
+        "dataset": meta["dataset"],
+        "encoder": meta["encoder"],
+        "window": meta["window"],
+        "key": group.key,
+        "path": group.group.path,
+        "state": state,
+        "windows": group.n_samples,
+    }
 
 
 @task(cache_policy=NO_CACHE, task_run_name="source {dataset.layout}:{dataset.root}")
@@ -100,30 +109,47 @@ def prepare_source(store_url: str, storage_options: dict, dataset: DatasetConfig
     store = FeatureStore(store_url, storage_options)
     manifest = build_manifest(dataset.layout, dataset.root, dataset.store_name, **dataset.options)
     group, state = write_source(store, manifest)
-    return {"path": group.group.path, "key": group.key, "samples": group.n_samples, "state": state,
-            "counts": manifest.counts()}
+    return {
+        "path": group.group.path,
+        "key": group.key,
+        "samples": group.n_samples,
+        "state": state,
+        "counts": manifest.counts(),
+    }
 
 
 @task(cache_policy=NO_CACHE, task_run_name="lexicon {lexicon.name}/{encoder.name}")
-def embed_lexicon_task(store_url: str, storage_options: dict, encoder: EncoderConfig, lexicon: LexiconConfig,
-                       device: str | None) -> dict[str, Any]:
+def embed_lexicon_task(
+    store_url: str, storage_options: dict, encoder: EncoderConfig, lexicon: LexiconConfig, device: str | None
+) -> dict[str, Any]:
     fstore = FeatureStore(store_url, storage_options)
-    group, state = embed_lexicon(fstore, lexicon.name, loaded_encoder(encoder.name, encoder.options, device),
-                                 lexicon.prompts)
+    group, state = embed_lexicon(
+        fstore, lexicon.name, loaded_encoder(encoder.name, encoder.options, device), lexicon.prompts
+    )
     return _lexicon_row(lexicon.name, group, state)
 
 
 def _lexicon_row(name: str, group, state: str) -> dict[str, Any]:
-    return {"lexicon": name, "encoder": group.meta["encoder"], "key": group.key, "path": group.group.path,
-            "state": state, "prompts": group.n_samples}
+    return {
+        "lexicon": name,
+        "encoder": group.meta["encoder"],
+        "key": group.key,
+        "path": group.group.path,
+        "state": state,
+        "prompts": group.n_samples,
+    }
 
 
 # Our own step keys decide reuse (see module docstring), so Prefect's cache is off for chunks.
 extract_chunk_task = task(extract_chunk, name="extract-chunk", cache_policy=NO_CACHE)
 
 
-def _summary_markdown(rows: list[dict[str, Any]], failures: list[tuple], lexicon_rows: list[dict[str, Any]],
-                      window_rows: list[dict[str, Any]]) -> str:
+def _summary_markdown(
+    rows: list[dict[str, Any]],
+    failures: list[tuple],
+    lexicon_rows: list[dict[str, Any]],
+    window_rows: list[dict[str, Any]],
+) -> str:
     lines = [
         "# extract-features",
         "",
@@ -138,23 +164,51 @@ def _summary_markdown(rows: list[dict[str, Any]], failures: list[tuple], lexicon
             f"{r['seconds']:.1f} | {r['images_per_s']:.1f} |"
         )
     if lexicon_rows:
-        lines += ["", "## Prompt embeddings", "", "| lexicon | encoder | key | state | prompts |", "|---|---|---|---|---|"]
-        lines += [f"| {r['lexicon']} | {r['encoder']} | `{r['key'][:12]}` | {r['state']} | {r['prompts']} |"
-                  for r in lexicon_rows]
+        lines += [
+            "",
+            "## Prompt embeddings",
+            "",
+            "| lexicon | encoder | key | state | prompts |",
+            "|---|---|---|---|---|",
+        ]
+        lines += [
+            f"| {r['lexicon']} | {r['encoder']} | `{r['key'][:12]}` | {r['state']} | {r['prompts']} |"
+            for r in lexicon_rows
+        ]
     if window_rows:
-        lines += ["", "## Windows", "", "| dataset | encoder | window | key | state | windows |", "|---|---|---|---|---|---|"]
-        lines += [f"| {r['dataset']} | {r['encoder']} | {r['window']} | `{r['key'][:12]}` | {r['state']} | {r['windows']} |"
-                  for r in window_rows]
+        lines += [
+            "",
+            "## Windows",
+            "",
+            "| dataset | encoder | window | key | state | windows |",
+            "|---|---|---|---|---|---|",
+        ]
+        lines += [
+            f"| {r['dataset']} | {r['encoder']} | {r['window']} | `{r['key'][:12]}` | {r['state']} | {r['windows']} |"
+            for r in window_rows
+        ]
     if failures:
-        lines += ["", f"## Failed samples (first {MAX_LISTED_FAILURES})", "", "| row | path | status | detail |",
-                  "|---|---|---|---|"]
+        lines += [
+            "",
+            f"## Failed samples (first {MAX_LISTED_FAILURES})",
+            "",
+            "| row | path | status | detail |",
+            "|---|---|---|---|",
+        ]
         for row, path, status, detail in failures[:MAX_LISTED_FAILURES]:
             lines.append(f"| {row} | `{path}` | {status} | {detail.replace('|', '/')} |")
     return "\n".join(lines)
 
 
-def _summary_row(dataset: DatasetConfig, encoder: str, group, state: str, reports: list[ChunkReport],
-                 seconds: float, face_crop: float | None = None) -> dict[str, Any]:
+def _summary_row(
+    dataset: DatasetConfig,
+    encoder: str,
+    group,
+    state: str,
+    reports: list[ChunkReport],
+    seconds: float,
+    face_crop: float | None = None,
+) -> dict[str, Any]:
     counts = GroupReader(group).status_counts()
     computed = sum(r.samples for r in reports)
     return {
@@ -178,8 +232,9 @@ def _run_chunks(runner, group, todo: list[int], parameters: dict[str, Any], labe
     """Submit one task per undone chunk; on failures, let the others finish (their work is kept)."""
     logger = get_run_logger()
     futures = [
-        runner.submit(extract_chunk_task.with_options(task_run_name=f"{label}/chunk-{i}"),
-                      parameters={**parameters, "chunk": i})
+        runner.submit(
+            extract_chunk_task.with_options(task_run_name=f"{label}/chunk-{i}"), parameters={**parameters, "chunk": i}
+        )
         for i in todo
     ]
     todo_samples = sum(stop - start for start, stop in map(group.chunk_bounds, todo))
@@ -233,8 +288,10 @@ def extract_features(
     lexicons = lexicons or []
     text_encoders = [(cfg, enc) for cfg, enc in built if enc.has_text_tower]
     if lexicons and not text_encoders:
-        raise ValueError(f"prompt sets {[x.name for x in lexicons]} need an encoder with a text tower (open_clip); "
-                         f"got {[e.name for _, e in built]}")
+        raise ValueError(
+            f"prompt sets {[x.name for x in lexicons]} need an encoder with a text tower (open_clip); "
+            f"got {[e.name for _, e in built]}"
+        )
 
     rows: list[dict[str, Any]] = []
     window_rows: list[dict[str, Any]] = []
@@ -244,8 +301,14 @@ def extract_features(
         for d in datasets:
             src = prepare_source(store, storage_options, d)
             source_group = fstore.open_step(src["path"])
-            logger.info("source %s: %d samples, key %s (%s), %s", d.store_name, src["samples"], src["key"][:12],
-                    src["state"], src["counts"])
+            logger.info(
+                "source %s: %d samples, key %s (%s), %s",
+                d.store_name,
+                src["samples"],
+                src["key"][:12],
+                src["state"],
+                src["counts"],
+            )
             faces = None  # this dataset's mediapipe-face group, for the encoders that crop to its boxes
             for cfg, enc in built:
                 t0 = time.perf_counter()
@@ -253,8 +316,9 @@ def extract_features(
                 crop = _face_crop(cfg, faces)
                 with fstore.lock(feature_key(enc, source_group.key, crop)):
                     group, state, todo = open_feature_group(fstore, d.store_name, source_group, enc, chunk_size, crop)
-                    logger.info("%s × %s: %s, %d of %d chunks to run", d.store_name, enc.name, state, len(todo),
-                                group.n_chunks)
+                    logger.info(
+                        "%s × %s: %s, %d of %d chunks to run", d.store_name, enc.name, state, len(todo), group.n_chunks
+                    )
                     if todo:
                         if runner is None:
                             runner = stack.enter_context(chunk_runner(dask_address, dask_workers))
@@ -278,10 +342,13 @@ def extract_features(
                     failures.extend(r.failures)
                 rows.append(_summary_row(d, enc.name, group, state, reports, time.perf_counter() - t0, cfg.face_crop))
                 if "timestamp" in source_group.group.array_keys():
-                    window_rows += [windows_task(store, storage_options, group.group.path, source_group.group.path,
-                                                 d.store_name, w) for w in windows or []]
-    lexicon_rows = [embed_lexicon_task(store, storage_options, cfg, lex, device)
-                    for cfg, _ in text_encoders for lex in lexicons]
+                    window_rows += [
+                        windows_task(store, storage_options, group.group.path, source_group.group.path, d.store_name, w)
+                        for w in windows or []
+                    ]
+    lexicon_rows = [
+        embed_lexicon_task(store, storage_options, cfg, lex, device) for cfg, _ in text_encoders for lex in lexicons
+    ]
     markdown = _summary_markdown(rows, failures, lexicon_rows, window_rows)
     create_markdown_artifact(markdown=markdown, key="extract-features-summary", description="extract-features run")
     stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S%fZ")
@@ -292,17 +359,30 @@ def extract_features(
         failed = sum(v for k, v in r["status_counts"].items() if k != "ok")
         logger.info(
             "%s × %s: %s; %d chunks run of %d; %d ok, %d failed %s",
-            r["dataset"], r["encoder"], r["state"], r["chunks_run"], r["chunks"], r["ok"], failed,
+            r["dataset"],
+            r["encoder"],
+            r["state"],
+            r["chunks_run"],
+            r["chunks"],
+            r["ok"],
+            failed,
             {k: v for k, v in r["status_counts"].items() if k != "ok"},
         )
-    return {"steps": rows, "lexicons": lexicon_rows, "windows": window_rows, "failures": failures[:MAX_LISTED_FAILURES],
-            "report": markdown}
-
+    return {
+        "steps": rows,
+        "lexicons": lexicon_rows,
+        "windows": window_rows,
+        "failures": failures[:MAX_LISTED_FAILURES],
+        "report": markdown,
+    }
 
 
 def completed_steps(
-    datasets: list[DatasetConfig], encoders: list[EncoderConfig], store: str = "./store",
-    storage_options: dict[str, Any] | None = None, lexicons: list[LexiconConfig] | None = None,
+    datasets: list[DatasetConfig],
+    encoders: list[EncoderConfig],
+    store: str = "./store",
+    storage_options: dict[str, Any] | None = None,
+    lexicons: list[LexiconConfig] | None = None,
     windows: list[WindowConfig] | None = None,
 ) -> tuple[list[dict[str, Any]], list[dict[str, Any]], list[dict[str, Any]]] | None:
     """Summary rows if every dataset × encoder step is already complete in the store, else None.
@@ -350,15 +430,34 @@ def completed_steps(
     return rows, lexicon_rows, window_rows
 
 
-def extract(datasets: list[DatasetConfig], encoders: list[EncoderConfig], store: str = "./store",
-            storage_options: dict[str, Any] | None = None, lexicons: list[LexiconConfig] | None = None,
-            windows: list[WindowConfig] | None = None, **options: Any) -> dict[str, Any]:
+def extract(
+    datasets: list[DatasetConfig],
+    encoders: list[EncoderConfig],
+    store: str = "./store",
+    storage_options: dict[str, Any] | None = None,
+    lexicons: list[LexiconConfig] | None = None,
+    windows: list[WindowConfig] | None = None,
+    **options: Any,
+) -> dict[str, Any]:
     """What ``affectflow extract`` runs: nothing when every step is complete, else the flow."""
     done = completed_steps(datasets, encoders, store, storage_options, lexicons, windows)
     if done is not None:
         rows, lexicon_rows, window_rows = done
-        return {"steps": rows, "lexicons": lexicon_rows, "windows": window_rows, "failures": [],
-                "report": _summary_markdown(rows, [], lexicon_rows, window_rows), "flow_run": False}
-    result = extract_features(datasets=datasets, encoders=encoders, store=store, storage_options=storage_options,
-                              lexicons=lexicons, windows=windows, **options)
+        return {
+            "steps": rows,
+            "lexicons": lexicon_rows,
+            "windows": window_rows,
+            "failures": [],
+            "report": _summary_markdown(rows, [], lexicon_rows, window_rows),
+            "flow_run": False,
+        }
+    result = extract_features(
+        datasets=datasets,
+        encoders=encoders,
+        store=store,
+        storage_options=storage_options,
+        lexicons=lexicons,
+        windows=windows,
+        **options,
+    )
     return {**result, "flow_run": True}

@@ -16,7 +16,5 @@ def chunk_runner(dask_address: str | None = None, dask_workers: int = 0, threads
 
         if dask_address:
             return DaskTaskRunner(address=dask_address)
-        return DaskTaskRunner(
-            cluster_kwargs={"n_workers": dask_workers, "threads_per_worker": 1, "processes": True}
-        )
+        return DaskTaskRunner(cluster_kwargs={"n_workers": dask_workers, "threads_per_worker": 1, "processes": True})
     return ThreadPoolTaskRunner(max_workers=threads)

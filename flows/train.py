@@ -31,19 +31,42 @@ class HeadConfig(BaseModel):
     test_fold: int = 1
 
     def train_config(self, seed: int, device: str | None) -> TrainConfig:
-        return TrainConfig(epochs=self.epochs, batch_size=self.batch_size, lr=self.lr, patience=self.patience,
-                           seed=seed, device=device, progress=True)
+        return TrainConfig(
+            epochs=self.epochs,
+            batch_size=self.batch_size,
+            lr=self.lr,
+            patience=self.patience,
+            seed=seed,
+            device=device,
+            progress=True,
+        )
 
 
 @task(cache_policy=NO_CACHE, task_run_name="{config.head}-{config.task} seed {seed}")
-def train_head_task(store_url: str, storage_options: dict, config: HeadConfig, seed: int,
-                    device: str | None) -> dict[str, Any]:
+def train_head_task(
+    store_url: str, storage_options: dict, config: HeadConfig, seed: int, device: str | None
+) -> dict[str, Any]:
     fstore = FeatureStore(store_url, storage_options)
-    group, state, metrics = train_head(fstore, config.features, config.head, config.task, config.array,
-                                       config.options, config.train_config(seed, device), config.expressions,
-                                       config.test_fold)
-    return {"head": config.head, "task": config.task, "seed": seed, "state": state, "path": group.group.path,
-            "key": group.key, "metrics": metrics}
+    group, state, metrics = train_head(
+        fstore,
+        config.features,
+        config.head,
+        config.task,
+        config.array,
+        config.options,
+        config.train_config(seed, device),
+        config.expressions,
+        config.test_fold,
+    )
+    return {
+        "head": config.head,
+        "task": config.task,
+        "seed": seed,
+        "state": state,
+        "path": group.group.path,
+        "key": group.key,
+        "metrics": metrics,
+    }
 
 
 def summarise(runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -54,24 +77,43 @@ def summarise(runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
     out = []
     for (head, task_name, features), rs in groups.items():
         names = [k for k, v in rs[0]["metrics"]["test"].items() if isinstance(v, float)]
-        stats = {k: (float(np.mean([r["metrics"]["test"][k] for r in rs])),
-                     float(np.std([r["metrics"]["test"][k] for r in rs]))) for k in names}
-        out.append({"head": head, "task": task_name, "features": features, "seeds": [r["seed"] for r in rs],
-                    "headline": HEADLINE[task_name], "test": stats,
-                    "k_stable": [r["metrics"]["k_stable"] for r in rs],
-                    "train_seconds": float(np.mean([r["metrics"]["train_seconds"] for r in rs])),
-                    "protocol": rs[0]["metrics"]["protocol"]})
+        stats = {
+            k: (
+                float(np.mean([r["metrics"]["test"][k] for r in rs])),
+                float(np.std([r["metrics"]["test"][k] for r in rs])),
+            )
+            for k in names
+        }
+        out.append(
+            {
+                "head": head,
+                "task": task_name,
+                "features": features,
+                "seeds": [r["seed"] for r in rs],
+                "headline": HEADLINE[task_name],
+                "test": stats,
+                "k_stable": [r["metrics"]["k_stable"] for r in rs],
+                "train_seconds": float(np.mean([r["metrics"]["train_seconds"] for r in rs])),
+                "protocol": rs[0]["metrics"]["protocol"],
+            }
+        )
     return out
 
 
 def summary_markdown(summary: list[dict[str, Any]]) -> str:
-    lines = ["# train-heads", "", "| head | task | features | seeds | headline (test) | K_stable | train s | protocol |",
-             "|---|---|---|---|---|---|---|---|"]
+    lines = [
+        "# train-heads",
+        "",
+        "| head | task | features | seeds | headline (test) | K_stable | train s | protocol |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
     for s in summary:
         mean, std = s["test"][s["headline"]]
-        lines.append(f"| {s['head']} | {s['task']} | `{s['features']}` | {len(s['seeds'])} | "
-                     f"{s['headline']} {mean:.3f} ± {std:.3f} | {s['k_stable'][0]} | {s['train_seconds']:.1f} | "
-                     f"{s['protocol']} |")
+        lines.append(
+            f"| {s['head']} | {s['task']} | `{s['features']}` | {len(s['seeds'])} | "
+            f"{s['headline']} {mean:.3f} ± {std:.3f} | {s['k_stable'][0]} | {s['train_seconds']:.1f} | "
+            f"{s['protocol']} |"
+        )
     for s in summary:
         lines += ["", f"## {s['head']} · {s['task']}", "", "| metric | mean | std |", "|---|---|---|"]
         lines += [f"| {k} | {m:.4f} | {sd:.4f} |" for k, (m, sd) in s["test"].items()]
@@ -79,8 +121,12 @@ def summary_markdown(summary: list[dict[str, Any]]) -> str:
 
 
 @flow(name="train-heads", log_prints=True)
-def train_heads(heads: list[HeadConfig], store: str = "./store", storage_options: dict[str, Any] | None = None,
-                device: str | None = None) -> dict[str, Any]:
+def train_heads(
+    heads: list[HeadConfig],
+    store: str = "./store",
+    storage_options: dict[str, Any] | None = None,
+    device: str | None = None,
+) -> dict[str, Any]:
     """Train every head config for each of its seeds on cached features (skipped when keyed done)."""
     logger = get_run_logger()
     storage_options = storage_options or {}
@@ -94,8 +140,15 @@ def train_heads(heads: list[HeadConfig], store: str = "./store", storage_options
             run = train_head_task(store, storage_options, h, seed, device)
             runs.append({**run, "features": h.features})
             headline = HEADLINE[h.task]
-            logger.info("%s %s seed %d: %s, test %s = %.4f", h.head, h.task, seed, run["state"], headline,
-                        run["metrics"]["test"][headline])
+            logger.info(
+                "%s %s seed %d: %s, test %s = %.4f",
+                h.head,
+                h.task,
+                seed,
+                run["state"],
+                headline,
+                run["metrics"]["test"][headline],
+            )
     summary = summarise(runs)
     markdown = summary_markdown(summary)
     create_markdown_artifact(markdown=markdown, key="train-heads-summary", description="train-heads run")

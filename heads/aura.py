@@ -90,8 +90,11 @@ class AuraConfig:
         return {**asdict(self), "regularisers": list(self.regularisers)}
 
 
-REGULARISERS = {"fer": ("compact", "separate", "diversity"), "va": ("attract", "repel", "diversity"),
-                "au": ("attract", "repel", "diversity")}
+REGULARISERS = {
+    "fer": ("compact", "separate", "diversity"),
+    "va": ("attract", "repel", "diversity"),
+    "au": ("attract", "repel", "diversity"),
+}
 
 
 # -- pieces ------------------------------------------------------------------------------------
@@ -201,8 +204,9 @@ class ArchetypeBranch(nn.Module):
             return va_loss(out, target, self.cfg.va_alpha)
         return au_loss(out, target)
 
-    def losses(self, x: torch.Tensor, target: torch.Tensor, semantic: torch.Tensor | None,
-               weights: torch.Tensor | None) -> dict[str, torch.Tensor]:
+    def losses(
+        self, x: torch.Tensor, target: torch.Tensor, semantic: torch.Tensor | None, weights: torch.Tensor | None
+    ) -> dict[str, torch.Tensor]:
         cfg = self.cfg
         f_hat = F.normalize(self.project(x), dim=-1)
         a_hat = self.normalised()
@@ -211,8 +215,9 @@ class ArchetypeBranch(nn.Module):
         with torch.no_grad():
             self.usage += torch.bincount(index, minlength=cfg.k_max).float()
         parts = {"vas": self.task_loss(self.output(f_hat), target, weights)}
-        parts["assign"] = ((f_hat.detach() - assigned) ** 2).sum(-1).mean() + \
-            cfg.beta * ((f_hat - assigned.detach()) ** 2).sum(-1).mean()
+        parts["assign"] = ((f_hat.detach() - assigned) ** 2).sum(-1).mean() + cfg.beta * (
+            (f_hat - assigned.detach()) ** 2
+        ).sum(-1).mean()
         if cfg.use_dis:
             straight_through = assigned + f_hat - f_hat.detach()  # value â; gradient to â and to f̂
             parts["dis"] = self.task_loss(self.output(straight_through), target, weights)
@@ -303,13 +308,15 @@ class AuraHead(nn.Module):
         if cfg.input == "patch":
             if n_patches <= 0:
                 raise ValueError("patch input needs n_patches")
-            self.patches = PatchEncoder(cfg.in_dim, n_patches, cfg.ctx_dim, cfg.patch_layers, cfg.ctx_heads,
-                                        cfg.dropout)
+            self.patches = PatchEncoder(
+                cfg.in_dim, n_patches, cfg.ctx_dim, cfg.patch_layers, cfg.ctx_heads, cfg.dropout
+            )
             branch_in, n_semantic = cfg.ctx_dim, n_patches
         n_branches = {"fer": 1, "va": 2, "au": cfg.n_outputs}[cfg.task]
         n_out = cfg.n_outputs if cfg.task == "fer" else 1
         self.branches = nn.ModuleList(
-            ArchetypeBranch(cfg, branch_in, n_out, cfg.task, semantic_in, n_semantic) for _ in range(n_branches))
+            ArchetypeBranch(cfg, branch_in, n_out, cfg.task, semantic_in, n_semantic) for _ in range(n_branches)
+        )
         if cfg.use_contextualisation:
             if cfg.input == "global":
                 self.semantic = SemanticTokens(cfg.in_dim, cfg.n_tokens, cfg.ctx_dim, cfg.ctx_heads)
@@ -329,8 +336,9 @@ class AuraHead(nn.Module):
             return outs[0], indices[0][:, None]
         return torch.stack(outs, dim=-1), torch.stack(indices, dim=-1)
 
-    def losses(self, x: torch.Tensor, target: torch.Tensor,
-               class_weights: torch.Tensor | None = None) -> tuple[torch.Tensor, dict[str, float]]:
+    def losses(
+        self, x: torch.Tensor, target: torch.Tensor, class_weights: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, dict[str, float]]:
         """Total loss and its parts (summed over branches)."""
         cfg = self.cfg
         z, tokens = self._inputs(x)

@@ -22,8 +22,9 @@ class TaskHead(nn.Module):
     def predict(self, x: torch.Tensor) -> tuple[torch.Tensor, None]:
         return self.outputs(x), None
 
-    def losses(self, x: torch.Tensor, target: torch.Tensor,
-               class_weights: torch.Tensor | None = None) -> tuple[torch.Tensor, dict[str, float]]:
+    def losses(
+        self, x: torch.Tensor, target: torch.Tensor, class_weights: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, dict[str, float]]:
         out = self.outputs(x)
         if self.task == "fer":
             loss = expression_loss(out, target, class_weights)
@@ -40,4 +41,6 @@ def linear_probe(task: str, in_dim: int, n_outputs: int) -> TaskHead:
 
 def mlp(task: str, in_dim: int, n_outputs: int, hidden: int = 256, dropout: float = 0.2) -> TaskHead:
     out = 2 if task == "va" else n_outputs
-    return TaskHead(task, nn.Sequential(nn.Linear(in_dim, hidden), nn.GELU(), nn.Dropout(dropout), nn.Linear(hidden, out)))
+    return TaskHead(
+        task, nn.Sequential(nn.Linear(in_dim, hidden), nn.GELU(), nn.Dropout(dropout), nn.Linear(hidden, out))
+    )

@@ -59,9 +59,16 @@ def _subject_slice(rows: np.ndarray, subjects: np.ndarray, fraction: float, seed
     return rows[~held], rows[held]
 
 
-def task_data(features: GroupReader, source: GroupReader, task: str, array: str = "global",
-              expressions: list[int] | None = None, test_fold: int = 1, val_fraction: float = 0.15,
-              seed: int = 0) -> TaskData:
+def task_data(
+    features: GroupReader,
+    source: GroupReader,
+    task: str,
+    array: str = "global",
+    expressions: list[int] | None = None,
+    test_fold: int = 1,
+    val_fraction: float = 0.15,
+    seed: int = 0,
+) -> TaskData:
     y, labelled, names = _labels(task, source, expressions)
     usable = np.flatnonzero(labelled & (features.status() == SampleStatus.OK))
     subjects = source.numpy("subject")

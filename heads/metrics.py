@@ -40,7 +40,9 @@ def au_metrics(pred: np.ndarray, target: np.ndarray, names: list[str]) -> dict[s
     out: dict[str, float] = {}
     for j, name in enumerate(names):
         keep = target[:, j] >= 0
-        out[f"f1_{name}"] = float(f1_score(target[keep, j], pred[keep, j], zero_division=0)) if keep.any() else float("nan")
+        out[f"f1_{name}"] = (
+            float(f1_score(target[keep, j], pred[keep, j], zero_division=0)) if keep.any() else float("nan")
+        )
     scores = [v for v in out.values() if np.isfinite(v)]
     out["mean_f1"] = float(np.mean(scores)) if scores else float("nan")
     return out
@@ -52,5 +54,7 @@ def va_metrics(pred: np.ndarray, target: np.ndarray) -> dict[str, float]:
     out["ccc_mean"] = float(np.nanmean([out["ccc_valence"], out["ccc_arousal"]]))
     for d, name in enumerate(("valence", "arousal")):
         keep = np.isfinite(target[:, d])
-        out[f"rmse_{name}"] = float(np.sqrt(np.mean((pred[keep, d] - target[keep, d]) ** 2))) if keep.any() else float("nan")
+        out[f"rmse_{name}"] = (
+            float(np.sqrt(np.mean((pred[keep, d] - target[keep, d]) ** 2))) if keep.any() else float("nan")
+        )
     return out

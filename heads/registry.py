@@ -43,7 +43,8 @@ def linear(task: str, in_dim: int, n_outputs: int, n_patches: int = 0) -> nn.Mod
 
 
 @register_head("mlp")
-def two_layer(task: str, in_dim: int, n_outputs: int, n_patches: int = 0, hidden: int = 256,
-              dropout: float = 0.2) -> nn.Module:
+def two_layer(
+    task: str, in_dim: int, n_outputs: int, n_patches: int = 0, hidden: int = 256, dropout: float = 0.2
+) -> nn.Module:
     """Two-layer MLP on the same features and losses."""
     return mlp(task, in_dim, n_outputs, hidden, dropout)

@@ -24,18 +24,43 @@ HEAD_STEP = "train-head"
 HEAD_STEP_VERSION = 1
 
 
-def head_spec(head: str, task: str, array: str, options: dict[str, Any], train: TrainConfig,
-              expressions: list[int] | None, test_fold: int) -> StepSpec:
+def head_spec(
+    head: str,
+    task: str,
+    array: str,
+    options: dict[str, Any],
+    train: TrainConfig,
+    expressions: list[int] | None,
+    test_fold: int,
+) -> StepSpec:
     # where it runs and whether it shows a bar do not change the result; everything else does
     knobs = {k: v for k, v in asdict(train).items() if k not in ("device", "progress")}
-    return StepSpec(HEAD_STEP, HEAD_STEP_VERSION, {"head": head, "task": task, "array": array, "options": options,
-                                                   "train": knobs, "expressions": expressions,
-                                                   "test_fold": test_fold})
+    return StepSpec(
+        HEAD_STEP,
+        HEAD_STEP_VERSION,
+        {
+            "head": head,
+            "task": task,
+            "array": array,
+            "options": options,
+            "train": knobs,
+            "expressions": expressions,
+            "test_fold": test_fold,
+        },
+    )
 
 
-def train_head(store: FeatureStore, features_path: str, head: str, task: str, array: str = "global",
-               options: dict[str, Any] | None = None, train: TrainConfig | None = None,
-               expressions: list[int] | None = None, test_fold: int = 1) -> tuple[StepGroup, str, dict[str, Any]]:
+def train_head(
+    store: FeatureStore,
+    features_path: str,
+    head: str,
+    task: str,
+    array: str = "global",
+    options: dict[str, Any] | None = None,
+    train: TrainConfig | None = None,
+    expressions: list[int] | None = None,
+    test_fold: int = 1,
+) -> tuple[StepGroup, str, dict[str, Any]]:
     """Train (or skip) one head; returns (group, "skipped" | "new", metrics)."""
     options, train = dict(options or {}), train or TrainConfig()
     features = GroupReader.open(store, features_path)
@@ -57,24 +82,52 @@ def train_head(store: FeatureStore, features_path: str, head: str, task: str, ar
         outputs = predict(model, data.x["test"])
         test = evaluate(task, outputs, data.y["test"].numpy(), data.n_outputs, data.label_names)
         archetypes = _archetypes(model, data.x["test"])
-        metrics = {"test": test, "val": result.val, "train_seconds": result.seconds, "best_epoch": result.best_epoch,
-                   "epochs_run": result.epochs_run, "k_stable": result.k_stable, "protocol": data.protocol,
-                   "samples": {k: int(v.size) for k, v in data.rows.items()}}
+        metrics = {
+            "test": test,
+            "val": result.val,
+            "train_seconds": result.seconds,
+            "best_epoch": result.best_epoch,
+            "epochs_run": result.epochs_run,
+            "k_stable": result.k_stable,
+            "protocol": data.protocol,
+            "samples": {k: int(v.size) for k, v in data.rows.items()},
+        }
         n = outputs.shape[0]
         group = store.create_step(
-            path, kind="head", spec=spec, key=key, inputs=[features.step.key, source.step.key], n_samples=n,
-            arrays={"outputs": ArraySpec(outputs.shape[1:], np.float32, np.nan),
-                    "archetype": ArraySpec(archetypes.shape[1:], np.int32, -1),
-                    "row": ArraySpec((), np.int64, -1)},
+            path,
+            kind="head",
+            spec=spec,
+            key=key,
+            inputs=[features.step.key, source.step.key],
+            n_samples=n,
+            arrays={
+                "outputs": ArraySpec(outputs.shape[1:], np.float32, np.nan),
+                "archetype": ArraySpec(archetypes.shape[1:], np.int32, -1),
+                "row": ArraySpec((), np.int64, -1),
+            },
             chunk_size=max(n, 1),
-            extra_meta={"dataset": features.meta["dataset"], "features_path": features_path,
-                        "source_path": source.path, "head": head, "task": task, "labels": data.label_names},
+            extra_meta={
+                "dataset": features.meta["dataset"],
+                "features_path": features_path,
+                "source_path": source.path,
+                "head": head,
+                "task": task,
+                "labels": data.label_names,
+            },
         )
         group.group["outputs"][:] = outputs
         group.group["archetype"][:] = archetypes
         group.group["row"][:] = data.rows["test"]
-        config = {"head": head, "task": task, "array": array, "options": options, "in_dim": int(x_train.shape[-1]),
-                  "n_outputs": data.n_outputs, "n_patches": n_patches, "labels": data.label_names}
+        config = {
+            "head": head,
+            "task": task,
+            "array": array,
+            "options": options,
+            "in_dim": int(x_train.shape[-1]),
+            "n_outputs": data.n_outputs,
+            "n_patches": n_patches,
+            "labels": data.label_names,
+        }
         store.put_file(path, "model.safetensors", safetensors.torch.save(model.state_dict()))
         store.put_file(path, "config.json", json.dumps(config, indent=1).encode())
         store.put_file(path, "metrics.json", json.dumps(metrics, indent=1).encode())
@@ -95,7 +148,8 @@ def _archetypes(model: torch.nn.Module, x: torch.Tensor) -> np.ndarray:
 def load_head(store: FeatureStore, path: str) -> tuple[torch.nn.Module, dict[str, Any]]:
     """Rebuild a trained head from its config and safetensors weights."""
     config = json.loads(store.get_file(path, "config.json"))
-    model = create_head(config["head"], config["task"], config["in_dim"], config["n_outputs"], config["n_patches"],
-                        **config["options"])
+    model = create_head(
+        config["head"], config["task"], config["in_dim"], config["n_outputs"], config["n_patches"], **config["options"]
+    )
     model.load_state_dict(safetensors.torch.load(store.get_file(path, "model.safetensors")))
     return model.eval(), config

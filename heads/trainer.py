@@ -63,8 +63,9 @@ def predict(model: torch.nn.Module, x: torch.Tensor, batch_size: int = 4096) -> 
     return torch.cat(outs).numpy()
 
 
-def evaluate(task: str, outputs: np.ndarray, target: np.ndarray, n_outputs: int,
-             au_names: list[str] | None = None) -> dict[str, float]:
+def evaluate(
+    task: str, outputs: np.ndarray, target: np.ndarray, n_outputs: int, au_names: list[str] | None = None
+) -> dict[str, float]:
     """Every metric of ``task`` from raw head outputs (logits / values)."""
     if task == "fer":
         return expression_metrics(outputs.argmax(-1), target, n_outputs)
@@ -73,8 +74,14 @@ def evaluate(task: str, outputs: np.ndarray, target: np.ndarray, n_outputs: int,
     return va_metrics(outputs, target)
 
 
-def fit(model: torch.nn.Module, task: str, train: tuple[torch.Tensor, torch.Tensor],
-        val: tuple[torch.Tensor, torch.Tensor], n_outputs: int, cfg: TrainConfig) -> TrainResult:
+def fit(
+    model: torch.nn.Module,
+    task: str,
+    train: tuple[torch.Tensor, torch.Tensor],
+    val: tuple[torch.Tensor, torch.Tensor],
+    n_outputs: int,
+    cfg: TrainConfig,
+) -> TrainResult:
     """Train ``model`` in place; the weights of the best validation epoch are restored."""
     seed_everything(cfg.seed)
     device = device_of(cfg.device)

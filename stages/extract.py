@@ -116,7 +116,11 @@ def feature_key(encoder: Encoder, source_key: str, face_crop: FaceCrop | None = 
 
 
 def open_feature_group(
-    store: FeatureStore, dataset: str, source: StepGroup, encoder: Encoder, chunk_size: int | None = None,
+    store: FeatureStore,
+    dataset: str,
+    source: StepGroup,
+    encoder: Encoder,
+    chunk_size: int | None = None,
     face_crop: FaceCrop | None = None,
 ) -> tuple[StepGroup, str, list[int]]:
     """Open or create the group under the step lock held by the caller.
@@ -145,10 +149,13 @@ def open_feature_group(
         n_samples=source.n_samples,
         arrays=arrays,
         chunk_size=chunk_size,
-        extra_meta={"dataset": dataset, "encoder": encoder.name, "source_path": source.group.path,
-                    **encoder.output_meta(),
-                    **({"face_crop": {"scale": face_crop.scale, "faces_path": face_crop.faces_path}}
-                       if face_crop else {})},
+        extra_meta={
+            "dataset": dataset,
+            "encoder": encoder.name,
+            "source_path": source.group.path,
+            **encoder.output_meta(),
+            **({"face_crop": {"scale": face_crop.scale, "faces_path": face_crop.faces_path}} if face_crop else {}),
+        },
     )
     return group, "new", list(range(group.n_chunks))
 
@@ -204,8 +211,9 @@ def _background(iterator: Iterator, depth: int) -> Iterator:
         yield item
 
 
-def _video_frames(root: Path, rel: str, frames: np.ndarray, rows: list[int], pre,
-                  face_of) -> Iterator[tuple[int, Decoded]]:
+def _video_frames(
+    root: Path, rel: str, frames: np.ndarray, rows: list[int], pre, face_of
+) -> Iterator[tuple[int, Decoded]]:
     """(row, Decoded) for ``rows`` of one video, in order; a video that fails mid-way marks the rest."""
     from stages.sources.videos import probe_cached
 
@@ -298,10 +306,12 @@ def extract_chunk(
         with ThreadPoolExecutor(max(1, decode_workers)) as pool, FrameFiles() as h5_files:
             for video, rows in _segments(todo, paths, frames):
                 if video is None:
+
                     def decode(i: int):
                         if h5_rows is not None:
-                            return i, preprocess_array(h5_files.read(root / paths[i], int(h5_rows[i])),
-                                                       encoder.preprocess, face_of(i))
+                            return i, preprocess_array(
+                                h5_files.read(root / paths[i], int(h5_rows[i])), encoder.preprocess, face_of(i)
+                            )
                         crop = None if np.isnan(crops[i]).any() else tuple(float(v) for v in crops[i])
                         return i, decode_image(root / paths[i], encoder.preprocess, crop, face=face_of(i))
 

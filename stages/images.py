@@ -88,7 +88,12 @@ def crop_to_face(img: Image.Image, face_box: tuple[float, float, float, float], 
     x, y, w, h = face_box
     cx, cy = (x + w / 2) * width, (y + h / 2) * height
     half = max(w * width, h * height) * scale / 2
-    box = (max(0, round(cx - half)), max(0, round(cy - half)), min(width, round(cx + half)), min(height, round(cy + half)))
+    box = (
+        max(0, round(cx - half)),
+        max(0, round(cy - half)),
+        min(width, round(cx + half)),
+        min(height, round(cy + half)),
+    )
     if box[2] - box[0] < 2 or box[3] - box[1] < 2:
         return None
     return img.crop(box)

@@ -36,8 +36,9 @@ def lexicon_key(encoder: Encoder, prompts: list[str]) -> str:
     return step_key(spec, ["prompts:" + digest_json(list(prompts))])
 
 
-def embed_lexicon(store: FeatureStore, name: str, encoder: Encoder, prompts: list[str],
-                  batch_size: int = 256) -> tuple[StepGroup, str]:
+def embed_lexicon(
+    store: FeatureStore, name: str, encoder: Encoder, prompts: list[str], batch_size: int = 256
+) -> tuple[StepGroup, str]:
     """Embed ``prompts`` under ``lexicon/<name>/<encoder>/<key>``; returns (group, "skipped" | "new")."""
     key = lexicon_key(encoder, prompts)
     path = store.lexicon_path(name, encoder.name, key)
@@ -56,8 +57,9 @@ def embed_lexicon(store: FeatureStore, name: str, encoder: Encoder, prompts: lis
             chunk_size=max(len(prompts), 1),
             extra_meta={"lexicon": name, "encoder": encoder.name},
         )
-        vectors = np.concatenate([encoder.encode_text(prompts[i : i + batch_size]).numpy()
-                                  for i in range(0, len(prompts), batch_size)])
+        vectors = np.concatenate(
+            [encoder.encode_text(prompts[i : i + batch_size]).numpy() for i in range(0, len(prompts), batch_size)]
+        )
         group.group["text"][:] = vectors.astype(np.float16)
         group.group["prompt"][:] = np.array(prompts, dtype=str)
         group.mark_chunk_done(0)

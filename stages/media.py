@@ -72,8 +72,9 @@ def sample_frames(timestamps: np.ndarray, fps: float | None) -> np.ndarray:
     return np.unique(np.searchsorted(timestamps, instants + 1e-6, side="right") - 1)
 
 
-def read_frames(path: str | Path, timestamps: np.ndarray, wanted: list[int] | np.ndarray,
-                max_side: int | None = None) -> Iterator[tuple[int, np.ndarray]]:
+def read_frames(
+    path: str | Path, timestamps: np.ndarray, wanted: list[int] | np.ndarray, max_side: int | None = None
+) -> Iterator[tuple[int, np.ndarray]]:
     """Yield (frame index, RGB uint8) for the ``wanted`` frame indices (sorted), decoding from the
     keyframe before the first one. ``timestamps`` are the probe's; indices refer to them."""
     wanted = np.asarray(sorted(set(int(i) for i in wanted)))
@@ -94,8 +95,9 @@ def read_frames(path: str | Path, timestamps: np.ndarray, wanted: list[int] | np
                 image = frame.to_ndarray(format="rgb24")
                 if max_side and max(image.shape[:2]) > max_side:
                     scale = max_side / max(image.shape[:2])
-                    image = frame.reformat(width=round(frame.width * scale), height=round(frame.height * scale),
-                                           format="rgb24").to_ndarray()
+                    image = frame.reformat(
+                        width=round(frame.width * scale), height=round(frame.height * scale), format="rgb24"
+                    ).to_ndarray()
                 yield index, image
             if not pending or index > wanted[-1]:
                 break
@@ -126,8 +128,13 @@ def load_audio(path: str | Path, sample_rate: int) -> tuple[np.ndarray, float] |
     return samples, start or 0.0
 
 
-def write_video(path: str | Path, frames: Iterator[np.ndarray] | list[np.ndarray], fps: int,
-                audio: tuple[np.ndarray, int] | None = None, crf: int = 18) -> None:
+def write_video(
+    path: str | Path,
+    frames: Iterator[np.ndarray] | list[np.ndarray],
+    fps: int,
+    audio: tuple[np.ndarray, int] | None = None,
+    crf: int = 18,
+) -> None:
     """Encode RGB frames as H.264 (yuv420p) at a constant ``fps``, with an optional mono AAC track
     given as (float samples in [-1, 1], sample rate)."""
     with av.open(str(path), mode="w") as container:
@@ -139,8 +146,9 @@ def write_video(path: str | Path, frames: Iterator[np.ndarray] | list[np.ndarray
         for i, image in enumerate(frames):
             if i == 0:
                 video.height, video.width = image.shape[0] // 2 * 2, image.shape[1] // 2 * 2
-            frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(image[: video.height, : video.width]),
-                                               format="rgb24")
+            frame = av.VideoFrame.from_ndarray(
+                np.ascontiguousarray(image[: video.height, : video.width]), format="rgb24"
+            )
             container.mux(video.encode(frame))
         container.mux(video.encode(None))
         if sound is not None:

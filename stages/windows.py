@@ -72,8 +72,9 @@ def _majority(values: np.ndarray) -> int:
     return int(np.bincount(labelled).argmax()) if labelled.size else -1
 
 
-def pool_windows(windows, features: dict[str, np.ndarray], ok: np.ndarray, labels: dict[str, np.ndarray],
-                 au_pool: str) -> dict[str, np.ndarray]:
+def pool_windows(
+    windows, features: dict[str, np.ndarray], ok: np.ndarray, labels: dict[str, np.ndarray], au_pool: str
+) -> dict[str, np.ndarray]:
     """The window table: pooled features, counts and labels (see the module docstring)."""
     n = len(windows)
     out: dict[str, np.ndarray] = {name: np.full((n, *v.shape[1:]), np.nan, np.float32) for name, v in features.items()}
@@ -108,8 +109,9 @@ def windows_key(spec: WindowSpec, feature_key: str, source_key: str) -> str:
     return step_key(StepSpec(WINDOWS_STEP, WINDOWS_STEP_VERSION, spec.to_json()), [feature_key, source_key])
 
 
-def compute_windows(store: FeatureStore, features: StepGroup, source: StepGroup, spec: WindowSpec,
-                    dataset: str) -> tuple[StepGroup, str]:
+def compute_windows(
+    store: FeatureStore, features: StepGroup, source: StepGroup, spec: WindowSpec, dataset: str
+) -> tuple[StepGroup, str]:
     """Write (or skip) the window group of ``features``; returns (group, "skipped" | "new")."""
     key = windows_key(spec, features.key, source.key)
     path = store.windows_path(dataset, features.meta["encoder"], spec.label, key)
@@ -139,17 +141,32 @@ def compute_windows(store: FeatureStore, features: StepGroup, source: StepGroup,
         table["split"] = reader.numpy("split")[first]
         table["status"] = np.where(table["valid_fraction"] > 0, SampleStatus.OK, SampleStatus.NO_FACE).astype(np.int8)
         table["status_detail"] = np.where(table["valid_fraction"] > 0, "", "no frame of the window has features")
-        arrays = {k: ArraySpec(v.shape[1:], str if v.dtype.kind == "U" else v.dtype,
-                               "" if v.dtype.kind == "U" else (np.nan if v.dtype.kind == "f" else -1 if k == "expression" else 0))
-                  for k, v in table.items()}
+        arrays = {
+            k: ArraySpec(
+                v.shape[1:],
+                str if v.dtype.kind == "U" else v.dtype,
+                "" if v.dtype.kind == "U" else (np.nan if v.dtype.kind == "f" else -1 if k == "expression" else 0),
+            )
+            for k, v in table.items()
+        }
         group = store.create_step(
-            path, kind="windows", spec=StepSpec(WINDOWS_STEP, WINDOWS_STEP_VERSION, spec.to_json()), key=key,
-            inputs=[features.key, source.key], n_samples=len(windows), arrays=arrays,
+            path,
+            kind="windows",
+            spec=StepSpec(WINDOWS_STEP, WINDOWS_STEP_VERSION, spec.to_json()),
+            key=key,
+            inputs=[features.key, source.key],
+            n_samples=len(windows),
+            arrays=arrays,
             chunk_size=max(len(windows), 1),
-            extra_meta={"dataset": dataset, "encoder": features.meta["encoder"], "window": spec.label,
-                        "feature_path": features.group.path, "source_path": source.group.path,
-                        **{k: v for k, v in features.meta.items() if k == "blendshape_names"},
-                        **{k: v for k, v in source.meta.items() if k in ("au_names", "au_annotated")}},
+            extra_meta={
+                "dataset": dataset,
+                "encoder": features.meta["encoder"],
+                "window": spec.label,
+                "feature_path": features.group.path,
+                "source_path": source.group.path,
+                **{k: v for k, v in features.meta.items() if k == "blendshape_names"},
+                **{k: v for k, v in source.meta.items() if k in ("au_names", "au_annotated")},
+            },
         )
         for name, values in table.items():
             group.group[name][:] = values

@@ -32,10 +32,12 @@ def _affwild2(root):
     (ann / "AU_Detection_Challenge/Validation_Set").mkdir(parents=True)
     (ann / "VA_Estimation_Challenge/Train_Set/vid1.txt").write_text("valence,arousal\n0.5,0.2\n-5,-5\n-0.3,0.9\n")
     (ann / "EXPR_Recognition_Challenge/Train_Set/vid1.txt").write_text(
-        "Neutral,Anger,Disgust,Fear,Happiness,Sadness,Surprise,Other\n4\n-1\n7\n")
+        "Neutral,Anger,Disgust,Fear,Happiness,Sadness,Surprise,Other\n4\n-1\n7\n"
+    )
     header = "AU1,AU2,AU4,AU6,AU7,AU10,AU12,AU15,AU23,AU24,AU25,AU26"
     (ann / "AU_Detection_Challenge/Validation_Set/vid2_left.txt").write_text(
-        f"{header}\n1,0,0,0,0,0,1,0,0,0,0,0\n-1,-1,-1,-1,-1,-1,-1,-1,-1,-1,-1,-1\n")
+        f"{header}\n1,0,0,0,0,0,1,0,0,0,0,0\n-1,-1,-1,-1,-1,-1,-1,-1,-1,-1,-1,-1\n"
+    )
     (ann / "AU_Detection_Challenge/Validation_Set/vid2_right.txt").write_text(f"{header}\n0,1,0,0,0,0,0,0,0,0,0,1\n")
     for rel in ("vid1/00001.jpg", "vid1/00003.jpg", "vid2/00001.jpg", "vid2/00002.jpg"):  # vid1 frame 2 is missing
         _img(root / "cropped_aligned" / rel)
@@ -46,8 +48,11 @@ def test_affwild2_merges_tasks_maps_labels_and_shares_left_right_frames(tmp_path
     m = build_manifest("affwild2", _affwild2(tmp_path), fps=30)
     paths = m.paths
     assert paths[:3] == [f"cropped_aligned/vid1/{i:05d}.jpg" for i in (1, 2, 3)]
-    assert paths[3:] == ["cropped_aligned/vid2/00001.jpg", "cropped_aligned/vid2/00002.jpg",
-                         "cropped_aligned/vid2/00001.jpg"]  # _left and _right read the base video's frames
+    assert paths[3:] == [
+        "cropped_aligned/vid2/00001.jpg",
+        "cropped_aligned/vid2/00002.jpg",
+        "cropped_aligned/vid2/00001.jpg",
+    ]  # _left and _right read the base video's frames
     va, expr = m.labels["va"], m.labels["expression"]
     np.testing.assert_allclose(va[0], [0.5, 0.2]) and np.testing.assert_allclose(va[2], [-0.3, 0.9])
     assert np.isnan(va[1]).all() and np.isnan(va[3:]).all()  # −5 and unannotated → NaN
@@ -110,8 +115,11 @@ def test_disfa_binarises_at_two_and_assigns_the_standard_folds(tmp_path):
 def test_disfa_reads_frames_from_the_videos(tmp_path):
     root = _disfa(tmp_path, subjects=("SN001",), frames=6)
     (root / "Videos_LeftCamera").mkdir()
-    write_video(root / "Videos_LeftCamera/LeftVideoSN001_comp.avi", [np.full((32, 32, 3), 30 * i, np.uint8)
-                                                                      for i in range(6)], 20)
+    write_video(
+        root / "Videos_LeftCamera/LeftVideoSN001_comp.avi",
+        [np.full((32, 32, 3), 30 * i, np.uint8) for i in range(6)],
+        20,
+    )
     m = build_manifest("disfa", root)
     assert set(m.paths) == {"Videos_LeftCamera/LeftVideoSN001_comp.avi"}
     assert list(m.labels["frame"]) == list(range(6))
@@ -178,8 +186,11 @@ def test_hdf5_frames_are_read_and_encoded_like_images(tmp_path):
     m = build_manifest("hdf5", tmp_path)
     assert m.labels["au"][:, _cols("AU6", "AU12")].tolist()[:2] == [[1, 0], [0, 1]]
     assert list(m.labels["subject"]) == ["s1", "s1", "s2", "s2", "s3", "s3"]
-    result = extract_features(datasets=[DatasetConfig(layout="hdf5", root=str(tmp_path), name="packed")],
-                              encoders=[EncoderConfig(name="test-clip-tiny")], store=str(tmp_path / "store"))
+    result = extract_features(
+        datasets=[DatasetConfig(layout="hdf5", root=str(tmp_path), name="packed")],
+        encoders=[EncoderConfig(name="test-clip-tiny")],
+        store=str(tmp_path / "store"),
+    )
     reader = GroupReader.open(FeatureStore(tmp_path / "store"), result["steps"][0]["path"])
     enc = create_encoder("test-clip-tiny").load("cpu")
     from stages.images import preprocess_array

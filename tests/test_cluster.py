@@ -41,22 +41,45 @@ def test_deployment_runs_on_a_real_prefect_server_and_worker(tmp_path):
         "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
     }
     prefect = str(BIN / "prefect")
-    server = subprocess.Popen([prefect, "server", "start", "--host", "127.0.0.1", "--port", str(port)],
-                              cwd=tmp_path, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    server = subprocess.Popen(
+        [prefect, "server", "start", "--host", "127.0.0.1", "--port", str(port)],
+        cwd=tmp_path,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     worker = None
     try:
         wait_for(lambda: _healthy(f"http://127.0.0.1:{port}/api/health"), 120, "prefect server")
         _run([prefect, "work-pool", "create", "affectflow-process", "--type", "process"], env)
         _run([prefect, "--no-prompt", "deploy", "--all"], env)
-        worker = subprocess.Popen([prefect, "worker", "start", "--pool", "affectflow-process"], cwd=REPO, env=env,
-                                  stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        worker = subprocess.Popen(
+            [prefect, "worker", "start", "--pool", "affectflow-process"],
+            cwd=REPO,
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
         params = {
             "datasets": [{"layout": "csv", "root": str(data), "name": "faces"}],
             "encoders": [{"name": "test-clip-tiny"}],
             "store": str(store),
         }
-        out = _run([prefect, "deployment", "run", "extract-features/nightly-demo", "--params", json.dumps(params),
-                    "--watch", "--watch-timeout", "400"], env, timeout=450)
+        out = _run(
+            [
+                prefect,
+                "deployment",
+                "run",
+                "extract-features/nightly-demo",
+                "--params",
+                json.dumps(params),
+                "--watch",
+                "--watch-timeout",
+                "400",
+            ],
+            env,
+            timeout=450,
+        )
         assert "Completed" in out, out[-2000:]
         inspected = _run([prefect, "deployment", "inspect", "extract-features/nightly-demo"], env)
         assert "0 3 * * *" in inspected  # the cron schedule from prefect.yaml
@@ -76,18 +99,36 @@ def test_chunks_run_on_a_real_dask_scheduler_and_worker(tmp_path):
     port = free_port()
     address = f"tcp://127.0.0.1:{port}"
     dask = str(BIN / "dask")
-    scheduler = subprocess.Popen([dask, "scheduler", "--host", "127.0.0.1", "--port", str(port),
-                                  "--dashboard-address", ":0"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    scheduler = subprocess.Popen(
+        [dask, "scheduler", "--host", "127.0.0.1", "--port", str(port), "--dashboard-address", ":0"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     worker = None
     try:
-        worker = subprocess.Popen([dask, "worker", address, "--nthreads", "1", "--nworkers", "1",
-                                   "--dashboard-address", ":0"], cwd=REPO,
-                                  stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        worker = subprocess.Popen(
+            [dask, "worker", address, "--nthreads", "1", "--nworkers", "1", "--dashboard-address", ":0"],
+            cwd=REPO,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
         with Client(address, timeout=60) as client:
             client.wait_for_workers(1, timeout=120)
-            proc = cli("extract", "--dataset", f"csv={data},name=faces", "--encoder", "test-clip-tiny",
-                       "--store", str(tmp_path / "store"), "--chunk-size", "8", "--dask-address", address,
-                       "--json", str(tmp_path / "r.json"))
+            proc = cli(
+                "extract",
+                "--dataset",
+                f"csv={data},name=faces",
+                "--encoder",
+                "test-clip-tiny",
+                "--store",
+                str(tmp_path / "store"),
+                "--chunk-size",
+                "8",
+                "--dask-address",
+                address,
+                "--json",
+                str(tmp_path / "r.json"),
+            )
             out, _ = proc.communicate(timeout=600)
             assert proc.returncode == 0, out[-3000:]
 

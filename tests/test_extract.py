@@ -69,8 +69,12 @@ def test_bad_samples_get_statuses_and_good_ones_match_the_encoder(dataset, tmp_p
 
     with get_client(sync_client=True) as client:
         runs_before = client.count_flow_runs()
-        quick = extract([DatasetConfig(layout="csv", root=str(dataset), name="faces")],
-                        [EncoderConfig(name="test-clip-tiny")], store=str(tmp_path / "store"), chunk_size=8)
+        quick = extract(
+            [DatasetConfig(layout="csv", root=str(dataset), name="faces")],
+            [EncoderConfig(name="test-clip-tiny")],
+            store=str(tmp_path / "store"),
+            chunk_size=8,
+        )
         assert client.count_flow_runs() == runs_before
     assert quick["flow_run"] is False and calls == []
     assert [(s["state"], s["key"], s["status_counts"]) for s in quick["steps"]] == [("skipped", step["key"], counts)]
@@ -99,15 +103,33 @@ def _cli(args: list[str]) -> None:
 
 def test_prompt_sets_are_embedded_once_by_the_text_tower(dataset, tmp_path):
     prompts = tmp_path / "expressions.txt"
-    prompts.write_text("# basic expressions\na photo of a happy face\n\na photo of a sad face\na photo of a fearful face\n")
-    args = ["extract", "--dataset", f"csv={dataset},name=faces", "--encoder", "test-clip-tiny",
-            "--encoder", "efficientnet-lite0", "--store", str(tmp_path / "store"), "--prompts", f"expressions={prompts}",
-            "--json", str(tmp_path / "out.json")]
+    prompts.write_text(
+        "# basic expressions\na photo of a happy face\n\na photo of a sad face\na photo of a fearful face\n"
+    )
+    args = [
+        "extract",
+        "--dataset",
+        f"csv={dataset},name=faces",
+        "--encoder",
+        "test-clip-tiny",
+        "--encoder",
+        "efficientnet-lite0",
+        "--store",
+        str(tmp_path / "store"),
+        "--prompts",
+        f"expressions={prompts}",
+        "--json",
+        str(tmp_path / "out.json"),
+    ]
     _cli(args)
     (lex,) = json.loads((tmp_path / "out.json").read_text())["lexicons"]
     assert (lex["lexicon"], lex["encoder"], lex["state"], lex["prompts"]) == ("expressions", "test-clip-tiny", "new", 3)
     reader = GroupReader.open(FeatureStore(tmp_path / "store"), lex["path"])
-    assert list(reader.numpy("prompt")) == ["a photo of a happy face", "a photo of a sad face", "a photo of a fearful face"]
+    assert list(reader.numpy("prompt")) == [
+        "a photo of a happy face",
+        "a photo of a sad face",
+        "a photo of a fearful face",
+    ]
     direct = create_encoder("test-clip-tiny").encode_text(list(reader.numpy("prompt"))).numpy()
     np.testing.assert_allclose(reader.numpy("text").astype(np.float32), direct, atol=2e-3, rtol=1e-2)
 
@@ -140,8 +162,11 @@ def test_bad_configuration_fails_fast_with_what_to_fix(dataset, tmp_path):
     with pytest.raises(EncoderError, match="unknown encoder 'clip-b32'.*efficientnet-lite0"):
         _run(dataset, tmp_path / "s", encoder="clip-b32")
     with pytest.raises(SourceError, match="unknown dataset layout"):
-        extract_features(datasets=[DatasetConfig(layout="raf-db", root=str(dataset))],
-                         encoders=[EncoderConfig(name="test-clip-tiny")], store=str(tmp_path / "s"))
+        extract_features(
+            datasets=[DatasetConfig(layout="raf-db", root=str(dataset))],
+            encoders=[EncoderConfig(name="test-clip-tiny")],
+            store=str(tmp_path / "s"),
+        )
     blocker = tmp_path / "a-file"
     blocker.write_text("x")
     with pytest.raises(StoreError, match="--store"):

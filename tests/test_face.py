@@ -40,8 +40,9 @@ def _photos(tmp_path) -> list[DatasetConfig]:
 
 @pytest.mark.usefixtures("prefect_harness")
 def test_astronaut_smiles_and_a_face_free_image_is_no_face(tmp_path, face):
-    result = extract_features(datasets=_photos(tmp_path), encoders=[EncoderConfig(name="mediapipe-face")],
-                              store=str(tmp_path / "store"))
+    result = extract_features(
+        datasets=_photos(tmp_path), encoders=[EncoderConfig(name="mediapipe-face")], store=str(tmp_path / "store")
+    )
     (step,) = result["steps"]
     assert step["status_counts"] == {"ok": 1, "no_face": 1}
     reader = GroupReader.open(FeatureStore(tmp_path / "store"), step["path"])
@@ -120,11 +121,17 @@ def test_generated_catalogue_has_subjects_splits_and_consistent_labels(tmp_path,
     subjects = {r["subject"] for r in rows}
     assert len(subjects) == report["subjects"] and len(rows) == 7 * len(subjects)
     by_split = {split: {r["subject"] for r in rows if r["split"] == split} for split in ("train", "val", "test")}
-    assert all(by_split.values()) and not (by_split["train"] & by_split["test"]) and not (by_split["val"] & by_split["test"])
+    assert (
+        all(by_split.values())
+        and not (by_split["train"] & by_split["test"])
+        and not (by_split["val"] & by_split["test"])
+    )
     assert {r["expression"] for r in rows} == {"neutral", *PROTOTYPES}
     for r in rows:  # the labels are the rule applied to the stored intensities
         labels = labels_from_intensities({au: float(r[f"intensity_AU{au}"]) for au in AUS})
-        assert labels.expression == r["expression"] and [labels.aus[au] for au in AUS] == [int(r[f"AU{au}"]) for au in AUS]
+        assert labels.expression == r["expression"] and [labels.aus[au] for au in AUS] == [
+            int(r[f"AU{au}"]) for au in AUS
+        ]
         assert abs(labels.valence - float(r["valence"])) < 1e-3
     # the same seed writes the same bytes
     again, _ = write_generated_dataset(tmp_path / "gen2", face.find_face, per_subject=7)
@@ -141,8 +148,9 @@ def test_face_crops_feed_an_image_encoder_with_their_own_key(tmp_path, face):
     dataset = _photos(tmp_path)
     store = str(tmp_path / "store")
     plain = extract_features(datasets=dataset, encoders=[EncoderConfig(name="test-clip-tiny")], store=store)
-    cropped = extract_features(datasets=dataset, encoders=[EncoderConfig(name="test-clip-tiny", face_crop=1.2)],
-                               store=store)
+    cropped = extract_features(
+        datasets=dataset, encoders=[EncoderConfig(name="test-clip-tiny", face_crop=1.2)], store=store
+    )
     faces_row, crop_row = cropped["steps"]  # the face step runs first: its boxes are the crop's input
     assert faces_row["encoder"] == "mediapipe-face" and crop_row["encoder"] == "test-clip-tiny (face crop ×1.2)"
     assert crop_row["key"] != plain["steps"][0]["key"]

@@ -18,8 +18,9 @@ from heads.trainer import TrainConfig, fit
 
 
 def _branch(task="fer", d=2, k=2, n_out=2, **kw) -> ArchetypeBranch:
-    cfg = AuraConfig(task=task, in_dim=d, n_outputs=n_out, d=d, k_max=k, use_projector=False,
-                     use_contextualisation=False, **kw)
+    cfg = AuraConfig(
+        task=task, in_dim=d, n_outputs=n_out, d=d, k_max=k, use_projector=False, use_contextualisation=False, **kw
+    )
     return ArchetypeBranch(cfg, d, n_out if task == "fer" else 1, task, cfg.ctx_dim, cfg.n_tokens)
 
 
@@ -131,8 +132,9 @@ def test_score_aware_attraction_and_repulsion_on_hand_built_archetypes():
 
 
 def test_straight_through_gradients_reach_the_projector():
-    cfg = AuraConfig(task="fer", in_dim=8, n_outputs=3, d=4, k_max=6, use_reg=False, use_contextualisation=False,
-                     lambda_proj=0.0)
+    cfg = AuraConfig(
+        task="fer", in_dim=8, n_outputs=3, d=4, k_max=6, use_reg=False, use_contextualisation=False, lambda_proj=0.0
+    )
     head = AuraHead(cfg)
     branch = head.branches[0]
     x, y = torch.randn(16, 8), torch.randint(0, 3, (16,))
@@ -143,8 +145,9 @@ def test_straight_through_gradients_reach_the_projector():
 
 
 def test_usage_reset_and_pruning():
-    cfg = AuraConfig(task="fer", in_dim=4, n_outputs=2, d=4, k_max=10, use_projector=False, use_contextualisation=False,
-                     tau=0.2)
+    cfg = AuraConfig(
+        task="fer", in_dim=4, n_outputs=2, d=4, k_max=10, use_projector=False, use_contextualisation=False, tau=0.2
+    )
     head = AuraHead(cfg)
     branch = head.branches[0]
     x = torch.tensor([[1.0, 0, 0, 0]] * 8 + [[0, 1.0, 0, 0]] * 8)
@@ -174,8 +177,11 @@ def test_aura_and_the_linear_probe_learn_separable_expressions():
     x, y = _clusters()
     train, val = (x[:360], y[:360]), (x[360:], y[360:])
     cfg = TrainConfig(epochs=60, batch_size=64, lr=3e-3, patience=15, seed=0, device="cpu", progress=False)
-    aura = AuraHead(AuraConfig(task="fer", in_dim=16, n_outputs=4, d=8, k_max=40, hidden=32, ctx_dim=16,
-                               n_tokens=2, top_k=3, ctx_layers=1))
+    aura = AuraHead(
+        AuraConfig(
+            task="fer", in_dim=16, n_outputs=4, d=8, k_max=40, hidden=32, ctx_dim=16, n_tokens=2, top_k=3, ctx_layers=1
+        )
+    )
     result = fit(aura, "fer", train, val, 4, cfg)
     assert result.val["accuracy"] > 0.9 and result.k_stable[0] < 40
     probe = fit(linear_probe("fer", 16, 4), "fer", train, val, 4, cfg)
@@ -196,11 +202,30 @@ def test_va_and_au_heads_train_on_learnable_signals(task, input_kind):
         y[::7, 1] = -1  # unlabelled entries are skipped, not counted
         n_out = 3
     x, y = torch.from_numpy(x), torch.from_numpy(y)
-    cfg = AuraConfig(task=task, in_dim=dim, n_outputs=n_out, d=8, k_max=60, hidden=32, ctx_dim=16, n_tokens=2,
-                     top_k=3, ctx_layers=1, input=input_kind, patch_layers=1, margin=0.2)
+    cfg = AuraConfig(
+        task=task,
+        in_dim=dim,
+        n_outputs=n_out,
+        d=8,
+        k_max=60,
+        hidden=32,
+        ctx_dim=16,
+        n_tokens=2,
+        top_k=3,
+        ctx_layers=1,
+        input=input_kind,
+        patch_layers=1,
+        margin=0.2,
+    )
     head = AuraHead(cfg, n_patches=patches if input_kind == "patch" else 0)
-    result = fit(head, task, (x[:400], y[:400]), (x[400:], y[400:]), n_out,
-                 TrainConfig(epochs=40, batch_size=64, lr=3e-3, patience=10, device="cpu", progress=False))
+    result = fit(
+        head,
+        task,
+        (x[:400], y[:400]),
+        (x[400:], y[400:]),
+        n_out,
+        TrainConfig(epochs=40, batch_size=64, lr=3e-3, patience=10, device="cpu", progress=False),
+    )
     headline = result.val["ccc_mean"] if task == "va" else result.val["mean_f1"]
     assert headline > (0.5 if task == "va" else 0.6), result.val
     assert len(result.k_stable) == (2 if task == "va" else 3) and all(k < 60 for k in result.k_stable)

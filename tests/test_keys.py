@@ -18,8 +18,9 @@ from stages.sources import build_manifest
 from tests.conftest import write_csv_dataset
 
 json_scalars = st.none() | st.booleans() | st.integers() | st.text() | st.floats(allow_nan=False, allow_infinity=False)
-json_values = st.recursive(json_scalars, lambda c: st.lists(c, max_size=4) | st.dictionaries(st.text(), c, max_size=4),
-                           max_leaves=12)
+json_values = st.recursive(
+    json_scalars, lambda c: st.lists(c, max_size=4) | st.dictionaries(st.text(), c, max_size=4), max_leaves=12
+)
 params = st.dictionaries(st.text(min_size=1), json_values, min_size=1, max_size=6)
 
 

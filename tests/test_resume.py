@@ -23,8 +23,19 @@ def dataset(tmp_path_factory):
 
 
 def _args(dataset, store, json_out=None):
-    args = ["extract", "--dataset", f"csv={dataset},name=faces", "--encoder", "efficientnet-lite0",
-            "--store", str(store), "--chunk-size", str(CHUNK), "--batch-size", str(CHUNK)]
+    args = [
+        "extract",
+        "--dataset",
+        f"csv={dataset},name=faces",
+        "--encoder",
+        "efficientnet-lite0",
+        "--store",
+        str(store),
+        "--chunk-size",
+        str(CHUNK),
+        "--batch-size",
+        str(CHUNK),
+    ]
     return args + (["--json", str(json_out)] if json_out else [])
 
 

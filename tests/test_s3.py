@@ -23,8 +23,11 @@ CREDS = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing", "AW
 @pytest.fixture(scope="module")
 def s3():
     port = free_port()
-    proc = subprocess.Popen([str(BIN / "moto_server"), "-H", "127.0.0.1", "-p", str(port)],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(
+        [str(BIN / "moto_server"), "-H", "127.0.0.1", "-p", str(port)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     endpoint = f"http://127.0.0.1:{port}"
     try:
         with pytest.MonkeyPatch.context() as env:
@@ -68,8 +71,21 @@ def test_lease_lock_excludes_and_expires(s3):
 def test_extract_kill_resume_and_read_on_s3(s3, tmp_path):
     data = write_csv_dataset(tmp_path / "ds", 64)
     url = "s3://affect-bucket/store"
-    args = ["extract", "--dataset", f"csv={data},name=faces", "--encoder", "efficientnet-lite0", "--store", url,
-            "--storage-option", f"endpoint_url={s3}", "--chunk-size", "8", "--batch-size", "8"]
+    args = [
+        "extract",
+        "--dataset",
+        f"csv={data},name=faces",
+        "--encoder",
+        "efficientnet-lite0",
+        "--store",
+        url,
+        "--storage-option",
+        f"endpoint_url={s3}",
+        "--chunk-size",
+        "8",
+        "--batch-size",
+        "8",
+    ]
     store = FeatureStore(url, {"endpoint_url": s3})
 
     def some_done():

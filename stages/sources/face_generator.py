@@ -53,8 +53,39 @@ MOUTH_CORNERS = (61, 291)
 UPPER_LIP = (0, 37, 39, 40, 267, 269, 270, 13, 82, 312)
 LOWER_JAW = (17, 84, 181, 91, 314, 405, 321, 14, 87, 178, 317, 402, 152, 148, 176, 377, 400, 175, 199)
 # Points that stay put: the face outline above the jaw, the nose, the eye corners.
-ANCHORS = (10, 338, 297, 332, 284, 251, 389, 356, 454, 323, 361, 132, 93, 234, 127, 162, 21, 54, 103, 67, 109,
-           1, 4, 168, 6, 197, 195, 33, 133, 362, 263)
+ANCHORS = (
+    10,
+    338,
+    297,
+    332,
+    284,
+    251,
+    389,
+    356,
+    454,
+    323,
+    361,
+    132,
+    93,
+    234,
+    127,
+    162,
+    21,
+    54,
+    103,
+    67,
+    109,
+    1,
+    4,
+    168,
+    6,
+    197,
+    195,
+    33,
+    133,
+    362,
+    263,
+)
 
 
 @dataclass(frozen=True)
@@ -91,8 +122,14 @@ PROTOTYPES: dict[str, frozenset[int]] = {
     "disgust": frozenset({10, 15}),
 }
 # Direction of each expression on Russell's circumplex (degrees; valence = cos, arousal = sin).
-CIRCUMPLEX_DEG = {"happiness": 25.0, "surprise": 80.0, "fear": 115.0, "anger": 130.0, "disgust": 160.0,
-                  "sadness": 215.0}
+CIRCUMPLEX_DEG = {
+    "happiness": 25.0,
+    "surprise": 80.0,
+    "fear": 115.0,
+    "anger": 130.0,
+    "disgust": 160.0,
+    "sadness": 215.0,
+}
 
 
 @dataclass(frozen=True)
@@ -118,8 +155,9 @@ def labels_from_intensities(intensity: dict[int, float]) -> Labels:
 
 
 # -- warping ---------------------------------------------------------------------------------
-def displacement_field(shape: tuple[int, int], src: np.ndarray, moves: np.ndarray, sigma: float,
-                       step: int = 4) -> np.ndarray:
+def displacement_field(
+    shape: tuple[int, int], src: np.ndarray, moves: np.ndarray, sigma: float, step: int = 4
+) -> np.ndarray:
     """Dense (H, W, 2) backward displacement from point moves: normalised Gaussian weights.
 
     Weights are divided by max(Σw, 1), so far from every point the displacement fades to zero and
@@ -143,8 +181,10 @@ def warp_image(image: np.ndarray, src: np.ndarray, dst: np.ndarray, sigma: float
     field_ = displacement_field((h, w), dst.astype(np.float32), (dst - src).astype(np.float32), sigma)
     yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
     coords = [yy - field_[..., 1], xx - field_[..., 0]]
-    channels = [ndimage.map_coordinates(image[..., c].astype(np.float32), coords, order=1, mode="nearest")
-                for c in range(image.shape[2])]
+    channels = [
+        ndimage.map_coordinates(image[..., c].astype(np.float32), coords, order=1, mode="nearest")
+        for c in range(image.shape[2])
+    ]
     return np.clip(np.stack(channels, -1) + 0.5, 0, 255).astype(np.uint8)
 
 
@@ -185,8 +225,9 @@ class Subject:
         moved = sorted(moves)
         anchors = [a for a in ANCHORS if a not in moves]
         src = np.concatenate([self.landmarks[moved].reshape(-1, 2), self.landmarks[anchors]])
-        dst = np.concatenate([(self.landmarks[moved] + np.array([moves[p] for p in moved])).reshape(-1, 2),
-                              self.landmarks[anchors]])
+        dst = np.concatenate(
+            [(self.landmarks[moved] + np.array([moves[p] for p in moved])).reshape(-1, 2), self.landmarks[anchors]]
+        )
         return src, dst, (min(sigmas) if sigmas else 0.12) * iod
 
     def render(self, intensity: dict[int, float]) -> np.ndarray:
@@ -246,8 +287,14 @@ def _lfw_face(i: int) -> np.ndarray:
     return np.repeat(patch[..., None], 3, axis=2)
 
 
-NEUTRAL_LIMITS = {"mouthSmileLeft": 0.4, "mouthSmileRight": 0.4, "jawOpen": 0.3, "browDownLeft": 0.4,
-                  "browDownRight": 0.4, "browInnerUp": 0.4}
+NEUTRAL_LIMITS = {
+    "mouthSmileLeft": 0.4,
+    "mouthSmileRight": 0.4,
+    "jawOpen": 0.3,
+    "browDownLeft": 0.4,
+    "browDownRight": 0.4,
+    "browInnerUp": 0.4,
+}
 
 
 def build_subjects(detect, n_morphs: int = 7, n_lfw: int = 12, seed: int = 0) -> tuple[list[Subject], dict]:
@@ -266,11 +313,14 @@ def build_subjects(detect, n_morphs: int = 7, n_lfw: int = 12, seed: int = 0) ->
     cx, cy = (lo + hi) / 2
     half = int(0.9 * max(hi - lo))
     top, left = max(0, int(cy) - half), max(0, int(cx) - half)
-    candidates = [("hopper", "matplotlib grace_hopper.jpg", _fit_canvas(photo[top : top + 2 * half, left : left + 2 * half]))]
+    candidates = [
+        ("hopper", "matplotlib grace_hopper.jpg", _fit_canvas(photo[top : top + 2 * half, left : left + 2 * half]))
+    ]
     hopper_found = detect(candidates[0][2])
     for k in range(n_morphs):
-        candidates.append((f"hopper-m{k}", "grace_hopper.jpg, identity morph",
-                           _morph(candidates[0][2], hopper_found[0], rng)))
+        candidates.append(
+            (f"hopper-m{k}", "grace_hopper.jpg, identity morph", _morph(candidates[0][2], hopper_found[0], rng))
+        )
     subjects, report = [], {}
 
     def consider(name: str, origin: str, image: np.ndarray) -> bool:
@@ -302,15 +352,22 @@ def sample_intensities(expression: str, rng: np.random.Generator) -> dict[int, f
     """Intensities whose labels give ``expression``: its AUs in [0.4, 1], the others below threshold."""
     needed = PROTOTYPES.get(expression, frozenset())
     for _ in range(100):
-        intensity = {au: (float(rng.uniform(0.4, 1.0)) if au in needed else
-                          float(rng.uniform(0.0, AU_THRESHOLD * 0.8)) * (rng.random() < 0.3)) for au in AUS}
+        intensity = {
+            au: (
+                float(rng.uniform(0.4, 1.0))
+                if au in needed
+                else float(rng.uniform(0.0, AU_THRESHOLD * 0.8)) * (rng.random() < 0.3)
+            )
+            for au in AUS
+        }
         if labels_from_intensities(intensity).expression == expression:
             return intensity
     raise AssertionError(f"cannot sample intensities for {expression}")
 
 
-def write_generated_dataset(root: str | Path, detect, per_subject: int = 14, seed: int = 0,
-                            **subject_options) -> tuple[Path, dict]:
+def write_generated_dataset(
+    root: str | Path, detect, per_subject: int = 14, seed: int = 0, **subject_options
+) -> tuple[Path, dict]:
     """A ``csv``-layout dataset (manifest.csv + PNGs) with AU, expression and VA labels.
 
     Rows cycle through neutral and the prototype expressions for every subject; splits are
@@ -332,11 +389,31 @@ def write_generated_dataset(root: str | Path, detect, per_subject: int = 14, see
             rel = f"img/{subject.name}_{k:03d}.png"
             if not (root / rel).exists():
                 Image.fromarray(subject.render(intensity)).save(root / rel)
-            rows.append([rel, subject.name, split, labels.expression, labels.valence, labels.arousal,
-                         *[labels.aus[au] for au in AUS], *[round(intensity[au], 4) for au in AUS]])
+            rows.append(
+                [
+                    rel,
+                    subject.name,
+                    split,
+                    labels.expression,
+                    labels.valence,
+                    labels.arousal,
+                    *[labels.aus[au] for au in AUS],
+                    *[round(intensity[au], 4) for au in AUS],
+                ]
+            )
     with open(root / "manifest.csv", "w", newline="") as f:
         writer = csv.writer(f)
-        writer.writerow(["path", "subject", "split", "expression", "valence", "arousal",
-                         *[f"AU{au}" for au in AUS], *[f"intensity_AU{au}" for au in AUS]])
+        writer.writerow(
+            [
+                "path",
+                "subject",
+                "split",
+                "expression",
+                "valence",
+                "arousal",
+                *[f"AU{au}" for au in AUS],
+                *[f"intensity_AU{au}" for au in AUS],
+            ]
+        )
         writer.writerows(rows)
     return root, {"subjects": len(subjects), "per_subject": per_subject, "candidates": report}

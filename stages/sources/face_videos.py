@@ -49,8 +49,9 @@ def speech(seconds: float, sample_rate: int, index: int) -> tuple[np.ndarray, st
         with tempfile.TemporaryDirectory() as tmp:
             wav = Path(tmp) / "speech.wav"
             text = " ".join(SENTENCES[(index + k) % len(SENTENCES)] for k in range(3))
-            subprocess.run(["espeak-ng", "-w", str(wav), "-s", "150", "-v", "en", text], check=True,
-                           capture_output=True)
+            subprocess.run(
+                ["espeak-ng", "-w", str(wav), "-s", "150", "-v", "en", text], check=True, capture_output=True
+            )
             samples, _ = librosa.load(wav, sr=sample_rate, mono=True)
         samples = np.resize(samples, n) if samples.size < n else samples[:n]
         return samples.astype(np.float32), "espeak-ng"
@@ -72,17 +73,26 @@ def trajectory(n_frames: int, fps: int, key_every: float, rng: np.random.Generat
     """(n_frames, len(AUS)) intensities: cosine-eased between keyframes of random expressions."""
     classes = ["neutral", *PROTOTYPES]
     n_keys = int(np.ceil(n_frames / fps / key_every)) + 1
-    keys = np.array([[sample_intensities(classes[rng.integers(len(classes))], rng)[au] for au in AUS]
-                     for _ in range(n_keys)])
+    keys = np.array(
+        [[sample_intensities(classes[rng.integers(len(classes))], rng)[au] for au in AUS] for _ in range(n_keys)]
+    )
     position = np.arange(n_frames) / fps / key_every
     k = np.floor(position).astype(int)
     ease = (1 - np.cos(np.pi * (position - k))) / 2
     return keys[k] + (keys[k + 1] - keys[k]) * ease[:, None]
 
 
-def write_generated_videos(root: str | Path, detect, n_videos: int = 4, seconds: float = 8.0, fps: int = 10,
-                           key_every: float = 1.5, sample_rate: int = 16000, seed: int = 0,
-                           **subject_options) -> tuple[Path, dict]:
+def write_generated_videos(
+    root: str | Path,
+    detect,
+    n_videos: int = 4,
+    seconds: float = 8.0,
+    fps: int = 10,
+    key_every: float = 1.5,
+    sample_rate: int = 16000,
+    seed: int = 0,
+    **subject_options,
+) -> tuple[Path, dict]:
     """Write ``n_videos`` labelled videos (subject-exclusive splits); returns (root, report)."""
     root = Path(root)
     subjects, _ = build_subjects(detect, seed=seed, **subject_options)
@@ -101,8 +111,16 @@ def write_generated_videos(root: str | Path, detect, n_videos: int = 4, seconds:
         rows = []
         for i, values in enumerate(intensities):
             labels = labels_from_intensities(dict(zip(AUS, values.tolist())))
-            rows.append([i, round(i / fps, 6), labels.expression, labels.valence, labels.arousal,
-                         *[labels.aus[au] for au in AUS]])
+            rows.append(
+                [
+                    i,
+                    round(i / fps, 6),
+                    labels.expression,
+                    labels.valence,
+                    labels.arousal,
+                    *[labels.aus[au] for au in AUS],
+                ]
+            )
         if not (folder / f"{name}.mp4").exists():
             frames = (subject.render(dict(zip(AUS, values.tolist()))) for values in intensities)
             write_video(folder / f"{name}.mp4", frames, fps, (samples, sample_rate))

@@ -20,9 +20,11 @@ def parse_imagefolder(root: Path) -> Parsed:
     if not tops:
         raise SourceError(f"image folder {root} has no class sub-folders")
     with_splits = all(p.name in SPLIT_NAMES for p in tops)
-    groups = [(p.name, c) for p in tops for c in sorted(p.iterdir()) if c.is_dir()] if with_splits else [
-        ("", p) for p in tops
-    ]
+    groups = (
+        [(p.name, c) for p in tops for c in sorted(p.iterdir()) if c.is_dir()]
+        if with_splits
+        else [("", p) for p in tops]
+    )
     paths, expression, split = [], [], []
     for split_name, class_dir in groups:
         try:
@@ -45,6 +47,16 @@ def parse_float(value: str | None, where: str) -> float:
         return float(value)
     except ValueError:
         raise SourceError(f"{where}: {value!r} is not a number") from None
+
+
+def read_csv(path: Path, required: list[str], what: str) -> tuple[list[str], list[tuple[str, dict[str, str]]]]:
+    """(columns, [(``file:line``, row) …]) of a headed CSV whose header has every ``required`` column."""
+    with open(path, newline="") as f:
+        reader = csv.DictReader(f)
+        columns = reader.fieldnames or []
+        if missing := [c for c in required if c not in columns]:
+            raise SourceError(f"{path}:1: {what} needs column(s) {missing}, has {columns}")
+        return columns, [(f"{path}:{lineno}", row) for lineno, row in enumerate(reader, 2)]
 
 
 def au_columns(columns: list[str]) -> list[str]:
@@ -70,22 +82,18 @@ def parse_csv(root: Path, manifest: str = "manifest.csv") -> Parsed:
     csv_path = root / manifest
     if not csv_path.is_file():
         raise SourceError(f"CSV layout: manifest {csv_path} not found")
-    with open(csv_path, newline="") as f:
-        reader = csv.DictReader(f)
-        columns = reader.fieldnames or []
-        if "path" not in columns:
-            raise SourceError(f"{csv_path}:1: needs a 'path' column, has {columns}")
-        au_names = au_columns(columns)
-        out = Parsed(paths=[], label_files=[manifest], au_names=au_names)
-        expression, va, au, subject, split = [], [], [], [], []
-        for lineno, row in enumerate(reader, 2):
-            out.paths.append(row["path"])
-            labels = row_labels(row, au_names, f"{csv_path}:{lineno}")
-            expression.append(labels[0])
-            va.append(labels[1])
-            au.append(labels[2])
-            subject.append(row.get("subject") or "")
-            split.append(row.get("split") or "")
+    columns, rows = read_csv(csv_path, ["path"], "a CSV manifest")
+    au_names = au_columns(columns)
+    out = Parsed(paths=[], label_files=[manifest], au_names=au_names)
+    expression, va, au, subject, split = [], [], [], [], []
+    for where, row in rows:
+        out.paths.append(row["path"])
+        labels = row_labels(row, au_names, where)
+        expression.append(labels[0])
+        va.append(labels[1])
+        au.append(labels[2])
+        subject.append(row.get("subject") or "")
+        split.append(row.get("split") or "")
     out.expression, out.va, out.subject, out.split = expression, va, subject, split
     out.au = au if au_names else None
     return out

@@ -33,7 +33,7 @@ def _strings(values) -> list[str]:
 
 @register_source("hdf5", version=1)
 def parse_hdf5(root: Path, file: str = "frames.h5") -> Parsed:
-    """HDF5 file of packed frames (`images`) with optional expression, va, au (+au_names), subject, split, video, frame, timestamp."""
+    """HDF5 file of packed frames (`images`) with optional expression, va, au (+au_names), subject, split, video, frame, timestamp."""  # noqa: E501 (one line: a table row or the layout's one-line summary)
     path = root / file
     if not path.is_file():
         raise SourceError(f"hdf5: {path} not found")
@@ -58,7 +58,9 @@ def parse_hdf5(root: Path, file: str = "frames.h5") -> Parsed:
             if expression is not None:
                 bad = np.flatnonzero((expression < -1) | (expression >= len(EXPRESSIONS)))
                 if bad.size:
-                    raise SourceError(f"{path}: expression[{bad[0]}] = {expression[bad[0]]} outside -1..{len(EXPRESSIONS) - 1}")
+                    raise SourceError(
+                        f"{path}: expression[{bad[0]}] = {expression[bad[0]]} outside -1..{len(EXPRESSIONS) - 1}"
+                    )
                 out.expression = expression.astype(int).tolist()
             va = column("va")
             if va is not None:

@@ -29,8 +29,38 @@ AFFECTNET_TO_CANONICAL = {i: i for i in range(8)} | {8: MISSING, 9: MISSING, 10:
 # Canonical AU space: the FACS action units (Ekman, Friesen & Hager 2002) that any dataset codes.
 # Every source stores ``au`` as (N, len(FACS_AUS)) int8 in this order: 1/0 where its dataset
 # annotates that AU, −1 where it does not (the group's ``au_annotated`` lists its own AUs).
-FACS_AUS: tuple[int, ...] = (1, 2, 4, 5, 6, 7, 9, 10, 11, 12, 13, 14, 15, 16, 17, 18, 20, 22, 23, 24, 25, 26, 27,
-                             28, 41, 42, 43, 44, 45, 46)
+FACS_AUS: tuple[int, ...] = (
+    1,
+    2,
+    4,
+    5,
+    6,
+    7,
+    9,
+    10,
+    11,
+    12,
+    13,
+    14,
+    15,
+    16,
+    17,
+    18,
+    20,
+    22,
+    23,
+    24,
+    25,
+    26,
+    27,
+    28,
+    41,
+    42,
+    43,
+    44,
+    45,
+    46,
+)
 AU_NAMES: tuple[str, ...] = tuple(f"AU{n}" for n in FACS_AUS)
 
 

@@ -17,7 +17,6 @@ Probing a video demuxes its packets; the result is cached by the file's content 
 
 from __future__ import annotations
 
-import csv
 import math
 import os
 from pathlib import Path
@@ -28,7 +27,7 @@ from featurestore.fingerprint import cache_dir, fingerprint_files
 from featurestore.status import SampleStatus
 from stages.media import VIDEO_SUFFIXES, MediaError, VideoInfo, probe_video, sample_frames
 from stages.sources.base import Parsed, SourceError, register_source
-from stages.sources.generic import au_columns, parse_float, row_labels
+from stages.sources.generic import au_columns, parse_float, read_csv, row_labels
 from stages.sources.labels import MISSING
 
 SPLIT_NAMES = {"train", "val", "test"}
@@ -42,51 +41,50 @@ def probe_cached(root: Path, rel: str) -> VideoInfo:
     cached = cache_dir() / "video-probes" / f"{entry.digest}.npz"
     if cached.is_file():
         with np.load(cached) as z:
-            return VideoInfo(z["timestamps"], int(z["width"]), int(z["height"]), float(z["nominal_fps"]),
-                             bool(z["has_audio"]))
+            return VideoInfo(
+                z["timestamps"], int(z["width"]), int(z["height"]), float(z["nominal_fps"]), bool(z["has_audio"])
+            )
     info = probe_video(root / rel)
     cached.parent.mkdir(parents=True, exist_ok=True)
     tmp = cached.with_name(f"{cached.stem}.{os.getpid()}.tmp.npz")
-    np.savez(tmp, timestamps=info.timestamps, width=info.width, height=info.height, nominal_fps=info.nominal_fps,
-             has_audio=info.has_audio)
+    np.savez(
+        tmp,
+        timestamps=info.timestamps,
+        width=info.width,
+        height=info.height,
+        nominal_fps=info.nominal_fps,
+        has_audio=info.has_audio,
+    )
     tmp.replace(cached)  # atomic: concurrent probes of one file write the same bytes
     return info
 
 
 def _frame_labels(path: Path) -> tuple[dict[int, dict], list[str]]:
     """Per-frame label rows of ``path`` keyed by frame index, and the AU columns it has."""
-    with open(path, newline="") as f:
-        reader = csv.DictReader(f)
-        columns = reader.fieldnames or []
-        if "frame" not in columns:
-            raise SourceError(f"{path}:1: per-frame labels need a 'frame' column, has {columns}")
-        aus = au_columns(columns)
-        rows = {}
-        for lineno, row in enumerate(reader, 2):
-            where = f"{path}:{lineno}"
-            frame = parse_float(row["frame"], where)
-            if math.isnan(frame) or frame < 0 or frame != int(frame):
-                raise SourceError(f"{where}: frame {row['frame']!r} is not a 0-based integer")
-            expression, va, au = row_labels(row, aus, where)
-            rows[int(frame)] = {"expression": expression, "va": va, "au": dict(zip(aus, au))}
+    columns, lines = read_csv(path, ["frame"], "per-frame labels")
+    aus = au_columns(columns)
+    rows = {}
+    for where, row in lines:
+        frame = parse_float(row["frame"], where)
+        if math.isnan(frame) or frame < 0 or frame != int(frame):
+            raise SourceError(f"{where}: frame {row['frame']!r} is not a 0-based integer")
+        expression, va, au = row_labels(row, aus, where)
+        rows[int(frame)] = {"expression": expression, "va": va, "au": dict(zip(aus, au))}
     return rows, aus
 
 
 def _continuous_va(path: Path, timestamps: np.ndarray) -> np.ndarray:
     """Rater-averaged valence/arousal traces interpolated at ``timestamps`` (NaN outside)."""
-    with open(path, newline="") as f:
-        reader = csv.DictReader(f)
-        columns = reader.fieldnames or []
-        v_cols = [c for c in columns if c.lower().startswith("valence")]
-        a_cols = [c for c in columns if c.lower().startswith("arousal")]
-        if "time" not in columns or not v_cols or not a_cols:
-            raise SourceError(f"{path}:1: continuous VA needs 'time' and valence*/arousal* columns, has {columns}")
-        times, v, a = [], [], []
-        for lineno, row in enumerate(reader, 2):
-            where = f"{path}:{lineno}"
-            times.append(parse_float(row["time"], where))
-            v.append(np.nanmean([parse_float(row[c], where) for c in v_cols]))
-            a.append(np.nanmean([parse_float(row[c], where) for c in a_cols]))
+    columns, rows = read_csv(path, ["time"], "continuous VA")
+    v_cols = [c for c in columns if c.lower().startswith("valence")]
+    a_cols = [c for c in columns if c.lower().startswith("arousal")]
+    if not v_cols or not a_cols:
+        raise SourceError(f"{path}:1: continuous VA needs valence* and arousal* columns, has {columns}")
+    times, v, a = [], [], []
+    for where, row in rows:
+        times.append(parse_float(row["time"], where))
+        v.append(np.nanmean([parse_float(row[c], where) for c in v_cols]))
+        a.append(np.nanmean([parse_float(row[c], where) for c in a_cols]))
     times = np.asarray(times)
     if np.any(np.diff(times) <= 0):
         raise SourceError(f"{path}: 'time' must increase")
