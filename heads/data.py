@@ -44,7 +44,8 @@ def _labels(task: str, source: GroupReader, expressions: list[int] | None) -> tu
         return y, np.isfinite(y).all(1), ["valence", "arousal"]
     if "au" not in source.names():
         raise ValueError(f"{source.path} has no AU labels")
-    annotated = source.meta["au_annotated"]
+    # groups written before the canonical AU space stored only the dataset's own columns
+    annotated = source.meta.get("au_annotated", source.meta["au_names"])
     columns = [source.meta["au_names"].index(a) for a in annotated]
     y = source.numpy("au")[:, columns].astype(np.int64)
     return y, (y >= 0).any(1), list(annotated)
