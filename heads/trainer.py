@@ -28,7 +28,7 @@ class TrainConfig:
     batch_size: int = 256
     lr: float = 1e-4
     weight_decay: float = 1e-2
-    patience: int = 15  # epochs without a better validation headline before stopping
+    patience: int = 15  # epochs after warm-up without a better validation headline before stopping
     warmup_epochs: int = 5  # usage-aware archetype resets happen in these epochs
     seed: int = 0
     device: str | None = None
@@ -115,7 +115,7 @@ def fit(
         if score > best + 1e-6:
             best, best_epoch, stale = score, epoch, 0
             best_state = copy.deepcopy(model.state_dict())
-        else:
+        elif epoch >= cfg.warmup_epochs:  # warm-up epochs (archetype resets) never count towards patience
             stale += 1
             if stale >= cfg.patience:
                 break
