@@ -296,6 +296,32 @@ def train(
 
 
 @app.command()
+def evaluate(
+    head: Annotated[list[str], typer.Argument(help="trained head group path(s): heads/<dataset>/<head>-<task>/<key>")],
+    split: Annotated[str, typer.Option(help="train, val or test")] = "test",
+    store: Annotated[str, typer.Option(help="store directory or URL")] = "./store",
+    json_out: Annotated[Path | None, typer.Option("--json", help="write the metrics as JSON")] = None,
+) -> None:
+    """Every metric of trained heads on a split: table here, markdown artifact in Prefect, JSON on request."""
+    from flows.train import evaluate_heads
+
+    try:
+        result = evaluate_heads(head, split=split, store=store)
+    except (ValueError, KeyError) as err:
+        _fail(err)
+    for r in result["results"]:
+        table = Table(title=f"{r['head']} · {r['task']} · {r['split']} ({r['samples']} samples)")
+        table.add_column("metric")
+        table.add_column("value")
+        for k, v in r["metrics"].items():
+            table.add_row(k, f"{v:.4f}" if isinstance(v, float) else str(v))
+        console.print(table)
+        console.print(f"{r['path']}: {r['protocol']}")
+    if json_out:
+        json_out.write_text(json.dumps(result["results"], indent=1))
+
+
+@app.command()
 def ls(store: Annotated[str, typer.Option(help="store directory or URL")] = "./store") -> None:
     """List every step group in the store with its key, size and completion."""
     from featurestore import FeatureStore, GroupReader

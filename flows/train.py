@@ -12,7 +12,7 @@ from prefect.cache_policies import NO_CACHE
 from pydantic import BaseModel, Field
 
 from featurestore import FeatureStore
-from heads.step import train_head
+from heads.step import evaluate_head, train_head
 from heads.trainer import HEADLINE, TrainConfig
 
 
@@ -156,3 +156,31 @@ def train_heads(
     fstore.fs.makedirs(f"{fstore.root}/reports/train-heads", exist_ok=True)
     fstore.fs.pipe_file(f"{fstore.root}/reports/train-heads/{stamp}.md", markdown.encode())
     return {"runs": runs, "summary": summary, "report": markdown}
+
+
+def evaluation_markdown(results: list[dict[str, Any]]) -> str:
+    lines = ["# evaluate-heads"]
+    for r in results:
+        lines += [
+            "",
+            f"## {r['head']} · {r['task']} · {r['split']} ({r['samples']} samples)",
+            "",
+            f"`{r['path']}` — {r['protocol']}",
+            "",
+            "| metric | value |",
+            "|---|---|",
+        ]
+        lines += [f"| {k} | {v:.4f} |" for k, v in r["metrics"].items() if isinstance(v, float)]
+    return "\n".join(lines)
+
+
+@flow(name="evaluate-heads", log_prints=True)
+def evaluate_heads(
+    paths: list[str], split: str = "test", store: str = "./store", storage_options: dict[str, Any] | None = None
+) -> dict[str, Any]:
+    """Every metric of trained heads on a split, as a markdown artifact (and the returned table)."""
+    fstore = FeatureStore(store, storage_options or {})
+    results = [evaluate_head(fstore, path, split) for path in paths]
+    markdown = evaluation_markdown(results)
+    create_markdown_artifact(markdown=markdown, key="evaluate-heads", description=f"heads on the {split} split")
+    return {"results": results, "report": markdown}

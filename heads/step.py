@@ -153,3 +153,35 @@ def load_head(store: FeatureStore, path: str) -> tuple[torch.nn.Module, dict[str
     )
     model.load_state_dict(safetensors.torch.load(store.get_file(path, "model.safetensors")))
     return model.eval(), config
+
+
+def evaluate_head(store: FeatureStore, path: str, split: str = "test") -> dict[str, Any]:
+    """Every metric of a trained head on ``split`` (train / val / test), with the split rebuilt by the
+    same protocol and seed the head was trained with."""
+    if split not in ("train", "val", "test"):
+        raise ValueError(f"split {split!r} not in train, val, test")
+    group = GroupReader.open(store, path)
+    params = group.meta["spec"]["params"]
+    features = GroupReader.open(store, group.meta["features_path"])
+    source = GroupReader.open(store, features.meta["source_path"])
+    data = task_data(
+        features,
+        source,
+        params["task"],
+        params["array"],
+        params["expressions"],
+        params["test_fold"],
+        seed=params["train"]["seed"],
+    )
+    model, config = load_head(store, path)
+    outputs = predict(model, data.x[split])
+    metrics = evaluate(params["task"], outputs, data.y[split].numpy(), data.n_outputs, data.label_names)
+    return {
+        "head": config["head"],
+        "task": params["task"],
+        "path": path,
+        "split": split,
+        "samples": int(data.rows[split].size),
+        "protocol": data.protocol,
+        "metrics": metrics,
+    }

@@ -77,3 +77,27 @@ def test_heads_train_by_the_datasets_protocol_and_rerun_is_skipped(blendshapes):
     again = train_heads(configs, store=fstore.url)
     assert [r["state"] for r in again["runs"]] == ["skipped"] * 3
     assert [r["key"] for r in again["runs"]] == [r["key"] for r in result["runs"]]
+
+
+def test_evaluate_rebuilds_the_split_and_matches_the_stored_test_metrics(blendshapes, tmp_path):
+    fstore, features = blendshapes
+    config = HeadConfig(
+        head="mlp", task="va", features=features, array="blendshapes", epochs=20, lr=3e-3, batch_size=64
+    )
+    (run,) = train_heads([config], store=fstore.url)["runs"]
+    from typer.testing import CliRunner
+
+    from flows.cli import app
+
+    out = tmp_path / "eval.json"
+    result = CliRunner().invoke(
+        app, ["evaluate", run["path"], "--split", "test", "--store", fstore.url, "--json", str(out)]
+    )
+    assert result.exit_code == 0, result.output
+    (evaluated,) = json.loads(out.read_text())
+    assert evaluated["metrics"] == pytest.approx(run["metrics"]["test"])
+    assert evaluated["samples"] == run["metrics"]["samples"]["test"] and "ccc_mean" in result.output
+    val = CliRunner().invoke(app, ["evaluate", run["path"], "--split", "val", "--store", fstore.url])
+    assert val.exit_code == 0 and "val (" in val.output
+    bad = CliRunner().invoke(app, ["evaluate", run["path"], "--split", "holdout", "--store", fstore.url])
+    assert bad.exit_code == 2 and "split 'holdout'" in bad.output
