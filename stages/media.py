@@ -72,6 +72,16 @@ def sample_frames(timestamps: np.ndarray, fps: float | None) -> np.ndarray:
     return np.unique(np.searchsorted(timestamps, instants + 1e-6, side="right") - 1)
 
 
+def _nearest(timestamps: np.ndarray, t: float) -> int:
+    """Index of the timestamp closest to ``t`` (timestamps sorted): O(log n) per decoded frame."""
+    i = int(np.searchsorted(timestamps, t))
+    if i == 0:
+        return 0
+    if i == timestamps.size:
+        return i - 1
+    return i if timestamps[i] - t < t - timestamps[i - 1] else i - 1
+
+
 def read_frames(
     path: str | Path, timestamps: np.ndarray, wanted: list[int] | np.ndarray, max_side: int | None = None
 ) -> Iterator[tuple[int, np.ndarray]]:
@@ -89,7 +99,7 @@ def read_frames(
         for frame in container.decode(stream):
             if frame.pts is None:
                 continue
-            index = int(np.argmin(np.abs(timestamps - frame.pts * base)))
+            index = _nearest(timestamps, frame.pts * base)
             if index in pending:
                 pending.discard(index)
                 image = frame.to_ndarray(format="rgb24")

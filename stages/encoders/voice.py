@@ -30,6 +30,26 @@ def _audio(path: str, sample_rate: int) -> tuple[np.ndarray, float] | None:
     return load_audio(path, sample_rate)
 
 
+def yin_track(samples: np.ndarray, start: float, sample_rate: int) -> tuple[np.ndarray, np.ndarray]:
+    """(times in s, f0 in Hz) of YIN over the whole track at a 10 ms hop."""
+    hop = sample_rate // 100
+    f0 = librosa.yin(
+        samples,
+        fmin=65.0,
+        fmax=500.0,
+        sr=sample_rate,
+        frame_length=2048 if sample_rate > 24000 else 1024,
+        hop_length=hop,
+    )
+    return start + librosa.frames_to_time(np.arange(f0.size), sr=sample_rate, hop_length=hop), f0
+
+
+@functools.lru_cache(maxsize=1)
+def _pitch(path: str, sample_rate: int) -> tuple[np.ndarray, np.ndarray]:
+    samples, start = _audio(path, sample_rate)
+    return yin_track(samples, start, sample_rate)
+
+
 class VoiceEncoder(Encoder):
     modality = "audio"
     preprocess = None
@@ -97,7 +117,11 @@ class VoiceEncoder(Encoder):
         return padded[np.clip(index, 0, padded.size - 1)], inside
 
     def features(
-        self, samples: np.ndarray, start: float, timestamps: np.ndarray
+        self,
+        samples: np.ndarray,
+        start: float,
+        timestamps: np.ndarray,
+        pitch_track: tuple[np.ndarray, np.ndarray] | None = None,
     ) -> tuple[dict[str, np.ndarray], np.ndarray]:
         frames, inside = self.windows(samples, start, timestamps)
         window = scipy.signal.get_window("hann", self.win_length, fftbins=True)  # librosa's default
@@ -108,16 +132,7 @@ class VoiceEncoder(Encoder):
         mfcc = librosa.feature.mfcc(S=librosa.power_to_db(mel, top_db=None), n_mfcc=self.n_mfcc).T
         out = {"mfcc": mfcc.astype(np.float32), "rms": np.sqrt((frames**2).mean(1, keepdims=True)).astype(np.float32)}
         if self.pitch:
-            hop = self.sample_rate // 100
-            f0 = librosa.yin(
-                samples,
-                fmin=65.0,
-                fmax=500.0,
-                sr=self.sample_rate,
-                frame_length=2048 if self.sample_rate > 24000 else 1024,
-                hop_length=hop,
-            )
-            times = start + librosa.frames_to_time(np.arange(f0.size), sr=self.sample_rate, hop_length=hop)
+            times, f0 = pitch_track if pitch_track is not None else yin_track(samples, start, self.sample_rate)
             out["f0"] = np.interp(timestamps, times, f0)[:, None].astype(np.float32)
         return out, inside
 
@@ -129,7 +144,9 @@ class VoiceEncoder(Encoder):
             status[:] = SampleStatus.NO_AUDIO
             empty = {k: np.full((n, *s), np.nan, np.float32) for k, s in self.output_shapes().items()}
             return EncodedBatch(empty, status, ["the video has no audio track"] * n)
-        out, inside = self.features(audio[0], audio[1], timestamps)
+        # the YIN track covers the whole file: computed once per file, not once per chunk
+        track = _pitch(str(path), self.sample_rate) if self.pitch else None
+        out, inside = self.features(audio[0], audio[1], timestamps, track)
         status[~inside] = SampleStatus.NO_AUDIO
         detail = ["" if ok else "frame outside the audio track" for ok in inside]
         return EncodedBatch(out, status, detail)
