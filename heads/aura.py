@@ -40,6 +40,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from heads.losses import au_loss, expression_loss, va_loss
+from heads.standardise import InputNorm
 
 TASKS = ("fer", "va", "au")
 
@@ -57,7 +58,6 @@ class AuraConfig:
     margin: float = 0.2
     va_alpha: float = 1.0
     tau: float = 0.01
-    warmup_epochs: int = 5
     lambda_proj: float = 1.0
     lambda_arc: float = 1.0
     lambda_contx: float = 1.0
@@ -71,6 +71,9 @@ class AuraConfig:
     ctx_dim: int = 64
     ctx_heads: int = 4
     ctx_layers: int = 2
+    # Dropout inside the contextualiser's transformer. The paper gives 0.2 for the projector only;
+    # here it defaults to 0: on CPU the dropout masks cost more than the rest of the transformer.
+    ctx_dropout: float = 0.0
     input: str = "global"  # global | patch (AU: patch tokens through a light transformer)
     patch_layers: int = 2
 
@@ -132,7 +135,7 @@ class Contextualiser(nn.Module):
         self.semantic_proj = nn.Linear(semantic_in, w) if semantic_in != w else nn.Identity()
         self.cls = nn.Parameter(torch.randn(2, w) * 0.02)  # c_sem, c_arc
         self.positions = nn.Parameter(torch.randn(2 + n_semantic + cfg.top_k, w) * 0.02)
-        layer = nn.TransformerEncoderLayer(w, cfg.ctx_heads, 2 * w, cfg.dropout, batch_first=True, norm_first=True)
+        layer = nn.TransformerEncoderLayer(w, cfg.ctx_heads, 2 * w, cfg.ctx_dropout, batch_first=True, norm_first=True)
         self.encoder = nn.TransformerEncoder(layer, cfg.ctx_layers, enable_nested_tensor=False)
         self.gate = nn.Linear(2 * w, 2)
         self.head = nn.Linear(w, n_out)
@@ -283,16 +286,17 @@ class ArchetypeBranch(nn.Module):
         return n
 
     @torch.no_grad()
-    def prune(self, features: torch.Tensor, batch_size: int = 4096) -> int:
-        """Keep archetypes used by ≥ τ of ``features`` (the training set, in eval mode); returns K_stable."""
-        counts = torch.zeros(self.cfg.k_max, device=features.device)
-        self.active.fill_(True)
-        for i in range(0, features.shape[0], batch_size):
-            index, _ = self.assign(F.normalize(self.project(features[i : i + batch_size]), dim=-1))
-            counts += torch.bincount(index, minlength=self.cfg.k_max).float()
-        self.active.copy_(counts / features.shape[0] >= self.cfg.tau)
+    def counts(self, z: torch.Tensor) -> torch.Tensor:
+        """How many of ``z`` each archetype (kept or not) is nearest to."""
+        index = (F.normalize(self.project(z), dim=-1) @ self.normalised().T).argmax(dim=-1)
+        return torch.bincount(index, minlength=self.cfg.k_max).float()
+
+    @torch.no_grad()
+    def keep(self, usage: torch.Tensor) -> int:
+        """Keep archetypes whose usage ratio is ≥ τ; returns K_stable."""
+        self.active.copy_(usage >= self.cfg.tau)
         if not self.active.any():  # degenerate: keep the most used one
-            self.active[counts.argmax()] = True
+            self.active[usage.argmax()] = True
         return int(self.active.sum())
 
 
@@ -303,13 +307,14 @@ class AuraHead(nn.Module):
     def __init__(self, cfg: AuraConfig, n_patches: int = 0):
         super().__init__()
         self.cfg = cfg
+        self.norm = InputNorm(cfg.in_dim)
         self.patches = None
         branch_in, semantic_in, n_semantic = cfg.in_dim, cfg.ctx_dim, cfg.n_tokens
         if cfg.input == "patch":
             if n_patches <= 0:
                 raise ValueError("patch input needs n_patches")
             self.patches = PatchEncoder(
-                cfg.in_dim, n_patches, cfg.ctx_dim, cfg.patch_layers, cfg.ctx_heads, cfg.dropout
+                cfg.in_dim, n_patches, cfg.ctx_dim, cfg.patch_layers, cfg.ctx_heads, cfg.ctx_dropout
             )
             branch_in, n_semantic = cfg.ctx_dim, n_patches
         n_branches = {"fer": 1, "va": 2, "au": cfg.n_outputs}[cfg.task]
@@ -323,14 +328,16 @@ class AuraHead(nn.Module):
             else:  # AU-specific linear maps of the encoded patch tokens
                 self.semantic_maps = nn.ModuleList(nn.Linear(cfg.ctx_dim, cfg.ctx_dim) for _ in range(n_branches))
 
-    def _inputs(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+    def _inputs(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+        """(standardised input, branch input, encoded patch tokens or None)."""
+        x = self.norm(x)
         if self.patches is None:
-            return x, None
-        return self.patches(x)
+            return x, x, None
+        return x, *self.patches(x)
 
     def predict(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(outputs, archetype index per branch): FER (B, C) logits; VA (B, 2); AU (B, M) logits."""
-        z, _ = self._inputs(x)
+        _, z, _ = self._inputs(x)
         outs, indices = zip(*(branch.predict(z) for branch in self.branches))
         if self.cfg.task == "fer":
             return outs[0], indices[0][:, None]
@@ -341,7 +348,7 @@ class AuraHead(nn.Module):
     ) -> tuple[torch.Tensor, dict[str, float]]:
         """Total loss and its parts (summed over branches)."""
         cfg = self.cfg
-        z, tokens = self._inputs(x)
+        x, z, tokens = self._inputs(x)
         parts: dict[str, torch.Tensor] = {}
         for j, branch in enumerate(self.branches):
             semantic = None
@@ -355,12 +362,18 @@ class AuraHead(nn.Module):
         return total, {k: float(v.detach()) for k, v in parts.items()}
 
     def reset_unused(self, x: torch.Tensor) -> int:
-        z, _ = self._inputs(x)
+        _, z, _ = self._inputs(x)
         return sum(branch.reset_unused(z) for branch in self.branches)
 
-    def prune(self, x: torch.Tensor) -> list[int]:
-        z, _ = self._inputs(x)
-        return [branch.prune(z) for branch in self.branches]
+    @torch.no_grad()
+    def prune(self, x: torch.Tensor, batch_size: int = 4096) -> list[int]:
+        """Usage over ``x`` (the training set, eval mode), in batches; keeps archetypes used ≥ τ."""
+        counts = [torch.zeros(b.cfg.k_max, device=x.device) for b in self.branches]
+        for i in range(0, x.shape[0], batch_size):
+            _, z, _ = self._inputs(x[i : i + batch_size])
+            for c, branch in zip(counts, self.branches):
+                c += branch.counts(z)
+        return [branch.keep(c / x.shape[0]) for c, branch in zip(counts, self.branches)]
 
     def k_stable(self) -> list[int]:
         return [int(b.active.sum()) for b in self.branches]

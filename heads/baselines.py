@@ -6,17 +6,19 @@ import torch
 from torch import nn
 
 from heads.losses import au_loss, expression_loss, va_loss
+from heads.standardise import InputNorm
 
 
 class TaskHead(nn.Module):
     """Any module mapping features to task outputs, with AURA's task losses (no archetypes)."""
 
-    def __init__(self, task: str, body: nn.Module, va_alpha: float = 1.0):
+    def __init__(self, task: str, in_dim: int, body: nn.Module, va_alpha: float = 1.0):
         super().__init__()
         self.task, self.body, self.va_alpha = task, body, va_alpha
+        self.norm = InputNorm(in_dim)
 
     def outputs(self, x: torch.Tensor) -> torch.Tensor:
-        out = self.body(x)
+        out = self.body(self.norm(x))
         return torch.tanh(out) if self.task == "va" else out
 
     def predict(self, x: torch.Tensor) -> tuple[torch.Tensor, None]:
@@ -36,11 +38,11 @@ class TaskHead(nn.Module):
 
 
 def linear_probe(task: str, in_dim: int, n_outputs: int) -> TaskHead:
-    return TaskHead(task, nn.Linear(in_dim, 2 if task == "va" else n_outputs))
+    return TaskHead(task, in_dim, nn.Linear(in_dim, 2 if task == "va" else n_outputs))
 
 
 def mlp(task: str, in_dim: int, n_outputs: int, hidden: int = 256, dropout: float = 0.2) -> TaskHead:
     out = 2 if task == "va" else n_outputs
     return TaskHead(
-        task, nn.Sequential(nn.Linear(in_dim, hidden), nn.GELU(), nn.Dropout(dropout), nn.Linear(hidden, out))
+        task, in_dim, nn.Sequential(nn.Linear(in_dim, hidden), nn.GELU(), nn.Dropout(dropout), nn.Linear(hidden, out))
     )

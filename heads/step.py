@@ -21,7 +21,7 @@ from heads.registry import create_head
 from heads.trainer import TrainConfig, evaluate, fit, predict
 
 HEAD_STEP = "train-head"
-HEAD_STEP_VERSION = 1
+HEAD_STEP_VERSION = 2  # 2: inputs standardised by the head (InputNorm buffers)
 
 
 def head_spec(

@@ -18,6 +18,7 @@ from tqdm.auto import tqdm
 
 from heads.losses import class_weights as expression_class_weights
 from heads.metrics import au_metrics, expression_metrics, va_metrics
+from heads.standardise import fit_input_norms
 
 HEADLINE = {"fer": "macro_f1", "au": "mean_f1", "va": "ccc_mean"}
 
@@ -31,6 +32,7 @@ class TrainConfig:
     patience: int = 15  # epochs after warm-up without a better validation headline before stopping
     warmup_epochs: int = 5  # usage-aware archetype resets happen in these epochs
     seed: int = 0
+    standardise: bool = True  # inputs standardised with the training split's statistics (heads/standardise.py)
     device: str | None = None
     progress: bool = True
 
@@ -87,6 +89,8 @@ def fit(
     device = device_of(cfg.device)
     model.to(device)
     x_train, y_train = train
+    if cfg.standardise:
+        fit_input_norms(model, x_train)
     weights = expression_class_weights(y_train, n_outputs).to(device) if task == "fer" else None
     optimiser = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     generator = torch.Generator().manual_seed(cfg.seed)

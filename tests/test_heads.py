@@ -14,6 +14,8 @@ from heads.aura import ArchetypeBranch, AuraConfig, AuraHead
 from heads.baselines import linear_probe
 from heads.losses import au_loss, ccc_torch, class_weights, expression_loss, va_loss
 from heads.metrics import ccc, va_metrics
+from heads.registry import create_head
+from heads.standardise import fit_input_norms
 from heads.trainer import TrainConfig, fit
 
 
@@ -159,6 +161,7 @@ def test_usage_reset_and_pruning():
         branch.archetypes[0] = torch.tensor([1.0, 0, 0, 0])
         branch.archetypes[1] = torch.tensor([0, 1.0, 0, 0])
     assert head.prune(x) == [2] and branch.active.tolist()[:2] == [True, True]
+    assert head.prune(x, batch_size=3) == [2]  # usage counted in batches gives the same K_stable
     _, index = head.predict(x)
     assert set(index[:, 0].tolist()) == {0, 1}  # inference only ever picks kept archetypes
 
@@ -231,3 +234,14 @@ def test_va_and_au_heads_train_on_learnable_signals(task, input_kind):
     assert len(result.k_stable) == (2 if task == "va" else 3) and all(k < 60 for k in result.k_stable)
     outputs, index = head.predict(x[:5])
     assert outputs.shape == (5, n_out) and index.shape == (5, n_out)
+
+
+def test_input_norm_is_fitted_on_training_data_and_saved_with_the_weights():
+    x = torch.randn(64, 5) * torch.tensor([1.0, 10, 0.1, 5, 2]) + torch.tensor([3.0, -2, 0, 1, 7])
+    x[:, 2] = 4.0  # a constant dimension keeps unit scale instead of dividing by zero
+    head = create_head("linear", "fer", 5, 3)
+    fit_input_norms(head, x)
+    z = head.norm(x)
+    assert torch.allclose(z.mean(0), torch.zeros(5), atol=1e-5)
+    assert torch.allclose(z[:, [0, 1, 3, 4]].std(0), torch.ones(4), atol=1e-5) and (z[:, 2] == 0).all()
+    assert {"norm.mean", "norm.std"} <= set(head.state_dict())

@@ -1,0 +1,412 @@
+"""The interpretability report of a trained archetype head.
+
+For every branch (the expression codebook, valence, arousal, one per AU) it lists the kept
+archetypes with their usage on the training split, what φ says of each (class and confidence, or
+score), and their nearest training samples. From that it writes, beside the checkpoint:
+
+* ``report.md``       archetypes per class / per score bin with usage ranges (the AURA paper's
+                      Table 3 layout) and the annotation audit's top entries;
+* ``archetypes.json`` every kept archetype: usage, label, confidence, nearest training rows;
+                      ``affectflow predict`` reads its "nearest examples" from here;
+* ``nearest-<branch>.png``  a thumbnail sheet: one line per archetype, its nearest samples;
+* ``map.png``         a 2-D map (PCA, or UMAP when ``umap-learn`` is installed) of the training
+                      features in the archetype space and the archetypes, sized by usage;
+* ``audit.csv``       the annotation audit: samples whose label disagrees confidently with the
+                      archetype that decides them (candidates for label noise, not verdicts).
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from featurestore import FeatureStore, GroupReader
+from heads.aura import AuraHead
+from heads.data import TaskData, task_data
+from heads.step import load_head
+
+# Score bins of the Table-3 layout: VA values in [−1, 1]; AU probabilities in [0, 1].
+VA_BINS = (-1.0, -0.5, 0.0, 0.5, 1.0)
+AU_BINS = (0.0, 0.25, 0.5, 0.75, 1.0)
+# The audit lists a sample whose label contradicts its archetype where the archetype is trustworthy:
+# (expressions, AUs) at least this share of the training samples it decides carry the archetype's
+# class / AU state (φ's softmax on unit-norm archetypes is too flat to serve as the confidence);
+AUDIT_AGREEMENT = 0.8
+AUDIT_MIN_MEMBERS = 5
+# (VA) the label is at least this far from the archetype's score on the [−1, 1] scale.
+AUDIT_VA_GAP = 1.0
+MAX_SHEET_ROWS = 30
+REPORT_FILES = ("report.md", "archetypes.json", "audit.csv", "map.png")
+
+
+@dataclass
+class Branch:
+    name: str
+    kept: np.ndarray  # indices of the kept archetypes
+    usage: np.ndarray  # usage ratio on the training split, per kept archetype
+    label: np.ndarray  # class index (fer) or score (va: value in [−1, 1]; au: probability)
+    confidence: np.ndarray  # fer: softmax confidence; va/au: distance of the score from undecided
+    members: np.ndarray  # training samples it decides
+    agreement: np.ndarray  # share of them whose label agrees with it (VA: 1 − mean |gap| / 2)
+    nearest: np.ndarray  # (kept, n) training rows, most similar first
+    similarity: np.ndarray  # (kept, n) their cosine similarities
+    train_embedding: np.ndarray  # (n_train, d) training features in the archetype space
+    archetypes: np.ndarray  # (kept, d)
+
+
+def branch_names(task: str, labels: list[str]) -> list[str]:
+    return ["expression"] if task == "fer" else ["valence", "arousal"] if task == "va" else list(labels)
+
+
+@torch.no_grad()
+def _embed(model: AuraHead, x: torch.Tensor, batch_size: int = 4096) -> list[torch.Tensor]:
+    """ℓ2-normalised projected features of every branch: the space the archetypes live in."""
+    out: list[list[torch.Tensor]] = [[] for _ in model.branches]
+    for i in range(0, x.shape[0], batch_size):
+        _, z, _ = model._inputs(x[i : i + batch_size])
+        for parts, branch in zip(out, model.branches):
+            parts.append(F.normalize(branch.project(z), dim=-1))
+    return [torch.cat(parts) for parts in out]
+
+
+@torch.no_grad()
+def analyse(model: AuraHead, data: TaskData, task: str, n_nearest: int = 8) -> list[Branch]:
+    embedded = _embed(model, data.x["train"])
+    rows = data.rows["train"]
+    branches = []
+    for j, (name, branch, f_hat) in enumerate(zip(branch_names(task, data.label_names), model.branches, embedded)):
+        kept = torch.nonzero(branch.active).squeeze(1)
+        a_hat = branch.normalised()[kept]
+        sims = f_hat @ a_hat.T  # (n_train, kept)
+        assigned = sims.argmax(-1).numpy()
+        members = np.bincount(assigned, minlength=kept.numel())
+        usage = members / f_hat.shape[0]
+        out = branch.output(a_hat)
+        if task == "fer":
+            probs = torch.softmax(out, dim=-1)
+            confidence, label = probs.max(-1)
+            label = label.float()
+        elif task == "va":
+            label, confidence = out, out.abs()
+        else:
+            label = torch.sigmoid(out)
+            confidence = (label - 0.5).abs() * 2
+        top = sims.T.topk(min(n_nearest, f_hat.shape[0]), dim=-1)
+        agreement = _agreement(task, label.numpy(), assigned, data.y["train"].numpy(), j)
+        branches.append(
+            Branch(
+                name=name,
+                kept=kept.numpy(),
+                usage=usage,
+                label=label.numpy(),
+                confidence=confidence.numpy(),
+                members=members,
+                agreement=agreement,
+                nearest=rows[top.indices.numpy()],
+                similarity=top.values.numpy(),
+                train_embedding=f_hat.numpy(),
+                archetypes=a_hat.numpy(),
+            )
+        )
+    return branches
+
+
+def _agreement(task: str, label: np.ndarray, assigned: np.ndarray, y: np.ndarray, j: int) -> np.ndarray:
+    """Per kept archetype: how far the training labels it decides agree with what it says."""
+    out = np.full(label.shape[0], np.nan)
+    for k in range(label.shape[0]):
+        mine = assigned == k
+        if task == "fer":
+            values = y[mine] == label[k]
+        elif task == "au":
+            labelled = y[mine, j]
+            values = (labelled[labelled >= 0] == 1) == (label[k] >= 0.5)
+        else:
+            values = 1 - np.abs(y[mine, j] - label[k]) / 2
+        if values.size:
+            out[k] = float(np.mean(values))
+    return out
+
+
+def _label_text(task: str, value: float, labels: list[str]) -> str:
+    return labels[int(value)] if task == "fer" else f"{value:+.2f}" if task == "va" else f"p={value:.2f}"
+
+
+def table3(task: str, branches: list[Branch], labels: list[str]) -> list[dict[str, Any]]:
+    """Archetypes per class (expressions) or per score bin (VA, AU) with their usage range."""
+    out = []
+    for b in branches:
+        if task == "fer":
+            groups = [(labels[c], b.label == c) for c in range(len(labels))]
+        else:
+            edges = VA_BINS if task == "va" else AU_BINS
+            groups = []
+            for lo, hi in zip(edges[:-1], edges[1:]):
+                last = hi == edges[-1]
+                groups.append(
+                    (
+                        f"[{lo:g}, {hi:g}{']' if last else ')'}",
+                        (b.label >= lo) & ((b.label <= hi) if last else (b.label < hi)),
+                    )
+                )
+        for bin_name, mask in groups:
+            used = b.usage[mask]
+            out.append(
+                {
+                    "branch": b.name,
+                    "bin": bin_name,
+                    "archetypes": int(mask.sum()),
+                    "usage_min": float(used.min()) if used.size else None,
+                    "usage_max": float(used.max()) if used.size else None,
+                    "usage_total": float(used.sum()),
+                }
+            )
+    return out
+
+
+@torch.no_grad()
+def audit(
+    model: AuraHead, data: TaskData, task: str, branches: list[Branch], paths: np.ndarray
+) -> list[dict[str, Any]]:
+    """Every labelled sample (all splits) whose label contradicts a trustworthy deciding archetype."""
+    entries = []
+    for split in ("train", "val", "test"):
+        y, rows = data.y[split].numpy(), data.rows[split]
+        _, index = model.predict(data.x[split])
+        index = index.numpy()
+        for j, b in enumerate(branches):
+            position = {int(a): k for k, a in enumerate(b.kept)}
+            for i in range(rows.size):
+                k = position[int(index[i, j])]
+                says, label = b.label[k], (y[i] if task == "fer" else y[i, j])
+                if task == "va":
+                    flagged, strength = abs(label - says) >= AUDIT_VA_GAP, abs(label - says)
+                else:
+                    trusted = b.agreement[k] >= AUDIT_AGREEMENT and b.members[k] >= AUDIT_MIN_MEMBERS
+                    disagrees = label != says if task == "fer" else label >= 0 and (label == 1) != (says >= 0.5)
+                    flagged, strength = trusted and disagrees, b.agreement[k]
+                if flagged:
+                    entries.append(
+                        _entry(
+                            split,
+                            rows[i],
+                            paths,
+                            b.name,
+                            b.kept[k],
+                            _label_text(task, float(label), data.label_names) if task != "au" else str(int(label)),
+                            _label_text(task, float(says), data.label_names),
+                            strength,
+                        )
+                    )
+    return sorted(entries, key=lambda e: -e["strength"])
+
+
+def _entry(split, row, paths, branch, archetype, label, archetype_says, strength) -> dict[str, Any]:
+    return {
+        "split": split,
+        "row": int(row),
+        "path": str(paths[row]),
+        "branch": branch,
+        "archetype": int(archetype),
+        "label": label,
+        "archetype_says": archetype_says,
+        "strength": round(float(strength), 4),
+    }
+
+
+# -- pictures --------------------------------------------------------------------------------------
+def nearest_sheet(task: str, branch: Branch, labels: list[str], source: GroupReader, size: int = 64) -> bytes:
+    """PNG: one line per kept archetype (by class / score, then usage), its nearest training samples."""
+    from PIL import Image, ImageDraw
+
+    from stages.thumbnails import thumbnails, to_image
+
+    order = np.lexsort((-branch.usage, branch.label))[:MAX_SHEET_ROWS]
+    pictures = thumbnails(source, branch.nearest[order].ravel().tolist(), size)
+    text_width, pad = 150, 4
+    n = branch.nearest.shape[1]
+    sheet = Image.new("RGB", (text_width + n * (size + pad), len(order) * (size + pad) + pad), "white")
+    draw = ImageDraw.Draw(sheet)
+    for line, k in enumerate(order):
+        y = pad + line * (size + pad)
+        label = _label_text(task, float(branch.label[k]), labels)
+        draw.text((4, y + 4), f"#{branch.kept[k]}  {label}", fill="black")
+        draw.text((4, y + 22), f"usage {100 * branch.usage[k]:.1f} %", fill="black")
+        draw.text((4, y + 40), f"agreement {branch.agreement[k]:.2f}", fill="black")
+        for col, row in enumerate(branch.nearest[k]):
+            sheet.paste(to_image(pictures[int(row)], size), (text_width + col * (size + pad), y))
+    buffer = io.BytesIO()
+    sheet.save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def _reduce(points: np.ndarray, seed: int) -> tuple[np.ndarray, str]:
+    try:
+        import umap  # optional: the issue's "UMAP when installed"
+    except ImportError:
+        from sklearn.decomposition import PCA
+
+        return PCA(n_components=2, random_state=seed).fit_transform(points), "PCA"
+    return umap.UMAP(n_components=2, random_state=seed).fit_transform(points), "UMAP"
+
+
+def feature_map(task: str, branches: list[Branch], data: TaskData, seed: int = 0) -> tuple[bytes, str]:
+    """PNG: per branch, training features and kept archetypes (star size ∝ usage) in 2-D."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    shown = branches[:12]
+    cols = min(3, len(shown))
+    rows = -(-len(shown) // cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(5 * cols, 4.5 * rows), squeeze=False)
+    y = data.y["train"].numpy()
+    method = "PCA"
+    for j, (ax, b) in enumerate(zip(axes.ravel(), shown)):
+        xy, method = _reduce(np.concatenate([b.train_embedding, b.archetypes]), seed)
+        feats, arcs = xy[: len(b.train_embedding)], xy[len(b.train_embedding) :]
+        if task == "fer":
+            colour, cmap = y, "tab10"
+        elif task == "va":
+            colour, cmap = y[:, j], "coolwarm"
+        else:
+            colour, cmap = y[:, j], "coolwarm"
+        points = ax.scatter(feats[:, 0], feats[:, 1], c=colour, cmap=cmap, s=6, alpha=0.5, linewidths=0)
+        ax.scatter(arcs[:, 0], arcs[:, 1], s=20 + 600 * b.usage, marker="*", c="black", edgecolors="white")
+        ax.set_title(f"{b.name}: {len(b.kept)} archetypes ({method})")
+        if task == "fer":
+            handles = [
+                plt.Line2D([], [], marker="o", ls="", color=points.cmap(points.norm(c)), label=data.label_names[c])
+                for c in np.unique(y)
+            ]
+            ax.legend(handles=handles, fontsize=7, loc="best")
+    for ax in axes.ravel()[len(shown) :]:
+        ax.axis("off")
+    fig.tight_layout()
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=90)
+    plt.close(fig)
+    return buffer.getvalue(), method
+
+
+# -- the report ----------------------------------------------------------------------------------------
+def markdown(
+    head_path: str, task: str, table: list[dict], audit_rows: list[dict], branches: list[Branch], method: str
+) -> str:
+    lines = [
+        f"# archetype report: `{head_path}`",
+        "",
+        "## Archetypes per " + ("class" if task == "fer" else "score bin"),
+        "",
+    ]
+    lines += ["| branch | class / bin | archetypes | usage range | total usage |", "|---|---|---|---|---|"]
+    for t in table:
+        span = "—" if t["usage_min"] is None else f"{100 * t['usage_min']:.1f}–{100 * t['usage_max']:.1f} %"
+        lines.append(f"| {t['branch']} | {t['bin']} | {t['archetypes']} | {span} | {100 * t['usage_total']:.1f} % |")
+    lines += ["", "K_stable per branch: " + ", ".join(f"{b.name} {len(b.kept)}" for b in branches), ""]
+    lines += [
+        f"Files beside the checkpoint: `nearest-<branch>.png` (thumbnail sheets), `map.png` ({method}), "
+        "`archetypes.json`, `audit.csv`.",
+        "",
+    ]
+    lines += [f"## Annotation audit ({len(audit_rows)} samples; top 20)", ""]
+    lines += [
+        "| split | row | path | branch | archetype | label | archetype says | strength |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    lines += [
+        f"| {a['split']} | {a['row']} | `{a['path']}` | {a['branch']} | #{a['archetype']} | {a['label']} | "
+        f"{a['archetype_says']} | {a['strength']:.2f} |"
+        for a in audit_rows[:20]
+    ]
+    return "\n".join(lines)
+
+
+def write_report(store: FeatureStore, head_path: str, n_nearest: int = 8, thumb_size: int = 64) -> dict[str, Any]:
+    """Build every report file of an archetype head beside its checkpoint; returns the summary."""
+    group = GroupReader.open(store, head_path)
+    params = group.meta["spec"]["params"]
+    model, config = load_head(store, head_path)
+    if not isinstance(model, AuraHead):
+        raise ValueError(f"{head_path} is a {config['head']} head: the report needs an archetype head (aura)")
+    features = GroupReader.open(store, group.meta["features_path"])
+    source = GroupReader.open(store, features.meta["source_path"])
+    task = params["task"]
+    data = task_data(
+        features,
+        source,
+        task,
+        params["array"],
+        params["expressions"],
+        params["test_fold"],
+        seed=params["train"]["seed"],
+    )
+    branches = analyse(model, data, task, n_nearest)
+    table = table3(task, branches, data.label_names)
+    paths = source.numpy("path")
+    audit_rows = audit(model, data, task, branches, paths)
+    map_png, method = feature_map(task, branches, data, seed=params["train"]["seed"])
+    sheets = {f"nearest-{b.name}.png": nearest_sheet(task, b, data.label_names, source, thumb_size) for b in branches}
+    archetypes = {
+        "head": head_path,
+        "task": task,
+        "labels": data.label_names,
+        "n_train": int(data.rows["train"].size),
+        "branches": [
+            {
+                "name": b.name,
+                "k_stable": int(len(b.kept)),
+                "archetypes": [
+                    {
+                        "index": int(b.kept[k]),
+                        "usage": float(b.usage[k]),
+                        "label": _label_text(task, float(b.label[k]), data.label_names),
+                        "confidence": float(b.confidence[k]),
+                        "members": int(b.members[k]),
+                        "agreement": None if np.isnan(b.agreement[k]) else float(b.agreement[k]),
+                        "nearest": [
+                            {"row": int(r), "path": str(paths[r]), "similarity": float(s)}
+                            for r, s in zip(b.nearest[k], b.similarity[k])
+                        ],
+                    }
+                    for k in range(len(b.kept))
+                ],
+            }
+            for b in branches
+        ],
+        "table3": table,
+    }
+    text = markdown(head_path, task, table, audit_rows, branches, method)
+    audit_csv = io.StringIO()
+    writer = csv.DictWriter(
+        audit_csv, ["split", "row", "path", "branch", "archetype", "label", "archetype_says", "strength"]
+    )
+    writer.writeheader()
+    writer.writerows(audit_rows)
+    files = {
+        "report.md": text.encode(),
+        "archetypes.json": json.dumps(archetypes, indent=1).encode(),
+        "audit.csv": audit_csv.getvalue().encode(),
+        "map.png": map_png,
+        **sheets,
+    }
+    for name, payload in files.items():
+        store.put_file(head_path, name, payload)
+    return {"path": head_path, "markdown": text, "files": sorted(files), "audit": len(audit_rows), "table3": table}
+
+
+def read_archetypes(store: FeatureStore, head_path: str) -> dict[str, Any]:
+    """The report's archetypes.json, written first if the head has no report yet."""
+    try:
+        return json.loads(store.get_file(head_path, "archetypes.json"))
+    except FileNotFoundError:
+        write_report(store, head_path)
+        return json.loads(store.get_file(head_path, "archetypes.json"))
