@@ -124,6 +124,9 @@ class FeatureStore:
     def get_file(self, group_path: str, name: str) -> bytes:
         return self.fs.cat_file(f"{self.root}/{group_path}/{safe_name(name, 'file name')}")
 
+    def has_file(self, group_path: str, name: str) -> bool:
+        return self.fs.exists(f"{self.root}/{group_path}/{safe_name(name, 'file name')}")
+
     # -- groups -----------------------------------------------------------------------------
     def open_step(self, path: str) -> StepGroup | None:
         try:

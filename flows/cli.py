@@ -246,6 +246,8 @@ def train(
     batch_size: int = 256,
     lr: float = 1e-4,
     patience: int = 15,
+    warmup_epochs: Annotated[int, typer.Option(help="epochs with usage-aware archetype resets")] = 5,
+    report: Annotated[bool, typer.Option(help="write the interpretability report of archetype heads")] = True,
     test_fold: Annotated[int, typer.Option(help="test fold for datasets with folds (DISFA, BP4D)")] = 1,
     store: Annotated[str, typer.Option(help="store directory or URL")] = "./store",
     device: Annotated[str | None, typer.Option(help="cpu, cuda (default: cuda if available)")] = None,
@@ -267,6 +269,8 @@ def train(
                 batch_size=batch_size,
                 lr=lr,
                 patience=patience,
+                warmup_epochs=warmup_epochs,
+                report=report,
                 test_fold=test_fold,
                 options=options if h == "aura" else {},
             )
@@ -291,8 +295,68 @@ def train(
         )
     console.print(table)
     console.print(f"protocol: {result['summary'][0]['protocol']}")
+    for run in result["runs"]:
+        if "report" in run:
+            console.print(f"report: {store}/{run['path']}/report.md (+ nearest-*.png, map.png, audit.csv)")
     if json_out:
         json_out.write_text(json.dumps(result, indent=1, default=str))
+
+
+@app.command()
+def report(
+    head: Annotated[
+        list[str], typer.Argument(help="trained archetype head path(s): heads/<dataset>/aura-<task>/<key>")
+    ],
+    store: Annotated[str, typer.Option(help="store directory or URL")] = "./store",
+    force: Annotated[bool, typer.Option(help="rewrite reports that exist")] = False,
+) -> None:
+    """Interpretability report of archetype heads: Table-3 usage, thumbnail sheets, 2-D map, annotation audit."""
+    from flows.train import head_reports
+
+    try:
+        reports = head_reports(head, store=store, force=force)
+    except (ValueError, KeyError) as err:
+        _fail(err)
+    for r in reports:
+        console.print(r["markdown"])
+        console.print(f"files: {store}/{r['path']}/")
+
+
+@app.command()
+def predict(
+    images: Annotated[list[Path], typer.Argument(help="image files")],
+    head: Annotated[str, typer.Option(help="trained head path: heads/<dataset>/<head>-<task>/<key>")],
+    store: Annotated[str, typer.Option(help="store directory or URL")] = "./store",
+    nearest: Annotated[int, typer.Option(help="nearest training examples shown per archetype")] = 3,
+    json_out: Annotated[Path | None, typer.Option("--json", help="write the predictions as JSON")] = None,
+) -> None:
+    """Predict with a trained head: the answer, the archetype that decided it and its nearest examples."""
+    from featurestore import FeatureStore
+    from flows.predict import predict_images
+
+    try:
+        results = predict_images(FeatureStore(store), head, images, nearest)
+    except (ValueError, KeyError) as err:
+        _fail(err)
+    for r in results:
+        if r["status"] != "ok":
+            console.print(f"[red]{r['image']}: {r['status']}[/red] {r.get('detail', '')}")
+            continue
+        if "expression" in r:
+            top = sorted(r["scores"].items(), key=lambda kv: -kv[1])[:3]
+            answer = f"{r['expression']}  (" + ", ".join(f"{k} {v:.2f}" for k, v in top) + ")"
+        elif "valence" in r:
+            answer = f"valence {r['valence']:+.2f}, arousal {r['arousal']:+.2f}"
+        else:
+            answer = "AUs present: " + (", ".join(r["present"]) or "none")
+        console.print(f"[bold]{r['image']}[/bold]: {answer}")
+        for a in r.get("archetypes", []):
+            console.print(
+                f"  {a['branch']}: archetype #{a['archetype']} ({a['says']}, usage {100 * a['usage']:.1f} %) "
+                f"nearest: {', '.join(a['nearest'])}"
+            )
+    if json_out:
+        json_out.write_text(json.dumps(results, indent=1))
 
 
 @app.command()

@@ -315,7 +315,9 @@ def extract_features(
                 reports: list[ChunkReport] = []
                 crop = _face_crop(cfg, faces)
                 with fstore.lock(feature_key(enc, source_group.key, crop)):
-                    group, state, todo = open_feature_group(fstore, d.store_name, source_group, enc, chunk_size, crop)
+                    group, state, todo = open_feature_group(
+                        fstore, d.store_name, source_group, enc, chunk_size, crop, cfg.options
+                    )
                     logger.info(
                         "%s × %s: %s, %d of %d chunks to run", d.store_name, enc.name, state, len(todo), group.n_chunks
                     )

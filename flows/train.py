@@ -12,6 +12,7 @@ from prefect.cache_policies import NO_CACHE
 from pydantic import BaseModel, Field
 
 from featurestore import FeatureStore
+from heads.report import write_report
 from heads.step import evaluate_head, train_head
 from heads.trainer import HEADLINE, TrainConfig
 
@@ -27,6 +28,8 @@ class HeadConfig(BaseModel):
     batch_size: int = 256
     lr: float = 1e-4
     patience: int = 15
+    warmup_epochs: int = 5
+    report: bool = Field(True, description="write the interpretability report (archetype heads)")
     expressions: list[int] | None = Field(None, description="canonical expression indices to use (a view)")
     test_fold: int = 1
 
@@ -36,6 +39,7 @@ class HeadConfig(BaseModel):
             batch_size=self.batch_size,
             lr=self.lr,
             patience=self.patience,
+            warmup_epochs=self.warmup_epochs,
             seed=seed,
             device=device,
             progress=True,
@@ -67,6 +71,17 @@ def train_head_task(
         "key": group.key,
         "metrics": metrics,
     }
+
+
+@task(cache_policy=NO_CACHE, task_run_name="report {head_path}")
+def head_report_task(store_url: str, storage_options: dict, head_path: str, force: bool = False) -> dict[str, Any]:
+    """The interpretability report beside the checkpoint (kept when it exists), as an artifact too."""
+    fstore = FeatureStore(store_url, storage_options)
+    if force or not fstore.has_file(head_path, "report.md"):
+        write_report(fstore, head_path)
+    text = fstore.get_file(head_path, "report.md").decode()
+    create_markdown_artifact(markdown=text, key="head-report", description=f"archetype report of {head_path}")
+    return {"path": head_path, "markdown": text}
 
 
 def summarise(runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -138,6 +153,8 @@ def train_heads(
     for h in heads:
         for seed in h.seeds:
             run = train_head_task(store, storage_options, h, seed, device)
+            if h.report and h.head == "aura":
+                run["report"] = head_report_task(store, storage_options, run["path"])["markdown"]
             runs.append({**run, "features": h.features})
             headline = HEADLINE[h.task]
             logger.info(
@@ -184,3 +201,11 @@ def evaluate_heads(
     markdown = evaluation_markdown(results)
     create_markdown_artifact(markdown=markdown, key="evaluate-heads", description=f"heads on the {split} split")
     return {"results": results, "report": markdown}
+
+
+@flow(name="head-report", log_prints=True)
+def head_reports(
+    paths: list[str], store: str = "./store", storage_options: dict[str, Any] | None = None, force: bool = False
+) -> list[dict[str, Any]]:
+    """Write (or, with ``force``, rewrite) the interpretability reports of trained archetype heads."""
+    return [head_report_task(store, storage_options or {}, path, force) for path in paths]

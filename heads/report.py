@@ -405,8 +405,6 @@ def write_report(store: FeatureStore, head_path: str, n_nearest: int = 8, thumb_
 
 def read_archetypes(store: FeatureStore, head_path: str) -> dict[str, Any]:
     """The report's archetypes.json, written first if the head has no report yet."""
-    try:
-        return json.loads(store.get_file(head_path, "archetypes.json"))
-    except FileNotFoundError:
+    if not store.has_file(head_path, "archetypes.json"):
         write_report(store, head_path)
-        return json.loads(store.get_file(head_path, "archetypes.json"))
+    return json.loads(store.get_file(head_path, "archetypes.json"))

@@ -122,6 +122,7 @@ def open_feature_group(
     encoder: Encoder,
     chunk_size: int | None = None,
     face_crop: FaceCrop | None = None,
+    encoder_options: dict[str, Any] | None = None,
 ) -> tuple[StepGroup, str, list[int]]:
     """Open or create the group under the step lock held by the caller.
 
@@ -152,6 +153,8 @@ def open_feature_group(
         extra_meta={
             "dataset": dataset,
             "encoder": encoder.name,
+            # how to rebuild the encoder (`affectflow predict`); the key covers what they change
+            "encoder_options": encoder_options or {},
             "source_path": source.group.path,
             **encoder.output_meta(),
             **({"face_crop": {"scale": face_crop.scale, "faces_path": face_crop.faces_path}} if face_crop else {}),
@@ -351,3 +354,61 @@ def extract_chunk(
 
 def failure_counts(reports: list[ChunkReport]) -> dict[str, int]:
     return dict(Counter(f[2] for r in reports for f in r.failures))
+
+
+def encoder_of_group(features_meta: dict[str, Any]) -> Encoder:
+    """The encoder that wrote a feature group, checked against the group's spec (same weights,
+    preprocessing and outputs), so new images are encoded exactly as the cached ones were."""
+    from featurestore.keys import canonical_json
+    from stages.encoders import create_encoder
+
+    encoder = create_encoder(features_meta["encoder"], **features_meta.get("encoder_options", {}))
+    stored = {k: v for k, v in features_meta["spec"]["params"].items() if k != "face_crop"}
+    if canonical_json(encoder.spec_params()) != canonical_json(stored):
+        raise ValueError(
+            f"encoder {features_meta['encoder']!r} here does not match the one that wrote the features "
+            "(different weights, preprocessing or options)"
+        )
+    return encoder
+
+
+def encode_files(
+    encoder: Encoder, paths: list[Path], face_crop_scale: float | None = None, batch_size: int = 32
+) -> tuple[dict[str, np.ndarray], np.ndarray, list[str]]:
+    """Encode image files as extraction does (decode, optional face crop, stored dtype): outputs
+    (NaN where not ok), int8 status and detail per file."""
+    from stages.encoders import create_encoder
+
+    n = len(paths)
+    status, detail = np.zeros(n, np.int8), [""] * n
+    faces: list = [None] * n
+    if face_crop_scale is not None:
+        finder = create_encoder("mediapipe-face").load()
+        boxes, box_status, box_detail = encode_files(finder, paths)
+        for i in range(n):
+            if box_status[i] != SampleStatus.OK:
+                status[i], detail[i] = SampleStatus.NO_FACE, box_detail[i] or "no face box to crop"
+            else:
+                faces[i] = (tuple(float(v) for v in boxes["box"][i]), face_crop_scale)
+    dtypes = encoder.output_dtypes()
+    outputs = {k: np.full((n, *s), np.nan, dtypes[k]) for k, s in encoder.output_shapes().items()}
+    encoder.load()
+    todo = [i for i in range(n) if status[i] == SampleStatus.OK]
+    for start in range(0, len(todo), batch_size):
+        rows, pixels = [], []
+        for i in todo[start : start + batch_size]:
+            decoded = decode_image(Path(paths[i]), encoder.preprocess, face=faces[i])
+            if decoded.status != SampleStatus.OK:
+                status[i], detail[i] = decoded.status, decoded.detail
+                continue
+            rows.append(i)
+            pixels.append(decoded.pixels)
+        if not rows:
+            continue
+        batch = encoder.encode_batch(pixels)
+        ok = batch.status == SampleStatus.OK
+        for name, values in batch.outputs.items():
+            outputs[name][np.asarray(rows)[ok]] = values[ok].astype(dtypes[name])
+        for j in np.flatnonzero(~ok):
+            status[rows[j]], detail[rows[j]] = batch.status[j], batch.detail[j]
+    return outputs, status, detail

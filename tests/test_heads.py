@@ -245,3 +245,33 @@ def test_input_norm_is_fitted_on_training_data_and_saved_with_the_weights():
     assert torch.allclose(z.mean(0), torch.zeros(5), atol=1e-5)
     assert torch.allclose(z[:, [0, 1, 3, 4]].std(0), torch.ones(4), atol=1e-5) and (z[:, 2] == 0).all()
     assert {"norm.mean", "norm.std"} <= set(head.state_dict())
+
+
+def test_annotation_audit_finds_flipped_labels():
+    from heads.data import TaskData
+    from heads.report import analyse, audit, table3
+
+    rng = np.random.default_rng(0)
+    centres = rng.normal(size=(3, 16)) * 4
+
+    def split(n):
+        y = np.arange(n) % 3
+        return torch.from_numpy((centres[y] + rng.normal(size=(n, 16))).astype(np.float32)), torch.from_numpy(y)
+
+    (xt, yt), (xv, yv), (xs, ys) = split(300), split(60), split(60)
+    flipped = rng.choice(300, 15, replace=False)
+    yt[flipped] = (yt[flipped] + 1) % 3  # label noise the audit should find
+    rows = {"train": np.arange(300), "val": np.arange(300, 360), "test": np.arange(360, 420)}
+    data = TaskData(
+        {"train": xt, "val": xv, "test": xs}, {"train": yt, "val": yv, "test": ys}, rows, 3, ["a", "b", "c"], ""
+    )
+    model = AuraHead(AuraConfig(task="fer", in_dim=16, n_outputs=3, d=8, k_max=30, use_contextualisation=False))
+    fit(model, "fer", (xt, yt), (xv, yv), 3, TrainConfig(epochs=60, lr=3e-3, batch_size=32, progress=False))
+    branches = analyse(model, data, "fer", n_nearest=4)
+    table = table3("fer", branches, data.label_names)
+    assert sum(t["archetypes"] for t in table) == len(branches[0].kept)
+    entries = audit(model, data, "fer", branches, np.array([f"img{i}.png" for i in range(420)]))
+    found = {e["row"] for e in entries}
+    assert len(found & set(flipped.tolist())) >= 12  # most of the 15 flipped labels
+    assert len(found - set(flipped.tolist())) <= 3  # and little else
+    assert entries[0]["path"].startswith("img") and entries[0]["strength"] >= 0.8

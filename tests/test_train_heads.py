@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -101,3 +102,51 @@ def test_evaluate_rebuilds_the_split_and_matches_the_stored_test_metrics(blendsh
     assert val.exit_code == 0 and "val (" in val.output
     bad = CliRunner().invoke(app, ["evaluate", run["path"], "--split", "holdout", "--store", fstore.url])
     assert bad.exit_code == 2 and "split 'holdout'" in bad.output
+
+
+def test_archetype_report_and_predict_agree_with_the_cached_features(blendshapes, tmp_path):
+    from typer.testing import CliRunner
+
+    from flows.cli import app
+
+    fstore, features = blendshapes
+    config = HeadConfig(
+        head="aura",
+        task="au",
+        features=features,
+        array="blendshapes",
+        epochs=12,
+        lr=3e-3,
+        batch_size=64,
+        options={"d": 16, "k_max": 48, "hidden": 64, "ctx_dim": 32, "ctx_layers": 1},
+    )
+    (run,) = train_heads([config], store=fstore.url)["runs"]
+    path = run["path"]
+    for name in ("report.md", "archetypes.json", "audit.csv", "map.png", "nearest-AU12.png"):
+        assert fstore.has_file(path, name), name
+    archetypes = json.loads(fstore.get_file(path, "archetypes.json"))
+    assert [b["k_stable"] for b in archetypes["branches"]] == run["metrics"]["k_stable"]
+    for branch in archetypes["branches"]:  # Table 3: the score bins partition each branch's archetypes
+        rows = [t for t in archetypes["table3"] if t["branch"] == branch["name"]]
+        assert sum(t["archetypes"] for t in rows) == branch["k_stable"]
+        assert sum(t["usage_total"] for t in rows) == pytest.approx(1.0, abs=1e-4)
+    assert fstore.get_file(path, "map.png")[:4] == b"\x89PNG" and "Annotation audit" in run["report"]
+
+    # predict on two training images: the same outputs and archetypes as the cached features give
+    source = GroupReader.open(fstore, GroupReader.open(fstore, features).meta["source_path"])
+    nearest = archetypes["branches"][0]["archetypes"][0]["nearest"][:2]
+    images = [f"{source.meta['root_at_creation']}/{n['path']}" for n in nearest] + [str(tmp_path / "missing.png")]
+    out = tmp_path / "predict.json"
+    result = CliRunner().invoke(app, ["predict", *images, "--head", path, "--store", fstore.url, "--json", str(out)])
+    assert result.exit_code == 0, result.output
+    predicted = json.loads(out.read_text())
+    assert predicted[2]["status"] == "missing_file"
+    model, _ = load_head(fstore, path)
+    x = GroupReader.open(fstore, features).torch("blendshapes")[[n["row"] for n in nearest]].float()
+    outputs, index = model.predict(x)
+    for i in range(2):
+        probs = 1 / (1 + np.exp(-outputs[i].detach().numpy()))
+        assert [predicted[i]["aus"][a] for a in archetypes["labels"]] == pytest.approx(probs.tolist(), abs=1e-5)
+        assert [a["archetype"] for a in predicted[i]["archetypes"]] == index[i].tolist()
+        assert all(Path(p).is_file() for a in predicted[i]["archetypes"] for p in a["nearest"])
+    assert "AU12: archetype #" in result.output

@@ -1,0 +1,76 @@
+"""``affectflow predict``: new images → the trained head's answer, the archetype that decided it and
+that archetype's nearest training examples.
+
+Images are encoded by the very encoder that wrote the head's training features (checked against
+the feature group's spec, face crop included) and cast to the stored dtype, so a cached training
+image and the same file given here get the same prediction.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from featurestore import FeatureStore, GroupReader, SampleStatus
+from heads.report import branch_names, read_archetypes
+from heads.step import load_head
+from stages.extract import encode_files, encoder_of_group
+from stages.thumbnails import dataset_root
+
+
+def _answer(task: str, outputs: np.ndarray, labels: list[str]) -> dict[str, Any]:
+    if task == "fer":
+        probs = torch.softmax(torch.from_numpy(outputs), -1).numpy()
+        return {"expression": labels[int(probs.argmax())], "scores": dict(zip(labels, map(float, probs)))}
+    if task == "va":
+        return {"valence": float(outputs[0]), "arousal": float(outputs[1])}
+    probs = 1 / (1 + np.exp(-outputs))
+    return {
+        "aus": {a: float(p) for a, p in zip(labels, probs)},
+        "present": [a for a, p in zip(labels, probs) if p >= 0.5],
+    }
+
+
+def predict_images(store: FeatureStore, head_path: str, images: list[Path], n_nearest: int = 3) -> list[dict[str, Any]]:
+    """One result per image: status, the answer, and (archetype heads) per branch the deciding
+    archetype with its label, usage and nearest training examples (absolute paths)."""
+    head = GroupReader.open(store, head_path)
+    model, config = load_head(store, head_path)
+    features = GroupReader.open(store, head.meta["features_path"])
+    source = GroupReader.open(store, features.meta["source_path"])
+    encoder = encoder_of_group(features.meta)
+    crop = features.meta.get("face_crop")
+    outputs, status, detail = encode_files(encoder, images, crop["scale"] if crop else None)
+    x = torch.from_numpy(outputs[config["array"]].astype(np.float32))
+    task, labels = config["task"], config["labels"]
+    archetypes = read_archetypes(store, head_path) if config["head"] == "aura" else None
+    root = dataset_root(source)
+    results = []
+    with torch.no_grad():
+        answers, index = model.predict(x)
+    for i, image in enumerate(images):
+        result: dict[str, Any] = {"image": str(image), "status": SampleStatus(int(status[i])).label}
+        if status[i] != SampleStatus.OK:
+            result["detail"] = detail[i]
+            results.append(result)
+            continue
+        result.update(_answer(task, answers[i].numpy(), labels))
+        if archetypes is not None:
+            result["archetypes"] = []
+            for j, name in enumerate(branch_names(task, labels)):
+                branch = archetypes["branches"][j]
+                entry = next(a for a in branch["archetypes"] if a["index"] == int(index[i, j]))
+                result["archetypes"].append(
+                    {
+                        "branch": name,
+                        "archetype": entry["index"],
+                        "says": entry["label"],
+                        "usage": entry["usage"],
+                        "nearest": [str(root / n["path"]) for n in entry["nearest"][:n_nearest]],
+                    }
+                )
+        results.append(result)
+    return results
