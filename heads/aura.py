@@ -68,9 +68,12 @@ class AuraConfig:
     regularisers: tuple[str, ...] = field(default=())  # empty: the task's full set (see REGULARISERS)
     top_k: int = 5
     n_tokens: int = 4
-    ctx_dim: int = 64
-    ctx_heads: int = 4
-    ctx_layers: int = 2
+    # The contextualiser's size is not fixed by the method. Attention over ~11 tokens costs per
+    # (sample, head) on CPU, and AU heads run one contextualiser per AU, so the defaults are small:
+    # width 32, 2 heads, 1 layer (measured in bench/heads.py); larger ones are one option away.
+    ctx_dim: int = 32
+    ctx_heads: int = 2
+    ctx_layers: int = 1
     # Dropout inside the contextualiser's transformer. The paper gives 0.2 for the projector only;
     # here it defaults to 0: on CPU the dropout masks cost more than the rest of the transformer.
     ctx_dropout: float = 0.0
@@ -350,10 +353,12 @@ class AuraHead(nn.Module):
         cfg = self.cfg
         x, z, tokens = self._inputs(x)
         parts: dict[str, torch.Tensor] = {}
+        # the global feature's semantic tokens are the same for every branch: computed once
+        shared = self.semantic(x) if cfg.use_contextualisation and tokens is None else None
         for j, branch in enumerate(self.branches):
-            semantic = None
-            if cfg.use_contextualisation:
-                semantic = self.semantic(x) if tokens is None else self.semantic_maps[j](tokens)
+            semantic = shared
+            if cfg.use_contextualisation and tokens is not None:
+                semantic = self.semantic_maps[j](tokens)
             t = target if cfg.task == "fer" else target[:, j]
             for name, value in branch.losses(z, t, semantic, class_weights).items():
                 parts[name] = parts.get(name, 0) + value

@@ -1,0 +1,196 @@
+"""Head benchmark → bench/results/heads.json and the README table.
+
+Time to train each AURA head (expressions, AUs, valence–arousal) to its early stop on 20,000
+cached 512-d samples, through the real ``train-head`` step (store reads, protocol split, training,
+pruning, checkpoint), and inference samples/s of the trained head (projector → nearest archetype
+→ φ) over all 20,000.
+
+The samples are synthetic CLIP-like embeddings, written into a real store as a source and a
+float16 feature group: unit-norm 512-d vectors made of an expression direction, AU directions,
+valence/arousal directions, a per-subject identity offset and isotropic noise. Labels come from the same
+latent factors (AUs from per-expression prototypes, VA around per-expression centres), and the
+split is subject-exclusive (70 / 15 / 15 % of 400 subjects). Only the timings are the point; the
+scores are reported so a regression in learning shows up too.
+"""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+from common import machine, publish  # bench/ is the script's directory, so it is on sys.path
+
+# ...and this file's name would then shadow the project's `heads` package: drop bench/ again.
+sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__).resolve().parent]
+
+AUS = ["AU1", "AU2", "AU4", "AU5", "AU6", "AU9", "AU12", "AU15", "AU17", "AU20", "AU25", "AU26"]  # DISFA's 12
+TRAIN = {"batch_size": 256, "lr": 1e-3, "warmup_epochs": 3, "patience": 5, "epochs": 100}
+
+
+def write_cached_features(store, n: int, dim: int, seed: int = 0) -> str:
+    """A source and a complete float16 feature group of ``n`` synthetic samples; returns its path."""
+    from featurestore import ArraySpec, StepSpec, step_key
+    from stages.extract import write_source
+    from stages.sources.base import Manifest
+    from stages.sources.labels import AU_NAMES
+
+    rng = np.random.default_rng(seed)
+    n_subjects, classes = 400, 7
+    subject = rng.integers(0, n_subjects, n)
+    expression = rng.integers(0, classes, n)
+    prototypes = (rng.random((classes, len(AUS))) < 0.3).astype(float)
+    au = (rng.random((n, len(AUS))) < 0.1 + 0.75 * prototypes[expression]).astype(np.int64)
+    centres = rng.uniform(-0.7, 0.7, (classes, 2))
+    va = np.clip(centres[expression] + rng.normal(0, 0.2, (n, 2)), -1, 1).astype(np.float32)
+    directions = rng.normal(size=(classes + len(AUS) + 2 + n_subjects, dim))
+    directions /= np.linalg.norm(directions, axis=1, keepdims=True)  # unit directions; noise of norm ~1.5
+    x = (
+        1.0 * directions[expression]
+        + 0.35 * au @ directions[classes : classes + len(AUS)]
+        + 0.8 * va @ directions[classes + len(AUS) : classes + len(AUS) + 2]
+        + 0.8 * directions[classes + len(AUS) + 2 + subject]
+        + 1.5 / np.sqrt(dim) * rng.normal(size=(n, dim))
+    )
+    x /= np.linalg.norm(x, axis=1, keepdims=True)
+    order = rng.permutation(n_subjects)
+    split_of = np.empty(n_subjects, dtype=object)
+    split_of[order[: int(0.7 * n_subjects)]] = "train"
+    split_of[order[int(0.7 * n_subjects) : int(0.85 * n_subjects)]] = "val"
+    split_of[order[int(0.85 * n_subjects) :]] = "test"
+    canonical = np.full((n, len(AU_NAMES)), -1, np.int64)
+    canonical[:, [AU_NAMES.index(a) for a in AUS]] = au
+    options = {"n": n, "dim": dim, "seed": seed}
+    manifest = Manifest(
+        dataset="bench-heads",
+        source="synthetic",
+        version=1,
+        options=options,
+        root=Path("."),
+        key=step_key(StepSpec("source", 1, {"synthetic": options}), []),
+        paths=[f"sample{i:05d}" for i in range(n)],
+        status=np.zeros(n, np.int8),
+        labels={
+            "expression": expression.astype(np.int64),
+            "va": va,
+            "au": canonical,
+            "subject": np.array([f"s{s:03d}" for s in subject]),
+            "split": split_of[subject].astype(str),
+        },
+        au_annotated=AUS,
+    )
+    source, _ = write_source(store, manifest)
+    spec = StepSpec("extract", 1, {"encoder": "synthetic-clip-like", **options})
+    key = step_key(spec, [source.key])
+    path = store.feature_path("bench-heads", "synthetic-clip-like", key)
+    group = store.create_step(
+        path,
+        kind="features",
+        spec=spec,
+        key=key,
+        inputs=[source.key],
+        n_samples=n,
+        arrays={"global": ArraySpec((dim,), np.float16, np.nan), "status": ArraySpec((), np.int8, 0)},
+        extra_meta={"dataset": "bench-heads", "encoder": "synthetic-clip-like", "source_path": source.group.path},
+    )
+    group.group["global"][:] = x.astype(np.float16)
+    group.group["status"][:] = 0
+    for chunk in range(group.n_chunks):
+        group.mark_chunk_done(chunk)
+    group.mark_complete()
+    return path
+
+
+def inference_rate(store, head_path: str, features_path: str, device: str | None, repeat: int = 3) -> float:
+    import torch
+
+    from featurestore import GroupReader
+    from heads.step import load_head
+    from heads.trainer import device_of, predict
+
+    model, _ = load_head(store, head_path)
+    model.to(device_of(device))
+    x = GroupReader.open(store, features_path).torch("global").float()
+    predict(model, x[:4096])  # warm-up
+    best = float("inf")
+    for _ in range(repeat):
+        if torch.cuda.is_available():
+            torch.cuda.synchronize()
+        t0 = time.perf_counter()
+        predict(model, x)
+        best = min(best, time.perf_counter() - t0)
+    return x.shape[0] / best
+
+
+def run(n: int, dim: int, device: str | None) -> dict:
+    from featurestore import FeatureStore
+    from heads.step import train_head
+    from heads.trainer import HEADLINE, TrainConfig
+
+    work = Path(tempfile.mkdtemp(prefix="affectflow-bench-heads-"))
+    try:
+        store = FeatureStore(str(work / "store"))
+        features = write_cached_features(store, n, dim)
+        result = {"machine": machine(), "samples": n, "dim": dim, "device": device or "default", "train": TRAIN}
+        for task in ("fer", "au", "va"):
+            t0 = time.perf_counter()
+            group, _, metrics = train_head(
+                store, features, "aura", task, "global", {}, TrainConfig(**TRAIN, device=device, progress=False)
+            )
+            result[f"aura_{task}"] = {
+                "train_seconds": round(metrics["train_seconds"], 2),
+                "step_seconds": round(time.perf_counter() - t0, 2),
+                "epochs_run": metrics["epochs_run"],
+                "best_epoch": metrics["best_epoch"],
+                "k_stable": metrics["k_stable"],
+                "test_" + HEADLINE[task]: round(metrics["test"][HEADLINE[task]], 4),
+                "infer_samples_per_s": round(inference_rate(store, group.group.path, features, device)),
+            }
+            print(task, result[f"aura_{task}"], flush=True)
+        return result
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+def readme_table(r: dict) -> str:
+    m = r["machine"]
+    where = f"GPU {m['cuda']}" if m["cuda"] and r["device"] != "cpu" else f"{m['cpus']} CPUs, no GPU"
+    t = r["train"]
+    lines = [
+        "<!-- bench:heads:begin -->",
+        f"Measured by `make bench` on {where} ({m['processor']}, torch {m['torch']}, {m['torch_threads']} torch "
+        f"threads): AURA heads with default options on {r['samples']:,} cached {r['dim']}-d samples, batch "
+        f"{t['batch_size']}, lr {t['lr']:g}, warm-up {t['warmup_epochs']} epochs, patience {t['patience']}.",
+        "",
+        "| head | train to early stop | epochs | K_stable | test headline | inference | target |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for task in ("fer", "au", "va"):
+        h = r[f"aura_{task}"]
+        headline = next(k for k in h if k.startswith("test_"))
+        k = h["k_stable"]
+        k_text = str(k[0]) if len(k) == 1 else f"{min(k)}–{max(k)} per branch"
+        lines.append(
+            f"| `aura_{task}` | {h['train_seconds']:.1f} s | {h['epochs_run']} | {k_text} | "
+            f"{headline[5:]} {h[headline]:.3f} | {h['infer_samples_per_s']:,} samples/s | ≤ 60 s |"
+        )
+    lines.append("<!-- bench:heads:end -->")
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--samples", type=int, default=20_000)
+    parser.add_argument("--dim", type=int, default=512)
+    parser.add_argument("--device", default=None, help="cpu or cuda (default: cuda if available)")
+    args = parser.parse_args()
+    result = run(args.samples, args.dim, args.device)
+    publish("heads", result, readme_table(result))
+
+
+if __name__ == "__main__":
+    main()
