@@ -233,7 +233,7 @@ def _demo_heads(store: str) -> None:
     train with lr 1e-3 rather than the paper's 1e-4, and archetype resets run for 10 warm-up epochs.
     """
     from featurestore import FeatureStore
-    from flows.train import HeadConfig, train_heads
+    from flows.train import HeadConfig, train_or_skip
 
     fstore = FeatureStore(store)
     (faces,) = [g for g in fstore.list_steps("features/generated/mediapipe-face") if g.is_complete][-1:]
@@ -250,7 +250,7 @@ def _demo_heads(store: str) -> None:
         for task in ("fer", "va", "au")
         for head in ("aura", "linear", "mlp")
     ]
-    result = train_heads(configs, store=store)
+    result = train_or_skip(configs, store=store)
     for run in result["runs"]:
         if "report" in run:
             console.print(run["report"])
@@ -290,7 +290,7 @@ def train(
     json_out: Annotated[Path | None, typer.Option("--json", help="write the run summary as JSON")] = None,
 ) -> None:
     """Train heads on cached features (keyed: a rerun with the same inputs is skipped)."""
-    from flows.train import HeadConfig, train_heads
+    from flows.train import HeadConfig, train_or_skip
 
     options = _options(option, "--option")
     try:
@@ -312,7 +312,7 @@ def train(
             )
             for h in head
         ]
-        result = train_heads(configs, store=store, device=device)
+        result = train_or_skip(configs, store=store, device=device)
     except ValueError as err:
         _fail(err)
     _print_training(result, store)

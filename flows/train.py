@@ -13,7 +13,7 @@ from pydantic import BaseModel, Field
 
 from featurestore import FeatureStore
 from heads.report import write_report
-from heads.step import evaluate_head, train_head
+from heads.step import evaluate_head, head_spec, head_step_path, stored_metrics, train_head
 from heads.trainer import HEADLINE, TrainConfig
 
 
@@ -173,6 +173,44 @@ def train_heads(
     fstore.fs.makedirs(f"{fstore.root}/reports/train-heads", exist_ok=True)
     fstore.fs.pipe_file(f"{fstore.root}/reports/train-heads/{stamp}.md", markdown.encode())
     return {"runs": runs, "summary": summary, "report": markdown}
+
+
+def completed_runs(
+    heads: list[HeadConfig], store: str, storage_options: dict[str, Any] | None = None
+) -> list[dict[str, Any]] | None:
+    """Every (head, seed) run read back from the store when all of them (and their reports) are
+    done; None as soon as one is not, so the caller starts the flow."""
+    fstore = FeatureStore(store, storage_options or {})
+    runs = []
+    for h in heads:
+        if fstore.open_step(h.features) is None:
+            return None  # the flow reports the missing group
+        for seed in h.seeds:
+            spec = head_spec(h.head, h.task, h.array, h.options, h.train_config(seed, None), h.expressions, h.test_fold)
+            path, key = head_step_path(fstore, h.features, spec)
+            metrics = stored_metrics(fstore, path)
+            wants_report = h.report and h.head == "aura"
+            if metrics is None or (wants_report and not fstore.has_file(path, "report.md")):
+                return None
+            run = {"head": h.head, "task": h.task, "seed": seed, "state": "skipped", "path": path, "key": key}
+            if wants_report:
+                run["report"] = fstore.get_file(path, "report.md").decode()
+            runs.append({**run, "metrics": metrics, "features": h.features})
+    return runs
+
+
+def train_or_skip(
+    heads: list[HeadConfig],
+    store: str = "./store",
+    storage_options: dict[str, Any] | None = None,
+    device: str | None = None,
+) -> dict[str, Any]:
+    """What ``affectflow train`` runs: no flow run at all when every head step is already done."""
+    runs = completed_runs(heads, store, storage_options)
+    if runs is None:
+        return train_heads(heads, store=store, storage_options=storage_options, device=device)
+    summary = summarise(runs)
+    return {"runs": runs, "summary": summary, "report": summary_markdown(summary)}
 
 
 def evaluation_markdown(results: list[dict[str, Any]]) -> str:

@@ -50,6 +50,22 @@ def head_spec(
     )
 
 
+def head_step_path(store: FeatureStore, features_path: str, spec: StepSpec) -> tuple[str, str]:
+    """(group path, key) of a head step: its spec plus the feature and source groups' keys."""
+    features = GroupReader.open(store, features_path)
+    source = GroupReader.open(store, features.meta["source_path"])
+    key = step_key(spec, [features.step.key, source.step.key])
+    return store.heads_path(features.meta["dataset"], spec.params["head"], spec.params["task"], key), key
+
+
+def stored_metrics(store: FeatureStore, path: str) -> dict[str, Any] | None:
+    """The metrics of a complete head step at ``path``, or None when it is not done."""
+    group = store.open_step(path)
+    if group is None or not group.is_complete:
+        return None
+    return json.loads(store.get_file(path, "metrics.json"))
+
+
 def train_head(
     store: FeatureStore,
     features_path: str,
@@ -66,12 +82,10 @@ def train_head(
     features = GroupReader.open(store, features_path)
     source = GroupReader.open(store, features.meta["source_path"])
     spec = head_spec(head, task, array, options, train, expressions, test_fold)
-    key = step_key(spec, [features.step.key, source.step.key])
-    path = store.heads_path(features.meta["dataset"], head, task, key)
+    path, key = head_step_path(store, features_path, spec)
     with store.lock(key):
-        existing = store.open_step(path)
-        if existing is not None and existing.is_complete:
-            return existing, "skipped", json.loads(store.get_file(path, "metrics.json"))
+        if (metrics := stored_metrics(store, path)) is not None:
+            return store.open_step(path), "skipped", metrics
         data = task_data(features, source, task, array, expressions, test_fold, seed=train.seed)
         x_train = data.x["train"]
         n_patches = x_train.shape[1] if x_train.ndim == 3 else 0

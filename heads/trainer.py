@@ -29,8 +29,10 @@ class TrainConfig:
     batch_size: int = 256
     lr: float = 1e-4
     weight_decay: float = 1e-2
-    patience: int = 15  # epochs after warm-up without a better validation headline before stopping
-    warmup_epochs: int = 5  # usage-aware archetype resets happen in these epochs
+    patience: int = 15  # epochs without a better validation headline before stopping
+    # Usage-aware archetype resets happen after each of these epochs; for heads with archetypes
+    # they are never chosen as the best epoch and never count towards patience.
+    warmup_epochs: int = 5
     seed: int = 0
     standardise: bool = True  # inputs standardised with the training split's statistics (heads/standardise.py)
     device: str | None = None
@@ -98,6 +100,7 @@ def fit(
     history: list[dict[str, float]] = []
     t0 = time.perf_counter()
     bar = tqdm(range(cfg.epochs), desc=f"train {task}", disable=not cfg.progress, leave=False)
+    resets = hasattr(model, "reset_unused")
     for epoch in bar:
         model.train()
         order = torch.randperm(x_train.shape[0], generator=generator)
@@ -109,21 +112,26 @@ def fit(
             loss.backward()
             optimiser.step()
             total += float(loss.detach()) * idx.numel()
-        if epoch < cfg.warmup_epochs and hasattr(model, "reset_unused"):
+        if epoch < cfg.warmup_epochs and resets:
             model.train(False)
             model.reset_unused(x_train[order[: cfg.batch_size * 4]].to(device))
         scores = evaluate(task, predict(model, val[0]), val[1].numpy(), n_outputs)
         score = scores[HEADLINE[task]]
         history.append({"epoch": epoch, "loss": total / order.numel(), **scores})
         bar.set_postfix(loss=f"{total / order.numel():.3f}", val=f"{score:.3f}")
+        if resets and epoch < cfg.warmup_epochs:
+            # while archetypes are being re-initialised the codebook is not a candidate, and
+            # these epochs never count towards patience
+            continue
         if score > best + 1e-6:
             best, best_epoch, stale = score, epoch, 0
             best_state = copy.deepcopy(model.state_dict())
-        elif epoch >= cfg.warmup_epochs:  # warm-up epochs (archetype resets) never count towards patience
+        else:
             stale += 1
             if stale >= cfg.patience:
                 break
-    model.load_state_dict(best_state)
+    if best_state is not None:  # None only when every epoch was a warm-up epoch: keep the last state
+        model.load_state_dict(best_state)
     k_stable = None
     if hasattr(model, "prune"):
         model.eval()

@@ -32,7 +32,7 @@ def blendshapes(tmp_path_factory):
     return FeatureStore(store), result["steps"][0]["path"]
 
 
-def test_heads_train_by_the_datasets_protocol_and_rerun_is_skipped(blendshapes):
+def test_heads_train_by_the_datasets_protocol_and_rerun_is_skipped(blendshapes, monkeypatch):
     fstore, features = blendshapes
     configs = [
         HeadConfig(
@@ -78,6 +78,19 @@ def test_heads_train_by_the_datasets_protocol_and_rerun_is_skipped(blendshapes):
     again = train_heads(configs, store=fstore.url)
     assert [r["state"] for r in again["runs"]] == ["skipped"] * 3
     assert [r["key"] for r in again["runs"]] == [r["key"] for r in result["runs"]]
+
+    # `affectflow train` on finished heads reads them back without starting a flow run
+    import flows.train
+
+    def no_flow(*args, **kwargs):
+        raise AssertionError("a flow run was started for finished heads")
+
+    monkeypatch.setattr(flows.train, "train_heads", no_flow)
+    done = flows.train.train_or_skip(configs, store=fstore.url)
+    assert [r["key"] for r in done["runs"]] == [r["key"] for r in result["runs"]]
+    assert done["summary"] == again["summary"] and "report" in done["runs"][0]
+    more_seeds = [configs[0].model_copy(update={"seeds": [0, 1, 2]})]
+    assert flows.train.completed_runs(more_seeds, store=fstore.url) is None  # seed 2 is not trained
 
 
 def test_evaluate_rebuilds_the_split_and_matches_the_stored_test_metrics(blendshapes, tmp_path):
