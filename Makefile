@@ -35,3 +35,5 @@ test-fast: install
 bench: install
 	$(BIN)/python bench/extract.py
 	$(BIN)/python bench/face.py
+	$(BIN)/python bench/heads.py
+	$(BIN)/python bench/demo_heads.py
