@@ -29,7 +29,7 @@ from common import machine, publish  # bench/ is the script's directory, so it i
 sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__).resolve().parent]
 
 AUS = ["AU1", "AU2", "AU4", "AU5", "AU6", "AU9", "AU12", "AU15", "AU17", "AU20", "AU25", "AU26"]  # DISFA's 12
-TRAIN = {"batch_size": 256, "lr": 1e-3, "warmup_epochs": 3, "patience": 5, "epochs": 100}
+TRAIN = {"batch_size": 512, "lr": 1e-3, "warmup_epochs": 3, "patience": 5, "epochs": 100}
 
 
 def write_cached_features(store, n: int, dim: int, seed: int = 0) -> str:
@@ -50,9 +50,9 @@ def write_cached_features(store, n: int, dim: int, seed: int = 0) -> str:
     directions = rng.normal(size=(classes + len(AUS) + 2 + n_subjects, dim))
     directions /= np.linalg.norm(directions, axis=1, keepdims=True)  # unit directions; noise of norm ~1.5
     x = (
-        1.0 * directions[expression]
-        + 0.35 * au @ directions[classes : classes + len(AUS)]
-        + 0.8 * va @ directions[classes + len(AUS) : classes + len(AUS) + 2]
+        0.3 * directions[expression]
+        + 0.25 * au @ directions[classes : classes + len(AUS)]
+        + 0.4 * va @ directions[classes + len(AUS) : classes + len(AUS) + 2]
         + 0.8 * directions[classes + len(AUS) + 2 + subject]
         + 1.5 / np.sqrt(dim) * rng.normal(size=(n, dim))
     )
