@@ -1,10 +1,10 @@
 """AURA against the baselines on the demo's labelled generated catalogue → bench/results/demo_heads.json.
 
 Writes the catalogue `make demo` writes (20 subjects × 42 generated faces, subject-exclusive
-train / val / test), extracts MediaPipe blendshapes with the real flow into a temporary store, then
-trains, per task, AURA, the linear probe and the MLP on the same features with the demo's settings
-and several seeds, plus AURA at K_max = 150 and 300. It reports the test headline as mean ± std
-over the seeds, and K_stable. Not a timing benchmark: the numbers are the heads' scores.
+train / val / test), extracts it with the demo's encoders through the real flow into a temporary
+store, then trains the demo's heads (flows/demo.py) with its settings over several seeds, plus
+AURA at K_max = 150 and 300. It reports the test headline as mean ± std over the seeds, and
+K_stable. Not a timing benchmark: the numbers are the heads' scores.
 """
 
 from __future__ import annotations
@@ -20,60 +20,70 @@ from common import machine, publish  # bench/ is the script's directory, so it i
 
 sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__).resolve().parent]
 
-DEMO_TRAIN = {"batch_size": 32, "lr": 1e-3, "warmup_epochs": 10}
-RUNS = [("aura", {}), ("linear", {}), ("mlp", {}), ("aura", {"k_max": 150}), ("aura", {"k_max": 300})]
+K_MAX_SWEEP = (150, 300)  # besides AuraConfig's default 200
 
 
-def catalogue(work: Path) -> tuple[object, str]:
+def catalogue(work: Path):
     from featurestore import FeatureStore
-    from flows.cli import DEMO_PER_SUBJECT
-    from flows.extract import DatasetConfig, EncoderConfig, extract_features
+    from flows.cli import parse_encoder
+    from flows.demo import DEMO_ENCODERS, DEMO_PER_SUBJECT
+    from flows.extract import DatasetConfig, extract_features
     from stages.encoders import create_encoder
     from stages.sources.face_generator import write_generated_dataset
 
     face = create_encoder("mediapipe-face").load()
     root, _ = write_generated_dataset(work / "generated", face.find_face, per_subject=DEMO_PER_SUBJECT)
-    result = extract_features(
+    extract_features(
         datasets=[DatasetConfig(layout="csv", root=str(root), name="generated")],
-        encoders=[EncoderConfig(name="mediapipe-face")],
+        encoders=[parse_encoder(spec) for spec in DEMO_ENCODERS],
         store=str(work / "store"),
     )
-    return FeatureStore(str(work / "store")), result["steps"][0]["path"]
+    return FeatureStore(str(work / "store"))
 
 
 def run(seeds: list[int]) -> dict:
+    from flows.demo import DEMO_TRAIN, demo_heads_plan
     from heads.step import train_head
     from heads.trainer import HEADLINE, TrainConfig
 
     work = Path(tempfile.mkdtemp(prefix="affectflow-demo-heads-"))
     try:
-        store, features = catalogue(work)
-        result = {"machine": machine(), "features": "mediapipe-face blendshapes (52)", "train": DEMO_TRAIN}
-        for task in ("fer", "va", "au"):
-            for head, options in RUNS:
-                name = head + "".join(f"_{k}{v}" for k, v in options.items())
-                scores, k_stable = [], []
-                for seed in seeds:
-                    _, _, m = train_head(
-                        store,
-                        features,
-                        head,
-                        task,
-                        "blendshapes",
-                        options,
-                        TrainConfig(**DEMO_TRAIN, seed=seed, progress=False),
-                    )
-                    scores.append(m["test"][HEADLINE[task]])
-                    k_stable.append(m["k_stable"])
-                result[f"{task}/{name}"] = {
-                    "headline": HEADLINE[task],
-                    "mean": round(float(np.mean(scores)), 4),
-                    "std": round(float(np.std(scores)), 4),
-                    "seeds": [round(s, 4) for s in scores],
-                    "k_stable": k_stable if head == "aura" else None,
-                    "samples": m["samples"],
-                }
-                print(task, name, result[f"{task}/{name}"], flush=True)
+        store = catalogue(work)
+        plan = demo_heads_plan(store)
+        plan += [
+            {**e, "options": {**e["options"], "k_max": k}, "name": f"aura_k_max{k}"}
+            for e in plan
+            if e["head"] == "aura"
+            for k in K_MAX_SWEEP
+        ]
+        result = {"machine": machine(), "train": DEMO_TRAIN}
+        for entry in plan:
+            task, head = entry["task"], entry["head"]
+            scores, k_stable = [], []
+            for seed in seeds:
+                _, _, m = train_head(
+                    store,
+                    entry["features"],
+                    head,
+                    task,
+                    entry["array"],
+                    entry["options"],
+                    TrainConfig(**DEMO_TRAIN, seed=seed, progress=False),
+                )
+                scores.append(m["test"][HEADLINE[task]])
+                k_stable.append(m["k_stable"])
+            name = entry.get("name", head)
+            result[f"{task}/{name}"] = {
+                "features": f"{entry['features'].split('/')[2]} {entry['array']}",
+                "options": entry["options"],
+                "headline": HEADLINE[task],
+                "mean": round(float(np.mean(scores)), 4),
+                "std": round(float(np.std(scores)), 4),
+                "seeds": [round(s, 4) for s in scores],
+                "k_stable": k_stable if head == "aura" else None,
+                "samples": m["samples"],
+            }
+            print(task, name, result[f"{task}/{name}"], flush=True)
         return result
     finally:
         shutil.rmtree(work, ignore_errors=True)
@@ -91,9 +101,14 @@ def readme_table(r: dict) -> str:
     t = r["train"]
     lines = [
         "<!-- bench:demo_heads:begin -->",
-        f"`make bench` on the demo catalogue ({r['features']}; {r['fer/aura']['samples']} train / val / test; "
-        f"batch {t['batch_size']}, lr {t['lr']:g}, warm-up {t['warmup_epochs']}): test headline, mean ± std over "
-        f"{n} seeds.",
+        f"`make bench` on the demo catalogue ({r['fer/aura']['samples']} train / val / test; batch "
+        f"{t['batch_size']}, lr {t['lr']:g}, warm-up {t['warmup_epochs']}): test headline, mean ± std over {n} "
+        "seeds. Features: "
+        + "; ".join(
+            f"{task} {r[task + '/aura']['features']} (AURA), {r[task + '/linear']['features']} (baselines)"
+            for task in ("fer", "va", "au")
+        )
+        + ".",
         "",
         "| task | headline | AURA (K_max 200) | linear probe | MLP | AURA K_max 150 | AURA K_max 300 "
         "| K_stable 150 / 200 / 300 |",

@@ -11,6 +11,8 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from flows.demo import DEMO_ENCODERS, DEMO_PER_SUBJECT
+
 app = typer.Typer(
     add_completion=False, no_args_is_help=True, help="Frozen-encoder feature cache for affective computing."
 )
@@ -179,7 +181,7 @@ def _print_summary(result: dict[str, Any]) -> None:
 def demo(
     store: Annotated[str, typer.Option(help="store directory")] = "./store",
     data: Annotated[Path, typer.Option(help="where to write the demo catalogues")] = Path("./demo-data"),
-    encoder: Annotated[list[str], typer.Option(help="encoders to run")] = ["efficientnet-lite0", "mediapipe-face"],
+    encoder: Annotated[list[str], typer.Option(help="encoders to run")] = DEMO_ENCODERS,
 ) -> None:
     """Write the demo catalogues (real photos; generated labelled faces), extract offline, list the store."""
     from stages.encoders import create_encoder
@@ -222,34 +224,13 @@ def demo(
     _demo_heads(store)
 
 
-# 20 generated subjects × 42 images: 504 / 168 / 168 by the catalogue's subject-exclusive splits
-DEMO_PER_SUBJECT = 42
-
-
 def _demo_heads(store: str) -> None:
-    """AURA, a linear probe and an MLP for expressions, VA and AUs on the generated faces' blendshapes.
-
-    The catalogue is small (about 500 training images, 16 batches of 32 per epoch), so the heads
-    train with lr 1e-3 rather than the paper's 1e-4, and archetype resets run for 10 warm-up epochs.
-    """
+    """The demo's heads (flows/demo.py), their reports and the summary table."""
     from featurestore import FeatureStore
+    from flows.demo import DEMO_TRAIN, demo_heads_plan
     from flows.train import HeadConfig, train_or_skip
 
-    fstore = FeatureStore(store)
-    (faces,) = [g for g in fstore.list_steps("features/generated/mediapipe-face") if g.is_complete][-1:]
-    configs = [
-        HeadConfig(
-            head=head,
-            task=task,
-            features=faces.group.path,
-            array="blendshapes",
-            batch_size=32,
-            lr=1e-3,
-            warmup_epochs=10,
-        )
-        for task in ("fer", "va", "au")
-        for head in ("aura", "linear", "mlp")
-    ]
+    configs = [HeadConfig(**entry, **DEMO_TRAIN) for entry in demo_heads_plan(FeatureStore(store))]
     result = train_or_skip(configs, store=store)
     for run in result["runs"]:
         if "report" in run:
