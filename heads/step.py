@@ -18,7 +18,7 @@ import torch
 from featurestore import ArraySpec, FeatureStore, GroupReader, StepGroup, StepSpec, step_key
 from heads.data import task_data
 from heads.registry import create_head
-from heads.trainer import TrainConfig, evaluate, fit, predict
+from heads.trainer import TrainConfig, evaluate, fit, predict, seed_everything
 
 HEAD_STEP = "train-head"
 HEAD_STEP_VERSION = 2  # 2: inputs standardised by the head (InputNorm buffers)
@@ -91,6 +91,7 @@ def train_head(
         n_patches = x_train.shape[1] if x_train.ndim == 3 else 0
         if n_patches and options.get("input", "global") != "patch":
             raise ValueError(f"{array} holds patch tokens: use head option input=patch")
+        seed_everything(train.seed)  # the initial weights too: a key always gives the same head
         model = create_head(head, task, int(x_train.shape[-1]), data.n_outputs, n_patches, **options)
         result = fit(model, task, (x_train, data.y["train"]), (data.x["val"], data.y["val"]), data.n_outputs, train)
         outputs = predict(model, data.x["test"])
