@@ -163,3 +163,20 @@ def test_archetype_report_and_predict_agree_with_the_cached_features(blendshapes
         assert [a["archetype"] for a in predicted[i]["archetypes"]] == index[i].tolist()
         assert all(Path(p).is_file() for a in predicted[i]["archetypes"] for p in a["nearest"])
     assert "AU12: archetype #" in result.output
+
+
+def test_a_head_step_is_deterministic_for_its_key(blendshapes):
+    import torch
+
+    from heads.step import train_head
+    from heads.trainer import TrainConfig
+
+    fstore, features = blendshapes
+    cfg = TrainConfig(epochs=5, lr=3e-3, batch_size=64, seed=3, progress=False)
+    first, _, _ = train_head(fstore, features, "mlp", "fer", "blendshapes", {}, cfg)
+    outputs = GroupReader(first).numpy("outputs")
+    fstore.fs.rm(f"{fstore.root}/{first.group.path}", recursive=True)
+    torch.randn(1000)  # whatever ran before in the process must not change the head
+    again, state, _ = train_head(fstore, features, "mlp", "fer", "blendshapes", {}, cfg)
+    assert state == "new" and again.key == first.key
+    np.testing.assert_array_equal(GroupReader(again).numpy("outputs"), outputs)
