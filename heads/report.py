@@ -280,7 +280,7 @@ def feature_map(task: str, branches: list[Branch], data: TaskData, seed: int = 0
         else:
             colour, cmap = y[:, j], "coolwarm"
         points = ax.scatter(feats[:, 0], feats[:, 1], c=colour, cmap=cmap, s=6, alpha=0.5, linewidths=0)
-        ax.scatter(arcs[:, 0], arcs[:, 1], s=20 + 600 * b.usage, marker="*", c="black", edgecolors="white")
+        ax.scatter(arcs[:, 0], arcs[:, 1], s=80 + 2000 * b.usage, marker="*", c="black", edgecolors="white")
         ax.set_title(f"{b.name}: {len(b.kept)} archetypes ({method})")
         if task == "fer":
             handles = [
