@@ -429,7 +429,8 @@ def ls(store: Annotated[str, typer.Option(help="store directory or URL")] = "./s
             str(step.n_samples),
             str(step.n_chunks),
             arrays,
-            json.dumps(reader.status_counts()),
+            # head groups hold test-split predictions, not one status per sample
+            json.dumps(reader.status_counts()) if "status" in reader.names() else "-",
             "yes" if step.is_complete else f"no ({len(step.undone_chunks())} chunks left)",
         )
     console.print(table)

@@ -163,6 +163,9 @@ def test_archetype_report_and_predict_agree_with_the_cached_features(blendshapes
         assert [a["archetype"] for a in predicted[i]["archetypes"]] == index[i].tolist()
         assert all(Path(p).is_file() for a in predicted[i]["archetypes"] for p in a["nearest"])
     assert "AU12: archetype #" in result.output
+    listing = CliRunner().invoke(app, ["ls", "--store", fstore.url])  # head groups list beside features
+    assert listing.exit_code == 0, listing.output
+    assert " head " in listing.output  # the kind column of the head groups
 
 
 def test_a_head_step_is_deterministic_for_its_key(blendshapes):
