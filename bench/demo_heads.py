@@ -93,7 +93,7 @@ def _k(entry: dict) -> str:
     if entry["k_stable"] is None:
         return ""
     per_seed = [np.mean(k) for k in entry["k_stable"]]
-    return f"{np.mean(per_seed):.0f}" + (" (mean per branch)" if len(entry["k_stable"][0]) > 1 else "")
+    return f"{np.mean(per_seed):.0f}"
 
 
 def readme_table(r: dict) -> str:
@@ -101,24 +101,20 @@ def readme_table(r: dict) -> str:
     t = r["train"]
     lines = [
         "<!-- bench:demo_heads:begin -->",
-        f"`make bench` on the demo catalogue ({r['fer/aura']['samples']} train / val / test; batch "
-        f"{t['batch_size']}, lr {t['lr']:g}, warm-up {t['warmup_epochs']}): test headline, mean ± std over {n} "
-        "seeds. Features: "
-        + "; ".join(
-            f"{task} {r[task + '/aura']['features']} (AURA), {r[task + '/linear']['features']} (baselines)"
-            for task in ("fer", "va", "au")
-        )
-        + ".",
+        f"`make bench` on the demo catalogue (subject-exclusive splits; batch {t['batch_size']}, lr {t['lr']:g}, "
+        f"warm-up {t['warmup_epochs']}): test headline, mean ± std over {n} seeds; K_stable per branch, averaged.",
         "",
-        "| task | headline | AURA (K_max 200) | linear probe | MLP | AURA K_max 150 | AURA K_max 300 "
-        "| K_stable 150 / 200 / 300 |",
-        "|---|---|---|---|---|---|---|---|",
+        "| task | features (AURA; baselines) | train / val / test | headline | AURA (K_max 200) | linear probe | MLP "
+        "| AURA K_max 150 | AURA K_max 300 | K_stable 150 / 200 / 300 |",
+        "|---|---|---|---|---|---|---|---|---|---|",
     ]
     for task in ("fer", "va", "au"):
         e = {name: r[f"{task}/{name}"] for name in ("aura", "linear", "mlp", "aura_k_max150", "aura_k_max300")}
         cells = [f"{v['mean']:.3f} ± {v['std']:.3f}" for v in e.values()]
-        ks = " / ".join(_k(e[n]).split(" ")[0] for n in ("aura_k_max150", "aura", "aura_k_max300"))
-        lines.append(f"| {task} | {e['aura']['headline']} | " + " | ".join(cells) + f" | {ks} |")
+        ks = " / ".join(_k(e[n]) for n in ("aura_k_max150", "aura", "aura_k_max300"))
+        split = " / ".join(str(e["aura"]["samples"][k]) for k in ("train", "val", "test"))
+        features = f"{e['aura']['features']}; {e['linear']['features']}"
+        lines.append(f"| {task} | {features} | {split} | {e['aura']['headline']} | " + " | ".join(cells) + f" | {ks} |")
     lines.append("<!-- bench:demo_heads:end -->")
     return "\n".join(lines)
 
