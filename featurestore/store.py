@@ -193,7 +193,11 @@ class FeatureStore:
         """Every step group under ``prefix`` (``sources``, ``features`` or '' for all)."""
         out = []
         start = self.root_group[prefix] if prefix else self.root_group
-        for _, node in start.members(max_depth=None):
-            if isinstance(node, zarr.Group) and META in node.attrs:
-                out.append(StepGroup(node))
+        with warnings.catch_warnings():
+            # head groups keep files beside their arrays (checkpoint, reports: see put_file); Zarr
+            # warns about each one while walking the hierarchy, which is expected here
+            warnings.filterwarnings("ignore", message=r"Object at .* is not recognized as a component of a Zarr")
+            for _, node in start.members(max_depth=None):
+                if isinstance(node, zarr.Group) and META in node.attrs:
+                    out.append(StepGroup(node))
         return out
