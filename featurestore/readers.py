@@ -8,7 +8,7 @@ import numpy as np
 
 from featurestore.completion import DONE, StepGroup
 from featurestore.status import SampleStatus
-from featurestore.store import FeatureStore
+from featurestore.store import FeatureStore, files_beside_arrays
 
 
 class IncompleteGroupError(RuntimeError):
@@ -40,7 +40,8 @@ class GroupReader:
         return self.step.group.path
 
     def names(self) -> list[str]:
-        return sorted(n for n in self.step.group.array_keys() if n != DONE)
+        with files_beside_arrays():
+            return sorted(n for n in self.step.group.array_keys() if n != DONE)
 
     def numpy(self, name: str, rows: slice | np.ndarray | None = None) -> np.ndarray:
         array = self.step.group[name]

@@ -44,6 +44,15 @@ warnings.filterwarnings("ignore", message=".*is not recognized as a component of
 _SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 
 
+@contextmanager
+def files_beside_arrays() -> Iterator[None]:
+    """Head groups keep files beside their arrays (checkpoint, reports: see ``put_file``); Zarr
+    warns about each one whenever it lists a group's members, which is expected here."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=r"Object at .* is not recognized as a component of a Zarr")
+        yield
+
+
 class StoreError(RuntimeError):
     pass
 
@@ -193,10 +202,7 @@ class FeatureStore:
         """Every step group under ``prefix`` (``sources``, ``features`` or '' for all)."""
         out = []
         start = self.root_group[prefix] if prefix else self.root_group
-        with warnings.catch_warnings():
-            # head groups keep files beside their arrays (checkpoint, reports: see put_file); Zarr
-            # warns about each one while walking the hierarchy, which is expected here
-            warnings.filterwarnings("ignore", message=r"Object at .* is not recognized as a component of a Zarr")
+        with files_beside_arrays():
             for _, node in start.members(max_depth=None):
                 if isinstance(node, zarr.Group) and META in node.attrs:
                     out.append(StepGroup(node))

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from featurestore import FeatureStore
+from featurestore import FeatureStore, GroupReader
 
 # 20 generated subjects × 42 images: 504 / 168 / 168 by the catalogue's subject-exclusive splits
 DEMO_PER_SUBJECT = 42
@@ -22,7 +22,7 @@ DEMO_TRAIN = {"batch_size": 32, "lr": 1e-3, "warmup_epochs": 10}
 
 
 def _latest(fstore: FeatureStore, prefix: str, array: str) -> str:
-    groups = [g for g in fstore.list_steps(prefix) if g.is_complete and array in g.group.array_keys()]
+    groups = [g for g in fstore.list_steps(prefix) if g.is_complete and array in GroupReader(g).names()]
     if not groups:
         raise ValueError(f"no complete group with {array!r} under {prefix} in {fstore.url}: run `affectflow demo`")
     return groups[-1].group.path
