@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -67,6 +68,13 @@ def stop(proc: subprocess.Popen) -> None:
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait()
+
+
+def crash(proc: subprocess.Popen) -> None:
+    """SIGKILL a run started by ``cli(..., start_new_session=True)`` together with what it started
+    (its temporary Prefect server), as a crashed machine would lose them; no orphan outlives the test."""
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
 
 
 def write_csv_dataset(root: Path, n: int, extra_rows: list[str] | None = None) -> Path:

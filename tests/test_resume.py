@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import json
-import signal
 
 import numpy as np
 import pytest
 
 from featurestore import FeatureStore, GroupReader
-from tests.conftest import cli, wait_for, write_csv_dataset
+from tests.conftest import cli, crash, wait_for, write_csv_dataset
 
 pytestmark = pytest.mark.slow
 
@@ -69,15 +68,14 @@ def reference(dataset, tmp_path_factory):
 
 def test_sigkill_mid_run_resumes_only_missing_chunks_bit_for_bit(dataset, reference, tmp_path):
     store = tmp_path / "store"
-    proc = cli(*_args(dataset, store))
+    proc = cli(*_args(dataset, store), start_new_session=True)
 
     def some_done():
         groups = _feature_groups(store)
         return groups and 2 <= groups[0].done_mask().sum() < N_CHUNKS
 
     wait_for(some_done, 300, "a few chunks to finish")
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
+    crash(proc)
     (partial,) = _feature_groups(store)
     done_before = int(partial.done_mask().sum())
     assert not partial.is_complete and 2 <= done_before < N_CHUNKS

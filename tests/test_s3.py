@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import signal
 import subprocess
 import time
 
@@ -13,7 +12,7 @@ import s3fs
 
 from featurestore import FeatureStore, GroupReader
 from featurestore.locks import LeaseLock, LeaseLost
-from tests.conftest import BIN, cli, free_port, stop, wait_for, write_csv_dataset
+from tests.conftest import BIN, cli, crash, free_port, stop, wait_for, write_csv_dataset
 
 pytestmark = pytest.mark.slow
 
@@ -96,10 +95,9 @@ def test_extract_kill_resume_and_read_on_s3(s3, tmp_path):
             return False
         return groups and 1 <= groups[0].done_mask().sum() < 8
 
-    proc = cli(*args)
+    proc = cli(*args, start_new_session=True)
     wait_for(some_done, 300, "a chunk on S3")
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
+    crash(proc)
     (partial,) = FeatureStore(url, {"endpoint_url": s3}).list_steps("features")
     done_before = int(partial.done_mask().sum())
 
