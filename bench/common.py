@@ -5,9 +5,14 @@ from __future__ import annotations
 import json
 import os
 import platform
+import sys
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
+
+# A script's own directory (bench/) is first on sys.path; once this module is imported it must go:
+# bench/heads.py would otherwise shadow the project's `heads` package.
+sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != REPO / "bench"]
 
 
 def machine() -> dict:

@@ -11,14 +11,11 @@ from __future__ import annotations
 
 import argparse
 import shutil
-import sys
 import tempfile
 from pathlib import Path
 
 import numpy as np
 from common import machine, publish  # bench/ is the script's directory, so it is on sys.path
-
-sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__).resolve().parent]
 
 K_MAX_SWEEP = (150, 300)  # besides AuraConfig's default 200
 

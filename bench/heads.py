@@ -17,16 +17,12 @@ from __future__ import annotations
 
 import argparse
 import shutil
-import sys
 import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
 from common import machine, publish  # bench/ is the script's directory, so it is on sys.path
-
-# ...and this file's name would then shadow the project's `heads` package: drop bench/ again.
-sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__).resolve().parent]
 
 AUS = ["AU1", "AU2", "AU4", "AU5", "AU6", "AU9", "AU12", "AU15", "AU17", "AU20", "AU25", "AU26"]  # DISFA's 12
 TRAIN = {"batch_size": 512, "lr": 1e-3, "warmup_epochs": 3, "patience": 5, "epochs": 100}

@@ -27,10 +27,10 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from featurestore import FeatureStore, GroupReader
+from featurestore import FeatureStore
 from heads.aura import AuraHead
-from heads.data import TaskData, task_data
-from heads.step import load_head
+from heads.data import TaskData
+from heads.step import head_data, load_head
 
 # Score bins of the Table-3 layout: VA values in [−1, 1]; AU probabilities in [0, 1].
 VA_BINS = (-1.0, -0.5, 0.0, 0.5, 1.0)
@@ -222,14 +222,18 @@ def _entry(split, row, paths, branch, archetype, label, archetype_says, strength
 
 
 # -- pictures --------------------------------------------------------------------------------------
-def nearest_sheet(task: str, branch: Branch, labels: list[str], source: GroupReader, size: int = 64) -> bytes:
+def _sheet_order(branch: Branch) -> np.ndarray:
+    """The archetypes a sheet shows: by class / score, then by usage, at most MAX_SHEET_ROWS."""
+    return np.lexsort((-branch.usage, branch.label))[:MAX_SHEET_ROWS]
+
+
+def nearest_sheet(task: str, branch: Branch, labels: list[str], pictures: dict, size: int = 64) -> bytes:
     """PNG: one line per kept archetype (by class / score, then usage), its nearest training samples."""
     from PIL import Image, ImageDraw
 
-    from stages.thumbnails import thumbnails, to_image
+    from stages.thumbnails import to_image
 
-    order = np.lexsort((-branch.usage, branch.label))[:MAX_SHEET_ROWS]
-    pictures = thumbnails(source, branch.nearest[order].ravel().tolist(), size)
+    order = _sheet_order(branch)
     text_width, pad = 150, 4
     n = branch.nearest.shape[1]
     sheet = Image.new("RGB", (text_width + n * (size + pad), len(order) * (size + pad) + pad), "white")
@@ -332,29 +336,22 @@ def markdown(
 
 def write_report(store: FeatureStore, head_path: str, n_nearest: int = 8, thumb_size: int = 64) -> dict[str, Any]:
     """Build every report file of an archetype head beside its checkpoint; returns the summary."""
-    group = GroupReader.open(store, head_path)
-    params = group.meta["spec"]["params"]
+    params, source, data = head_data(store, head_path)
     model, config = load_head(store, head_path)
     if not isinstance(model, AuraHead):
         raise ValueError(f"{head_path} is a {config['head']} head: the report needs an archetype head (aura)")
-    features = GroupReader.open(store, group.meta["features_path"])
-    source = GroupReader.open(store, features.meta["source_path"])
     task = params["task"]
-    data = task_data(
-        features,
-        source,
-        task,
-        params["array"],
-        params["expressions"],
-        params["test_fold"],
-        seed=params["train"]["seed"],
-    )
     branches = analyse(model, data, task, n_nearest)
     table = table3(task, branches, data.label_names)
     paths = source.numpy("path")
     audit_rows = audit(model, data, task, branches, paths)
     map_png, method = feature_map(task, branches, data, seed=params["train"]["seed"])
-    sheets = {f"nearest-{b.name}.png": nearest_sheet(task, b, data.label_names, source, thumb_size) for b in branches}
+    from stages.thumbnails import thumbnails
+
+    # every branch's sheet rows, decoded once: AU branches share most of their nearest samples
+    shown = {int(r) for b in branches for r in b.nearest[_sheet_order(b)].ravel()}
+    pictures = thumbnails(source, sorted(shown), thumb_size)
+    sheets = {f"nearest-{b.name}.png": nearest_sheet(task, b, data.label_names, pictures, thumb_size) for b in branches}
     archetypes = {
         "head": head_path,
         "task": task,

@@ -16,7 +16,7 @@ import safetensors.torch
 import torch
 
 from featurestore import ArraySpec, FeatureStore, GroupReader, StepGroup, StepSpec, step_key
-from heads.data import task_data
+from heads.data import TaskData, task_data
 from heads.registry import create_head
 from heads.trainer import TrainConfig, evaluate, fit, predict, seed_everything
 
@@ -170,14 +170,12 @@ def load_head(store: FeatureStore, path: str) -> tuple[torch.nn.Module, dict[str
     return model.eval(), config
 
 
-def evaluate_head(store: FeatureStore, path: str, split: str = "test") -> dict[str, Any]:
-    """Every metric of a trained head on ``split`` (train / val / test), with the split rebuilt by the
-    same protocol and seed the head was trained with."""
-    if split not in ("train", "val", "test"):
-        raise ValueError(f"split {split!r} not in train, val, test")
-    group = GroupReader.open(store, path)
-    params = group.meta["spec"]["params"]
-    features = GroupReader.open(store, group.meta["features_path"])
+def head_data(store: FeatureStore, path: str) -> tuple[dict[str, Any], GroupReader, TaskData]:
+    """(spec params, source, splits) of a trained head: the splits rebuilt by the same protocol
+    and seed it was trained with."""
+    head = GroupReader.open(store, path)
+    params = head.meta["spec"]["params"]
+    features = GroupReader.open(store, head.meta["features_path"])
     source = GroupReader.open(store, features.meta["source_path"])
     data = task_data(
         features,
@@ -188,6 +186,15 @@ def evaluate_head(store: FeatureStore, path: str, split: str = "test") -> dict[s
         params["test_fold"],
         seed=params["train"]["seed"],
     )
+    return params, source, data
+
+
+def evaluate_head(store: FeatureStore, path: str, split: str = "test") -> dict[str, Any]:
+    """Every metric of a trained head on ``split`` (train / val / test), with the split rebuilt by the
+    same protocol and seed the head was trained with."""
+    if split not in ("train", "val", "test"):
+        raise ValueError(f"split {split!r} not in train, val, test")
+    params, _, data = head_data(store, path)
     model, config = load_head(store, path)
     outputs = predict(model, data.x[split])
     metrics = evaluate(params["task"], outputs, data.y[split].numpy(), data.n_outputs, data.label_names)

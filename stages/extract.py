@@ -164,6 +164,18 @@ def open_feature_group(
 
 
 # -- one chunk -------------------------------------------------------------------------------
+def record_batch(
+    batch: EncodedBatch, rows: list[int], outputs: dict[str, np.ndarray], status: np.ndarray, detail
+) -> None:
+    """Put an encoded batch's values at ``rows`` (in the outputs' dtypes) and take the encoder's
+    own verdict (e.g. no face found) for the frames it did not encode."""
+    ok = batch.status == SampleStatus.OK
+    for name, values in batch.outputs.items():
+        outputs[name][np.asarray(rows)[ok]] = values[ok].astype(outputs[name].dtype)
+    for j in np.flatnonzero(~ok):
+        status[rows[j]], detail[rows[j]] = batch.status[j], batch.detail[j]
+
+
 @dataclass
 class ChunkReport:
     chunk: int
@@ -287,11 +299,7 @@ def extract_chunk(
     root = Path(dataset_root)
 
     def record(rows: list[int], batch: EncodedBatch) -> None:
-        ok = batch.status == SampleStatus.OK
-        for name, values in batch.outputs.items():
-            outputs[name][np.asarray(rows)[ok]] = values[ok].astype(dtypes[name])
-        for j in np.flatnonzero(~ok):  # the encoder's own verdict, e.g. no face found
-            status[rows[j]], detail[rows[j]] = batch.status[j], batch.detail[j]
+        record_batch(batch, rows, outputs, status, detail)
 
     def face_of(i: int):
         return None if face_boxes is None else (tuple(float(v) for v in face_boxes[i]), face_scale)
@@ -405,10 +413,5 @@ def encode_files(
             pixels.append(decoded.pixels)
         if not rows:
             continue
-        batch = encoder.encode_batch(pixels)
-        ok = batch.status == SampleStatus.OK
-        for name, values in batch.outputs.items():
-            outputs[name][np.asarray(rows)[ok]] = values[ok].astype(dtypes[name])
-        for j in np.flatnonzero(~ok):
-            status[rows[j]], detail[rows[j]] = batch.status[j], batch.detail[j]
+        record_batch(encoder.encode_batch(pixels), rows, outputs, status, detail)
     return outputs, status, detail
