@@ -1,9 +1,11 @@
 """AURA: frozen features projected into a learnable archetype space; inference is cosine matching.
 
-One :class:`ArchetypeBranch` is one output space: a projector (VAS) to d dimensions, a codebook of
-K_max archetypes, a task head φ, the adaptive regulariser and (training only) the archetype
-contextualiser. :class:`AuraHead` holds the branches of a task: one shared codebook for the
-expression classes, one each for valence and arousal, one per AU.
+A branch is one output space: a projector (VAS) to d dimensions, a codebook of K_max archetypes, a
+task head φ, the adaptive regulariser and (training only) the archetype contextualiser.
+:class:`AuraHead` holds the branches of a task: one shared codebook for the expression classes, one
+each for valence and arousal, one per AU. The branches of a task are independent networks of the
+same shape, so :class:`ArchetypeBranches` stacks them and computes all of them in one batched pass
+(heads/stacked.py); every loss is the sum over branches of that branch's loss.
 
 Losses (all λ = 1 by default)::
 
@@ -39,7 +41,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from heads.losses import au_loss, expression_loss, va_loss
+from heads.losses import au_branch_losses, expression_loss, va_loss
+from heads.stacked import StackedEncoderLayer, StackedLinear
 from heads.standardise import InputNorm
 
 TASKS = ("fer", "va", "au")
@@ -104,10 +107,6 @@ REGULARISERS = {
 
 
 # -- pieces ------------------------------------------------------------------------------------
-def projector(in_dim: int, hidden: int, d: int, dropout: float) -> nn.Module:
-    return nn.Sequential(nn.Linear(in_dim, hidden), nn.GELU(), nn.Dropout(dropout), nn.Linear(hidden, d))
-
-
 class SemanticTokens(nn.Module):
     """N_tok learnable queries attending over per-token key/value projections of one global feature."""
 
@@ -128,31 +127,41 @@ class SemanticTokens(nn.Module):
 
 
 class Contextualiser(nn.Module):
-    """[c_sem; T; c_arc; Â] + positions → transformer → gated fusion of the two CLS outputs → head."""
+    """Per branch: [c_sem; T; c_arc; Â] + positions → transformer → gated fusion of the two CLS
+    outputs → head. All M branches' contextualisers run stacked."""
 
-    def __init__(self, cfg: AuraConfig, n_out: int, semantic_in: int, n_semantic: int):
+    def __init__(self, cfg: AuraConfig, m: int, n_out: int, semantic_in: int, n_semantic: int):
         super().__init__()
         w = cfg.ctx_dim
-        self.arc_proj = nn.Linear(cfg.d, w, bias=False)
-        self.dist_proj = nn.Linear(1, w, bias=True)  # W_dist d_k + b
-        self.semantic_proj = nn.Linear(semantic_in, w) if semantic_in != w else nn.Identity()
-        self.cls = nn.Parameter(torch.randn(2, w) * 0.02)  # c_sem, c_arc
-        self.positions = nn.Parameter(torch.randn(2 + n_semantic + cfg.top_k, w) * 0.02)
-        layer = nn.TransformerEncoderLayer(w, cfg.ctx_heads, 2 * w, cfg.ctx_dropout, batch_first=True, norm_first=True)
-        self.encoder = nn.TransformerEncoder(layer, cfg.ctx_layers, enable_nested_tensor=False)
-        self.gate = nn.Linear(2 * w, 2)
-        self.head = nn.Linear(w, n_out)
+        self.arc_proj = StackedLinear(m, cfg.d, w, bias=False)
+        self.dist_proj = StackedLinear(m, 1, w)  # W_dist d_k + b
+        self.semantic_proj = StackedLinear(m, semantic_in, w) if semantic_in != w else None
+        self.cls = nn.Parameter(torch.randn(m, 2, w) * 0.02)  # c_sem, c_arc
+        self.positions = nn.Parameter(torch.randn(m, 2 + n_semantic + cfg.top_k, w) * 0.02)
+        self.layers = nn.ModuleList(
+            StackedEncoderLayer(m, w, cfg.ctx_heads, 2 * w, cfg.ctx_dropout) for _ in range(cfg.ctx_layers)
+        )
+        self.gate = StackedLinear(m, 2 * w, 2)
+        self.head = StackedLinear(m, w, n_out)
         self.n_semantic = n_semantic
 
     def forward(self, semantic: torch.Tensor, archetypes: torch.Tensor, distances: torch.Tensor) -> torch.Tensor:
-        b = semantic.shape[0]
+        """semantic (M, B, S, ·), archetypes (M, B, k, d), distances (M, B, k) → (M, B, n_out)."""
+        m, b = archetypes.shape[:2]
         arc_tokens = self.arc_proj(archetypes) + self.dist_proj(distances.unsqueeze(-1))
-        c_sem, c_arc = self.cls[0].expand(b, 1, -1), self.cls[1].expand(b, 1, -1)
-        seq = torch.cat([c_sem, self.semantic_proj(semantic), c_arc, arc_tokens], dim=1) + self.positions
-        out = self.encoder(seq)
-        sem, arc = out[:, 0], out[:, 1 + self.n_semantic]
+        if self.semantic_proj is not None:
+            semantic = self.semantic_proj(semantic)
+        c_sem = self.cls[:, None, :1].expand(m, b, 1, -1)
+        c_arc = self.cls[:, None, 1:].expand(m, b, 1, -1)
+        seq = (
+            torch.cat([c_sem, semantic, c_arc, arc_tokens], dim=2)
+            + self.positions[:, None, : 2 + self.n_semantic + archetypes.shape[2]]
+        )
+        for layer in self.layers:
+            seq = layer(seq)
+        sem, arc = seq[:, :, 0], seq[:, :, 1 + self.n_semantic]
         g = torch.softmax(self.gate(torch.cat([sem, arc], dim=-1)), dim=-1)
-        return self.head(g[:, :1] * sem + g[:, 1:] * arc)
+        return self.head(g[..., :1] * sem + g[..., 1:] * arc)
 
 
 class PatchEncoder(nn.Module):
@@ -163,89 +172,119 @@ class PatchEncoder(nn.Module):
         self.inp = nn.Linear(token_dim, width)
         self.cls = nn.Parameter(torch.randn(1, 1, width) * 0.02)
         self.positions = nn.Parameter(torch.randn(1, n_tokens + 1, width) * 0.02)
-        layer = nn.TransformerEncoderLayer(width, heads, 2 * width, dropout, batch_first=True, norm_first=True)
-        self.encoder = nn.TransformerEncoder(layer, layers, enable_nested_tensor=False)
+        # the stacked layer with M = 1: one transformer implementation for the whole head
+        self.layers = nn.ModuleList(StackedEncoderLayer(1, width, heads, 2 * width, dropout) for _ in range(layers))
 
     def forward(self, tokens: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         x = torch.cat([self.cls.expand(tokens.shape[0], -1, -1), self.inp(tokens)], dim=1) + self.positions
-        out = self.encoder(x)
-        return out[:, 0], out[:, 1:]
+        x = x[None]
+        for layer in self.layers:
+            x = layer(x)
+        return x[0, :, 0], x[0, :, 1:]
 
 
-# -- one archetype space -------------------------------------------------------------------------
-class ArchetypeBranch(nn.Module):
-    def __init__(self, cfg: AuraConfig, in_dim: int, n_out: int, kind: str, semantic_in: int, n_semantic: int):
+def _gather(table: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
+    """Rows of per-branch tables: ``table`` (M, K, d), ``index`` (M, ...) → (M, ..., d)."""
+    m, d = table.shape[0], table.shape[-1]
+    flat = index.reshape(m, -1, 1).expand(-1, -1, d)
+    return torch.gather(table, 1, flat).view(*index.shape, d)
+
+
+def _masked_mean(values: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Per branch mean of ``values`` where ``mask`` holds, over every dimension but the first; 0 where none does."""
+    dims = tuple(range(1, values.dim()))
+    return (values * mask).sum(dims) / mask.sum(dims).clamp(min=1)
+
+
+# -- the archetype spaces of one task -----------------------------------------------------------------
+class ArchetypeBranches(nn.Module):
+    """M archetype spaces (branches) of one task, stacked: parameters carry a leading branch axis."""
+
+    def __init__(self, cfg: AuraConfig, m: int, in_dim: int, n_out: int, semantic_in: int, n_semantic: int):
         super().__init__()
-        self.cfg, self.kind, self.n_out = cfg, kind, n_out
-        self.project = projector(in_dim, cfg.hidden, cfg.d, cfg.dropout) if cfg.use_projector else nn.Identity()
-        self.archetypes = nn.Parameter(F.normalize(torch.randn(cfg.k_max, cfg.d), dim=-1))
-        self.head = nn.Linear(cfg.d, n_out)
-        self.register_buffer("usage", torch.zeros(cfg.k_max))
-        self.register_buffer("active", torch.ones(cfg.k_max, dtype=torch.bool))
-        self.context = Contextualiser(cfg, n_out, semantic_in, n_semantic) if cfg.use_contextualisation else None
+        if cfg.task == "fer" and m != 1:
+            raise ValueError("expressions share one codebook")
+        self.cfg, self.kind, self.m, self.n_out = cfg, cfg.task, m, n_out
+        if cfg.use_projector:
+            self.project_in = StackedLinear(m, in_dim, cfg.hidden)
+            self.project_out = StackedLinear(m, cfg.hidden, cfg.d)
+            self.project_dropout = nn.Dropout(cfg.dropout)
+        self.archetypes = nn.Parameter(F.normalize(torch.randn(m, cfg.k_max, cfg.d), dim=-1))
+        self.head = StackedLinear(m, cfg.d, n_out)
+        self.register_buffer("usage", torch.zeros(m, cfg.k_max))
+        self.register_buffer("active", torch.ones(m, cfg.k_max, dtype=torch.bool))
+        self.context = Contextualiser(cfg, m, n_out, semantic_in, n_semantic) if cfg.use_contextualisation else None
+
+    def embed(self, z: torch.Tensor) -> torch.Tensor:
+        """ℓ2-normalised projected features f̂ (M, B, d) of the branch input ``z`` (B, in)."""
+        if not self.cfg.use_projector:
+            return F.normalize(z, dim=-1).expand(self.m, *z.shape)
+        hidden = self.project_dropout(F.gelu(self.project_in.shared(z)))
+        return F.normalize(self.project_out(hidden), dim=-1)
 
     def normalised(self) -> torch.Tensor:
         return F.normalize(self.archetypes, dim=-1)
 
     def assign(self, f_hat: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """(index of the nearest kept archetype, cosine similarities to all) per sample."""
-        sims = f_hat @ self.normalised().T
-        sims_kept = sims.masked_fill(~self.active, -2.0)
-        return sims_kept.argmax(dim=-1), sims
+        """(index of the nearest kept archetype (M, B), cosine similarities to all (M, B, K))."""
+        sims = f_hat @ self.normalised().transpose(1, 2)
+        return sims.masked_fill(~self.active[:, None], -2.0).argmax(dim=-1), sims
 
     def output(self, z: torch.Tensor) -> torch.Tensor:
-        """φ's raw output: class logits, AU logit, or a VA value squashed into [−1, 1]."""
-        out = self.head(z)
+        """φ's raw output for (M, ..., d): class logits, AU logit, or a VA value squashed into [−1, 1]."""
+        return self._shape(self.head(z))
+
+    def _shape(self, out: torch.Tensor) -> torch.Tensor:
         return torch.tanh(out.squeeze(-1)) if self.kind == "va" else out.squeeze(-1) if self.kind == "au" else out
 
-    def predict(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Inference: projector → nearest kept archetype → φ. Returns (output, archetype index)."""
-        index, _ = self.assign(F.normalize(self.project(x), dim=-1))
-        return self.output(self.normalised()[index]), index
+    def predict(self, z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Inference: projector → nearest kept archetype → φ. Returns (output (M, B, …), index (M, B))."""
+        index, _ = self.assign(self.embed(z))
+        return self.output(_gather(self.normalised(), index)), index
 
     def task_loss(self, out: torch.Tensor, target: torch.Tensor, weights: torch.Tensor | None) -> torch.Tensor:
+        """Sum over branches of each branch's task loss; ``out`` and ``target`` carry the branch axis."""
         if self.kind == "fer":
-            return expression_loss(out, target, weights)
+            return expression_loss(out[0], target[0], weights)
         if self.kind == "va":
-            return va_loss(out, target, self.cfg.va_alpha)
-        return au_loss(out, target)
+            return sum(va_loss(out[j], target[j], self.cfg.va_alpha) for j in range(self.m))
+        return au_branch_losses(out, target).sum()
 
     def losses(
-        self, x: torch.Tensor, target: torch.Tensor, semantic: torch.Tensor | None, weights: torch.Tensor | None
+        self, z: torch.Tensor, target: torch.Tensor, semantic: torch.Tensor | None, weights: torch.Tensor | None
     ) -> dict[str, torch.Tensor]:
+        """Every loss term, summed over branches. ``target`` (M, B); ``semantic`` (M, B, S, ·) or None."""
         cfg = self.cfg
-        f_hat = F.normalize(self.project(x), dim=-1)
+        f_hat = self.embed(z)
         a_hat = self.normalised()
         index, sims = self.assign(f_hat)
-        assigned = a_hat[index]
+        assigned = _gather(a_hat, index)
         with torch.no_grad():
-            self.usage += torch.bincount(index, minlength=cfg.k_max).float()
+            self.usage.scatter_add_(1, index, torch.ones_like(index, dtype=self.usage.dtype))
         parts = {"vas": self.task_loss(self.output(f_hat), target, weights)}
-        parts["assign"] = ((f_hat.detach() - assigned) ** 2).sum(-1).mean() + cfg.beta * (
-            (f_hat - assigned.detach()) ** 2
-        ).sum(-1).mean()
+        commitment = ((f_hat - assigned.detach()) ** 2).sum(-1).mean(-1).sum()
+        parts["assign"] = ((f_hat.detach() - assigned) ** 2).sum(-1).mean(-1).sum() + cfg.beta * commitment
         if cfg.use_dis:
             straight_through = assigned + f_hat - f_hat.detach()  # value â; gradient to â and to f̂
             parts["dis"] = self.task_loss(self.output(straight_through), target, weights)
         if cfg.use_reg:
             parts.update(self.regularisation(a_hat))
         if self.context is not None and semantic is not None:
-            top = sims.masked_fill(~self.active, -2.0).topk(min(cfg.top_k, int(self.active.sum())), dim=-1)
-            tokens = a_hat[top.indices]
-            parts["contx"] = self.task_loss(self.context_output(semantic, tokens, 1 - top.values), target, weights)
+            k = min(cfg.top_k, int(self.active.sum(-1).min()))
+            top = sims.masked_fill(~self.active[:, None], -2.0).topk(k, dim=-1)
+            tokens = _gather(a_hat, top.indices)
+            out = self._shape(self.context(semantic, tokens, 1 - top.values))
+            parts["contx"] = self.task_loss(out, target, weights)
         return parts
-
-    def context_output(self, semantic: torch.Tensor, tokens: torch.Tensor, distances: torch.Tensor) -> torch.Tensor:
-        out = self.context(semantic, tokens, distances)
-        return torch.tanh(out.squeeze(-1)) if self.kind == "va" else out.squeeze(-1) if self.kind == "au" else out
 
     # -- adaptive regularisation --
     def regularisation(self, a_hat: torch.Tensor) -> dict[str, torch.Tensor]:
-        a = a_hat[self.active]
+        """The task's regularisers on the kept archetypes ``a_hat`` (M, K, d), summed over branches."""
         use = set(self.cfg.regularisers)
         parts = {}
         if self.kind == "fer":
-            probs = torch.softmax(self.head(a), dim=-1)
+            a = a_hat[0][self.active[0]]
+            probs = torch.softmax(self.head(a[None])[0], dim=-1)
             confidence, cls = probs.max(dim=-1)
             present = cls.unique()
             centres = F.normalize(torch.stack([a[cls == c].mean(0) for c in present]), dim=-1)
@@ -257,50 +296,54 @@ class ArchetypeBranch(nn.Module):
                 off = ~torch.eye(present.numel(), dtype=torch.bool, device=a.device)
                 parts["separate"] = F.relu(cos[off] - self.cfg.margin).mean()
         else:
-            score = self.output(a)
+            score = self.output(a_hat)
             score = torch.sigmoid(score) if self.kind == "au" else (score + 1) / 2  # both in [0, 1]
-            gap = (score[:, None] - score[None, :]).abs().detach()
-            cos = a @ a.T
-            off = ~torch.eye(a.shape[0], dtype=torch.bool, device=a.device)
-            near, far = off & (gap < self.cfg.margin), off & (gap >= self.cfg.margin)
-            if "attract" in use and near.any():
-                parts["attract"] = ((1 - cos[near]) * (1 - gap[near] / self.cfg.margin)).mean()
-            if "repel" in use and far.any():
-                parts["repel"] = F.relu(cos[far] - (1 - gap[far])).mean()
+            gap = (score[:, :, None] - score[:, None, :]).abs().detach()
+            cos = a_hat @ a_hat.transpose(1, 2)
+            eye = torch.eye(a_hat.shape[1], dtype=torch.bool, device=a_hat.device)
+            pairs = self.active[:, :, None] & self.active[:, None, :] & ~eye
+            near, far = pairs & (gap < self.cfg.margin), pairs & (gap >= self.cfg.margin)
+            if "attract" in use:
+                parts["attract"] = _masked_mean((1 - cos) * (1 - gap / self.cfg.margin), near).sum()
+            if "repel" in use:
+                parts["repel"] = _masked_mean(F.relu(cos - (1 - gap)), far).sum()
         if "diversity" in use:
-            spread = (a - a.mean(0)).norm(dim=-1)
-            parts["diversity"] = -(spread.mean() + spread.var(unbiased=False))
+            kept = self.active[..., None].float()
+            centre = (a_hat * kept).sum(1, keepdim=True) / kept.sum(1, keepdim=True)
+            spread = (a_hat - centre).norm(dim=-1)
+            mean = _masked_mean(spread, self.active)
+            variance = _masked_mean((spread - mean[:, None]) ** 2, self.active)
+            parts["diversity"] = -(mean + variance).sum()
         return parts
 
     # -- usage --
     @torch.no_grad()
-    def reset_unused(self, features: torch.Tensor, noise: float = 0.01) -> int:
+    def reset_unused(self, z: torch.Tensor, noise: float = 0.01) -> int:
         """Re-initialise archetypes used by < τ of the counted samples from batch features + noise."""
-        total = self.usage.sum()
-        if total == 0:
-            return 0
-        dead = (self.usage / total) < self.cfg.tau
-        n = int(dead.sum())
-        if n:
-            f_hat = F.normalize(self.project(features), dim=-1)
-            picks = f_hat[torch.randint(0, f_hat.shape[0], (n,), device=f_hat.device)]
-            self.archetypes[dead] = F.normalize(picks + noise * torch.randn_like(picks), dim=-1)
+        total = self.usage.sum(-1, keepdim=True)
+        dead = ((self.usage / total.clamp(min=1)) < self.cfg.tau) & (total > 0)
+        f_hat = self.embed(z)
+        for j in range(self.m):
+            n = int(dead[j].sum())
+            if n:
+                picks = f_hat[j, torch.randint(0, f_hat.shape[1], (n,), device=f_hat.device)]
+                self.archetypes[j, dead[j]] = F.normalize(picks + noise * torch.randn_like(picks), dim=-1)
         self.usage.zero_()
-        return n
+        return int(dead.sum())
 
     @torch.no_grad()
     def counts(self, z: torch.Tensor) -> torch.Tensor:
-        """How many of ``z`` each archetype (kept or not) is nearest to."""
-        index = (F.normalize(self.project(z), dim=-1) @ self.normalised().T).argmax(dim=-1)
-        return torch.bincount(index, minlength=self.cfg.k_max).float()
+        """(M, K): how many of ``z`` each archetype (kept or not) is nearest to."""
+        index = (self.embed(z) @ self.normalised().transpose(1, 2)).argmax(dim=-1)
+        return torch.zeros_like(self.usage).scatter_add_(1, index, torch.ones_like(index, dtype=self.usage.dtype))
 
     @torch.no_grad()
-    def keep(self, usage: torch.Tensor) -> int:
-        """Keep archetypes whose usage ratio is ≥ τ; returns K_stable."""
+    def keep(self, usage: torch.Tensor) -> list[int]:
+        """Keep archetypes whose usage ratio (M, K) is ≥ τ; returns K_stable per branch."""
         self.active.copy_(usage >= self.cfg.tau)
-        if not self.active.any():  # degenerate: keep the most used one
-            self.active[usage.argmax()] = True
-        return int(self.active.sum())
+        for j in torch.nonzero(~self.active.any(-1)).flatten().tolist():  # degenerate: keep the most used one
+            self.active[j, usage[j].argmax()] = True
+        return self.active.sum(-1).tolist()
 
 
 # -- the head ----------------------------------------------------------------------------------------
@@ -322,14 +365,12 @@ class AuraHead(nn.Module):
             branch_in, n_semantic = cfg.ctx_dim, n_patches
         n_branches = {"fer": 1, "va": 2, "au": cfg.n_outputs}[cfg.task]
         n_out = cfg.n_outputs if cfg.task == "fer" else 1
-        self.branches = nn.ModuleList(
-            ArchetypeBranch(cfg, branch_in, n_out, cfg.task, semantic_in, n_semantic) for _ in range(n_branches)
-        )
+        self.branches = ArchetypeBranches(cfg, n_branches, branch_in, n_out, semantic_in, n_semantic)
         if cfg.use_contextualisation:
             if cfg.input == "global":
                 self.semantic = SemanticTokens(cfg.in_dim, cfg.n_tokens, cfg.ctx_dim, cfg.ctx_heads)
             else:  # AU-specific linear maps of the encoded patch tokens
-                self.semantic_maps = nn.ModuleList(nn.Linear(cfg.ctx_dim, cfg.ctx_dim) for _ in range(n_branches))
+                self.semantic_maps = StackedLinear(n_branches, cfg.ctx_dim, cfg.ctx_dim)
 
     def _inputs(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
         """(standardised input, branch input, encoded patch tokens or None)."""
@@ -338,13 +379,17 @@ class AuraHead(nn.Module):
             return x, x, None
         return x, *self.patches(x)
 
+    def embed(self, x: torch.Tensor) -> torch.Tensor:
+        """Every branch's ℓ2-normalised projected features (M, B, d): the space its archetypes live in."""
+        return self.branches.embed(self._inputs(x)[1])
+
     def predict(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(outputs, archetype index per branch): FER (B, C) logits; VA (B, 2); AU (B, M) logits."""
         _, z, _ = self._inputs(x)
-        outs, indices = zip(*(branch.predict(z) for branch in self.branches))
+        outs, index = self.branches.predict(z)
         if self.cfg.task == "fer":
-            return outs[0], indices[0][:, None]
-        return torch.stack(outs, dim=-1), torch.stack(indices, dim=-1)
+            return outs[0], index[0][:, None]
+        return outs.T, index.T
 
     def losses(
         self, x: torch.Tensor, target: torch.Tensor, class_weights: torch.Tensor | None = None
@@ -352,33 +397,29 @@ class AuraHead(nn.Module):
         """Total loss and its parts (summed over branches)."""
         cfg = self.cfg
         x, z, tokens = self._inputs(x)
-        parts: dict[str, torch.Tensor] = {}
-        # the global feature's semantic tokens are the same for every branch: computed once
-        shared = self.semantic(x) if cfg.use_contextualisation and tokens is None else None
-        for j, branch in enumerate(self.branches):
-            semantic = shared
-            if cfg.use_contextualisation and tokens is not None:
-                semantic = self.semantic_maps[j](tokens)
-            t = target if cfg.task == "fer" else target[:, j]
-            for name, value in branch.losses(z, t, semantic, class_weights).items():
-                parts[name] = parts.get(name, 0) + value
+        semantic = None
+        if cfg.use_contextualisation:
+            m = self.branches.m
+            # the global feature's semantic tokens are the same for every branch: computed once
+            semantic = self.semantic(x).expand(m, -1, -1, -1) if tokens is None else self.semantic_maps.shared(tokens)
+        target = target[None] if cfg.task == "fer" else target.T
+        parts = self.branches.losses(z, target, semantic, class_weights)
         arc = sum(parts.get(k, 0) for k in ("assign", "dis", "compact", "separate", "diversity", "attract", "repel"))
         total = cfg.lambda_proj * parts["vas"] + cfg.lambda_arc * arc + cfg.lambda_contx * parts.get("contx", 0)
         return total, {k: float(v.detach()) for k, v in parts.items()}
 
     def reset_unused(self, x: torch.Tensor) -> int:
         _, z, _ = self._inputs(x)
-        return sum(branch.reset_unused(z) for branch in self.branches)
+        return self.branches.reset_unused(z)
 
     @torch.no_grad()
     def prune(self, x: torch.Tensor, batch_size: int = 4096) -> list[int]:
         """Usage over ``x`` (the training set, eval mode), in batches; keeps archetypes used ≥ τ."""
-        counts = [torch.zeros(b.cfg.k_max, device=x.device) for b in self.branches]
+        counts = torch.zeros_like(self.branches.usage)
         for i in range(0, x.shape[0], batch_size):
             _, z, _ = self._inputs(x[i : i + batch_size])
-            for c, branch in zip(counts, self.branches):
-                c += branch.counts(z)
-        return [branch.keep(c / x.shape[0]) for c, branch in zip(counts, self.branches)]
+            counts += self.branches.counts(z)
+        return self.branches.keep(counts / x.shape[0])
 
     def k_stable(self) -> list[int]:
-        return [int(b.active.sum()) for b in self.branches]
+        return self.branches.active.sum(-1).tolist()

@@ -46,3 +46,11 @@ def au_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
     if not keep.any():
         return logits.sum() * 0.0
     return F.binary_cross_entropy_with_logits(logits[keep], labels[keep].float())
+
+
+def au_branch_losses(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """Per AU branch: mean BCE over that AU's labelled samples. ``logits``, ``labels`` (M, B) → (M,);
+    a branch with no labelled sample in the batch contributes 0."""
+    keep = labels >= 0
+    bce = F.binary_cross_entropy_with_logits(logits, labels.clamp(min=0).float(), reduction="none")
+    return (bce * keep).sum(-1) / keep.sum(-1).clamp(min=1)

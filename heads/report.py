@@ -25,7 +25,6 @@ from typing import Any
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from featurestore import FeatureStore
 from heads.aura import AuraHead
@@ -66,29 +65,26 @@ def branch_names(task: str, labels: list[str]) -> list[str]:
 
 
 @torch.no_grad()
-def _embed(model: AuraHead, x: torch.Tensor, batch_size: int = 4096) -> list[torch.Tensor]:
-    """ℓ2-normalised projected features of every branch: the space the archetypes live in."""
-    out: list[list[torch.Tensor]] = [[] for _ in model.branches]
-    for i in range(0, x.shape[0], batch_size):
-        _, z, _ = model._inputs(x[i : i + batch_size])
-        for parts, branch in zip(out, model.branches):
-            parts.append(F.normalize(branch.project(z), dim=-1))
-    return [torch.cat(parts) for parts in out]
+def _embed(model: AuraHead, x: torch.Tensor, batch_size: int = 4096) -> torch.Tensor:
+    """ℓ2-normalised projected features of every branch (M, N, d): the space the archetypes live in."""
+    return torch.cat([model.embed(x[i : i + batch_size]) for i in range(0, x.shape[0], batch_size)], dim=1)
 
 
 @torch.no_grad()
 def analyse(model: AuraHead, data: TaskData, task: str, n_nearest: int = 8) -> list[Branch]:
     embedded = _embed(model, data.x["train"])
     rows = data.rows["train"]
+    stack = model.branches
+    all_outputs = stack.output(stack.normalised())  # φ of every archetype of every branch
     branches = []
-    for j, (name, branch, f_hat) in enumerate(zip(branch_names(task, data.label_names), model.branches, embedded)):
-        kept = torch.nonzero(branch.active).squeeze(1)
-        a_hat = branch.normalised()[kept]
+    for j, (name, f_hat) in enumerate(zip(branch_names(task, data.label_names), embedded)):
+        kept = torch.nonzero(stack.active[j]).squeeze(1)
+        a_hat = stack.normalised()[j][kept]
         sims = f_hat @ a_hat.T  # (n_train, kept)
         assigned = sims.argmax(-1).numpy()
         members = np.bincount(assigned, minlength=kept.numel())
         usage = members / f_hat.shape[0]
-        out = branch.output(a_hat)
+        out = all_outputs[j][kept]
         if task == "fer":
             probs = torch.softmax(out, dim=-1)
             confidence, label = probs.max(-1)

@@ -21,7 +21,7 @@ from heads.registry import create_head
 from heads.trainer import TrainConfig, evaluate, fit, predict, seed_everything
 
 HEAD_STEP = "train-head"
-HEAD_STEP_VERSION = 3  # 2: inputs standardised (InputNorm buffers); 3: initial weights seeded
+HEAD_STEP_VERSION = 4  # 2: inputs standardised (InputNorm buffers); 3: initial weights seeded; 4: AURA branches stacked
 
 
 def head_spec(

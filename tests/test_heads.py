@@ -10,7 +10,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from heads.aura import ArchetypeBranch, AuraConfig, AuraHead
+from heads.aura import ArchetypeBranches, AuraConfig, AuraHead
 from heads.baselines import linear_probe
 from heads.losses import au_loss, ccc_torch, class_weights, expression_loss, va_loss
 from heads.metrics import ccc, va_metrics
@@ -19,18 +19,22 @@ from heads.standardise import fit_input_norms
 from heads.trainer import TrainConfig, fit
 
 
-def _branch(task="fer", d=2, k=2, n_out=2, **kw) -> ArchetypeBranch:
+def _branch(task="fer", d=2, k=2, n_out=2, **kw) -> ArchetypeBranches:
+    """One branch (M = 1) without projector or contextualiser."""
     cfg = AuraConfig(
         task=task, in_dim=d, n_outputs=n_out, d=d, k_max=k, use_projector=False, use_contextualisation=False, **kw
     )
-    return ArchetypeBranch(cfg, d, n_out if task == "fer" else 1, task, cfg.ctx_dim, cfg.n_tokens)
+    return ArchetypeBranches(cfg, 1, d, n_out if task == "fer" else 1, cfg.ctx_dim, cfg.n_tokens)
 
 
-def _set(branch: ArchetypeBranch, archetypes, head_weight, head_bias=None) -> None:
+def _set(branch: ArchetypeBranches, archetypes, head_weight, head_bias=None) -> None:
+    """Branch 0's archetypes (K, d) and φ as nn.Linear writes it: weight (out, d), bias (out,)."""
     with torch.no_grad():
-        branch.archetypes.copy_(torch.tensor(archetypes, dtype=torch.float32))
-        branch.head.weight.copy_(torch.tensor(head_weight, dtype=torch.float32))
-        branch.head.bias.copy_(torch.zeros_like(branch.head.bias) if head_bias is None else torch.tensor(head_bias))
+        branch.archetypes[0].copy_(torch.tensor(archetypes, dtype=torch.float32))
+        branch.head.weight[0].copy_(torch.tensor(head_weight, dtype=torch.float32).T)
+        branch.head.bias[0].copy_(
+            torch.zeros_like(branch.head.bias[0]) if head_bias is None else torch.tensor(head_bias)
+        )
 
 
 # -- task losses -------------------------------------------------------------------------------------
@@ -83,7 +87,7 @@ def test_assignment_loss_and_discriminative_loss_on_a_hand_built_case():
     branch = _branch(beta=0.5)
     _set(branch, [[1.0, 0.0], [0.0, 1.0]], [[1.0, 0.0], [0.0, 1.0]])
     x = torch.tensor([[2.0, 1.0]])  # f̂ = (2, 1)/√5, nearest archetype (1, 0)
-    parts = branch.losses(x, torch.tensor([0]), None, None)
+    parts = branch.losses(x, torch.tensor([[0]]), None, None)
     gap = 2 - 4 / math.sqrt(5)  # ‖f̂ − â‖²
     assert parts["assign"].item() == pytest.approx((1 + 0.5) * gap, rel=1e-5)
     # L_dis: φ on the archetype (1, 0) → logits (1, 0), label 0
@@ -96,7 +100,7 @@ def test_expression_regularisers_on_hand_built_archetypes():
     branch = _branch(k=3, margin=0.1)
     # archetypes 0, 1 → class 0 (head row 0 = x axis), archetype 2 → class 1 (y axis)
     _set(branch, [[1.0, 0.0], [0.9, 0.3], [0.0, 1.0]], [[5.0, 0.0], [0.0, 5.0]])
-    a = branch.normalised().detach()
+    a = branch.normalised()[0].detach()
     probs = torch.softmax(a @ torch.tensor([[5.0, 0.0], [0.0, 5.0]]).T, -1)
     conf, cls = probs.max(-1)
     assert cls.tolist() == [0, 0, 1]
@@ -114,7 +118,7 @@ def test_score_aware_attraction_and_repulsion_on_hand_built_archetypes():
     branch = _branch(task="au", k=3, n_out=1, margin=0.3)
     # head: logit = 10·x₀ − 5 → scores σ(5)≈0.993 for (1,0), σ(−5)≈0.007 for (0,1), σ(0.0) for the middle
     _set(branch, [[1.0, 0.0], [0.0, 1.0], [0.5, 0.5]], [[10.0, 0.0]], [-5.0])
-    a = branch.normalised().detach()
+    a = branch.normalised()[0].detach()
     score = torch.sigmoid(10 * a[:, 0] - 5)
     gap = (score[:, None] - score[None, :]).abs()
     cos = a @ a.T
@@ -125,7 +129,7 @@ def test_score_aware_attraction_and_repulsion_on_hand_built_archetypes():
     np.testing.assert_allclose(parts["repel"].item(), float(F.relu(cos[far] - (1 - gap[far])).mean()), rtol=1e-5)
     # two archetypes with equal scores attract: make archetypes 0 and 2 score alike
     _set(branch, [[1.0, 0.0], [0.0, 1.0], [0.9, 0.1]], [[10.0, 0.0]], [-5.0])
-    a = branch.normalised().detach()
+    a = branch.normalised()[0].detach()
     score = torch.sigmoid(10 * a[:, 0] - 5)
     gap = (score[:, None] - score[None, :]).abs()
     near = off & (gap < 0.3)
@@ -138,11 +142,11 @@ def test_straight_through_gradients_reach_the_projector():
         task="fer", in_dim=8, n_outputs=3, d=4, k_max=6, use_reg=False, use_contextualisation=False, lambda_proj=0.0
     )
     head = AuraHead(cfg)
-    branch = head.branches[0]
+    branch = head.branches
     x, y = torch.randn(16, 8), torch.randint(0, 3, (16,))
-    parts = branch.losses(x, y, None, None)
+    parts = branch.losses(x, y[None], None, None)
     parts["dis"].backward()  # only the discriminative loss on the assigned archetypes
-    assert branch.project[0].weight.grad.abs().sum() > 0  # through the straight-through path
+    assert branch.project_in.weight.grad.abs().sum() > 0  # through the straight-through path
     assert branch.archetypes.grad.abs().sum() > 0
 
 
@@ -151,19 +155,42 @@ def test_usage_reset_and_pruning():
         task="fer", in_dim=4, n_outputs=2, d=4, k_max=10, use_projector=False, use_contextualisation=False, tau=0.2
     )
     head = AuraHead(cfg)
-    branch = head.branches[0]
+    branch = head.branches
     x = torch.tensor([[1.0, 0, 0, 0]] * 8 + [[0, 1.0, 0, 0]] * 8)
-    _ = branch.losses(x, torch.tensor([0] * 8 + [1] * 8), None, None)
+    _ = branch.losses(x, torch.tensor([[0] * 8 + [1] * 8]), None, None)
     used = int((branch.usage > 0).sum())
     assert head.reset_unused(x) == 10 - used and branch.usage.sum() == 0
     with torch.no_grad():
-        branch.archetypes.copy_(F.normalize(torch.randn(10, 4), dim=-1))
-        branch.archetypes[0] = torch.tensor([1.0, 0, 0, 0])
-        branch.archetypes[1] = torch.tensor([0, 1.0, 0, 0])
-    assert head.prune(x) == [2] and branch.active.tolist()[:2] == [True, True]
+        branch.archetypes.copy_(F.normalize(torch.randn(1, 10, 4), dim=-1))
+        branch.archetypes[0, 0] = torch.tensor([1.0, 0, 0, 0])
+        branch.archetypes[0, 1] = torch.tensor([0, 1.0, 0, 0])
+    assert head.prune(x) == [2] and branch.active[0].tolist()[:2] == [True, True]
     assert head.prune(x, batch_size=3) == [2]  # usage counted in batches gives the same K_stable
     _, index = head.predict(x)
     assert set(index[:, 0].tolist()) == {0, 1}  # inference only ever picks kept archetypes
+
+
+@pytest.mark.parametrize("task", ["au", "va"])
+def test_stacked_branches_compute_what_separate_branches_would(task):
+    """M branches run as one batched pass; each must give exactly what it gives alone."""
+    m = 3 if task == "au" else 2
+    cfg = AuraConfig(task=task, in_dim=6, n_outputs=m, d=4, k_max=8, hidden=16, ctx_dim=8, n_tokens=2, top_k=3)
+    stacked = ArchetypeBranches(cfg, m, 6, 1, cfg.ctx_dim, cfg.n_tokens).eval()  # eval: no dropout
+    z, semantic = torch.randn(20, 6), torch.randn(20, 2, cfg.ctx_dim)
+    target = (torch.rand(m, 20) < 0.5).long() if task == "au" else torch.rand(m, 20) * 2 - 1
+    together = stacked.losses(z, target, semantic.expand(m, -1, -1, -1), None)
+    alone: dict[str, float] = {}
+    for j in range(m):
+        one = ArchetypeBranches(cfg, 1, 6, 1, cfg.ctx_dim, cfg.n_tokens).eval()
+        one.load_state_dict({k: v[j : j + 1] for k, v in stacked.state_dict().items()})
+        for name, value in one.losses(z, target[j : j + 1], semantic[None], None).items():
+            alone[name] = alone.get(name, 0.0) + float(value.detach())
+        outputs, index = one.predict(z)
+        np.testing.assert_allclose(outputs[0].detach(), stacked.predict(z)[0][j].detach(), rtol=1e-5, atol=1e-6)
+        assert torch.equal(index[0], stacked.predict(z)[1][j])
+    assert set(together) == set(alone) >= {"vas", "assign", "dis", "attract", "repel", "diversity", "contx"}
+    for name, value in together.items():
+        assert float(value.detach()) == pytest.approx(alone[name], rel=1e-4, abs=1e-6), name
 
 
 # -- training ----------------------------------------------------------------------------------------------
