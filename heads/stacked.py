@@ -27,20 +27,21 @@ class StackedLinear(nn.Module):
         self.weight = nn.Parameter(torch.empty(m, in_dim, out_dim).uniform_(-bound, bound))
         self.bias = nn.Parameter(torch.empty(m, out_dim).uniform_(-bound, bound)) if bias else None
 
-    def _add_bias(self, out: torch.Tensor) -> torch.Tensor:
-        if self.bias is None:
-            return out
-        return out + self.bias.view(self.bias.shape[0], *[1] * (out.dim() - 2), self.bias.shape[1])
-
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         m, lead = x.shape[0], x.shape[1:-1]
-        out = torch.bmm(x.reshape(m, -1, x.shape[-1]), self.weight)
-        return self._add_bias(out.view(m, *lead, -1))
+        x = x.reshape(m, -1, x.shape[-1])
+        out = torch.bmm(x, self.weight) if self.bias is None else torch.baddbmm(self.bias[:, None], x, self.weight)
+        return out.view(m, *lead, -1)
 
     def shared(self, x: torch.Tensor) -> torch.Tensor:
-        m, lead = self.weight.shape[0], x.shape[:-1]
-        out = torch.einsum("ni,mio->mno", x.reshape(-1, x.shape[-1]), self.weight)
-        return self._add_bias(out.reshape(m, *lead, -1))
+        m, in_dim, out_dim = self.weight.shape
+        lead = x.shape[:-1]
+        # all M maps side by side, (in, M·out): one matrix product with the bias fused (measured
+        # faster than a batched product over a broadcast input plus a separate bias add)
+        side_by_side = self.weight.transpose(0, 1).reshape(in_dim, m * out_dim)
+        x = x.reshape(-1, in_dim)
+        out = x @ side_by_side if self.bias is None else torch.addmm(self.bias.reshape(-1), x, side_by_side)
+        return out.view(*lead, m, out_dim).movedim(-2, 0)
 
 
 class StackedLayerNorm(nn.Module):

@@ -60,7 +60,9 @@ def device_of(name: str | None) -> torch.device:
 
 
 @torch.no_grad()
-def predict(model: torch.nn.Module, x: torch.Tensor, batch_size: int = 4096) -> np.ndarray:
+def predict(model: torch.nn.Module, x: torch.Tensor, batch_size: int = 1024) -> np.ndarray:
+    # 1024 rows: a 12-branch AU head's activations then stay cache-sized (on 2 CPUs it predicts
+    # ~1.5× faster than with 4096-row batches; single-branch heads lose ~10 %)
     model.eval()
     device = next(model.parameters()).device
     outs = [model.predict(x[i : i + batch_size].to(device))[0].float().cpu() for i in range(0, x.shape[0], batch_size)]
