@@ -148,7 +148,9 @@ class Contextualiser(nn.Module):
     def forward(self, semantic: torch.Tensor, archetypes: torch.Tensor, distances: torch.Tensor) -> torch.Tensor:
         """semantic (M, B, S, ·), archetypes (M, B, k, d), distances (M, B, k) → (M, B, n_out)."""
         m, b = archetypes.shape[:2]
-        arc_tokens = self.arc_proj(archetypes) + self.dist_proj(distances.unsqueeze(-1))
+        # W_dist d_k + b: a (1 → w) map, written as one multiply-add rather than a product over a length-1 axis
+        w_dist, b_dist = self.dist_proj.weight.view(m, 1, 1, -1), self.dist_proj.bias.view(m, 1, 1, -1)
+        arc_tokens = self.arc_proj(archetypes) + torch.addcmul(b_dist, distances.unsqueeze(-1), w_dist)
         if self.semantic_proj is not None:
             semantic = self.semantic_proj(semantic)
         c_sem = self.cls[:, None, :1].expand(m, b, 1, -1)
@@ -157,9 +159,12 @@ class Contextualiser(nn.Module):
             torch.cat([c_sem, semantic, c_arc, arc_tokens], dim=2)
             + self.positions[:, None, : 2 + self.n_semantic + archetypes.shape[2]]
         )
-        for layer in self.layers:
+        for layer in self.layers[:-1]:
             seq = layer(seq)
-        sem, arc = seq[:, :, 0], seq[:, :, 1 + self.n_semantic]
+        # only the two CLS outputs are read: the last layer computes just those rows
+        cls_rows = [0, 1 + self.n_semantic]
+        seq = self.layers[-1](seq, rows=cls_rows) if len(self.layers) else seq[:, :, cls_rows]
+        sem, arc = seq[:, :, 0], seq[:, :, 1]
         g = torch.softmax(self.gate(torch.cat([sem, arc], dim=-1)), dim=-1)
         return self.head(g[..., :1] * sem + g[..., 1:] * arc)
 

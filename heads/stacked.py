@@ -27,10 +27,12 @@ class StackedLinear(nn.Module):
         self.weight = nn.Parameter(torch.empty(m, in_dim, out_dim).uniform_(-bound, bound))
         self.bias = nn.Parameter(torch.empty(m, out_dim).uniform_(-bound, bound)) if bias else None
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, columns: slice = slice(None)) -> torch.Tensor:
+        """``columns``: compute only these output columns of every map."""
         m, lead = x.shape[0], x.shape[1:-1]
         x = x.reshape(m, -1, x.shape[-1])
-        out = torch.bmm(x, self.weight) if self.bias is None else torch.baddbmm(self.bias[:, None], x, self.weight)
+        weight = self.weight[..., columns]
+        out = torch.bmm(x, weight) if self.bias is None else torch.baddbmm(self.bias[:, None, columns], x, weight)
         return out.view(m, *lead, -1)
 
     def shared(self, x: torch.Tensor) -> torch.Tensor:
@@ -54,7 +56,7 @@ class StackedLayerNorm(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         shape = (x.shape[0], *[1] * (x.dim() - 2), x.shape[-1])
-        return F.layer_norm(x, x.shape[-1:]) * self.weight.view(shape) + self.bias.view(shape)
+        return torch.addcmul(self.bias.view(shape), F.layer_norm(x, x.shape[-1:]), self.weight.view(shape))
 
 
 class StackedEncoderLayer(nn.Module):
@@ -76,11 +78,20 @@ class StackedEncoderLayer(nn.Module):
         self.ff1, self.ff2 = StackedLinear(m, width, ffn), StackedLinear(m, ffn, width)
         self.dropout = nn.Dropout(dropout)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, rows: list[int] | None = None) -> torch.Tensor:
+        """``rows``: compute the output at these positions only, ``(M, B, len(rows), width)``. For an
+        encoder's last layer when only some outputs are read (the CLS tokens): every position is
+        still a key and a value, but queries, attention rows and the feed-forward run on ``rows``."""
         m, b, length, width = x.shape
         hd = width // self.heads
-        q, k, v = self.qkv(self.norm1(x)).view(m * b, length, 3, self.heads, hd).permute(2, 0, 3, 1, 4)
+        h = self.norm1(x)
+        if rows is not None:
+            x = x[:, :, rows]
+        q = self.qkv(h if rows is None else h[:, :, rows], columns=slice(0, width))
+        q = q.reshape(m * b, -1, self.heads, hd).transpose(1, 2)
+        kv = self.qkv(h, columns=slice(width, None)).view(m * b, length, 2, self.heads, hd)
+        k, v = kv.permute(2, 0, 3, 1, 4)
         weights = self.dropout(torch.softmax(q @ k.transpose(-1, -2) / math.sqrt(hd), dim=-1))
-        attended = (weights @ v).transpose(1, 2).reshape(m, b, length, width)
+        attended = (weights @ v).transpose(1, 2).reshape(m, b, -1, width)
         x = x + self.dropout(self.out(attended))
         return x + self.dropout(self.ff2(self.dropout(F.relu(self.ff1(self.norm2(x))))))

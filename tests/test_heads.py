@@ -9,12 +9,14 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+from torch import nn
 
 from heads.aura import ArchetypeBranches, AuraConfig, AuraHead
 from heads.baselines import linear_probe
 from heads.losses import au_loss, ccc_torch, class_weights, expression_loss, va_loss
 from heads.metrics import ccc, va_metrics
 from heads.registry import create_head
+from heads.stacked import StackedEncoderLayer
 from heads.standardise import fit_input_norms
 from heads.trainer import TrainConfig, fit
 
@@ -191,6 +193,32 @@ def test_stacked_branches_compute_what_separate_branches_would(task):
     assert set(together) == set(alone) >= {"vas", "assign", "dis", "attract", "repel", "diversity", "contx"}
     for name, value in together.items():
         assert float(value.detach()) == pytest.approx(alone[name], rel=1e-4, abs=1e-6), name
+
+
+def test_stacked_encoder_layer_is_pytorchs_pre_norm_layer_and_rows_select_its_outputs():
+    torch.manual_seed(0)
+    width, heads, ffn = 8, 2, 16
+    stacked = StackedEncoderLayer(2, width, heads, ffn, dropout=0.0)
+    x = torch.randn(2, 5, 7, width)  # (M, B, L, width)
+    for j in range(2):  # each map is nn.TransformerEncoderLayer(norm_first=True) with its weights
+        ref = nn.TransformerEncoderLayer(width, heads, ffn, 0.0, batch_first=True, norm_first=True).eval()
+        with torch.no_grad():
+            ref.self_attn.in_proj_weight.copy_(stacked.qkv.weight[j].T)
+            ref.self_attn.in_proj_bias.copy_(stacked.qkv.bias[j])
+            ref.self_attn.out_proj.weight.copy_(stacked.out.weight[j].T)
+            ref.self_attn.out_proj.bias.copy_(stacked.out.bias[j])
+            ref.linear1.weight.copy_(stacked.ff1.weight[j].T)
+            ref.linear1.bias.copy_(stacked.ff1.bias[j])
+            ref.linear2.weight.copy_(stacked.ff2.weight[j].T)
+            ref.linear2.bias.copy_(stacked.ff2.bias[j])
+            for mine, theirs in ((stacked.norm1, ref.norm1), (stacked.norm2, ref.norm2)):
+                mine.weight[j].uniform_(0.5, 1.5)
+                mine.bias[j].uniform_(-0.5, 0.5)
+                theirs.weight.copy_(mine.weight[j])
+                theirs.bias.copy_(mine.bias[j])
+        torch.testing.assert_close(stacked(x)[j], ref(x[j]), rtol=1e-5, atol=1e-5)
+    # the last layer of the contextualiser computes only the CLS rows: the same values
+    torch.testing.assert_close(stacked(x, rows=[0, 4]), stacked(x)[:, :, [0, 4]], rtol=1e-5, atol=1e-6)
 
 
 # -- training ----------------------------------------------------------------------------------------------
