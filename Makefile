@@ -3,8 +3,6 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 # Prefect's temporary server otherwise tries to send telemetry from an offline machine.
 export PREFECT_SERVER_ANALYTICS_ENABLED ?= false
-# Its default 20 s start-up wait is short for a loaded 2-core machine.
-export PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS ?= 120
 
 .PHONY: install demo test test-fast bench
 

@@ -231,9 +231,9 @@ class ArchetypeBranches(nn.Module):
         return F.normalize(self.archetypes, dim=-1)
 
     def assign(self, f_hat: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """(index of the nearest kept archetype (M, B), cosine similarities to all (M, B, K))."""
-        sims = f_hat @ self.normalised().transpose(1, 2)
-        return sims.masked_fill(~self.active[:, None], -2.0).argmax(dim=-1), sims
+        """(index of the nearest kept archetype (M, B), cosine similarities (M, B, K); −2 for pruned ones)."""
+        sims = (f_hat @ self.normalised().transpose(1, 2)).masked_fill(~self.active[:, None], -2.0)
+        return sims.argmax(dim=-1), sims
 
     def output(self, z: torch.Tensor) -> torch.Tensor:
         """φ's raw output for (M, ..., d): class logits, AU logit, or a VA value squashed into [−1, 1]."""
@@ -276,7 +276,7 @@ class ArchetypeBranches(nn.Module):
             parts.update(self.regularisation(a_hat))
         if self.context is not None and semantic is not None:
             k = min(cfg.top_k, int(self.active.sum(-1).min()))
-            top = sims.masked_fill(~self.active[:, None], -2.0).topk(k, dim=-1)
+            top = sims.topk(k, dim=-1)
             tokens = _gather(a_hat, top.indices)
             out = self._shape(self.context(semantic, tokens, 1 - top.values))
             parts["contx"] = self.task_loss(out, target, weights)

@@ -75,11 +75,12 @@ def analyse(model: AuraHead, data: TaskData, task: str, n_nearest: int = 8) -> l
     embedded = _embed(model, data.x["train"])
     rows = data.rows["train"]
     stack = model.branches
-    all_outputs = stack.output(stack.normalised())  # φ of every archetype of every branch
+    archetypes = stack.normalised()
+    all_outputs = stack.output(archetypes)  # φ of every archetype of every branch
     branches = []
     for j, (name, f_hat) in enumerate(zip(branch_names(task, data.label_names), embedded)):
         kept = torch.nonzero(stack.active[j]).squeeze(1)
-        a_hat = stack.normalised()[j][kept]
+        a_hat = archetypes[j][kept]
         sims = f_hat @ a_hat.T  # (n_train, kept)
         assigned = sims.argmax(-1).numpy()
         members = np.bincount(assigned, minlength=kept.numel())

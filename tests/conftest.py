@@ -22,9 +22,6 @@ os.environ["PREFECT_HOME"] = str(_SESSION_TMP / "prefect-home")
 os.environ["AFFECTFLOW_CACHE_DIR"] = str(_SESSION_TMP / "cache")
 os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
 os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
-# A temporary Prefect server on 2 busy cores (a Dask scheduler and worker starting beside it) can
-# take longer than Prefect's default 20 s to answer; how fast it starts is not what tests check.
-os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120")
 
 REPO = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
