@@ -24,7 +24,8 @@ Losses (all λ = 1 by default)::
            (W_proj â + W_dist d + b), semantic tokens from the input (N_tok learnable queries over
            per-token key/value projections of the global feature, or AU-specific maps of encoded
            patch tokens), [c_sem; T; c_arc; Â] + positions → transformer → softmax gate over the two
-           CLS outputs → head.
+           CLS outputs → head. (The two CLS tokens are stored first: with learned positions the
+           order in memory is only a layout, and adjacent CLS rows are a slice, not a gather.)
 
 Usage: archetype usage is counted in training; during warm-up archetypes used by fewer than τ of
 the samples are re-initialised from batch features plus small noise; after training they are
@@ -42,7 +43,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from heads.losses import au_branch_losses, expression_loss, va_loss
-from heads.stacked import StackedEncoderLayer, StackedLinear
+from heads.stacked import Dropout, StackedEncoderLayer, StackedLinear
 from heads.standardise import InputNorm
 
 TASKS = ("fer", "va", "au")
@@ -145,25 +146,33 @@ class Contextualiser(nn.Module):
         self.head = StackedLinear(m, w, n_out)
         self.n_semantic = n_semantic
 
-    def forward(self, semantic: torch.Tensor, archetypes: torch.Tensor, distances: torch.Tensor) -> torch.Tensor:
-        """semantic (M, B, S, ·), archetypes (M, B, k, d), distances (M, B, k) → (M, B, n_out)."""
-        m, b = archetypes.shape[:2]
-        # W_dist d_k + b: a (1 → w) map, written as one multiply-add rather than a product over a length-1 axis
-        w_dist, b_dist = self.dist_proj.weight.view(m, 1, 1, -1), self.dist_proj.bias.view(m, 1, 1, -1)
-        arc_tokens = self.arc_proj(archetypes) + torch.addcmul(b_dist, distances.unsqueeze(-1), w_dist)
+    def forward(
+        self, semantic: torch.Tensor, archetypes: torch.Tensor, index: torch.Tensor, distances: torch.Tensor
+    ) -> torch.Tensor:
+        """semantic (M, B, S, ·); the codebook ``archetypes`` (M, K, d), each sample's top-k ``index``
+        into it and cosine ``distances`` (M, B, k) → (M, B, n_out)."""
+        m, b, k = index.shape
+        first_arc = 2 + self.n_semantic
+        positions = self.positions
+        # W_proj â: projecting the K archetypes once and gathering equals projecting the B·k gathered ones
+        arc_tokens = _gather(self.arc_proj(archetypes), index)
+        # + W_dist d_k + b, and the position: W_dist maps a scalar, so one multiply-add
+        offset = self.dist_proj.bias[:, None, None] + positions[:, None, first_arc : first_arc + k]
+        arc_tokens = arc_tokens + torch.addcmul(
+            offset, distances.unsqueeze(-1), self.dist_proj.weight.view(m, 1, 1, -1)
+        )
         if self.semantic_proj is not None:
             semantic = self.semantic_proj(semantic)
-        c_sem = self.cls[:, None, :1].expand(m, b, 1, -1)
-        c_arc = self.cls[:, None, 1:].expand(m, b, 1, -1)
-        seq = (
-            torch.cat([c_sem, semantic, c_arc, arc_tokens], dim=2)
-            + self.positions[:, None, : 2 + self.n_semantic + archetypes.shape[2]]
-        )
+        semantic = semantic + positions[:, None, 2:first_arc]
+        # [c_sem; c_arc; T; Â]: the paper's [c_sem; T; c_arc; Â] with the CLS tokens side by side
+        cls = (self.cls + positions[:, :2])[:, None]  # (M, 1, 2, w): the same for every sample
+        seq = torch.cat([cls.expand(m, b, 2, -1), semantic, arc_tokens], dim=2)
         for layer in self.layers[:-1]:
             seq = layer(seq)
-        # only the two CLS outputs are read: the last layer computes just those rows
-        cls_rows = [0, 1 + self.n_semantic]
-        seq = self.layers[-1](seq, rows=cls_rows) if len(self.layers) else seq[:, :, cls_rows]
+        # only the two CLS outputs are read: the last layer computes just those rows, and when it
+        # is the only layer their inputs are the sample-independent CLS tokens
+        if self.layers:
+            seq = self.layers[-1](seq, queries=cls if len(self.layers) == 1 else seq[:, :, :2])
         sem, arc = seq[:, :, 0], seq[:, :, 1]
         g = torch.softmax(self.gate(torch.cat([sem, arc], dim=-1)), dim=-1)
         return self.head(g[..., :1] * sem + g[..., 1:] * arc)
@@ -213,7 +222,7 @@ class ArchetypeBranches(nn.Module):
         if cfg.use_projector:
             self.project_in = StackedLinear(m, in_dim, cfg.hidden)
             self.project_out = StackedLinear(m, cfg.hidden, cfg.d)
-            self.project_dropout = nn.Dropout(cfg.dropout)
+            self.project_dropout = Dropout(cfg.dropout)
         self.archetypes = nn.Parameter(F.normalize(torch.randn(m, cfg.k_max, cfg.d), dim=-1))
         self.head = StackedLinear(m, cfg.d, n_out)
         self.register_buffer("usage", torch.zeros(m, cfg.k_max))
@@ -277,8 +286,7 @@ class ArchetypeBranches(nn.Module):
         if self.context is not None and semantic is not None:
             k = min(cfg.top_k, int(self.active.sum(-1).min()))
             top = sims.topk(k, dim=-1)
-            tokens = _gather(a_hat, top.indices)
-            out = self._shape(self.context(semantic, tokens, 1 - top.values))
+            out = self._shape(self.context(semantic, a_hat, top.indices, 1 - top.values))
             parts["contx"] = self.task_loss(out, target, weights)
         return parts
 

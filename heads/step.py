@@ -21,7 +21,9 @@ from heads.registry import create_head
 from heads.trainer import TrainConfig, evaluate, fit, predict, seed_everything
 
 HEAD_STEP = "train-head"
-HEAD_STEP_VERSION = 4  # 2: inputs standardised (InputNorm buffers); 3: initial weights seeded; 4: AURA branches stacked
+# 2: inputs standardised (InputNorm buffers); 3: initial weights seeded; 4: AURA branches stacked;
+# 5: the contextualiser's CLS tokens stored first (a different initial state)
+HEAD_STEP_VERSION = 5
 
 
 def head_spec(

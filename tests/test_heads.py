@@ -16,7 +16,7 @@ from heads.baselines import linear_probe
 from heads.losses import au_loss, ccc_torch, class_weights, expression_loss, va_loss
 from heads.metrics import ccc, va_metrics
 from heads.registry import create_head
-from heads.stacked import StackedEncoderLayer
+from heads.stacked import Dropout, StackedEncoderLayer
 from heads.standardise import fit_input_norms
 from heads.trainer import TrainConfig, fit
 
@@ -195,7 +195,7 @@ def test_stacked_branches_compute_what_separate_branches_would(task):
         assert float(value.detach()) == pytest.approx(alone[name], rel=1e-4, abs=1e-6), name
 
 
-def test_stacked_encoder_layer_is_pytorchs_pre_norm_layer_and_rows_select_its_outputs():
+def test_stacked_encoder_layer_is_pytorchs_pre_norm_layer_and_queries_select_its_outputs():
     torch.manual_seed(0)
     width, heads, ffn = 8, 2, 16
     stacked = StackedEncoderLayer(2, width, heads, ffn, dropout=0.0)
@@ -218,7 +218,25 @@ def test_stacked_encoder_layer_is_pytorchs_pre_norm_layer_and_rows_select_its_ou
                 theirs.bias.copy_(mine.bias[j])
         torch.testing.assert_close(stacked(x)[j], ref(x[j]), rtol=1e-5, atol=1e-5)
     # the last layer of the contextualiser computes only the CLS rows: the same values
-    torch.testing.assert_close(stacked(x, rows=[0, 4]), stacked(x)[:, :, [0, 4]], rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(stacked(x, queries=x[:, :, :2]), stacked(x)[:, :, :2], rtol=1e-5, atol=1e-6)
+    # ... and when those rows are the same for every sample, they can be given once (batch axis 1)
+    x[:, :, :2] = x[:, :1, :2]
+    torch.testing.assert_close(stacked(x, queries=x[:, :1, :2]), stacked(x)[:, :, :2], rtol=1e-5, atol=1e-6)
+
+
+def test_dropout_zeroes_a_fraction_p_and_keeps_the_expectation():
+    torch.manual_seed(0)
+    drop = Dropout(0.2)
+    x = torch.ones(200_000, requires_grad=True)
+    y = drop(x)
+    zeroed = float((y == 0).float().mean())
+    assert zeroed == pytest.approx(0.2, abs=0.005)
+    assert set(torch.unique(y).tolist()) == {0.0, 1.25}  # kept entries scaled by 1 / (1 − p)
+    y.sum().backward()
+    assert torch.equal(x.grad, y.detach())  # the gradient passes through the same mask
+    assert torch.equal(drop.eval()(x), x)  # identity in eval mode
+    with pytest.raises(ValueError):
+        Dropout(1.0)
 
 
 # -- training ----------------------------------------------------------------------------------------------
