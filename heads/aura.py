@@ -42,8 +42,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from heads.dropout import Dropout
 from heads.losses import au_branch_losses, expression_loss, va_loss
-from heads.stacked import Dropout, StackedEncoderLayer, StackedLinear
+from heads.stacked import StackedEncoderLayer, StackedLinear
 from heads.standardise import InputNorm
 
 TASKS = ("fer", "va", "au")

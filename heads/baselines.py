@@ -5,6 +5,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from heads.dropout import Dropout
 from heads.losses import au_loss, expression_loss, va_loss
 from heads.standardise import InputNorm
 
@@ -44,5 +45,5 @@ def linear_probe(task: str, in_dim: int, n_outputs: int) -> TaskHead:
 def mlp(task: str, in_dim: int, n_outputs: int, hidden: int = 256, dropout: float = 0.2) -> TaskHead:
     out = 2 if task == "va" else n_outputs
     return TaskHead(
-        task, in_dim, nn.Sequential(nn.Linear(in_dim, hidden), nn.GELU(), nn.Dropout(dropout), nn.Linear(hidden, out))
+        task, in_dim, nn.Sequential(nn.Linear(in_dim, hidden), nn.GELU(), Dropout(dropout), nn.Linear(hidden, out))
     )

@@ -13,10 +13,11 @@ from torch import nn
 
 from heads.aura import ArchetypeBranches, AuraConfig, AuraHead
 from heads.baselines import linear_probe
+from heads.dropout import Dropout
 from heads.losses import au_loss, ccc_torch, class_weights, expression_loss, va_loss
 from heads.metrics import ccc, va_metrics
 from heads.registry import create_head
-from heads.stacked import Dropout, StackedEncoderLayer
+from heads.stacked import StackedEncoderLayer
 from heads.standardise import fit_input_norms
 from heads.trainer import TrainConfig, fit
 
