@@ -173,11 +173,14 @@ def test_usage_reset_and_pruning():
     assert set(index[:, 0].tolist()) == {0, 1}  # inference only ever picks kept archetypes
 
 
-@pytest.mark.parametrize("task", ["au", "va"])
-def test_stacked_branches_compute_what_separate_branches_would(task):
-    """M branches run as one batched pass; each must give exactly what it gives alone."""
+@pytest.mark.parametrize(("task", "ctx_layers"), [("au", 1), ("va", 1), ("au", 2), ("va", 0)])
+def test_stacked_branches_compute_what_separate_branches_would(task, ctx_layers):
+    """M branches run as one batched pass; each must give exactly what it gives alone (with one
+    contextualiser layer its CLS queries are shared by all samples; with two they are not)."""
     m = 3 if task == "au" else 2
-    cfg = AuraConfig(task=task, in_dim=6, n_outputs=m, d=4, k_max=8, hidden=16, ctx_dim=8, n_tokens=2, top_k=3)
+    cfg = AuraConfig(
+        task=task, in_dim=6, n_outputs=m, d=4, k_max=8, hidden=16, ctx_dim=8, n_tokens=2, top_k=3, ctx_layers=ctx_layers
+    )
     stacked = ArchetypeBranches(cfg, m, 6, 1, cfg.ctx_dim, cfg.n_tokens).eval()  # eval: no dropout
     z, semantic = torch.randn(20, 6), torch.randn(20, 2, cfg.ctx_dim)
     target = (torch.rand(m, 20) < 0.5).long() if task == "au" else torch.rand(m, 20) * 2 - 1
