@@ -118,7 +118,9 @@ def readme_table(r: dict) -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--seeds", type=int, default=3)
+    # 5 seeds: on ~500 training images AURA's AU head spreads ±0.04 mean F1 between seeds (the
+    # probe ±0.01), and 3 seeds left its mean at the mercy of one or two of them
+    parser.add_argument("--seeds", type=int, default=5)
     args = parser.parse_args()
     result = run(list(range(args.seeds)))
     publish("demo_heads", result, readme_table(result))

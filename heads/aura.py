@@ -84,6 +84,8 @@ class AuraConfig:
     ctx_dropout: float = 0.0
     input: str = "global"  # global | patch (AU: patch tokens through a light transformer)
     patch_layers: int = 2
+    patch_dim: int = 32  # width of the patch-token transformer (its CLS output feeds each AU's projector)
+    patch_heads: int = 2
 
     def __post_init__(self) -> None:
         if self.task not in TASKS:
@@ -374,9 +376,9 @@ class AuraHead(nn.Module):
             if n_patches <= 0:
                 raise ValueError("patch input needs n_patches")
             self.patches = PatchEncoder(
-                cfg.in_dim, n_patches, cfg.ctx_dim, cfg.patch_layers, cfg.ctx_heads, cfg.ctx_dropout
+                cfg.in_dim, n_patches, cfg.patch_dim, cfg.patch_layers, cfg.patch_heads, cfg.ctx_dropout
             )
-            branch_in, n_semantic = cfg.ctx_dim, n_patches
+            branch_in, n_semantic = cfg.patch_dim, n_patches
         n_branches = {"fer": 1, "va": 2, "au": cfg.n_outputs}[cfg.task]
         n_out = cfg.n_outputs if cfg.task == "fer" else 1
         self.branches = ArchetypeBranches(cfg, n_branches, branch_in, n_out, semantic_in, n_semantic)
@@ -384,7 +386,7 @@ class AuraHead(nn.Module):
             if cfg.input == "global":
                 self.semantic = SemanticTokens(cfg.in_dim, cfg.n_tokens, cfg.ctx_dim, cfg.ctx_heads)
             else:  # AU-specific linear maps of the encoded patch tokens
-                self.semantic_maps = StackedLinear(n_branches, cfg.ctx_dim, cfg.ctx_dim)
+                self.semantic_maps = StackedLinear(n_branches, cfg.patch_dim, cfg.ctx_dim)
 
     def _inputs(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
         """(standardised input, branch input, encoded patch tokens or None)."""

@@ -295,6 +295,7 @@ def test_va_and_au_heads_train_on_learnable_signals(task, input_kind):
         ctx_layers=1,
         input=input_kind,
         patch_layers=1,
+        patch_dim=24,  # the patch transformer's width is its own, not the contextualiser's
         margin=0.2,
     )
     head = AuraHead(cfg, n_patches=patches if input_kind == "patch" else 0)
