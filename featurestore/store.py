@@ -80,6 +80,15 @@ class ArraySpec:
     fill_value: Any = 0
 
 
+def _open_root(zstore: zarr.abc.store.Store) -> zarr.Group:
+    """The store's root group, created on first use. Two first runs on a new store race to create
+    it; the one that loses opens the winner's (``mode="a"`` raises rather than opening it)."""
+    try:
+        return zarr.open_group(store=zstore, mode="a")
+    except zarr.errors.ContainsGroupError:
+        return zarr.open_group(store=zstore, mode="r+")
+
+
 class FeatureStore:
     def __init__(self, url: str, storage_options: dict[str, Any] | None = None):
         self.url = str(url)
@@ -91,7 +100,7 @@ class FeatureStore:
                 zstore = zarr.storage.LocalStore(self.root)
             else:
                 zstore = zarr.storage.FsspecStore.from_url(self.url, storage_options=self.storage_options)
-            self.root_group = zarr.open_group(store=zstore, mode="a")
+            self.root_group = _open_root(zstore)
             if self.root_group.attrs.get("affectflow_store_format") != STORE_FORMAT:
                 self.root_group.attrs["affectflow_store_format"] = STORE_FORMAT
         except (OSError, PermissionError) as err:

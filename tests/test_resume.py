@@ -99,3 +99,33 @@ def test_two_concurrent_runs_of_one_step_do_not_interleave(dataset, reference, t
     assert sorted(s["chunks_run"] for s in steps) == [0, N_CHUNKS]
     assert sorted(s["state"] for s in steps) == ["new", "skipped"]
     _assert_same_group(store, reference)
+
+
+def test_a_run_that_loses_the_race_to_create_a_new_store_opens_the_winners(tmp_path, monkeypatch):
+    """Two first runs on a new store both find no root group; zarr's ``mode="a"`` then raises in
+    the one whose create comes second (seen in the test above). It must open the other's root."""
+    import zarr
+
+    import featurestore.store as store_module
+
+    real_open_group = zarr.open_group
+    calls = []
+
+    def other_run_wins_first(*args, **kwargs):
+        calls.append(kwargs["mode"])
+        if len(calls) == 1:
+            real_open_group(*args, **{**kwargs, "mode": "w-"})  # the other run creates the root now
+            raise zarr.errors.ContainsGroupError("A group exists in store at path ''.")
+        return real_open_group(*args, **kwargs)
+
+    monkeypatch.setattr(store_module.zarr, "open_group", other_run_wins_first)
+    store = FeatureStore(str(tmp_path / "store"))
+    assert calls == ["a", "r+"]
+    assert store.root_group.attrs["affectflow_store_format"] == store_module.STORE_FORMAT
+    from featurestore import ArraySpec, StepSpec
+
+    status = {"status": ArraySpec((), np.int8, 0)}
+    store.create_step(
+        "features/x/y/k", kind="features", spec=StepSpec("t", 1, {}), key="k", inputs=[], n_samples=2, arrays=status
+    )
+    assert [g.group.path for g in FeatureStore(str(tmp_path / "store")).list_steps("features")] == ["features/x/y/k"]
