@@ -210,7 +210,10 @@ class FeatureStore:
     def list_steps(self, prefix: str = "") -> list[StepGroup]:
         """Every step group under ``prefix`` (``sources``, ``features`` or '' for all)."""
         out = []
-        start = self.root_group[prefix] if prefix else self.root_group
+        try:
+            start = self.root_group[prefix] if prefix else self.root_group
+        except KeyError:  # nothing written under it yet
+            return []
         with files_beside_arrays():
             for _, node in start.members(max_depth=None):
                 if isinstance(node, zarr.Group) and META in node.attrs:

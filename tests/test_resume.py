@@ -121,6 +121,7 @@ def test_a_run_that_loses_the_race_to_create_a_new_store_opens_the_winners(tmp_p
     monkeypatch.setattr(store_module.zarr, "open_group", other_run_wins_first)
     store = FeatureStore(str(tmp_path / "store"))
     assert calls == ["a", "r+"]
+    assert store.list_steps("features") == []  # a new store: nothing under any prefix yet
     assert store.root_group.attrs["affectflow_store_format"] == store_module.STORE_FORMAT
     from featurestore import ArraySpec, StepSpec
 
