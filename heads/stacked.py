@@ -121,13 +121,15 @@ class StackedEncoderLayer(nn.Module):
         """
         m, b, length, width = x.shape
         scale = 1 / math.sqrt(width // self.heads)
-        k, v = (
-            t.view(m * b, length, width)
-            for t in self.norm1.into(self.qkv, x, slice(width, 2 * width), slice(2 * width, None))
-        )
-        queries = x if queries is None else queries
+        q_cols, k_cols, v_cols = slice(0, width), slice(width, 2 * width), slice(2 * width, None)
+        if queries is None:  # every position: x normalised once for queries, keys and values
+            queries = x
+            q, k, v = self.norm1.into(self.qkv, x, q_cols, k_cols, v_cols)
+        else:
+            k, v = self.norm1.into(self.qkv, x, k_cols, v_cols)
+            (q,) = self.norm1.into(self.qkv, queries, q_cols)
+        k, v = k.view(m * b, length, width), v.view(m * b, length, width)
         n_rows, per_head = queries.shape[2], queries.shape[2] * self.heads
-        (q,) = self.norm1.into(self.qkv, queries, slice(0, width))
         # row (r, h) of q: query r restricted to head h's columns
         q = (q.unsqueeze(-2) * (self.head_mask * scale)).view(m, -1, per_head, width)
         if q.shape[1] == 1 < b:
