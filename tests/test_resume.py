@@ -6,8 +6,10 @@ import json
 
 import numpy as np
 import pytest
+import zarr
 
-from featurestore import FeatureStore, GroupReader
+import featurestore.store as store_module
+from featurestore import ArraySpec, FeatureStore, GroupReader, StepSpec
 from tests.conftest import cli, crash, wait_for, write_csv_dataset
 
 pytestmark = pytest.mark.slow
@@ -104,10 +106,6 @@ def test_two_concurrent_runs_of_one_step_do_not_interleave(dataset, reference, t
 def test_a_run_that_loses_the_race_to_create_a_new_store_opens_the_winners(tmp_path, monkeypatch):
     """Two first runs on a new store both find no root group; zarr's ``mode="a"`` then raises in
     the one whose create comes second (seen in the test above). It must open the other's root."""
-    import zarr
-
-    import featurestore.store as store_module
-
     real_open_group = zarr.open_group
     calls = []
 
@@ -123,8 +121,6 @@ def test_a_run_that_loses_the_race_to_create_a_new_store_opens_the_winners(tmp_p
     assert calls == ["a", "r+"]
     assert store.list_steps("features") == []  # a new store: nothing under any prefix yet
     assert store.root_group.attrs["affectflow_store_format"] == store_module.STORE_FORMAT
-    from featurestore import ArraySpec, StepSpec
-
     status = {"status": ArraySpec((), np.int8, 0)}
     store.create_step(
         "features/x/y/k", kind="features", spec=StepSpec("t", 1, {}), key="k", inputs=[], n_samples=2, arrays=status
