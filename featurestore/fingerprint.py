@@ -4,6 +4,10 @@ A manifest key hashes ``(relative path, size, content digest)`` of every file a 
 Relative paths keep the key stable when a dataset folder moves; content digests (never mtimes)
 make it change exactly when a byte changes. The stat cache maps
 ``(absolute path, size, mtime_ns, inode)`` to a digest, like git's index: a cache, never a key.
+
+Like git's "racily clean" entries, a file modified less than ``RACY_SECONDS`` before it was hashed
+is not cached: file-system timestamps are coarser than a write, so a same-size rewrite within that
+tick would keep its old ``(size, mtime_ns)`` and a cached digest would hide the change.
 """
 
 from __future__ import annotations
@@ -11,6 +15,7 @@ from __future__ import annotations
 import os
 import sqlite3
 import threading
+import time
 from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -21,6 +26,8 @@ import xxhash
 from featurestore.keys import digest_json
 
 _READ_BLOCK = 1 << 20
+# Timestamps on common file systems tick every few ms (a jiffy); 2 s covers FAT and NFS as well.
+RACY_SECONDS = 2.0
 
 
 def cache_dir() -> Path:
@@ -117,8 +124,9 @@ def fingerprint_files(
             digest = file_digest(full)
         except OSError:
             return FileEntry(rel, st.st_size, None)
-        with lock:
-            new_rows.append((key, st.st_size, st.st_mtime_ns, st.st_ino, digest))
+        if time.time() - st.st_mtime_ns / 1e9 >= RACY_SECONDS:  # else racily clean: hash it again next time
+            with lock:
+                new_rows.append((key, st.st_size, st.st_mtime_ns, st.st_ino, digest))
         return FileEntry(rel, st.st_size, digest)
 
     if misses:

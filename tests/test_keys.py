@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import os
 import shutil
+import time
 from pathlib import Path
 
 import pytest
@@ -51,6 +53,18 @@ def test_values_without_canonical_json_are_refused(bad):
         step_key(StepSpec("s", 1, {"p": bad}))
 
 
+def _flip_byte_in_place(path: Path, offset: int | None = None) -> None:
+    """Change one byte of ``path`` without changing its size (a wrong key that hashed sizes would miss it)."""
+    size = path.stat().st_size
+    offset = size // 2 if offset is None else offset
+    with open(path, "r+b") as f:
+        f.seek(offset)
+        byte = f.read(1)
+        f.seek(offset)
+        f.write(bytes([byte[0] ^ 0xFF]))
+    assert path.stat().st_size == size
+
+
 def test_encoder_weights_preprocessing_and_options_enter_the_key():
     tiny = create_encoder("test-clip-tiny")
     key = feature_key(tiny, "src")
@@ -66,14 +80,35 @@ def test_encoder_weights_preprocessing_and_options_enter_the_key():
     assert feature_key(effnet, "src") != key
 
 
+def test_a_local_weights_file_changed_in_place_changes_the_key(tmp_path):
+    """``open_clip:<arch>@file.pt``: the key follows the file's bytes, not its name or size."""
+    import torch
+
+    weights = tmp_path / "tiny.pt"
+    torch.save(create_encoder("test-clip-tiny").build().state_dict(), weights)
+    name = f"open_clip:affectflow-test-vit@{weights}"
+    key = feature_key(create_encoder(name), "src")
+    assert key == feature_key(create_encoder(name), "src")
+    _flip_byte_in_place(weights)
+    assert feature_key(create_encoder(name), "src") != key, "one flipped byte in the weights file must change the key"
+
+
+def test_the_device_does_not_enter_the_key():
+    """Where it runs is a knob, not part of the result: loading on a device leaves spec and key alone."""
+    unloaded = create_encoder("test-clip-tiny")
+    key = feature_key(unloaded, "src")
+    loaded = create_encoder("test-clip-tiny").load("cpu")
+    assert loaded.spec_params() == unloaded.spec_params() and feature_key(loaded, "src") == key
+
+
 def test_manifest_key_follows_content_not_location(tmp_path):
     a = write_csv_dataset(tmp_path / "a", 6)
     key = build_manifest("csv", a).key
     moved = tmp_path / "elsewhere" / "b"
     shutil.copytree(a, moved)
     assert build_manifest("csv", moved).key == key, "moving the dataset must not change the key"
-    (moved / "img" / "00003.jpg").write_bytes((moved / "img" / "00003.jpg").read_bytes() + b"\0")
-    assert build_manifest("csv", moved).key != key, "changing one image's bytes must change the key"
+    _flip_byte_in_place(moved / "img" / "00003.jpg")
+    assert build_manifest("csv", moved).key != key, "changing one image's bytes (same size) must change the key"
     (a / "manifest.csv").write_text((a / "manifest.csv").read_text().replace("s1,", "s9,"))
     assert build_manifest("csv", a).key != key, "changing a label file must change the key"
 
@@ -92,8 +127,16 @@ def test_any_content_change_changes_the_manifest_key(tmp_path, payload):
         target.write_bytes(original)
 
 
+def _age(root: Path, seconds: float = 60) -> None:
+    """Set every file's mtime ``seconds`` in the past (older than the stat cache's racy window)."""
+    past = time.time() - seconds
+    for path in root.rglob("*"):
+        os.utime(path, (past, past))
+
+
 def test_stat_cache_skips_rehashing_unchanged_files(tmp_path, monkeypatch):
     root = write_csv_dataset(tmp_path / "c", 5)
+    _age(root)
     cache = fingerprint.StatCache(tmp_path / "stat.sqlite3")
     calls = []
     real = fingerprint.file_digest
@@ -103,3 +146,16 @@ def test_stat_cache_skips_rehashing_unchanged_files(tmp_path, monkeypatch):
     calls.clear()
     assert build_manifest("csv", root, stat_cache=cache).key == first
     assert calls == []
+
+
+def test_a_same_size_rewrite_within_one_timestamp_tick_is_not_hidden_by_the_stat_cache(tmp_path):
+    """A file rewritten in place within the file system's timestamp tick keeps size and mtime; a
+    stat cache that trusted it would keep the old digest. Recently modified files are never cached."""
+    root = write_csv_dataset(tmp_path / "r", 3)
+    cache = fingerprint.StatCache(tmp_path / "stat.sqlite3")
+    target = root / "img" / "00001.jpg"
+    before = build_manifest("csv", root, stat_cache=cache).key
+    stat = target.stat()
+    _flip_byte_in_place(target)
+    os.utime(target, ns=(stat.st_atime_ns, stat.st_mtime_ns))  # the same tick: size and mtime unchanged
+    assert build_manifest("csv", root, stat_cache=cache).key != before
