@@ -20,6 +20,7 @@ import socket
 import threading
 import time
 import uuid
+from collections.abc import Callable
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -46,10 +47,13 @@ class LeaseLock:
 
     _NAME = re.compile(r"lease-(\d{10})\.json$")
 
-    def __init__(self, fs: fsspec.AbstractFileSystem, directory: str, ttl: float = 60.0):
+    def __init__(
+        self, fs: fsspec.AbstractFileSystem, directory: str, ttl: float = 60.0, clock: Callable[[], float] = time.time
+    ):
         self.fs = fs
         self.directory = directory.rstrip("/")
         self.ttl = ttl
+        self.clock = clock  # wall-clock seconds; leases compare expiry times written by other hosts
         self.owner = _owner()
         self.generation: int | None = None
         self.lost = False
@@ -74,7 +78,7 @@ class LeaseLock:
             return None
 
     def _body(self, released: bool = False) -> bytes:
-        return json.dumps({"owner": self.owner, "expires_at": time.time() + self.ttl, "released": released}).encode()
+        return json.dumps({"owner": self.owner, "expires_at": self.clock() + self.ttl, "released": released}).encode()
 
     def holder(self) -> dict | None:
         gens = self._generations()
@@ -85,7 +89,7 @@ class LeaseLock:
         latest = gens[-1] if gens else 0
         if latest:
             lease = self._read(latest)
-            if lease and not lease.get("released") and lease["expires_at"] > time.time():
+            if lease and not lease.get("released") and lease["expires_at"] > self.clock():
                 return False
         try:
             self.fs.pipe_file(self._path(latest + 1), self._body(), mode="create")
@@ -99,12 +103,18 @@ class LeaseLock:
         self._renewer.start()
         return True
 
+    def renew(self) -> bool:
+        """Extend the lease by ``ttl`` from now; False (and ``lost``) if a newer generation exists."""
+        if self._generations()[-1:] != [self.generation]:
+            self.lost = True
+            return False
+        self.fs.pipe_file(self._path(self.generation), self._body())
+        return True
+
     def _renew_loop(self) -> None:
         while not self._stop.wait(self.ttl / 3):
-            if self._generations()[-1:] != [self.generation]:
-                self.lost = True
+            if not self.renew():
                 return
-            self.fs.pipe_file(self._path(self.generation), self._body())
 
     def acquire(self, timeout: float) -> None:
         deadline = time.monotonic() + timeout

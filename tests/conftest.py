@@ -34,6 +34,38 @@ def _session_tmp():
     shutil.rmtree(_SESSION_TMP, ignore_errors=True)
 
 
+@pytest.fixture(scope="session", autouse=True)
+def models_dir(_session_tmp) -> Path:
+    """``AFFECTFLOW_MODELS_DIR`` for the whole session (subprocesses included): a folder of its own,
+    filled once from the user's checked model files. Only a missing or corrupt user copy is fetched
+    (by ``make install``'s own command); during the tests nothing reads the home cache or the network."""
+    from stages.encoders import model_files
+
+    user_dir = model_files.models_dir()
+    session_dir = _SESSION_TMP / "models"
+    session_dir.mkdir(parents=True, exist_ok=True)
+    for model in model_files.MODEL_FILES:
+        source = user_dir / model.filename
+        try:
+            model_files.verify(model, source)
+        except (OSError, ValueError):
+            source = model_files.fetch(model, force=True)
+        shutil.copyfile(source, session_dir / model.filename)
+        model_files.verify(model, session_dir / model.filename)
+    os.environ["AFFECTFLOW_MODELS_DIR"] = str(session_dir)
+    yield session_dir
+    os.environ.pop("AFFECTFLOW_MODELS_DIR", None)
+
+
+@pytest.fixture(autouse=True)
+def _seeded():
+    """Every test starts from the same random state, whatever ran before it (heads built before
+    ``fit`` seeds the trainer draw their initial weights from it)."""
+    from heads.trainer import seed_everything
+
+    seed_everything(0)
+
+
 @pytest.fixture(scope="session")
 def prefect_harness():
     """One temporary Prefect server for every in-process flow run of the session."""
@@ -70,11 +102,17 @@ def stop(proc: subprocess.Popen) -> None:
             proc.wait()
 
 
-def crash(proc: subprocess.Popen) -> None:
-    """SIGKILL a run started by ``cli(..., start_new_session=True)`` together with what it started
-    (its temporary Prefect server), as a crashed machine would lose them; no orphan outlives the test."""
-    os.killpg(proc.pid, signal.SIGKILL)
-    proc.wait()
+def crash_after_chunks(n: int) -> dict[str, str]:
+    """Environment for a ``cli(..., start_new_session=True)`` run that SIGKILLs itself and its
+    process group the moment its n-th feature chunk is marked done (tests/crashpoint)."""
+    path = os.pathsep.join(filter(None, [str(REPO / "tests" / "crashpoint"), os.environ.get("PYTHONPATH")]))
+    return {"AFFECTFLOW_CRASH_AFTER_CHUNKS": str(n), "PYTHONPATH": path}
+
+
+def crashed(proc: subprocess.Popen, timeout: float = 600) -> None:
+    """Wait for a run started with :func:`crash_after_chunks` to die by SIGKILL, as planned."""
+    out, _ = proc.communicate(timeout=timeout)
+    assert proc.returncode == -signal.SIGKILL, f"the run was meant to crash, it exited {proc.returncode}: {out[-3000:]}"
 
 
 def write_csv_dataset(root: Path, n: int, extra_rows: list[str] | None = None) -> Path:

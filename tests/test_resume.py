@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 
 import numpy as np
 import pytest
@@ -10,7 +11,10 @@ import zarr
 
 import featurestore.store as store_module
 from featurestore import ArraySpec, FeatureStore, GroupReader, StepSpec
-from tests.conftest import cli, crash, wait_for, write_csv_dataset
+from stages.encoders import create_encoder
+from stages.extract import feature_key
+from stages.sources import build_manifest
+from tests.conftest import cli, crash_after_chunks, crashed, wait_for, write_csv_dataset
 
 pytestmark = pytest.mark.slow
 
@@ -68,25 +72,44 @@ def reference(dataset, tmp_path_factory):
     return store
 
 
+CRASH_AFTER = 3
+
+
 def test_sigkill_mid_run_resumes_only_missing_chunks_bit_for_bit(dataset, reference, tmp_path):
     store = tmp_path / "store"
-    proc = cli(*_args(dataset, store), start_new_session=True)
-
-    def some_done():
-        groups = _feature_groups(store)
-        return groups and 2 <= groups[0].done_mask().sum() < N_CHUNKS
-
-    wait_for(some_done, 300, "a few chunks to finish")
-    crash(proc)
+    crashed(cli(*_args(dataset, store), env=crash_after_chunks(CRASH_AFTER), start_new_session=True))
     (partial,) = _feature_groups(store)
     done_before = int(partial.done_mask().sum())
-    assert not partial.is_complete and 2 <= done_before < N_CHUNKS
+    assert not partial.is_complete and done_before == CRASH_AFTER
 
     summary = tmp_path / "resume.json"
     _finish(cli(*_args(dataset, store, summary)))
     (step,) = json.loads(summary.read_text())["steps"]
     assert step["state"] == "resumed"
     assert step["chunks_run"] == N_CHUNKS - done_before
+    _assert_same_group(store, reference)
+
+
+def test_a_run_waits_for_the_step_lock_and_finishes_no_chunk_while_it_is_held(dataset, reference, tmp_path):
+    """The test holds the step's lock itself: the run must write its source, then wait; no feature
+    chunk may be done until the lock is released (a no-op lock would let the run compute at once)."""
+    store = tmp_path / "store"
+    fstore = FeatureStore(store)
+    key = feature_key(create_encoder("efficientnet-lite0"), build_manifest("csv", dataset, "faces").key)
+    summary = tmp_path / "run.json"
+    with fstore.lock(key):
+        proc = cli(*_args(dataset, store, summary))
+        wait_for(lambda: FeatureStore(store).list_steps("sources"), 120, "the run to write its source group")
+        # an unlocked run gets its first chunk done within a few seconds of its source; this one must not
+        deadline = time.monotonic() + 8
+        while time.monotonic() < deadline:
+            assert proc.poll() is None, "the run finished while the test held the step lock"
+            groups = _feature_groups(store)
+            assert not groups or groups[0].done_mask().sum() == 0, "a chunk finished while the lock was held"
+            time.sleep(0.25)
+    _finish(proc)
+    (step,) = json.loads(summary.read_text())["steps"]
+    assert step["state"] == "new" and step["chunks_run"] == N_CHUNKS and step["key"] == key
     _assert_same_group(store, reference)
 
 

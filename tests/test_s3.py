@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import json
 import subprocess
-import time
+import threading
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import pytest
@@ -12,7 +13,7 @@ import s3fs
 
 from featurestore import FeatureStore, GroupReader
 from featurestore.locks import LeaseLock, LeaseLost
-from tests.conftest import BIN, cli, crash, free_port, stop, wait_for, write_csv_dataset
+from tests.conftest import BIN, cli, crash_after_chunks, crashed, free_port, stop, wait_for, write_csv_dataset
 
 pytestmark = pytest.mark.slow
 
@@ -48,23 +49,68 @@ def _try(fn, *args):
         return False
 
 
-def test_lease_lock_excludes_and_expires(s3):
+def test_lease_lock_excludes_renews_and_expires_by_the_clock(s3):
+    """Expiry on a fake wall clock shared by both contenders: no sleeping, no timing window. The
+    TTL is long enough that the background renewer never fires here: renewals are the test's."""
     fs = s3fs.S3FileSystem(endpoint_url=s3, skip_instance_cache=True)
-    a = LeaseLock(fs, "affect-bucket/locks/k1", ttl=1.0)
-    b = LeaseLock(fs, "affect-bucket/locks/k1", ttl=1.0)
+    now = [1_000_000.0]
+
+    def lease(ttl=600.0):
+        return LeaseLock(fs, "affect-bucket/locks/k1", ttl=ttl, clock=lambda: now[0])
+
+    a, b = lease(), lease()
     assert a.try_acquire()
     assert not b.try_acquire()
-    time.sleep(1.5)
-    assert not b.try_acquire(), "a live holder keeps renewing its lease"
-    a._stop.set()  # the holder is killed: no more renewals
-    a._renewer.join()
-    wait_for(b.try_acquire, 10, "the dead holder's lease to expire")
+    now[0] += 500
+    assert a.renew(), "the holder renews: its lease now runs to +1100"
+    now[0] += 500
+    assert not b.try_acquire(), "a renewed lease is still held after its first TTL has passed"
+    now[0] += 101  # past the renewed expiry with no renewal since: the holder died
+    assert b.try_acquire() and b.generation == a.generation + 1
+    assert not a.renew() and a.lost, "a holder that finds a newer generation knows it lost"
     with pytest.raises(LeaseLost):
         a.release()
     b.release()
-    c = LeaseLock(fs, "affect-bucket/locks/k1", ttl=1.0)
-    assert c.try_acquire(), "a released lease is free at once"
+    assert b.holder()["released"] is True
+    c = lease()
+    assert c.try_acquire(), "a released lease is free at once, before its expiry"
     c.release()
+
+
+def test_the_holder_renews_its_lease_in_the_background(s3):
+    fs = s3fs.S3FileSystem(endpoint_url=s3, skip_instance_cache=True)
+    a = LeaseLock(fs, "affect-bucket/locks/k2", ttl=0.9)  # renews every 0.3 s
+    assert a.try_acquire()
+    first = a.holder()["expires_at"]
+    wait_for(lambda: a.holder()["expires_at"] > first, 60, "the background renewal")
+    a.release()
+    assert a.holder()["released"] is True and not a.lost
+
+
+def test_contenders_for_one_generation_exactly_one_wins(s3, monkeypatch):
+    """Every contender lists the same generations before any of them writes, so all of them try to
+    create the same lease object: the conditional put (If-None-Match) must let exactly one win."""
+    fs = s3fs.S3FileSystem(endpoint_url=s3, skip_instance_cache=True)
+    n = 6
+    listed_together = threading.Barrier(n)
+    real_generations = LeaseLock._generations
+    first_listing = set()
+
+    def generations_in_step(self):
+        gens = real_generations(self)
+        if id(self) not in first_listing:
+            first_listing.add(id(self))
+            listed_together.wait(timeout=60)
+        return gens
+
+    monkeypatch.setattr(LeaseLock, "_generations", generations_in_step)
+    locks = [LeaseLock(fs, "affect-bucket/locks/race", ttl=600) for _ in range(n)]
+    with ThreadPoolExecutor(n) as pool:
+        won = list(pool.map(LeaseLock.try_acquire, locks))
+    assert sum(won) == 1, won
+    (winner,) = [lock for lock, w in zip(locks, won) if w]
+    assert winner.generation == 1 and winner.holder()["owner"] == winner.owner
+    winner.release()
 
 
 def test_extract_kill_resume_and_read_on_s3(s3, tmp_path):
@@ -87,19 +133,10 @@ def test_extract_kill_resume_and_read_on_s3(s3, tmp_path):
     ]
     store = FeatureStore(url, {"endpoint_url": s3})
 
-    def some_done():
-        store_now = FeatureStore(url, {"endpoint_url": s3})
-        try:
-            groups = store_now.list_steps("features")
-        except KeyError:
-            return False
-        return groups and 1 <= groups[0].done_mask().sum() < 8
-
-    proc = cli(*args, start_new_session=True)
-    wait_for(some_done, 300, "a chunk on S3")
-    crash(proc)
+    crashed(cli(*args, env=crash_after_chunks(2), start_new_session=True))
     (partial,) = FeatureStore(url, {"endpoint_url": s3}).list_steps("features")
     done_before = int(partial.done_mask().sum())
+    assert done_before == 2 and not partial.is_complete
 
     resumed = cli(*args, "--json", str(tmp_path / "r.json"))
     out, _ = resumed.communicate(timeout=600)
@@ -117,4 +154,6 @@ def test_extract_kill_resume_and_read_on_s3(s3, tmp_path):
     for name in reference.names():
         np.testing.assert_array_equal(remote.numpy(name), reference.numpy(name), err_msg=name)
     assert remote.dask("global").shape == (64, 1280)
-    assert store.fs.ls(f"affect-bucket/store/.affectflow-locks/{remote.meta['key']}")  # the lease lived on S3
+    # the lease lived on S3, and the finished run released it
+    lease = LeaseLock(store.fs, f"affect-bucket/store/.affectflow-locks/{remote.meta['key']}")
+    assert lease.holder()["released"] is True
