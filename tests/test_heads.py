@@ -15,7 +15,7 @@ from heads.aura import ArchetypeBranches, AuraConfig, AuraHead
 from heads.baselines import linear_probe
 from heads.dropout import Dropout
 from heads.losses import au_loss, ccc_torch, class_weights, expression_loss, va_loss
-from heads.metrics import ccc, va_metrics
+from heads.metrics import au_metrics, ccc, va_metrics
 from heads.registry import create_head
 from heads.stacked import StackedEncoderLayer
 from heads.standardise import fit_input_norms
@@ -128,7 +128,9 @@ def test_score_aware_attraction_and_repulsion_on_hand_built_archetypes():
     off = ~torch.eye(3, dtype=torch.bool)
     near, far = off & (gap < 0.3), off & (gap >= 0.3)
     parts = branch.regularisation(branch.normalised())
-    assert "attract" not in parts or near.any()
+    assert near.any() and far.any()  # the case exercises both terms: (1,0)–(½,½) score alike, (0,1) does not
+    expected_attract = ((1 - cos[near]) * (1 - gap[near] / 0.3)).mean()
+    assert parts["attract"].item() == pytest.approx(float(expected_attract), rel=1e-5)
     np.testing.assert_allclose(parts["repel"].item(), float(F.relu(cos[far] - (1 - gap[far])).mean()), rtol=1e-5)
     # two archetypes with equal scores attract: make archetypes 0 and 2 score alike
     _set(branch, [[1.0, 0.0], [0.0, 1.0], [0.9, 0.1]], [[10.0, 0.0]], [-5.0])
@@ -153,24 +155,78 @@ def test_straight_through_gradients_reach_the_projector():
     assert branch.archetypes.grad.abs().sum() > 0
 
 
-def test_usage_reset_and_pruning():
+def _plain_fer_head(k_max=10, tau=0.2) -> AuraHead:
+    """Archetypes in the input space itself (no projector, no contextualiser): f̂ = x / ‖x‖."""
     cfg = AuraConfig(
-        task="fer", in_dim=4, n_outputs=2, d=4, k_max=10, use_projector=False, use_contextualisation=False, tau=0.2
+        task="fer", in_dim=4, n_outputs=2, d=4, k_max=k_max, use_projector=False, use_contextualisation=False, tau=tau
     )
-    head = AuraHead(cfg)
-    branch = head.branches
-    x = torch.tensor([[1.0, 0, 0, 0]] * 8 + [[0, 1.0, 0, 0]] * 8)
-    _ = branch.losses(x, torch.tensor([[0] * 8 + [1] * 8]), None, None)
-    used = int((branch.usage > 0).sum())
-    assert head.reset_unused(x) == 10 - used and branch.usage.sum() == 0
+    return AuraHead(cfg)
+
+
+def _set_codebook(head: AuraHead, used: list[list[float]]) -> None:
+    """The first archetypes as given; the rest point away from every sample (never nearest)."""
     with torch.no_grad():
-        branch.archetypes.copy_(F.normalize(torch.randn(1, 10, 4), dim=-1))
-        branch.archetypes[0, 0] = torch.tensor([1.0, 0, 0, 0])
-        branch.archetypes[0, 1] = torch.tensor([0, 1.0, 0, 0])
-    assert head.prune(x) == [2] and branch.active[0].tolist()[:2] == [True, True]
-    assert head.prune(x, batch_size=3) == [2]  # usage counted in batches gives the same K_stable
+        rest = -torch.rand(head.cfg.k_max - len(used), 4) - 0.1
+        head.branches.archetypes[0] = F.normalize(torch.cat([torch.tensor(used), rest]), dim=-1)
+
+
+def test_usage_reset_reinitialises_exactly_the_rare_archetypes_from_embedded_samples():
+    head = _plain_fer_head(tau=0.2)
+    branch = head.branches
+    _set_codebook(head, [[1.0, 0, 0, 0], [0, 1.0, 0, 0], [0, 0, 1.0, 0]])
+    x = torch.tensor([[1.0, 0, 0, 0]] * 8 + [[0, 1.0, 0, 0]] * 8 + [[0, 0, 1.0, 0]] * 2)
+    _ = branch.losses(x, torch.tensor([[0] * 8 + [1] * 10]), None, None)
+    usage = branch.usage[0].clone()
+    assert usage[:3].tolist() == [8, 8, 2] and usage[3:].sum() == 0
+    rare = (usage / usage.sum()) < 0.2  # counted independently: archetype 2 (2 / 18) and the unused 7
+    before = branch.archetypes.detach().clone()
+    assert head.reset_unused(x) == int(rare.sum()) == 8
+    after = branch.archetypes.detach()[0]
+    assert torch.equal(after[~rare], before[0][~rare]), "archetypes in use must be bit-identical across a reset"
+    assert not torch.isclose(after[rare], before[0][rare]).all(-1).any(), "every rare archetype is re-drawn"
+    # each re-drawn archetype is an embedded training sample plus small noise
+    closest = (F.normalize(after[rare], dim=-1) @ F.normalize(x, dim=-1).T).max(-1).values
+    assert (closest > 0.99).all(), closest
+    assert branch.usage.sum() == 0  # counting starts again
+
+
+def test_pruning_keeps_exactly_the_archetypes_used_at_least_tau_and_falls_back_to_the_most_used():
+    head = _plain_fer_head(tau=0.3)
+    _set_codebook(head, [[1.0, 0, 0, 0], [0, 1.0, 0, 0], [0, 0, 1.0, 0]])
+    x = torch.tensor([[1.0, 0, 0, 0]] * 5 + [[0, 1.0, 0, 0]] * 10 + [[0, 0, 1.0, 0]] * 5)  # usage .25 / .5 / .25
+    assert head.prune(x) == [1] and head.branches.active[0].tolist() == [False, True] + [False] * 8
+    assert head.prune(x, batch_size=3) == [1]  # usage counted in batches gives the same K_stable
     _, index = head.predict(x)
-    assert set(index[:, 0].tolist()) == {0, 1}  # inference only ever picks kept archetypes
+    assert set(index[:, 0].tolist()) == {1}  # inference only ever picks kept archetypes
+
+    head = _plain_fer_head(tau=0.6)  # no archetype reaches τ: the most used one (index 1) is kept alone
+    _set_codebook(head, [[1.0, 0, 0, 0], [0, 1.0, 0, 0]])
+    x = torch.tensor([[1.0, 0, 0, 0]] * 9 + [[0, 1.0, 0, 0]] * 11)  # usage .45 / .55
+    assert head.prune(x) == [1] and head.branches.active[0].tolist() == [False, True] + [False] * 8
+
+
+def _independent_k_stable(head: AuraHead, x_train: torch.Tensor) -> list[np.ndarray]:
+    """Which archetypes pruning must keep, counted here from scratch: the share of training samples
+    whose nearest archetype (cosine, all of them) each one is, kept if ≥ τ (else the most used)."""
+    head.eval()
+    with torch.no_grad():
+        f_hat = head.embed(x_train)
+        nearest = (f_hat @ F.normalize(head.branches.archetypes, dim=-1).transpose(1, 2)).argmax(-1)
+    kept = []
+    for j in range(nearest.shape[0]):
+        usage = np.bincount(nearest[j].numpy(), minlength=head.cfg.k_max) / x_train.shape[0]
+        keep = usage >= head.cfg.tau
+        if not keep.any():
+            keep[usage.argmax()] = True
+        kept.append(keep)
+    return kept
+
+
+def _assert_pruned_by_usage(head: AuraHead, k_stable: list[int], x_train: torch.Tensor) -> None:
+    kept = _independent_k_stable(head, x_train)
+    assert k_stable == [int(k.sum()) for k in kept]
+    for j, keep in enumerate(kept):
+        np.testing.assert_array_equal(head.branches.active[j].numpy(), keep)
 
 
 @pytest.mark.parametrize(("task", "ctx_layers"), [("au", 1), ("va", 1), ("au", 2), ("va", 0)])
@@ -243,7 +299,67 @@ def test_dropout_zeroes_a_fraction_p_and_keeps_the_expectation():
         Dropout(1.0)
 
 
-# -- training ----------------------------------------------------------------------------------------------
+# -- switches: the paper's ablations are one change each ------------------------------------------------------
+ABLATIONS = [
+    ("fer", {"use_dis": False}, {"dis"}),
+    ("fer", {"use_reg": False}, {"compact", "separate", "diversity"}),
+    ("fer", {"use_contextualisation": False}, {"contx"}),
+    ("fer", {"regularisers": ("diversity",)}, {"compact", "separate"}),
+    ("au", {"use_reg": False}, {"attract", "repel", "diversity"}),
+    ("au", {"regularisers": ("attract", "repel")}, {"diversity"}),
+]
+LAMBDA = {"lambda_proj": 1.3, "lambda_arc": 0.7, "lambda_contx": 0.4}
+
+
+def _small(task: str, **switches) -> AuraHead:
+    n_out = 3
+    cfg = AuraConfig(
+        task=task, in_dim=8, n_outputs=n_out, d=4, k_max=6, hidden=16, ctx_dim=8, n_tokens=2, top_k=3,
+        margin=0.9, **LAMBDA, **switches,
+    )  # fmt: skip
+    return AuraHead(cfg).eval()  # eval: no dropout, so two heads with the same weights agree
+
+
+@pytest.mark.parametrize(("task", "switch", "dropped"), ABLATIONS)
+def test_each_ablation_switch_removes_exactly_its_terms_from_the_loss(task, switch, dropped):
+    full, ablated = _small(task), _small(task, **switch)
+    missing, _ = ablated.load_state_dict(full.state_dict(), strict=False)
+    assert missing == []  # the ablated head is the full one minus the switched-off parts
+    x = torch.randn(32, 8)
+    y = torch.randint(0, 3, (32,)) if task == "fer" else torch.randint(0, 2, (32, 3))
+    total_full, parts_full = full.losses(x, y)
+    total_ablated, parts_ablated = ablated.losses(x, y)
+    assert set(parts_full) - set(parts_ablated) == dropped and set(parts_ablated) <= set(parts_full)
+    for name, value in parts_ablated.items():
+        assert value == pytest.approx(parts_full[name], rel=1e-5, abs=1e-7), name
+    weight = {name: LAMBDA["lambda_contx"] if name == "contx" else LAMBDA["lambda_arc"] for name in dropped}
+    expected = sum(weight[name] * parts_full[name] for name in dropped)
+    assert float((total_full - total_ablated).detach()) == pytest.approx(expected, rel=1e-4, abs=1e-6)
+
+
+def test_the_contextualiser_is_training_only():
+    """Inference is projector → nearest archetype → φ: the contextualiser (and the semantic tokens
+    feeding it) change the loss but never a prediction."""
+    full, plain = _small("au"), _small("au", use_contextualisation=False)
+    plain.load_state_dict(full.state_dict(), strict=False)
+    x, y = torch.randn(40, 8), torch.randint(0, 2, (40, 3))
+    outputs, index = full.predict(x)
+    contx_before = full.losses(x, y)[1]["contx"]
+    with torch.no_grad():
+        for name, p in full.named_parameters():
+            if name.startswith(("branches.context.", "semantic.")):
+                p.add_(torch.randn_like(p))
+    assert full.losses(x, y)[1]["contx"] != pytest.approx(contx_before)
+    for other in (full, plain):
+        again, again_index = other.predict(x)
+        torch.testing.assert_close(again, outputs)
+        assert torch.equal(again_index, index)
+
+
+# -- training: against baselines trained in the same test on the same split ---------------------------------------
+FAST = TrainConfig(epochs=60, batch_size=64, lr=3e-3, patience=15, seed=0, device="cpu", progress=False)
+
+
 def _clusters(n_per=120, classes=4, dim=16, seed=0):
     rng = np.random.default_rng(seed)
     centres = rng.normal(0, 1, (classes, dim)) * 3
@@ -253,19 +369,42 @@ def _clusters(n_per=120, classes=4, dim=16, seed=0):
     return torch.from_numpy(x[order]), torch.from_numpy(y[order])
 
 
-def test_aura_and_the_linear_probe_learn_separable_expressions():
+def _rings(n=600, dim=16, seed=0):
+    """Three concentric rings in a random plane of ``dim``-d space: no linear map separates them."""
+    rng = np.random.default_rng(seed)
+    y = np.arange(n) % 3
+    radius = np.array([0.5, 1.5, 2.5])[y] + rng.uniform(-0.3, 0.3, n)
+    angle = rng.uniform(0, 2 * np.pi, n)
+    plane = np.linalg.qr(rng.normal(size=(dim, dim)))[0][:, :2]
+    x = np.stack([radius * np.cos(angle), radius * np.sin(angle)], 1) @ plane.T + rng.normal(0, 0.1, (n, dim))
+    return torch.from_numpy(x.astype(np.float32)), torch.from_numpy(y)
+
+
+def _majority_accuracy(y_train: torch.Tensor, y_val: torch.Tensor) -> float:
+    return float((y_val == torch.bincount(y_train).argmax()).float().mean())
+
+
+def test_aura_matches_the_linear_probe_on_separable_expressions():
     x, y = _clusters()
     train, val = (x[:360], y[:360]), (x[360:], y[360:])
-    cfg = TrainConfig(epochs=60, batch_size=64, lr=3e-3, patience=15, seed=0, device="cpu", progress=False)
-    aura = AuraHead(
-        AuraConfig(
-            task="fer", in_dim=16, n_outputs=4, d=8, k_max=40, hidden=32, ctx_dim=16, n_tokens=2, top_k=3, ctx_layers=1
-        )
-    )
-    result = fit(aura, "fer", train, val, 4, cfg)
-    assert result.val["accuracy"] > 0.9 and result.k_stable[0] < 40
-    probe = fit(linear_probe("fer", 16, 4), "fer", train, val, 4, cfg)
-    assert probe.val["accuracy"] > 0.9 and probe.k_stable is None
+    aura = AuraHead(AuraConfig(task="fer", in_dim=16, n_outputs=4, d=8, k_max=40, hidden=32, ctx_dim=16, n_tokens=2))
+    result = fit(aura, "fer", train, val, 4, FAST)
+    probe = fit(linear_probe("fer", 16, 4), "fer", train, val, 4, FAST)
+    assert probe.val["macro_f1"] > 0.95 and _majority_accuracy(train[1], val[1]) < 0.35  # the bar is the probe's
+    assert result.val["macro_f1"] > 0.93 and result.val["macro_f1"] >= probe.val["macro_f1"] - 0.03, result.val
+    _assert_pruned_by_usage(aura, result.k_stable, train[0])
+    assert probe.k_stable is None
+
+
+def test_aura_separates_rings_where_the_linear_probe_cannot():
+    x, y = _rings()
+    train, val = (x[:450], y[:450]), (x[450:], y[450:])
+    aura = AuraHead(AuraConfig(task="fer", in_dim=16, n_outputs=3, d=8, k_max=40, hidden=32, ctx_dim=16, n_tokens=2))
+    result = fit(aura, "fer", train, val, 3, FAST)
+    probe = fit(linear_probe("fer", 16, 3), "fer", train, val, 3, FAST)
+    assert probe.val["macro_f1"] < 0.55  # rings defeat any linear map
+    assert result.val["macro_f1"] > 0.85 and result.val["macro_f1"] > probe.val["macro_f1"] + 0.3, result.val
+    _assert_pruned_by_usage(aura, result.k_stable, train[0])
 
 
 @pytest.mark.parametrize("task,input_kind", [("va", "global"), ("au", "global"), ("au", "patch")])
@@ -299,17 +438,20 @@ def test_va_and_au_heads_train_on_learnable_signals(task, input_kind):
         margin=0.2,
     )
     head = AuraHead(cfg, n_patches=patches if input_kind == "patch" else 0)
-    result = fit(
-        head,
-        task,
-        (x[:400], y[:400]),
-        (x[400:], y[400:]),
-        n_out,
-        TrainConfig(epochs=40, batch_size=64, lr=3e-3, patience=10, device="cpu", progress=False),
-    )
-    headline = result.val["ccc_mean"] if task == "va" else result.val["mean_f1"]
-    assert headline > (0.5 if task == "va" else 0.6), result.val
-    assert len(result.k_stable) == (2 if task == "va" else 3) and all(k < 60 for k in result.k_stable)
+    train_cfg = TrainConfig(epochs=40, batch_size=64, lr=3e-3, patience=10, device="cpu", progress=False)
+    result = fit(head, task, (x[:400], y[:400]), (x[400:], y[400:]), n_out, train_cfg)
+    # the probe sees the same signal (the token mean, which the labels are a function of)
+    flat = torch.from_numpy(flat)
+    probe = fit(linear_probe(task, dim, n_out), task, (flat[:400], y[:400]), (flat[400:], y[400:]), n_out, train_cfg)
+    if task == "va":
+        headline, bar = "ccc_mean", 0.9
+    else:
+        headline, bar = "mean_f1", 0.9 if input_kind == "global" else 0.85
+        every_au_present = au_metrics(np.ones((80, 3), int), y[400:].numpy(), ["a", "b", "c"])["mean_f1"]
+        assert every_au_present < 0.7  # the constant predictor's score, well below the bar
+    assert result.val[headline] > bar and result.val[headline] >= probe.val[headline] - 0.03, (result.val, probe.val)
+    assert len(result.k_stable) == (2 if task == "va" else 3)
+    _assert_pruned_by_usage(head, result.k_stable, x[:400])
     outputs, index = head.predict(x[:5])
     assert outputs.shape == (5, n_out) and index.shape == (5, n_out)
 
