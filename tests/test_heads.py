@@ -205,7 +205,7 @@ def test_pruning_keeps_exactly_the_archetypes_used_at_least_tau_and_falls_back_t
     assert head.prune(x) == [1] and head.branches.active[0].tolist() == [False, True] + [False] * 8
 
 
-def _independent_k_stable(head: AuraHead, x_train: torch.Tensor) -> list[np.ndarray]:
+def independent_k_stable(head: AuraHead, x_train: torch.Tensor) -> list[np.ndarray]:
     """Which archetypes pruning must keep, counted here from scratch: the share of training samples
     whose nearest archetype (cosine, all of them) each one is, kept if ≥ τ (else the most used)."""
     head.eval()
@@ -222,8 +222,8 @@ def _independent_k_stable(head: AuraHead, x_train: torch.Tensor) -> list[np.ndar
     return kept
 
 
-def _assert_pruned_by_usage(head: AuraHead, k_stable: list[int], x_train: torch.Tensor) -> None:
-    kept = _independent_k_stable(head, x_train)
+def assert_pruned_by_usage(head: AuraHead, k_stable: list[int], x_train: torch.Tensor) -> None:
+    kept = independent_k_stable(head, x_train)
     assert k_stable == [int(k.sum()) for k in kept]
     for j, keep in enumerate(kept):
         np.testing.assert_array_equal(head.branches.active[j].numpy(), keep)
@@ -392,7 +392,7 @@ def test_aura_matches_the_linear_probe_on_separable_expressions():
     probe = fit(linear_probe("fer", 16, 4), "fer", train, val, 4, FAST)
     assert probe.val["macro_f1"] > 0.95 and _majority_accuracy(train[1], val[1]) < 0.35  # the bar is the probe's
     assert result.val["macro_f1"] > 0.93 and result.val["macro_f1"] >= probe.val["macro_f1"] - 0.03, result.val
-    _assert_pruned_by_usage(aura, result.k_stable, train[0])
+    assert_pruned_by_usage(aura, result.k_stable, train[0])
     assert probe.k_stable is None
 
 
@@ -404,7 +404,7 @@ def test_aura_separates_rings_where_the_linear_probe_cannot():
     probe = fit(linear_probe("fer", 16, 3), "fer", train, val, 3, FAST)
     assert probe.val["macro_f1"] < 0.55  # rings defeat any linear map
     assert result.val["macro_f1"] > 0.85 and result.val["macro_f1"] > probe.val["macro_f1"] + 0.3, result.val
-    _assert_pruned_by_usage(aura, result.k_stable, train[0])
+    assert_pruned_by_usage(aura, result.k_stable, train[0])
 
 
 @pytest.mark.parametrize("task,input_kind", [("va", "global"), ("au", "global"), ("au", "patch")])
@@ -451,7 +451,7 @@ def test_va_and_au_heads_train_on_learnable_signals(task, input_kind):
         assert every_au_present < 0.7  # the constant predictor's score, well below the bar
     assert result.val[headline] > bar and result.val[headline] >= probe.val[headline] - 0.03, (result.val, probe.val)
     assert len(result.k_stable) == (2 if task == "va" else 3)
-    _assert_pruned_by_usage(head, result.k_stable, x[:400])
+    assert_pruned_by_usage(head, result.k_stable, x[:400])
     outputs, index = head.predict(x[:5])
     assert outputs.shape == (5, n_out) and index.shape == (5, n_out)
 

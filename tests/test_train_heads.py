@@ -11,10 +11,11 @@ import pytest
 from featurestore import FeatureStore, GroupReader
 from flows.extract import DatasetConfig, EncoderConfig, extract_features
 from flows.train import HeadConfig, train_heads
-from heads.step import load_head
+from heads.step import head_data, load_head
 from heads.trainer import predict
 from stages.encoders import create_encoder
 from stages.sources.face_generator import write_generated_dataset
+from tests.test_heads import assert_pruned_by_usage
 
 pytestmark = pytest.mark.usefixtures("prefect_harness")
 
@@ -46,19 +47,34 @@ def test_heads_train_by_the_datasets_protocol_and_rerun_is_skipped(blendshapes, 
             batch_size=64,
             options={"d": 16, "k_max": 64, "hidden": 64, "ctx_dim": 32, "ctx_layers": 1},
         ),
-        HeadConfig(head="linear", task="au", features=features, array="blendshapes", epochs=40, lr=3e-3, batch_size=64),
+        *[
+            HeadConfig(head="linear", task=t, features=features, array="blendshapes", epochs=40, lr=3e-3, batch_size=64)
+            for t in ("au", "fer")
+        ],
     ]
     result = train_heads(configs, store=fstore.url)
     aura_runs = [r for r in result["runs"] if r["head"] == "aura"]
-    assert [r["state"] for r in result["runs"]] == ["new", "new", "new"]
+    assert [r["state"] for r in result["runs"]] == ["new"] * 4
     assert aura_runs[0]["key"] != aura_runs[1]["key"]  # the seed is part of the spec
     metrics = aura_runs[0]["metrics"]
     # the csv `split` column has train / val / test by subject: all three are used as given
     assert metrics["protocol"] == "official train / val / test splits"
     assert all(metrics["samples"][k] > 0 for k in ("train", "val", "test"))
-    assert 0 < metrics["k_stable"][0] < 64
-    assert metrics["test"]["accuracy"] > 1 / 7  # better than chance on 7 classes from blendshapes
-    au = [r for r in result["runs"] if r["head"] == "linear"][0]["metrics"]["test"]
+    model, _ = load_head(fstore, aura_runs[0]["path"])
+    assert_pruned_by_usage(model, metrics["k_stable"], head_data(fstore, aura_runs[0]["path"])[2].x["train"])
+    # baselines on the same split: the majority class of the training rows, and the linear probe
+    source = GroupReader.open(fstore, GroupReader.open(fstore, features).meta["source_path"])
+    expression, split = source.numpy("expression"), source.numpy("split")
+    train_labels, test_labels = expression[(split == "train") & (expression >= 0)], expression[split == "test"]
+    majority = float(np.mean(test_labels[test_labels >= 0] == np.bincount(train_labels).argmax()))
+    probe = next(r for r in result["runs"] if r["head"] == "linear" and r["task"] == "fer")["metrics"]["test"]
+    # 56 test faces: a head that guesses scores 0.14 ± 0.05 (binomial), so 2 × the majority's accuracy
+    # is > 3 standard deviations above guessing; AURA may trail the probe on this small set by a stated margin
+    assert probe["accuracy"] > 2 * majority
+    for run in aura_runs:
+        test = run["metrics"]["test"]
+        assert test["accuracy"] > 2 * majority and test["macro_f1"] >= probe["macro_f1"] - 0.15, (test, probe, majority)
+    au = next(r for r in result["runs"] if r["head"] == "linear" and r["task"] == "au")["metrics"]["test"]
     assert set(au) >= {"f1_AU12", "f1_AU26", "mean_f1"} and "f1_AU6" not in au  # only the AUs it codes
     (aura_summary,) = [s for s in result["summary"] if s["head"] == "aura"]
     mean, std = aura_summary["test"]["macro_f1"]
@@ -76,7 +92,7 @@ def test_heads_train_by_the_datasets_protocol_and_rerun_is_skipped(blendshapes, 
     assert json.loads(fstore.get_file(aura_runs[0]["path"], "metrics.json"))["test"] == metrics["test"]
 
     again = train_heads(configs, store=fstore.url)
-    assert [r["state"] for r in again["runs"]] == ["skipped"] * 3
+    assert [r["state"] for r in again["runs"]] == ["skipped"] * 4
     assert [r["key"] for r in again["runs"]] == [r["key"] for r in result["runs"]]
 
     # `affectflow train` on finished heads reads them back without starting a flow run
