@@ -47,6 +47,10 @@ class StepGroup:
         start = index * self.chunk_size
         return start, min(start + self.chunk_size, self.n_samples)
 
+    def write(self, name: str, values: Any, start: int = 0) -> None:
+        """Rows ``start …`` of array ``name`` (a writer keeps to its own chunks' rows)."""
+        self.group[name][start : start + len(values)] = values
+
     def done_mask(self) -> np.ndarray:
         return np.asarray(self.group[DONE][:], dtype=bool)
 

@@ -154,6 +154,7 @@ def open_feature_group(
             "dataset": dataset,
             "encoder": encoder.name,
             # how to rebuild the encoder (`affectflow predict`); the key covers what they change
+            "encoder_id": encoder.created_as or encoder.name,
             "encoder_options": encoder_options or {},
             "source_path": source.group.path,
             **encoder.output_meta(),
@@ -370,7 +371,8 @@ def encoder_of_group(features_meta: dict[str, Any]) -> Encoder:
     from featurestore.keys import canonical_json
     from stages.encoders import create_encoder
 
-    encoder = create_encoder(features_meta["encoder"], **features_meta.get("encoder_options", {}))
+    name = features_meta.get("encoder_id", features_meta["encoder"])  # groups written before it: a registered name
+    encoder = create_encoder(name, **features_meta.get("encoder_options", {}))
     stored = {k: v for k, v in features_meta["spec"]["params"].items() if k != "face_crop"}
     if canonical_json(encoder.spec_params()) != canonical_json(stored):
         raise ValueError(

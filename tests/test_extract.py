@@ -3,6 +3,11 @@
 from __future__ import annotations
 
 import json
+import os
+import struct
+import subprocess
+import sys
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -15,7 +20,7 @@ from flows.extract import DatasetConfig, EncoderConfig, LexiconConfig, extract, 
 from stages.encoders import EncoderError, ImageEncoder, create_encoder
 from stages.images import decode_image
 from stages.sources import SourceError
-from tests.conftest import write_bad_files, write_csv_dataset
+from tests.conftest import REPO, write_bad_files, write_csv_dataset
 
 pytestmark = pytest.mark.usefixtures("prefect_harness")
 
@@ -200,3 +205,121 @@ def test_inline_decoding_gives_the_same_group_as_decode_threads(dataset, tmp_pat
     a = GroupReader.open(FeatureStore(tmp_path / "a"), threaded["path"]).numpy("global")
     b = GroupReader.open(FeatureStore(tmp_path / "b"), inline["path"]).numpy("global")
     np.testing.assert_array_equal(a, b)
+
+
+def _png_header_only(path: Path, width: int, height: int) -> None:
+    """A PNG whose header claims ``width`` × ``height`` and holds no pixels: the size check must
+    answer before any decode is attempted."""
+
+    def chunk(kind: bytes, body: bytes) -> bytes:
+        return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
+
+    header = chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0))
+    path.write_bytes(b"\x89PNG\r\n\x1a\n" + header + chunk(b"IDAT", b"") + chunk(b"IEND", b""))
+
+
+def test_too_large_bad_crop_and_path_escape_are_statuses_of_a_flow_run_and_the_device_is_no_part_of_the_key(
+    tmp_path, monkeypatch
+):
+    from PIL import Image
+    from skimage import data
+
+    import stages.extract
+    from stages.sources.affectnet import HEADER
+
+    root = tmp_path / "affectnet"
+    images = root / "Manually_Annotated_Images" / "1"
+    images.mkdir(parents=True)
+    for name in ("good.jpg", "box-outside.jpg"):
+        Image.fromarray(data.astronaut()).save(images / name)
+    _png_header_only(images / "huge.png", 20_000, 20_000)
+    Image.fromarray(data.astronaut()).save(tmp_path / "secret.jpg")
+    rows = [
+        "1/good.jpg,100,50,200,220,,1,0.5,0.2",
+        "1/box-outside.jpg,5000,5000,10,10,,1,0.5,0.2",  # AffectNet's face box, outside the 512 × 512 photo
+        "1/huge.png,0,0,20000,20000,,2,-0.5,0.1",
+        "1/../../../secret.jpg,0,0,100,100,,3,0.1,0.1",
+    ]
+    (root / "training.csv").write_text(",".join(HEADER) + "\n" + "\n".join(rows) + "\n")
+    opened: list[str] = []
+    real_decode = stages.extract.decode_image
+
+    def recording_decode(path, *args, **kwargs):
+        opened.append(Path(path).name)
+        return real_decode(path, *args, **kwargs)
+
+    monkeypatch.setattr(stages.extract, "decode_image", recording_decode)
+
+    def run(**kw):
+        return extract_features(
+            datasets=[DatasetConfig(layout="affectnet", root=str(root), name="an")],
+            encoders=[EncoderConfig(name="test-clip-tiny")],
+            store=str(tmp_path / "store"),
+            **kw,
+        )
+
+    result = run()
+    (step,) = result["steps"]
+    assert step["status_counts"] == {"ok": 1, "bad_crop": 1, "too_large": 1, "path_escape": 1}
+    failures = {path.split("/")[-1]: (status, detail) for _, path, status, detail in result["failures"]}
+    assert failures["huge.png"] == ("too_large", "20000x20000 exceeds 268435456 pixels")
+    assert (
+        failures["box-outside.jpg"][0] == "bad_crop" and "outside the 512x512 image" in failures["box-outside.jpg"][1]
+    )
+    assert failures["secret.jpg"] == ("path_escape", "path escapes the dataset root; not read")
+    assert "secret.jpg" not in opened, "a path outside the dataset root must never be opened"
+    reader = GroupReader.open(FeatureStore(tmp_path / "store"), step["path"])
+    assert [SampleStatus(s).label for s in reader.status()] == ["ok", "bad_crop", "too_large", "path_escape"]
+    assert np.isfinite(reader.numpy("global")[0]).all() and np.isnan(reader.numpy("global")[1:]).all()
+    # where it runs is a knob: naming the device finds the same step, complete
+    again = run(device="cpu")["steps"][0]
+    assert (again["state"], again["key"], again["chunks_run"]) == ("skipped", step["key"], 0)
+
+
+def test_predict_refuses_a_head_whose_encoder_weights_changed_after_extraction(tmp_path):
+    """A checkpoint file edited after extraction: new images would be encoded by other weights than
+    the cached ones, so predict must refuse (and rebuilds an ``open_clip:…@file`` encoder to know)."""
+    from typer.testing import CliRunner
+
+    from flows.cli import app
+    from flows.train import HeadConfig, train_heads
+
+    weights = tmp_path / "tiny.pt"
+    torch.save(create_encoder("test-clip-tiny").build().state_dict(), weights)
+    root = write_csv_dataset(tmp_path / "ds", 45)
+    classes, splits = ("happy", "sad", "neutral"), ("train", "train", "train", "val", "test")
+    rows = [f"img/{i:05d}.jpg,{classes[i % 3]},s{i},{splits[i % 5]}" for i in range(45)]
+    (root / "manifest.csv").write_text("path,expression,subject,split\n" + "\n".join(rows) + "\n")
+    store = str(tmp_path / "store")
+    extracted = extract_features(
+        datasets=[DatasetConfig(layout="csv", root=str(root), name="faces")],
+        encoders=[EncoderConfig(name=f"open_clip:affectflow-test-vit@{weights}")],
+        store=store,
+    )
+    features = extracted["steps"][0]["path"]
+    (head,) = train_heads([HeadConfig(head="linear", task="fer", features=features, epochs=2)], store=store)["runs"]
+    image = str(root / "img" / "00000.jpg")
+    ok = CliRunner().invoke(app, ["predict", image, "--head", head["path"], "--store", store])
+    assert ok.exit_code == 0 and "00000.jpg: happiness" in ok.output, ok.output
+    size = weights.stat().st_size
+    with open(weights, "r+b") as f:  # one byte, in place
+        f.seek(size // 2)
+        byte = f.read(1)
+        f.seek(size // 2)
+        f.write(bytes([byte[0] ^ 0xFF]))
+    refused = CliRunner().invoke(app, ["predict", image, "--head", head["path"], "--store", store])
+    assert refused.exit_code == 2 and "does not match the one that wrote the features" in refused.output
+
+
+def test_clip_weights_offline_name_the_checkpoint_path_form(tmp_path):
+    """No hub cache and no network: the error says what to pass instead (run apart, so no hub
+    client state of this process leaks in)."""
+    code = (
+        "from stages.encoders import EncoderError, create_encoder\n"
+        "try:\n    create_encoder('clip-vit-b-32').weights_digest()\n"
+        "except EncoderError as err:\n    print(err)\n"
+    )
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_HOME": str(tmp_path / "hf"), "XDG_CACHE_HOME": str(tmp_path)}
+    done = subprocess.run([sys.executable, "-c", code], env=env, cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert "weights for ViT-B-32@openai are not in the local cache" in done.stdout, done.stdout + done.stderr
+    assert "open_clip:ViT-B-32@/path/to/checkpoint" in done.stdout

@@ -43,6 +43,9 @@ class Encoder(ABC):
 
     name: str
     preprocess: Preprocess | None  # None for encoders that read no pixels
+    # The name it was created by (``create_encoder``): ``open_clip:<arch>@<path>`` rebuilds it, the
+    # store name derived from that does not.
+    created_as: str | None = None
     # "image": decoded frames in, via encode_batch; "audio": a video file's sound track in.
     modality = "image"
     # A text tower in the same embedding space (CLIP-like encoders) gives prompt embeddings.
@@ -165,16 +168,19 @@ def create_encoder(name: str, **options: Any) -> Encoder:
     """Build an encoder by registered name, or ``open_clip:<arch>@<tag-or-checkpoint-path>``."""
     if name.startswith("open_clip:"):
         arch, _, pretrained = name.removeprefix("open_clip:").partition("@")
-        return ENCODERS["open_clip"](arch=arch, pretrained=pretrained or None, **options)
-    if name not in ENCODERS:
+        encoder = ENCODERS["open_clip"](arch=arch, pretrained=pretrained or None, **options)
+    elif name not in ENCODERS:
         raise EncoderError(
             f"unknown encoder {name!r}; registered: {', '.join(list_encoders())}, "
             "or open_clip:<arch>@<pretrained tag or checkpoint path>"
         )
-    try:
-        return ENCODERS[name](**options)
-    except TypeError as err:
-        raise EncoderError(f"encoder {name!r}: bad options {options}: {err}") from None
+    else:
+        try:
+            encoder = ENCODERS[name](**options)
+        except TypeError as err:
+            raise EncoderError(f"encoder {name!r}: bad options {options}: {err}") from None
+    encoder.created_as = name
+    return encoder
 
 
 @functools.lru_cache(maxsize=4)
