@@ -86,8 +86,32 @@ def test_imagefolder_with_split_level(tmp_path):
 
 def test_imagefolder_unknown_class_says_what_is_accepted(tmp_path):
     _jpg(tmp_path / "bored" / "x.jpg")
-    with pytest.raises(SourceError, match="unknown expression 'bored'"):
+    with pytest.raises(
+        SourceError, match=r"neither a split folder \(train/training, val/valid.*unknown expression 'bored'"
+    ):
         build_manifest("imagefolder", tmp_path)
+    _jpg(tmp_path / "test" / "happy" / "x.jpg")  # a split beside a class folder
+    with pytest.raises(SourceError, match=r"mixes split folders with \['bored'\]"):
+        build_manifest("imagefolder", tmp_path)
+
+
+FER2013_CLASSES = ("angry", "disgust", "fear", "happy", "neutral", "sad", "surprise")
+
+
+def test_a_fer2013_folder_export_parses_with_its_three_official_splits(tmp_path):
+    """FER2013's folder export: train/ validation/ test/ × 7 class folders of 48 × 48 greyscale."""
+    for split in ("train", "Validation", "TEST"):
+        for i, cls in enumerate(FER2013_CLASSES):
+            folder = tmp_path / split / cls
+            folder.mkdir(parents=True)
+            Image.fromarray(np.full((48, 48), 30 * i, np.uint8), "L").save(folder / f"{split}-{cls}.png")
+    m = build_manifest("imagefolder", tmp_path)
+    assert len(m) == 21 and set(m.labels["split"]) == {"train", "val", "test"}
+    for split in ("train", "val", "test"):
+        rows = m.labels["split"] == split
+        assert sorted(m.labels["expression"][rows]) == sorted(
+            EXPRESSION_INDEX[c] for c in ("anger", "disgust", "fear", "happiness", "neutral", "sadness", "surprise")
+        )
 
 
 def test_csv_paths_escaping_the_root_are_refused_and_never_read(tmp_path):

@@ -10,7 +10,30 @@ from stages.sources.base import Parsed, SourceError, register_source
 from stages.sources.labels import MISSING, expression_from_name
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff", ".gif"}
-SPLIT_NAMES = {"train", "val", "test"}
+# Folder names of the splits in real exports (FER2013's train/validation/test, Kaggle's valid,
+# dev sets), any case → the store's split names.
+SPLIT_FOLDERS = {
+    "train": "train",
+    "training": "train",
+    "val": "val",
+    "valid": "val",
+    "validation": "val",
+    "dev": "val",
+    "test": "test",
+    "testing": "test",
+}
+ACCEPTED_SPLITS = "train/training, val/valid/validation/dev, test/testing (any case)"
+
+
+def split_of_folder(name: str) -> str | None:
+    return SPLIT_FOLDERS.get(name.lower())
+
+
+def _class_of(folder: Path) -> int:
+    try:
+        return expression_from_name(folder.name)
+    except ValueError as err:
+        raise SourceError(f"{folder}: neither a split folder ({ACCEPTED_SPLITS}) nor a class folder: {err}") from None
 
 
 @register_source("imagefolder", version=1)
@@ -19,18 +42,20 @@ def parse_imagefolder(root: Path) -> Parsed:
     tops = sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
     if not tops:
         raise SourceError(f"image folder {root} has no class sub-folders")
-    with_splits = all(p.name in SPLIT_NAMES for p in tops)
+    with_splits = any(split_of_folder(p.name) for p in tops)
+    if with_splits and (others := [p.name for p in tops if not split_of_folder(p.name)]):
+        raise SourceError(
+            f"image folder {root} mixes split folders with {others}: with splits, every top folder is a split "
+            f"({ACCEPTED_SPLITS}) holding class folders"
+        )
     groups = (
-        [(p.name, c) for p in tops for c in sorted(p.iterdir()) if c.is_dir()]
+        [(split_of_folder(p.name), c) for p in tops for c in sorted(p.iterdir()) if c.is_dir()]
         if with_splits
         else [("", p) for p in tops]
     )
     paths, expression, split = [], [], []
     for split_name, class_dir in groups:
-        try:
-            label = expression_from_name(class_dir.name)
-        except ValueError as err:
-            raise SourceError(f"{class_dir}: {err}") from None
+        label = _class_of(class_dir)
         for image in sorted(class_dir.rglob("*")):
             if image.suffix.lower() in IMAGE_SUFFIXES and not image.is_dir():
                 paths.append(image.relative_to(root).as_posix())

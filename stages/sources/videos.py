@@ -27,10 +27,8 @@ from featurestore.fingerprint import cache_dir, fingerprint_files
 from featurestore.status import SampleStatus
 from stages.media import VIDEO_SUFFIXES, MediaError, VideoInfo, probe_video, sample_frames
 from stages.sources.base import Parsed, SourceError, register_source
-from stages.sources.generic import au_columns, parse_float, read_csv, row_labels
+from stages.sources.generic import au_columns, parse_float, read_csv, row_labels, split_of_folder
 from stages.sources.labels import MISSING
-
-SPLIT_NAMES = {"train", "val", "test"}
 
 
 def probe_cached(root: Path, rel: str) -> VideoInfo:
@@ -95,7 +93,7 @@ def _continuous_va(path: Path, timestamps: np.ndarray) -> np.ndarray:
     return out
 
 
-@register_source("videofolder", version=1)
+@register_source("videofolder", version=2)  # 2: split folder synonyms (Validation/, dev/ …)
 def parse_videofolder(root: Path, fps: float | None = None) -> Parsed:
     """Video folder: [<split>/][<subject>/]<video>, per-frame <video>.csv and continuous <video>.va.csv labels."""
     videos = sorted(p for p in root.rglob("*") if p.suffix.lower() in VIDEO_SUFFIXES and p.is_file())
@@ -108,7 +106,7 @@ def parse_videofolder(root: Path, fps: float | None = None) -> Parsed:
     for video in videos:
         rel = video.relative_to(root).as_posix()
         parts = video.relative_to(root).parts[:-1]
-        split_name = parts[0] if parts and parts[0] in SPLIT_NAMES else ""
+        split_name = (split_of_folder(parts[0]) if parts else None) or ""
         rest = parts[1:] if split_name else parts
         labels_csv, va_csv = video.with_suffix(".csv"), video.with_suffix(".va.csv")
         frame_labels: dict[int, dict] = {}
