@@ -26,7 +26,7 @@ def catalogue(work: Path):
     from flows.demo import DEMO_ENCODERS, DEMO_PER_SUBJECT
     from flows.extract import DatasetConfig, extract_features
     from stages.encoders import create_encoder
-    from stages.sources.face_generator import write_generated_dataset
+    from stages.synthetic.face_generator import write_generated_dataset
 
     face = create_encoder("mediapipe-face").load()
     root, _ = write_generated_dataset(work / "generated", face.find_face, per_subject=DEMO_PER_SUBJECT)
@@ -40,8 +40,8 @@ def catalogue(work: Path):
 
 def run(seeds: list[int]) -> dict:
     from flows.demo import DEMO_TRAIN, demo_heads_plan
-    from heads.step import train_head
     from heads.trainer import HEADLINE, TrainConfig
+    from stages.head_steps import train_head
 
     work = Path(tempfile.mkdtemp(prefix="affectflow-demo-heads-"))
     try:

@@ -74,7 +74,7 @@ def dask_scaling(root: Path, work: Path, encoder: str, batch: int, repeat: int) 
     from distributed import Client, LocalCluster
 
     from stages.encoders import loaded_encoder
-    from stages.sources.demo_catalogue import write_photo_dataset
+    from stages.synthetic.demo_catalogue import write_photo_dataset
 
     os.environ["OMP_NUM_THREADS"] = "1"  # inherited by the worker processes: torch threads 1
     warm = write_photo_dataset(work / "dask-warm", 16)
@@ -158,7 +158,7 @@ def main() -> None:
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
     from prefect.testing.utilities import prefect_test_harness
 
-    from stages.sources.demo_catalogue import write_photo_dataset
+    from stages.synthetic.demo_catalogue import write_photo_dataset
 
     root = write_photo_dataset(work / "data", args.images)
     store = work / "store"

@@ -56,7 +56,7 @@ def mediapipe_alone(root: Path) -> tuple[int, float]:
 def audio_per_minute(work: Path, minutes: float) -> float:
     from stages.encoders import create_encoder
     from stages.media import load_audio, probe_video, write_video
-    from stages.sources.face_videos import speech
+    from stages.synthetic.face_videos import speech
 
     fps, rate = 25, 16000
     seconds = minutes * 60
@@ -106,8 +106,8 @@ def main() -> None:
 
     from flows.extract import DatasetConfig, EncoderConfig, extract_features
     from stages.encoders import create_encoder
-    from stages.sources.face_generator import CANVAS
-    from stages.sources.face_videos import write_generated_videos
+    from stages.synthetic.face_generator import CANVAS
+    from stages.synthetic.face_videos import write_generated_videos
 
     face = create_encoder("mediapipe-face").load()
     root, report = write_generated_videos(work / "videos", face.find_face, n_videos=args.videos, seconds=args.seconds)

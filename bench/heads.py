@@ -105,8 +105,8 @@ def inference_rate(store, head_path: str, features_path: str, device: str | None
     import torch
 
     from featurestore import GroupReader
-    from heads.step import load_head
     from heads.trainer import device_of, predict
+    from stages.head_steps import load_head
 
     model, _ = load_head(store, head_path)
     model.to(device_of(device))
@@ -124,8 +124,8 @@ def inference_rate(store, head_path: str, features_path: str, device: str | None
 
 def run(n: int, dim: int, device: str | None) -> dict:
     from featurestore import FeatureStore
-    from heads.step import train_head
     from heads.trainer import HEADLINE, TrainConfig
+    from stages.head_steps import train_head
 
     work = Path(tempfile.mkdtemp(prefix="affectflow-bench-heads-"))
     try:

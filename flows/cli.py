@@ -185,9 +185,9 @@ def demo(
 ) -> None:
     """Write the demo catalogues (real photos; generated labelled faces), extract offline, list the store."""
     from stages.encoders import create_encoder
-    from stages.sources.demo_catalogue import write_demo_catalogue
-    from stages.sources.face_generator import write_generated_dataset
-    from stages.sources.face_videos import write_generated_videos
+    from stages.synthetic.demo_catalogue import write_demo_catalogue
+    from stages.synthetic.face_generator import write_generated_dataset
+    from stages.synthetic.face_videos import write_generated_videos
 
     photos = write_demo_catalogue(data / "photos")
     console.print(f"real-photo catalogue: {photos}/manifest.csv")

@@ -15,9 +15,10 @@ import numpy as np
 import torch
 
 from featurestore import FeatureStore, GroupReader, SampleStatus
-from heads.report import branch_names, read_archetypes
-from heads.step import load_head
+from heads.report import branch_names
 from stages.extract import encode_files, encoder_of_group
+from stages.head_reports import read_archetypes
+from stages.head_steps import load_head
 from stages.thumbnails import dataset_root
 
 

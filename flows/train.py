@@ -12,9 +12,9 @@ from prefect.cache_policies import NO_CACHE
 from pydantic import BaseModel, Field
 
 from featurestore import FeatureStore
-from heads.report import write_report
-from heads.step import evaluate_head, head_spec, head_step_path, stored_metrics, train_head
 from heads.trainer import HEADLINE, TrainConfig
+from stages.head_reports import write_report
+from stages.head_steps import evaluate_head, head_spec, head_step_path, stored_metrics, train_head
 
 
 class HeadConfig(BaseModel):

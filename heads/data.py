@@ -1,13 +1,4 @@
-"""Cached features + canonical labels → train / val / test tensors, by each dataset's own protocol.
-
-* official ``split`` column (RAF-DB train/test, AffectNet train/validation, CSV ``split``, image
-  folders ``<split>/<class>/``): test is the dataset's test (or validation when it has no test,
-  as AffectNet); val is the dataset's val when it has one *and* a separate test, else a
-  subject-exclusive slice of train;
-* ``fold`` column (DISFA, BP4D): ``test_fold`` is the test fold, the others train;
-* neither: subject-exclusive train / val / test slices.
-The validation rows that drive early stopping never include a test row or a test subject.
-"""
+"""The tensors a head trains and is evaluated on, by split (built by ``stages/head_data.py``)."""
 
 from __future__ import annotations
 
@@ -15,8 +6,6 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
-
-from featurestore import GroupReader, SampleStatus
 
 
 @dataclass
@@ -27,83 +16,3 @@ class TaskData:
     n_outputs: int
     label_names: list[str]
     protocol: str
-
-
-def _labels(task: str, source: GroupReader, expressions: list[int] | None) -> tuple[np.ndarray, np.ndarray, list[str]]:
-    """(labels, labelled mask, names) for ``task``; ``expressions`` picks canonical classes (a view)."""
-    if task == "fer":
-        names = source.meta["expressions"]
-        raw = source.numpy("expression").astype(np.int64)
-        classes = expressions if expressions is not None else sorted(int(c) for c in np.unique(raw[raw >= 0]))
-        remap = np.full(len(names), -1, np.int64)
-        remap[classes] = np.arange(len(classes))
-        y = np.where(raw >= 0, remap[np.clip(raw, 0, None)], -1)
-        return y, y >= 0, [names[c] for c in classes]
-    if task == "va":
-        y = source.numpy("va").astype(np.float32)
-        return y, np.isfinite(y).all(1), ["valence", "arousal"]
-    if "au" not in source.names():
-        raise ValueError(f"{source.path} has no AU labels")
-    # groups written before the canonical AU space stored only the dataset's own columns
-    annotated = source.meta.get("au_annotated", source.meta["au_names"])
-    columns = [source.meta["au_names"].index(a) for a in annotated]
-    y = source.numpy("au")[:, columns].astype(np.int64)
-    return y, (y >= 0).any(1), list(annotated)
-
-
-def _subject_slice(rows: np.ndarray, subjects: np.ndarray, fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    """Split ``rows`` by subject: (rest, about ``fraction`` of the subjects' rows)."""
-    unique = np.unique(subjects[rows])
-    rng = np.random.default_rng(seed)
-    chosen = set(rng.permutation(unique)[: max(1, round(fraction * len(unique)))].tolist())
-    held = np.array([subjects[r] in chosen for r in rows], dtype=bool)
-    return rows[~held], rows[held]
-
-
-def task_data(
-    features: GroupReader,
-    source: GroupReader,
-    task: str,
-    array: str = "global",
-    expressions: list[int] | None = None,
-    test_fold: int = 1,
-    val_fraction: float = 0.15,
-    seed: int = 0,
-) -> TaskData:
-    y, labelled, names = _labels(task, source, expressions)
-    usable = np.flatnonzero(labelled & (features.status() == SampleStatus.OK))
-    subjects = source.numpy("subject")
-    # samples without a subject id are their own unit (RAF-DB, AffectNet)
-    subjects = np.where(subjects == "", np.char.add("row", np.arange(subjects.size).astype(str)), subjects)
-    split = source.numpy("split")
-    if (split[usable] != "").any():
-        values = set(split[usable].tolist())
-        test_name = "test" if "test" in values else "val"
-        test = usable[split[usable] == test_name]
-        train = usable[split[usable] == "train"]
-        if test_name == "test" and "val" in values:
-            val, protocol = usable[split[usable] == "val"], "official train / val / test splits"
-        else:
-            train, val = _subject_slice(train, subjects, val_fraction, seed)
-            protocol = f"official train / {test_name} splits; val = subject-exclusive {val_fraction:.0%} of train"
-    elif "fold" in source.names():
-        fold = source.numpy("fold")
-        test, train = usable[fold[usable] == test_fold], usable[(fold[usable] != test_fold) & (fold[usable] > 0)]
-        train, val = _subject_slice(train, subjects, val_fraction, seed)
-        protocol = f"subject-exclusive folds: test fold {test_fold}; val = {val_fraction:.0%} of training subjects"
-    else:
-        rest, test = _subject_slice(usable, subjects, 0.2, seed)
-        train, val = _subject_slice(rest, subjects, val_fraction, seed + 1)
-        protocol = "no official split: subject-exclusive 20 % test, then val from the rest"
-    if min(train.size, val.size, test.size) == 0:
-        raise ValueError(f"{task} on {source.path}: empty split (train {train.size}, val {val.size}, test {test.size})")
-    values = features.numpy(array).astype(np.float32)
-    splits = {"train": train, "val": val, "test": test}
-    return TaskData(
-        x={k: torch.from_numpy(values[r]) for k, r in splits.items()},
-        y={k: torch.from_numpy(y[r]) for k, r in splits.items()},
-        rows=splits,
-        n_outputs=len(names) if task != "va" else 2,
-        label_names=names,
-        protocol=protocol,
-    )

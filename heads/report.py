@@ -1,8 +1,9 @@
-"""The interpretability report of a trained archetype head.
+"""The interpretability report of a trained archetype head: pure builders of its tables and figures.
 
 For every branch (the expression codebook, valence, arousal, one per AU) it lists the kept
 archetypes with their usage on the training split, what φ says of each (class and confidence, or
-score), and their nearest training samples. From that it writes, beside the checkpoint:
+score), and their nearest training samples. From that it builds (``stages/head_reports.py`` writes
+them beside the checkpoint):
 
 * ``report.md``       archetypes per class / per score bin with usage ranges (the AURA paper's
                       Table 3 layout) and the annotation audit's top entries;
@@ -26,10 +27,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from featurestore import FeatureStore
 from heads.aura import AuraHead
 from heads.data import TaskData
-from heads.step import head_data, load_head
 
 # Score bins of the Table-3 layout: VA values in [−1, 1]; AU probabilities in [0, 1].
 VA_BINS = (-1.0, -0.5, 0.0, 0.5, 1.0)
@@ -132,7 +131,7 @@ def _agreement(task: str, label: np.ndarray, assigned: np.ndarray, y: np.ndarray
     return out
 
 
-def _label_text(task: str, value: float, labels: list[str]) -> str:
+def label_text(task: str, value: float, labels: list[str]) -> str:
     return labels[int(value)] if task == "fer" else f"{value:+.2f}" if task == "va" else f"p={value:.2f}"
 
 
@@ -197,8 +196,8 @@ def audit(
                             paths,
                             b.name,
                             b.kept[k],
-                            _label_text(task, float(label), data.label_names) if task != "au" else str(int(label)),
-                            _label_text(task, float(says), data.label_names),
+                            label_text(task, float(label), data.label_names) if task != "au" else str(int(label)),
+                            label_text(task, float(says), data.label_names),
                             strength,
                         )
                     )
@@ -219,30 +218,29 @@ def _entry(split, row, paths, branch, archetype, label, archetype_says, strength
 
 
 # -- pictures --------------------------------------------------------------------------------------
-def _sheet_order(branch: Branch) -> np.ndarray:
+def sheet_order(branch: Branch) -> np.ndarray:
     """The archetypes a sheet shows: by class / score, then by usage, at most MAX_SHEET_ROWS."""
     return np.lexsort((-branch.usage, branch.label))[:MAX_SHEET_ROWS]
 
 
 def nearest_sheet(task: str, branch: Branch, labels: list[str], pictures: dict, size: int = 64) -> bytes:
-    """PNG: one line per kept archetype (by class / score, then usage), its nearest training samples."""
+    """PNG: one line per kept archetype (by class / score, then usage), its nearest training samples;
+    ``pictures`` maps a training row to its ``size`` × ``size`` PIL thumbnail."""
     from PIL import Image, ImageDraw
 
-    from stages.thumbnails import to_image
-
-    order = _sheet_order(branch)
+    order = sheet_order(branch)
     text_width, pad = 150, 4
     n = branch.nearest.shape[1]
     sheet = Image.new("RGB", (text_width + n * (size + pad), len(order) * (size + pad) + pad), "white")
     draw = ImageDraw.Draw(sheet)
     for line, k in enumerate(order):
         y = pad + line * (size + pad)
-        label = _label_text(task, float(branch.label[k]), labels)
+        label = label_text(task, float(branch.label[k]), labels)
         draw.text((4, y + 4), f"#{branch.kept[k]}  {label}", fill="black")
         draw.text((4, y + 22), f"usage {100 * branch.usage[k]:.1f} %", fill="black")
         draw.text((4, y + 40), f"agreement {branch.agreement[k]:.2f}", fill="black")
         for col, row in enumerate(branch.nearest[k]):
-            sheet.paste(to_image(pictures[int(row)], size), (text_width + col * (size + pad), y))
+            sheet.paste(pictures[int(row)], (text_width + col * (size + pad), y))
     buffer = io.BytesIO()
     sheet.save(buffer, format="PNG")
     return buffer.getvalue()
@@ -331,23 +329,24 @@ def markdown(
     return "\n".join(lines)
 
 
-def write_report(store: FeatureStore, head_path: str, n_nearest: int = 8, thumb_size: int = 64) -> dict[str, Any]:
-    """Build every report file of an archetype head beside its checkpoint; returns the summary."""
-    params, source, data = head_data(store, head_path)
-    model, config = load_head(store, head_path)
-    if not isinstance(model, AuraHead):
-        raise ValueError(f"{head_path} is a {config['head']} head: the report needs an archetype head (aura)")
-    task = params["task"]
-    branches = analyse(model, data, task, n_nearest)
+def report_files(
+    head_path: str,
+    model: AuraHead,
+    data: TaskData,
+    task: str,
+    paths: np.ndarray,
+    pictures: dict,
+    n_nearest: int,
+    thumb_size: int,
+    seed: int,
+    branches: list[Branch] | None = None,
+) -> tuple[dict[str, bytes], dict[str, Any]]:
+    """Every report file (name → bytes) and a summary; ``pictures`` holds the thumbnails of the
+    rows :func:`sheet_rows` names."""
+    branches = branches if branches is not None else analyse(model, data, task, n_nearest)
     table = table3(task, branches, data.label_names)
-    paths = source.numpy("path")
     audit_rows = audit(model, data, task, branches, paths)
-    map_png, method = feature_map(task, branches, data, seed=params["train"]["seed"])
-    from stages.thumbnails import thumbnails
-
-    # every branch's sheet rows, decoded once: AU branches share most of their nearest samples
-    shown = {int(r) for b in branches for r in b.nearest[_sheet_order(b)].ravel()}
-    pictures = thumbnails(source, sorted(shown), thumb_size)
+    map_png, method = feature_map(task, branches, data, seed=seed)
     sheets = {f"nearest-{b.name}.png": nearest_sheet(task, b, data.label_names, pictures, thumb_size) for b in branches}
     archetypes = {
         "head": head_path,
@@ -362,7 +361,7 @@ def write_report(store: FeatureStore, head_path: str, n_nearest: int = 8, thumb_
                     {
                         "index": int(b.kept[k]),
                         "usage": float(b.usage[k]),
-                        "label": _label_text(task, float(b.label[k]), data.label_names),
+                        "label": label_text(task, float(b.label[k]), data.label_names),
                         "confidence": float(b.confidence[k]),
                         "members": int(b.members[k]),
                         "agreement": None if np.isnan(b.agreement[k]) else float(b.agreement[k]),
@@ -392,13 +391,15 @@ def write_report(store: FeatureStore, head_path: str, n_nearest: int = 8, thumb_
         "map.png": map_png,
         **sheets,
     }
-    for name, payload in files.items():
-        store.put_file(head_path, name, payload)
-    return {"path": head_path, "markdown": text, "files": sorted(files), "audit": len(audit_rows), "table3": table}
+    return files, {
+        "path": head_path,
+        "markdown": text,
+        "files": sorted(files),
+        "audit": len(audit_rows),
+        "table3": table,
+    }
 
 
-def read_archetypes(store: FeatureStore, head_path: str) -> dict[str, Any]:
-    """The report's archetypes.json, written first if the head has no report yet."""
-    if not store.has_file(head_path, "archetypes.json"):
-        write_report(store, head_path)
-    return json.loads(store.get_file(head_path, "archetypes.json"))
+def sheet_rows(branches: list[Branch]) -> list[int]:
+    """The training rows the thumbnail sheets show, once each (AU branches share most of them)."""
+    return sorted({int(r) for b in branches for r in b.nearest[sheet_order(b)].ravel()})

@@ -117,7 +117,7 @@ def crashed(proc: subprocess.Popen, timeout: float = 600) -> None:
 
 def write_csv_dataset(root: Path, n: int, extra_rows: list[str] | None = None) -> Path:
     """A csv-layout dataset of ``n`` real photos (cycled), with subjects and splits."""
-    from stages.sources.demo_catalogue import write_photo_dataset
+    from stages.synthetic.demo_catalogue import write_photo_dataset
 
     return write_photo_dataset(root, n, extra_rows)
 

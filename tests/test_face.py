@@ -12,7 +12,7 @@ from flows.extract import DatasetConfig, EncoderConfig, extract_features
 from stages.encoders import create_encoder
 from stages.encoders.face_landmarker import BLENDSHAPE_NAMES
 from stages.encoders.model_files import FACE_LANDMARKER, fetch, verify
-from stages.sources.face_generator import (
+from stages.synthetic.face_generator import (
     AUS,
     CONTROLS,
     PROTOTYPES,

@@ -11,10 +11,10 @@ import pytest
 from featurestore import FeatureStore, GroupReader
 from flows.extract import DatasetConfig, EncoderConfig, extract_features
 from flows.train import HeadConfig, train_heads
-from heads.step import head_data, load_head
 from heads.trainer import predict
 from stages.encoders import create_encoder
-from stages.sources.face_generator import write_generated_dataset
+from stages.head_steps import head_data, load_head
+from stages.synthetic.face_generator import write_generated_dataset
 from tests.test_heads import assert_pruned_by_usage
 
 pytestmark = pytest.mark.usefixtures("prefect_harness")
@@ -187,8 +187,8 @@ def test_archetype_report_and_predict_agree_with_the_cached_features(blendshapes
 def test_a_head_step_is_deterministic_for_its_key(blendshapes):
     import torch
 
-    from heads.step import train_head
     from heads.trainer import TrainConfig
+    from stages.head_steps import train_head
 
     fstore, features = blendshapes
     cfg = TrainConfig(epochs=5, lr=3e-3, batch_size=64, seed=3, progress=False)

@@ -15,7 +15,7 @@ from flows.extract import DatasetConfig, EncoderConfig, WindowConfig, extract
 from stages.encoders import create_encoder
 from stages.media import load_audio, probe_video, sample_frames, write_video
 from stages.sources import build_manifest
-from stages.sources.face_videos import write_generated_videos
+from stages.synthetic.face_videos import write_generated_videos
 
 pytestmark = pytest.mark.usefixtures("prefect_harness")
 FPS, SECONDS = 10, 7.0

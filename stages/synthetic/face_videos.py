@@ -24,7 +24,7 @@ from pathlib import Path
 import numpy as np
 
 from stages.media import write_video
-from stages.sources.face_generator import (
+from stages.synthetic.face_generator import (
     AUS,
     PROTOTYPES,
     build_subjects,

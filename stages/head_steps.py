@@ -16,9 +16,10 @@ import safetensors.torch
 import torch
 
 from featurestore import ArraySpec, FeatureStore, GroupReader, StepGroup, StepSpec, step_key
-from heads.data import TaskData, task_data
+from heads.data import TaskData
 from heads.registry import create_head
 from heads.trainer import TrainConfig, evaluate, fit, predict, seed_everything
+from stages.head_data import task_data
 
 HEAD_STEP = "train-head"
 # 2: inputs standardised (InputNorm buffers); 3: initial weights seeded; 4: AURA branches stacked;

@@ -1,0 +1,51 @@
+"""The layer contracts (pyproject.toml, run by ``make test``) hold, and fail when broken."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+
+import pytest
+
+from tests.conftest import BIN, REPO
+
+PACKAGES = ("flows", "stages", "featurestore", "heads")
+
+
+def _lint(root) -> subprocess.CompletedProcess:
+    env = {**os.environ, "PYTHONPATH": str(root)}  # ahead of the editable install: the copy is analysed
+    return subprocess.run(
+        [str(BIN / "lint-imports"), "--no-cache"], cwd=root, env=env, capture_output=True, text=True, timeout=300
+    )
+
+
+@pytest.fixture
+def tree(tmp_path):
+    """A copy of the four packages and the contracts, to break on purpose."""
+    for package in PACKAGES:
+        shutil.copytree(REPO / package, tmp_path / package, ignore=shutil.ignore_patterns("__pycache__"))
+    shutil.copyfile(REPO / "pyproject.toml", tmp_path / "pyproject.toml")
+    return tmp_path
+
+
+def test_the_tree_keeps_its_layers(tree):
+    done = _lint(tree)
+    assert done.returncode == 0 and "2 kept, 0 broken" in done.stdout, done.stdout + done.stderr
+
+
+@pytest.mark.parametrize(
+    ("module", "code", "contract", "chain"),
+    [
+        ("heads/upward.py", "import stages.head_steps\n", "Layers", "heads.upward -> stages.head_steps"),
+        ("heads/peek.py", "import featurestore\n", "Layers", "heads.peek -> featurestore"),
+        ("featurestore/upward.py", "import heads.aura\n", "Layers", "featurestore.upward -> heads.aura"),
+        ("stages/direct_zarr.py", "import zarr\n", "Only featurestore imports zarr", "stages.direct_zarr -> zarr"),
+    ],
+)
+def test_a_module_that_breaks_a_contract_fails_the_check(tree, module, code, contract, chain):
+    (tree / module).write_text(code)
+    done = _lint(tree)
+    assert done.returncode == 1, done.stdout + done.stderr
+    broken = done.stdout[done.stdout.index("Broken contracts") :]
+    assert contract in broken and chain in broken, broken
