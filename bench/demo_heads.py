@@ -40,7 +40,8 @@ def catalogue(work: Path):
 
 def run(seeds: list[int]) -> dict:
     from flows.demo import DEMO_TRAIN, demo_heads_plan
-    from heads.trainer import HEADLINE, TrainConfig
+    from heads.tasks import get_task
+    from heads.trainer import TrainConfig
     from stages.head_steps import train_head
 
     work = Path(tempfile.mkdtemp(prefix="affectflow-demo-heads-"))
@@ -67,13 +68,13 @@ def run(seeds: list[int]) -> dict:
                     entry["options"],
                     TrainConfig(**DEMO_TRAIN, seed=seed, progress=False),
                 )
-                scores.append(m["test"][HEADLINE[task]])
+                scores.append(m["test"][get_task(task).headline])
                 k_stable.append(m["k_stable"])
             name = entry.get("name", head)
             result[f"{task}/{name}"] = {
                 "features": f"{entry['features'].split('/')[2]} {entry['array']}",
                 "options": entry["options"],
-                "headline": HEADLINE[task],
+                "headline": get_task(task).headline,
                 "mean": round(float(np.mean(scores)), 4),
                 "std": round(float(np.std(scores)), 4),
                 "seeds": [round(s, 4) for s in scores],

@@ -124,7 +124,8 @@ def inference_rate(store, head_path: str, features_path: str, device: str | None
 
 def run(n: int, dim: int, device: str | None) -> dict:
     from featurestore import FeatureStore
-    from heads.trainer import HEADLINE, TrainConfig
+    from heads.tasks import get_task
+    from heads.trainer import TrainConfig
     from stages.head_steps import train_head
 
     work = Path(tempfile.mkdtemp(prefix="affectflow-bench-heads-"))
@@ -143,7 +144,7 @@ def run(n: int, dim: int, device: str | None) -> dict:
                 "epochs_run": metrics["epochs_run"],
                 "best_epoch": metrics["best_epoch"],
                 "k_stable": metrics["k_stable"],
-                "test_" + HEADLINE[task]: round(metrics["test"][HEADLINE[task]], 4),
+                "test_" + get_task(task).headline: round(metrics["test"][get_task(task).headline], 4),
                 "infer_samples_per_s": round(inference_rate(store, group.group.path, features, device)),
             }
             print(task, result[f"aura_{task}"], flush=True)

@@ -251,13 +251,29 @@ def _accepted_per_subject(store: str, dataset: str) -> None:
     console.print("face model accepted per generated subject: " + ", ".join(f"{k} {v}" for k, v in counts.items()))
 
 
+def _head_options(options: dict[str, Any], head: str, heads: list[str]) -> dict[str, Any]:
+    """``key`` options go to every head, ``HEAD.key`` ones to that head only."""
+    out = {}
+    for key, value in options.items():
+        scope, dot, name = key.rpartition(".")
+        if dot and scope not in heads:
+            raise ValueError(f"--option {key}: {scope!r} is not one of the heads trained here ({', '.join(heads)})")
+        if not dot or scope == head:
+            out[name] = value
+    return out
+
+
 @app.command()
 def train(
     features: Annotated[str, typer.Option(help="feature group path (see `affectflow ls`)")],
     task: Annotated[str, typer.Option(help="fer, va or au")],
-    head: Annotated[list[str], typer.Option(help="aura, linear, mlp (repeatable)")] = ["aura"],
+    head: Annotated[list[str], typer.Option(help="aura, linear, mlp or a plugin's head (repeatable)")] = ["aura"],
     array: Annotated[str, typer.Option(help="feature array: global, patch_proj, blendshapes, mfcc …")] = "global",
-    option: Annotated[list[str], typer.Option(help="head option key=value, e.g. d=32 k_max=300 (repeatable)")] = [],
+    option: Annotated[
+        list[str],
+        typer.Option(help="head option key=value (every head) or HEAD.key=value (one head), e.g. aura.k_max=300"),
+    ] = [],
+    plugin: Annotated[list[str], typer.Option(help="module to import first: its heads and tasks register")] = [],
     seed: Annotated[list[int], typer.Option(help="seeds; several give mean ± std (repeatable)")] = [0],
     epochs: int = 200,
     batch_size: int = 256,
@@ -272,9 +288,11 @@ def train(
 ) -> None:
     """Train heads on cached features (keyed: a rerun with the same inputs is skipped)."""
     from flows.train import HeadConfig, train_or_skip
+    from heads.registry import load_plugins
 
     options = _options(option, "--option")
     try:
+        load_plugins(plugin)
         configs = [
             HeadConfig(
                 head=h,
@@ -289,7 +307,7 @@ def train(
                 warmup_epochs=warmup_epochs,
                 report=report,
                 test_fold=test_fold,
-                options=options if h == "aura" else {},
+                options=_head_options(options, h, head),
             )
             for h in head
         ]

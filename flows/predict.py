@@ -16,23 +16,11 @@ import torch
 
 from featurestore import FeatureStore, GroupReader, SampleStatus
 from heads.report import branch_names
+from heads.tasks import get_task
 from stages.extract import encode_files, encoder_of_group
 from stages.head_reports import read_archetypes
 from stages.head_steps import load_head
 from stages.thumbnails import dataset_root
-
-
-def _answer(task: str, outputs: np.ndarray, labels: list[str]) -> dict[str, Any]:
-    if task == "fer":
-        probs = torch.softmax(torch.from_numpy(outputs), -1).numpy()
-        return {"expression": labels[int(probs.argmax())], "scores": dict(zip(labels, map(float, probs)))}
-    if task == "va":
-        return {"valence": float(outputs[0]), "arousal": float(outputs[1])}
-    probs = 1 / (1 + np.exp(-outputs))
-    return {
-        "aus": {a: float(p) for a, p in zip(labels, probs)},
-        "present": [a for a, p in zip(labels, probs) if p >= 0.5],
-    }
 
 
 def predict_images(store: FeatureStore, head_path: str, images: list[Path], n_nearest: int = 3) -> list[dict[str, Any]]:
@@ -46,8 +34,8 @@ def predict_images(store: FeatureStore, head_path: str, images: list[Path], n_ne
     crop = features.meta.get("face_crop")
     outputs, status, detail = encode_files(encoder, images, crop["scale"] if crop else None)
     x = torch.from_numpy(outputs[config["array"]].astype(np.float32))
-    task, labels = config["task"], config["labels"]
-    archetypes = read_archetypes(store, head_path) if config["head"] == "aura" else None
+    task, labels = get_task(config["task"]), config["labels"]
+    archetypes = read_archetypes(store, head_path) if model.uses_archetypes else None
     root = dataset_root(source)
     results = []
     with torch.no_grad():
@@ -58,7 +46,7 @@ def predict_images(store: FeatureStore, head_path: str, images: list[Path], n_ne
             result["detail"] = detail[i]
             results.append(result)
             continue
-        result.update(_answer(task, answers[i].numpy(), labels))
+        result.update(task.answer(answers[i].numpy(), labels))
         if archetypes is not None:
             result["archetypes"] = []
             for j, name in enumerate(branch_names(task, labels)):

@@ -12,9 +12,10 @@ from prefect.cache_policies import NO_CACHE
 from pydantic import BaseModel, Field
 
 from featurestore import FeatureStore
-from heads.trainer import HEADLINE, TrainConfig
+from heads.tasks import get_task
+from heads.trainer import TrainConfig
 from stages.head_reports import write_report
-from stages.head_steps import evaluate_head, head_spec, head_step_path, stored_metrics, train_head
+from stages.head_steps import evaluate_head, head_spec, head_step_path, stored_metrics, train_head, uses_archetypes
 
 
 class HeadConfig(BaseModel):
@@ -70,6 +71,7 @@ def train_head_task(
         "path": group.group.path,
         "key": group.key,
         "metrics": metrics,
+        "uses_archetypes": uses_archetypes(group.meta),
     }
 
 
@@ -105,7 +107,7 @@ def summarise(runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
                 "task": task_name,
                 "features": features,
                 "seeds": [r["seed"] for r in rs],
-                "headline": HEADLINE[task_name],
+                "headline": get_task(task_name).headline,
                 "test": stats,
                 "k_stable": [r["metrics"]["k_stable"] for r in rs],
                 "train_seconds": float(np.mean([r["metrics"]["train_seconds"] for r in rs])),
@@ -153,10 +155,10 @@ def train_heads(
     for h in heads:
         for seed in h.seeds:
             run = train_head_task(store, storage_options, h, seed, device)
-            if h.report and h.head == "aura":
+            if h.report and run["uses_archetypes"]:
                 run["report"] = head_report_task(store, storage_options, run["path"])["markdown"]
             runs.append({**run, "features": h.features})
-            headline = HEADLINE[h.task]
+            headline = get_task(h.task).headline
             logger.info(
                 "%s %s seed %d: %s, test %s = %.4f",
                 h.head,
@@ -189,8 +191,10 @@ def completed_runs(
             spec = head_spec(h.head, h.task, h.array, h.options, h.train_config(seed, None), h.expressions, h.test_fold)
             path, key = head_step_path(fstore, h.features, spec)
             metrics = stored_metrics(fstore, path)
-            wants_report = h.report and h.head == "aura"
-            if metrics is None or (wants_report and not fstore.has_file(path, "report.md")):
+            if metrics is None:
+                return None
+            wants_report = h.report and uses_archetypes(fstore.open_step(path).meta)
+            if wants_report and not fstore.has_file(path, "report.md"):
                 return None
             run = {"head": h.head, "task": h.task, "seed": seed, "state": "skipped", "path": path, "key": key}
             if wants_report:

@@ -42,12 +42,20 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from heads.base import Head
 from heads.dropout import Dropout
-from heads.losses import au_branch_losses, expression_loss, va_loss
+from heads.registry import register_head
 from heads.stacked import StackedEncoderLayer, StackedLinear
 from heads.standardise import InputNorm
+from heads.tasks import get_task
 
-TASKS = ("fer", "va", "au")
+# The paper's regularisers per task (the score-aware pair for per-output tasks). The tasks AURA serves.
+REGULARISERS = {
+    "fer": ("compact", "separate", "diversity"),
+    "va": ("attract", "repel", "diversity"),
+    "au": ("attract", "repel", "diversity"),
+}
+TASKS = tuple(REGULARISERS)
 
 
 @dataclass
@@ -101,13 +109,6 @@ class AuraConfig:
 
     def to_json(self) -> dict:
         return {**asdict(self), "regularisers": list(self.regularisers)}
-
-
-REGULARISERS = {
-    "fer": ("compact", "separate", "diversity"),
-    "va": ("attract", "repel", "diversity"),
-    "au": ("attract", "repel", "diversity"),
-}
 
 
 # -- pieces ------------------------------------------------------------------------------------
@@ -219,9 +220,10 @@ class ArchetypeBranches(nn.Module):
 
     def __init__(self, cfg: AuraConfig, m: int, in_dim: int, n_out: int, semantic_in: int, n_semantic: int):
         super().__init__()
-        if cfg.task == "fer" and m != 1:
-            raise ValueError("expressions share one codebook")
-        self.cfg, self.kind, self.m, self.n_out = cfg, cfg.task, m, n_out
+        self.task = get_task(cfg.task)
+        if self.task.categorical and m != 1:
+            raise ValueError("the classes of a categorical task share one codebook")
+        self.cfg, self.m, self.n_out = cfg, m, n_out
         if cfg.use_projector:
             self.project_in = StackedLinear(m, in_dim, cfg.hidden)
             self.project_out = StackedLinear(m, cfg.hidden, cfg.d)
@@ -252,7 +254,7 @@ class ArchetypeBranches(nn.Module):
         return self._shape(self.head(z))
 
     def _shape(self, out: torch.Tensor) -> torch.Tensor:
-        return torch.tanh(out.squeeze(-1)) if self.kind == "va" else out.squeeze(-1) if self.kind == "au" else out
+        return out if self.task.categorical else self.task.squash(out.squeeze(-1))
 
     def predict(self, z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Inference: projector → nearest kept archetype → φ. Returns (output (M, B, …), index (M, B))."""
@@ -261,11 +263,7 @@ class ArchetypeBranches(nn.Module):
 
     def task_loss(self, out: torch.Tensor, target: torch.Tensor, weights: torch.Tensor | None) -> torch.Tensor:
         """Sum over branches of each branch's task loss; ``out`` and ``target`` carry the branch axis."""
-        if self.kind == "fer":
-            return expression_loss(out[0], target[0], weights)
-        if self.kind == "va":
-            return sum(va_loss(out[j], target[j], self.cfg.va_alpha) for j in range(self.m))
-        return au_branch_losses(out, target).sum()
+        return self.task.branch_loss(out, target, weights, self.cfg.va_alpha)
 
     def losses(
         self, z: torch.Tensor, target: torch.Tensor, semantic: torch.Tensor | None, weights: torch.Tensor | None
@@ -298,7 +296,7 @@ class ArchetypeBranches(nn.Module):
         """The task's regularisers on the kept archetypes ``a_hat`` (M, K, d), summed over branches."""
         use = set(self.cfg.regularisers)
         parts = {}
-        if self.kind == "fer":
+        if self.task.categorical:
             a = a_hat[0][self.active[0]]
             probs = torch.softmax(self.head(a[None])[0], dim=-1)
             confidence, cls = probs.max(dim=-1)
@@ -312,8 +310,7 @@ class ArchetypeBranches(nn.Module):
                 off = ~torch.eye(present.numel(), dtype=torch.bool, device=a.device)
                 parts["separate"] = F.relu(cos[off] - self.cfg.margin).mean()
         else:
-            score = self.output(a_hat)
-            score = torch.sigmoid(score) if self.kind == "au" else (score + 1) / 2  # both in [0, 1]
+            score = self.task.score01(self.output(a_hat))
             gap = (score[:, :, None] - score[:, None, :]).abs().detach()
             cos = a_hat @ a_hat.transpose(1, 2)
             eye = torch.eye(a_hat.shape[1], dtype=torch.bool, device=a_hat.device)
@@ -363,12 +360,15 @@ class ArchetypeBranches(nn.Module):
 
 
 # -- the head ----------------------------------------------------------------------------------------
-class AuraHead(nn.Module):
+class AuraHead(Head):
     """AURA for one task. ``x``: (B, in_dim) global features, or (B, P, in_dim) patch tokens."""
+
+    uses_archetypes = True
 
     def __init__(self, cfg: AuraConfig, n_patches: int = 0):
         super().__init__()
         self.cfg = cfg
+        self.task = get_task(cfg.task)
         self.norm = InputNorm(cfg.in_dim)
         self.patches = None
         branch_in, semantic_in, n_semantic = cfg.in_dim, cfg.ctx_dim, cfg.n_tokens
@@ -379,8 +379,8 @@ class AuraHead(nn.Module):
                 cfg.in_dim, n_patches, cfg.patch_dim, cfg.patch_layers, cfg.patch_heads, cfg.ctx_dropout
             )
             branch_in, n_semantic = cfg.patch_dim, n_patches
-        n_branches = {"fer": 1, "va": 2, "au": cfg.n_outputs}[cfg.task]
-        n_out = cfg.n_outputs if cfg.task == "fer" else 1
+        n_branches = self.task.n_branches(cfg.n_outputs)
+        n_out = cfg.n_outputs if self.task.categorical else 1
         self.branches = ArchetypeBranches(cfg, n_branches, branch_in, n_out, semantic_in, n_semantic)
         if cfg.use_contextualisation:
             if cfg.input == "global":
@@ -403,9 +403,7 @@ class AuraHead(nn.Module):
         """(outputs, archetype index per branch): FER (B, C) logits; VA (B, 2); AU (B, M) logits."""
         _, z, _ = self._inputs(x)
         outs, index = self.branches.predict(z)
-        if self.cfg.task == "fer":
-            return outs[0], index[0][:, None]
-        return outs.T, index.T
+        return self.task.from_branches(outs), index.T
 
     def losses(
         self, x: torch.Tensor, target: torch.Tensor, class_weights: torch.Tensor | None = None
@@ -418,7 +416,7 @@ class AuraHead(nn.Module):
             m = self.branches.m
             # the global feature's semantic tokens are the same for every branch: computed once
             semantic = self.semantic(x).expand(m, -1, -1, -1) if tokens is None else self.semantic_maps.shared(tokens)
-        target = target[None] if cfg.task == "fer" else target.T
+        target = self.task.to_branches(target)
         parts = self.branches.losses(z, target, semantic, class_weights)
         arc = sum(parts.get(k, 0) for k in ("assign", "dis", "compact", "separate", "diversity", "attract", "repel"))
         total = cfg.lambda_proj * parts["vas"] + cfg.lambda_arc * arc + cfg.lambda_contx * parts.get("contx", 0)
@@ -439,3 +437,11 @@ class AuraHead(nn.Module):
 
     def k_stable(self) -> list[int]:
         return self.branches.active.sum(-1).tolist()
+
+
+@register_head("aura", version=5, config=AuraConfig, tasks=TASKS, inputs=("global", "patch"))
+def aura(task: str, in_dim: int, n_outputs: int, config: AuraConfig, n_patches: int = 0) -> AuraHead:
+    """AURA archetype head; options are AuraConfig fields."""
+    if n_patches and config.input != "patch":
+        raise ValueError("these features are patch tokens: use head option input=patch")
+    return AuraHead(config, n_patches)

@@ -1,26 +1,29 @@
-"""Baselines on the same cached features and losses as AURA: a linear probe and a two-layer MLP."""
+"""Baselines on the same cached features and task losses as AURA: a linear probe and a two-layer MLP."""
 
 from __future__ import annotations
+
+from dataclasses import dataclass
 
 import torch
 from torch import nn
 
+from heads.base import Head
 from heads.dropout import Dropout
-from heads.losses import au_loss, expression_loss, va_loss
+from heads.registry import register_head
 from heads.standardise import InputNorm
+from heads.tasks import Task, get_task
 
 
-class TaskHead(nn.Module):
-    """Any module mapping features to task outputs, with AURA's task losses (no archetypes)."""
+class TaskHead(Head):
+    """Any module mapping standardised features to the task's outputs, trained on its loss."""
 
-    def __init__(self, task: str, in_dim: int, body: nn.Module, va_alpha: float = 1.0):
+    def __init__(self, task: Task | str, in_dim: int, body: nn.Module):
         super().__init__()
-        self.task, self.body, self.va_alpha = task, body, va_alpha
+        self.task, self.body = get_task(task), body
         self.norm = InputNorm(in_dim)
 
     def outputs(self, x: torch.Tensor) -> torch.Tensor:
-        out = self.body(self.norm(x))
-        return torch.tanh(out) if self.task == "va" else out
+        return self.task.squash(self.body(self.norm(x)))
 
     def predict(self, x: torch.Tensor) -> tuple[torch.Tensor, None]:
         return self.outputs(x), None
@@ -28,22 +31,32 @@ class TaskHead(nn.Module):
     def losses(
         self, x: torch.Tensor, target: torch.Tensor, class_weights: torch.Tensor | None = None
     ) -> tuple[torch.Tensor, dict[str, float]]:
-        out = self.outputs(x)
-        if self.task == "fer":
-            loss = expression_loss(out, target, class_weights)
-        elif self.task == "au":
-            loss = au_loss(out, target)
-        else:
-            loss = va_loss(out[:, 0], target[:, 0], self.va_alpha) + va_loss(out[:, 1], target[:, 1], self.va_alpha)
+        loss = self.task.loss(self.outputs(x), target, class_weights)
         return loss, {"task": float(loss.detach())}
 
 
-def linear_probe(task: str, in_dim: int, n_outputs: int) -> TaskHead:
-    return TaskHead(task, in_dim, nn.Linear(in_dim, 2 if task == "va" else n_outputs))
+@dataclass
+class LinearConfig:
+    """The linear probe has no options."""
 
 
-def mlp(task: str, in_dim: int, n_outputs: int, hidden: int = 256, dropout: float = 0.2) -> TaskHead:
-    out = 2 if task == "va" else n_outputs
-    return TaskHead(
-        task, in_dim, nn.Sequential(nn.Linear(in_dim, hidden), nn.GELU(), Dropout(dropout), nn.Linear(hidden, out))
+@dataclass
+class MlpConfig:
+    hidden: int = 256
+    dropout: float = 0.2
+
+
+@register_head("linear", version=5, config=LinearConfig, tasks=("fer", "va", "au"), inputs=("global",))
+def linear_probe(task: Task | str, in_dim: int, n_outputs: int, config: LinearConfig | None = None) -> TaskHead:
+    """Linear probe on the same features and losses."""
+    return TaskHead(task, in_dim, nn.Linear(in_dim, n_outputs))
+
+
+@register_head("mlp", version=5, config=MlpConfig, tasks=("fer", "va", "au"), inputs=("global",))
+def mlp(task: Task | str, in_dim: int, n_outputs: int, config: MlpConfig | None = None) -> TaskHead:
+    """Two-layer MLP on the same features and losses."""
+    config = config or MlpConfig()
+    body = nn.Sequential(
+        nn.Linear(in_dim, config.hidden), nn.GELU(), Dropout(config.dropout), nn.Linear(config.hidden, n_outputs)
     )
+    return TaskHead(task, in_dim, body)

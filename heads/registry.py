@@ -1,50 +1,112 @@
-"""Heads by name, like encoders and sources: ``create_head("aura", task=…, in_dim=…, …)``."""
+"""Heads by name, registered where they are defined (timm's ``@register_model``).
+
+A head module declares, at the point of definition::
+
+    @register_head("aura", version=5, config=AuraConfig, tasks=("fer", "va", "au"), inputs=("global", "patch"))
+    def aura(task, in_dim, n_outputs, config, n_patches=0) -> Head: ...
+
+``version`` is the head's step version (bump it when its numerics change: old checkpoints are then
+not reused); ``config`` is the dataclass of its options (``--option`` values; every other name is
+refused with the valid ones listed); ``tasks`` are the task names it serves; ``inputs`` the kinds of
+cached input it reads (``global`` vectors, ``patch`` tokens …). This module knows no head: the
+package imports the built-in ones, and users' heads arrive as plugins — modules named in the
+``affectflow.heads`` entry-point group of an installed package, or given as ``--plugin module``.
+"""
 
 from __future__ import annotations
 
+import dataclasses
+import importlib
 from collections.abc import Callable
+from dataclasses import dataclass
+from importlib.metadata import entry_points
 from typing import Any
 
-from torch import nn
+from heads.base import Head
+from heads.tasks import get_task
 
-from heads.aura import AuraConfig, AuraHead
-from heads.baselines import linear_probe, mlp
+PLUGIN_GROUP = "affectflow.heads"
+# Fields of a head's config that the head step fills in itself, never given as options.
+FIXED_FIELDS = ("task", "in_dim", "n_outputs")
 
-HEADS: dict[str, Callable[..., nn.Module]] = {}
+
+@dataclass(frozen=True)
+class HeadEntry:
+    name: str
+    version: int
+    config: type
+    tasks: tuple[str, ...]
+    inputs: tuple[str, ...]
+    build: Callable[..., Head]
+
+    @property
+    def options(self) -> list[str]:
+        return [f.name for f in dataclasses.fields(self.config) if f.name not in FIXED_FIELDS]
+
+    def make_config(self, task: str, in_dim: int, n_outputs: int, options: dict[str, Any]) -> Any:
+        """The head's config from user options, refusing names it does not have."""
+        if unknown := sorted(set(options) - set(self.options)):
+            valid = ", ".join(self.options) or "none"
+            raise ValueError(f"head {self.name!r} has no option {', '.join(unknown)}; its options: {valid}")
+        fixed = {"task": task, "in_dim": in_dim, "n_outputs": n_outputs}
+        fields = {f.name for f in dataclasses.fields(self.config)}
+        try:
+            return self.config(**{k: v for k, v in fixed.items() if k in fields}, **options)
+        except (TypeError, ValueError) as err:
+            raise ValueError(f"head {self.name!r}: bad options {options}: {err}") from None
 
 
-def register_head(name: str) -> Callable:
-    def wrap(factory: Callable[..., nn.Module]) -> Callable[..., nn.Module]:
-        HEADS[name] = factory
-        return factory
+HEADS: dict[str, HeadEntry] = {}
+
+
+def register_head(
+    name: str, *, version: int, config: type, tasks: tuple[str, ...], inputs: tuple[str, ...] = ("global",)
+) -> Callable[[Callable[..., Head]], Callable[..., Head]]:
+    def wrap(build: Callable[..., Head]) -> Callable[..., Head]:
+        if name in HEADS and HEADS[name].build is not build:
+            raise ValueError(f"head {name!r} is registered twice ({HEADS[name].build.__module__}, {build.__module__})")
+        HEADS[name] = HeadEntry(name, version, config, tuple(tasks), tuple(inputs), build)
+        return build
 
     return wrap
 
 
-def create_head(name: str, task: str, in_dim: int, n_outputs: int, n_patches: int = 0, **options: Any) -> nn.Module:
+def load_plugins(modules: list[str] = ()) -> None:
+    """Import plugin modules (their heads and tasks register on import): the installed entry points
+    of ``affectflow.heads``, then ``modules``."""
+    for entry in entry_points(group=PLUGIN_GROUP):
+        entry.load()
+    for module in modules:
+        try:
+            importlib.import_module(module)
+        except ImportError as err:
+            raise ValueError(f"plugin {module!r} cannot be imported: {err}") from None
+
+
+def get_head(name: str) -> HeadEntry:
     if name not in HEADS:
-        raise ValueError(f"unknown head {name!r}; registered: {', '.join(sorted(HEADS))}")
-    try:
-        return HEADS[name](task=task, in_dim=in_dim, n_outputs=n_outputs, n_patches=n_patches, **options)
-    except TypeError as err:
-        raise ValueError(f"head {name!r}: bad options {options}: {err}") from None
+        load_plugins()
+    if name not in HEADS:
+        raise ValueError(
+            f"unknown head {name!r}; registered: {', '.join(sorted(HEADS))} "
+            f"(plugins: the {PLUGIN_GROUP!r} entry-point group, or --plugin MODULE)"
+        )
+    return HEADS[name]
 
 
-@register_head("aura")
-def aura(task: str, in_dim: int, n_outputs: int, n_patches: int = 0, **options: Any) -> AuraHead:
-    """AURA archetype head (heads/aura.py); options are AuraConfig fields."""
-    return AuraHead(AuraConfig(task=task, in_dim=in_dim, n_outputs=n_outputs, **options), n_patches)
+def list_heads() -> list[str]:
+    return sorted(HEADS)
 
 
-@register_head("linear")
-def linear(task: str, in_dim: int, n_outputs: int, n_patches: int = 0) -> nn.Module:
-    """Linear probe on the same features and losses."""
-    return linear_probe(task, in_dim, n_outputs)
-
-
-@register_head("mlp")
-def two_layer(
-    task: str, in_dim: int, n_outputs: int, n_patches: int = 0, hidden: int = 256, dropout: float = 0.2
-) -> nn.Module:
-    """Two-layer MLP on the same features and losses."""
-    return mlp(task, in_dim, n_outputs, hidden, dropout)
+def create_head(name: str, task: str, in_dim: int, n_outputs: int, n_patches: int = 0, **options: Any) -> Head:
+    """Build head ``name`` for ``task`` on ``in_dim``-wide inputs (``n_patches`` tokens when patched)."""
+    entry = get_head(name)
+    get_task(task)
+    if task not in entry.tasks:
+        raise ValueError(f"head {name!r} serves tasks {', '.join(entry.tasks)}, not {task!r}")
+    config = entry.make_config(task, in_dim, n_outputs, options)
+    if "patch" not in entry.inputs:
+        if n_patches:
+            raise ValueError(f"head {name!r} reads {', '.join(entry.inputs)} features, not patch tokens")
+        return entry.build(task=task, in_dim=in_dim, n_outputs=n_outputs, config=config)
+    return entry.build(task=task, in_dim=in_dim, n_outputs=n_outputs, config=config, n_patches=n_patches)

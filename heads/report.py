@@ -29,17 +29,8 @@ import torch
 
 from heads.aura import AuraHead
 from heads.data import TaskData
+from heads.tasks import Task, get_task
 
-# Score bins of the Table-3 layout: VA values in [−1, 1]; AU probabilities in [0, 1].
-VA_BINS = (-1.0, -0.5, 0.0, 0.5, 1.0)
-AU_BINS = (0.0, 0.25, 0.5, 0.75, 1.0)
-# The audit lists a sample whose label contradicts its archetype where the archetype is trustworthy:
-# (expressions, AUs) at least this share of the training samples it decides carry the archetype's
-# class / AU state (φ's softmax on unit-norm archetypes is too flat to serve as the confidence);
-AUDIT_AGREEMENT = 0.8
-AUDIT_MIN_MEMBERS = 5
-# (VA) the label is at least this far from the archetype's score on the [−1, 1] scale.
-AUDIT_VA_GAP = 1.0
 MAX_SHEET_ROWS = 30
 REPORT_FILES = ("report.md", "archetypes.json", "audit.csv", "map.png")
 
@@ -49,8 +40,8 @@ class Branch:
     name: str
     kept: np.ndarray  # indices of the kept archetypes
     usage: np.ndarray  # usage ratio on the training split, per kept archetype
-    label: np.ndarray  # class index (fer) or score (va: value in [−1, 1]; au: probability)
-    confidence: np.ndarray  # fer: softmax confidence; va/au: distance of the score from undecided
+    label: np.ndarray  # what it says (Task.reading): a class index, or a score (VA value, AU probability)
+    confidence: np.ndarray  # how decided that is (softmax confidence; a score's distance from undecided)
     members: np.ndarray  # training samples it decides
     agreement: np.ndarray  # share of them whose label agrees with it (VA: 1 − mean |gap| / 2)
     nearest: np.ndarray  # (kept, n) training rows, most similar first
@@ -59,8 +50,8 @@ class Branch:
     archetypes: np.ndarray  # (kept, d)
 
 
-def branch_names(task: str, labels: list[str]) -> list[str]:
-    return ["expression"] if task == "fer" else ["valence", "arousal"] if task == "va" else list(labels)
+def branch_names(task: Task | str, labels: list[str]) -> list[str]:
+    return ["expression"] if get_task(task).categorical else list(labels)
 
 
 @torch.no_grad()
@@ -70,7 +61,8 @@ def _embed(model: AuraHead, x: torch.Tensor, batch_size: int = 4096) -> torch.Te
 
 
 @torch.no_grad()
-def analyse(model: AuraHead, data: TaskData, task: str, n_nearest: int = 8) -> list[Branch]:
+def analyse(model: AuraHead, data: TaskData, task: Task | str, n_nearest: int = 8) -> list[Branch]:
+    task = get_task(task)
     embedded = _embed(model, data.x["train"])
     rows = data.rows["train"]
     stack = model.branches
@@ -84,16 +76,7 @@ def analyse(model: AuraHead, data: TaskData, task: str, n_nearest: int = 8) -> l
         assigned = sims.argmax(-1).numpy()
         members = np.bincount(assigned, minlength=kept.numel())
         usage = members / f_hat.shape[0]
-        out = all_outputs[j][kept]
-        if task == "fer":
-            probs = torch.softmax(out, dim=-1)
-            confidence, label = probs.max(-1)
-            label = label.float()
-        elif task == "va":
-            label, confidence = out, out.abs()
-        else:
-            label = torch.sigmoid(out)
-            confidence = (label - 0.5).abs() * 2
+        label, confidence = task.reading(all_outputs[j][kept])
         top = sims.T.topk(min(n_nearest, f_hat.shape[0]), dim=-1)
         agreement = _agreement(task, label.numpy(), assigned, data.y["train"].numpy(), j)
         branches.append(
@@ -114,45 +97,23 @@ def analyse(model: AuraHead, data: TaskData, task: str, n_nearest: int = 8) -> l
     return branches
 
 
-def _agreement(task: str, label: np.ndarray, assigned: np.ndarray, y: np.ndarray, j: int) -> np.ndarray:
+def _agreement(task: Task, label: np.ndarray, assigned: np.ndarray, y: np.ndarray, j: int) -> np.ndarray:
     """Per kept archetype: how far the training labels it decides agree with what it says."""
     out = np.full(label.shape[0], np.nan)
+    branch_y = task.of_branch(y, j)
     for k in range(label.shape[0]):
-        mine = assigned == k
-        if task == "fer":
-            values = y[mine] == label[k]
-        elif task == "au":
-            labelled = y[mine, j]
-            values = (labelled[labelled >= 0] == 1) == (label[k] >= 0.5)
-        else:
-            values = 1 - np.abs(y[mine, j] - label[k]) / 2
+        values = task.agrees(float(label[k]), branch_y[assigned == k])
         if values.size:
             out[k] = float(np.mean(values))
     return out
 
 
-def label_text(task: str, value: float, labels: list[str]) -> str:
-    return labels[int(value)] if task == "fer" else f"{value:+.2f}" if task == "va" else f"p={value:.2f}"
-
-
-def table3(task: str, branches: list[Branch], labels: list[str]) -> list[dict[str, Any]]:
-    """Archetypes per class (expressions) or per score bin (VA, AU) with their usage range."""
+def table3(task: Task | str, branches: list[Branch], labels: list[str]) -> list[dict[str, Any]]:
+    """Archetypes per class or per score bin (the task's groups) with their usage range."""
+    task = get_task(task)
     out = []
     for b in branches:
-        if task == "fer":
-            groups = [(labels[c], b.label == c) for c in range(len(labels))]
-        else:
-            edges = VA_BINS if task == "va" else AU_BINS
-            groups = []
-            for lo, hi in zip(edges[:-1], edges[1:]):
-                last = hi == edges[-1]
-                groups.append(
-                    (
-                        f"[{lo:g}, {hi:g}{']' if last else ')'}",
-                        (b.label >= lo) & ((b.label <= hi) if last else (b.label < hi)),
-                    )
-                )
-        for bin_name, mask in groups:
+        for bin_name, mask in task.groups(b.label, labels):
             used = b.usage[mask]
             out.append(
                 {
@@ -169,9 +130,10 @@ def table3(task: str, branches: list[Branch], labels: list[str]) -> list[dict[st
 
 @torch.no_grad()
 def audit(
-    model: AuraHead, data: TaskData, task: str, branches: list[Branch], paths: np.ndarray
+    model: AuraHead, data: TaskData, task: Task | str, branches: list[Branch], paths: np.ndarray
 ) -> list[dict[str, Any]]:
     """Every labelled sample (all splits) whose label contradicts a trustworthy deciding archetype."""
+    task = get_task(task)
     entries = []
     for split in ("train", "val", "test"):
         y, rows = data.y[split].numpy(), data.rows[split]
@@ -179,15 +141,11 @@ def audit(
         index = index.numpy()
         for j, b in enumerate(branches):
             position = {int(a): k for k, a in enumerate(b.kept)}
+            branch_y = task.of_branch(y, j)
             for i in range(rows.size):
                 k = position[int(index[i, j])]
-                says, label = b.label[k], (y[i] if task == "fer" else y[i, j])
-                if task == "va":
-                    flagged, strength = abs(label - says) >= AUDIT_VA_GAP, abs(label - says)
-                else:
-                    trusted = b.agreement[k] >= AUDIT_AGREEMENT and b.members[k] >= AUDIT_MIN_MEMBERS
-                    disagrees = label != says if task == "fer" else label >= 0 and (label == 1) != (says >= 0.5)
-                    flagged, strength = trusted and disagrees, b.agreement[k]
+                says, label = float(b.label[k]), branch_y[i]
+                flagged, strength = task.contradicts(says, label, b.agreement[k], b.members[k])
                 if flagged:
                     entries.append(
                         _entry(
@@ -196,8 +154,8 @@ def audit(
                             paths,
                             b.name,
                             b.kept[k],
-                            label_text(task, float(label), data.label_names) if task != "au" else str(int(label)),
-                            label_text(task, float(says), data.label_names),
+                            task.label_text(label, data.label_names),
+                            task.text(says, data.label_names),
                             strength,
                         )
                     )
@@ -223,7 +181,7 @@ def sheet_order(branch: Branch) -> np.ndarray:
     return np.lexsort((-branch.usage, branch.label))[:MAX_SHEET_ROWS]
 
 
-def nearest_sheet(task: str, branch: Branch, labels: list[str], pictures: dict, size: int = 64) -> bytes:
+def nearest_sheet(task: Task, branch: Branch, labels: list[str], pictures: dict, size: int = 64) -> bytes:
     """PNG: one line per kept archetype (by class / score, then usage), its nearest training samples;
     ``pictures`` maps a training row to its ``size`` × ``size`` PIL thumbnail."""
     from PIL import Image, ImageDraw
@@ -235,7 +193,7 @@ def nearest_sheet(task: str, branch: Branch, labels: list[str], pictures: dict, 
     draw = ImageDraw.Draw(sheet)
     for line, k in enumerate(order):
         y = pad + line * (size + pad)
-        label = label_text(task, float(branch.label[k]), labels)
+        label = task.text(float(branch.label[k]), labels)
         draw.text((4, y + 4), f"#{branch.kept[k]}  {label}", fill="black")
         draw.text((4, y + 22), f"usage {100 * branch.usage[k]:.1f} %", fill="black")
         draw.text((4, y + 40), f"agreement {branch.agreement[k]:.2f}", fill="black")
@@ -256,7 +214,7 @@ def _reduce(points: np.ndarray, seed: int) -> tuple[np.ndarray, str]:
     return umap.UMAP(n_components=2, random_state=seed).fit_transform(points), "UMAP"
 
 
-def feature_map(task: str, branches: list[Branch], data: TaskData, seed: int = 0) -> tuple[bytes, str]:
+def feature_map(task: Task, branches: list[Branch], data: TaskData, seed: int = 0) -> tuple[bytes, str]:
     """PNG: per branch, training features and kept archetypes (star size ∝ usage) in 2-D."""
     import matplotlib
 
@@ -272,16 +230,11 @@ def feature_map(task: str, branches: list[Branch], data: TaskData, seed: int = 0
     for j, (ax, b) in enumerate(zip(axes.ravel(), shown)):
         xy, method = _reduce(np.concatenate([b.train_embedding, b.archetypes]), seed)
         feats, arcs = xy[: len(b.train_embedding)], xy[len(b.train_embedding) :]
-        if task == "fer":
-            colour, cmap = y, "tab10"
-        elif task == "va":
-            colour, cmap = y[:, j], "coolwarm"
-        else:
-            colour, cmap = y[:, j], "coolwarm"
-        points = ax.scatter(feats[:, 0], feats[:, 1], c=colour, cmap=cmap, s=6, alpha=0.5, linewidths=0)
+        colour = task.of_branch(y, j)
+        points = ax.scatter(feats[:, 0], feats[:, 1], c=colour, cmap=task.colormap(), s=6, alpha=0.5, linewidths=0)
         ax.scatter(arcs[:, 0], arcs[:, 1], s=80 + 2000 * b.usage, marker="*", c="black", edgecolors="white")
         ax.set_title(f"{b.name}: {len(b.kept)} archetypes ({method})")
-        if task == "fer":
+        if task.categorical:
             handles = [
                 plt.Line2D([], [], marker="o", ls="", color=points.cmap(points.norm(c)), label=data.label_names[c])
                 for c in np.unique(y)
@@ -298,12 +251,12 @@ def feature_map(task: str, branches: list[Branch], data: TaskData, seed: int = 0
 
 # -- the report ----------------------------------------------------------------------------------------
 def markdown(
-    head_path: str, task: str, table: list[dict], audit_rows: list[dict], branches: list[Branch], method: str
+    head_path: str, task: Task, table: list[dict], audit_rows: list[dict], branches: list[Branch], method: str
 ) -> str:
     lines = [
         f"# archetype report: `{head_path}`",
         "",
-        "## Archetypes per " + ("class" if task == "fer" else "score bin"),
+        "## Archetypes per " + ("class" if task.categorical else "score bin"),
         "",
     ]
     lines += ["| branch | class / bin | archetypes | usage range | total usage |", "|---|---|---|---|---|"]
@@ -333,7 +286,7 @@ def report_files(
     head_path: str,
     model: AuraHead,
     data: TaskData,
-    task: str,
+    task: Task,
     paths: np.ndarray,
     pictures: dict,
     n_nearest: int,
@@ -350,7 +303,7 @@ def report_files(
     sheets = {f"nearest-{b.name}.png": nearest_sheet(task, b, data.label_names, pictures, thumb_size) for b in branches}
     archetypes = {
         "head": head_path,
-        "task": task,
+        "task": task.name,
         "labels": data.label_names,
         "n_train": int(data.rows["train"].size),
         "branches": [
@@ -361,7 +314,7 @@ def report_files(
                     {
                         "index": int(b.kept[k]),
                         "usage": float(b.usage[k]),
-                        "label": label_text(task, float(b.label[k]), data.label_names),
+                        "label": task.text(float(b.label[k]), data.label_names),
                         "confidence": float(b.confidence[k]),
                         "members": int(b.members[k]),
                         "agreement": None if np.isnan(b.agreement[k]) else float(b.agreement[k]),

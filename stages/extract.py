@@ -59,7 +59,9 @@ def write_source(store: FeatureStore, manifest: Manifest) -> tuple[StepGroup, st
             if values.dtype.kind in "USO":
                 arrays[name] = ArraySpec(values.shape[1:], str, "")
             else:
-                arrays[name] = ArraySpec(values.shape[1:], values.dtype, np.nan if values.dtype.kind == "f" else -1)
+                arrays[name] = ArraySpec(
+                    values.shape[1:], values.dtype, np.nan if np.issubdtype(values.dtype, np.floating) else -1
+                )
         spec = StepSpec("source", SOURCE_STEP_VERSION, {"layout": manifest.source, "options": manifest.options})
         group = store.create_step(
             path,

@@ -16,28 +16,7 @@ import torch
 
 from featurestore import GroupReader, SampleStatus
 from heads.data import TaskData
-
-
-def _labels(task: str, source: GroupReader, expressions: list[int] | None) -> tuple[np.ndarray, np.ndarray, list[str]]:
-    """(labels, labelled mask, names) for ``task``; ``expressions`` picks canonical classes (a view)."""
-    if task == "fer":
-        names = source.meta["expressions"]
-        raw = source.numpy("expression").astype(np.int64)
-        classes = expressions if expressions is not None else sorted(int(c) for c in np.unique(raw[raw >= 0]))
-        remap = np.full(len(names), -1, np.int64)
-        remap[classes] = np.arange(len(classes))
-        y = np.where(raw >= 0, remap[np.clip(raw, 0, None)], -1)
-        return y, y >= 0, [names[c] for c in classes]
-    if task == "va":
-        y = source.numpy("va").astype(np.float32)
-        return y, np.isfinite(y).all(1), ["valence", "arousal"]
-    if "au" not in source.names():
-        raise ValueError(f"{source.path} has no AU labels")
-    # groups written before the canonical AU space stored only the dataset's own columns
-    annotated = source.meta.get("au_annotated", source.meta["au_names"])
-    columns = [source.meta["au_names"].index(a) for a in annotated]
-    y = source.numpy("au")[:, columns].astype(np.int64)
-    return y, (y >= 0).any(1), list(annotated)
+from heads.tasks import Task, get_task
 
 
 def _subject_slice(rows: np.ndarray, subjects: np.ndarray, fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
@@ -52,14 +31,16 @@ def _subject_slice(rows: np.ndarray, subjects: np.ndarray, fraction: float, seed
 def task_data(
     features: GroupReader,
     source: GroupReader,
-    task: str,
+    task: Task | str,
     array: str = "global",
     expressions: list[int] | None = None,
     test_fold: int = 1,
     val_fraction: float = 0.15,
     seed: int = 0,
 ) -> TaskData:
-    y, labelled, names = _labels(task, source, expressions)
+    task = get_task(task)
+    labels = task.labels(source, expressions)
+    y, labelled, names = labels.y, labels.labelled, labels.names
     usable = np.flatnonzero(labelled & (features.status() == SampleStatus.OK))
     subjects = source.numpy("subject")
     # samples without a subject id are their own unit (RAF-DB, AffectNet)
@@ -85,14 +66,16 @@ def task_data(
         train, val = _subject_slice(rest, subjects, val_fraction, seed + 1)
         protocol = "no official split: subject-exclusive 20 % test, then val from the rest"
     if min(train.size, val.size, test.size) == 0:
-        raise ValueError(f"{task} on {source.path}: empty split (train {train.size}, val {val.size}, test {test.size})")
+        raise ValueError(
+            f"{task.name} on {source.path}: empty split (train {train.size}, val {val.size}, test {test.size})"
+        )
     values = features.numpy(array).astype(np.float32)
     splits = {"train": train, "val": val, "test": test}
     return TaskData(
         x={k: torch.from_numpy(values[r]) for k, r in splits.items()},
         y={k: torch.from_numpy(y[r]) for k, r in splits.items()},
         rows=splits,
-        n_outputs=len(names) if task != "va" else 2,
+        n_outputs=len(names),
         label_names=names,
         protocol=protocol,
     )

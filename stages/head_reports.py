@@ -7,8 +7,8 @@ import json
 from typing import Any
 
 from featurestore import FeatureStore
-from heads.aura import AuraHead
 from heads.report import analyse, report_files, sheet_rows
+from heads.tasks import get_task
 from stages.head_steps import head_data, load_head
 from stages.thumbnails import thumbnails, to_image
 
@@ -17,9 +17,9 @@ def write_report(store: FeatureStore, head_path: str, n_nearest: int = 8, thumb_
     """Build every report file of an archetype head beside its checkpoint; returns the summary."""
     params, source, data = head_data(store, head_path)
     model, config = load_head(store, head_path)
-    if not isinstance(model, AuraHead):
+    if not model.uses_archetypes:
         raise ValueError(f"{head_path} is a {config['head']} head: the report needs an archetype head (aura)")
-    task = params["task"]
+    task = get_task(params["task"])
     branches = analyse(model, data, task, n_nearest)
     rows = sheet_rows(branches)  # decoded once: AU branches share most of their nearest samples
     pictures = {row: to_image(pixels, thumb_size) for row, pixels in thumbnails(source, rows, thumb_size).items()}

@@ -17,14 +17,14 @@ import torch
 
 from featurestore import ArraySpec, FeatureStore, GroupReader, StepGroup, StepSpec, step_key
 from heads.data import TaskData
-from heads.registry import create_head
+from heads.registry import create_head, get_head
 from heads.trainer import TrainConfig, evaluate, fit, predict, seed_everything
 from stages.head_data import task_data
 
 HEAD_STEP = "train-head"
-# 2: inputs standardised (InputNorm buffers); 3: initial weights seeded; 4: AURA branches stacked;
-# 5: the contextualiser's CLS tokens stored first (a different initial state)
-HEAD_STEP_VERSION = 5
+# The step's version is the head's own (``@register_head(version=…)``). They start at 5, the shared
+# version before heads had their own: 2 inputs standardised, 3 initial weights seeded, 4 AURA's
+# branches stacked, 5 its contextualiser's CLS tokens stored first.
 
 
 def head_spec(
@@ -40,7 +40,7 @@ def head_spec(
     knobs = {k: v for k, v in asdict(train).items() if k not in ("device", "progress")}
     return StepSpec(
         HEAD_STEP,
-        HEAD_STEP_VERSION,
+        get_head(head).version,
         {
             "head": head,
             "task": task,
@@ -59,6 +59,11 @@ def head_step_path(store: FeatureStore, features_path: str, spec: StepSpec) -> t
     source = GroupReader.open(store, features.meta["source_path"])
     key = step_key(spec, [features.step.key, source.step.key])
     return store.heads_path(features.meta["dataset"], spec.params["head"], spec.params["task"], key), key
+
+
+def uses_archetypes(head_meta: dict[str, Any]) -> bool:
+    """Whether a head step's head has a codebook (reports, predict's deciding archetypes)."""
+    return head_meta.get("uses_archetypes", head_meta["head"] == "aura")  # groups written before it was recorded
 
 
 def stored_metrics(store: FeatureStore, path: str) -> dict[str, Any] | None:
@@ -92,10 +97,11 @@ def train_head(
         data = task_data(features, source, task, array, expressions, test_fold, seed=train.seed)
         x_train = data.x["train"]
         n_patches = x_train.shape[1] if x_train.ndim == 3 else 0
-        if n_patches and options.get("input", "global") != "patch":
-            raise ValueError(f"{array} holds patch tokens: use head option input=patch")
         seed_everything(train.seed)  # the initial weights too: a key always gives the same head
-        model = create_head(head, task, int(x_train.shape[-1]), data.n_outputs, n_patches, **options)
+        try:
+            model = create_head(head, task, int(x_train.shape[-1]), data.n_outputs, n_patches, **options)
+        except ValueError as err:
+            raise ValueError(f"{head} on {features_path} [{array}]: {err}") from None
         result = fit(model, task, (x_train, data.y["train"]), (data.x["val"], data.y["val"]), data.n_outputs, train)
         outputs = predict(model, data.x["test"])
         test = evaluate(task, outputs, data.y["test"].numpy(), data.n_outputs, data.label_names)
@@ -131,6 +137,7 @@ def train_head(
                 "head": head,
                 "task": task,
                 "labels": data.label_names,
+                "uses_archetypes": model.uses_archetypes,  # it has a codebook: reports, predict's archetypes
             },
         )
         group.group["outputs"][:] = outputs

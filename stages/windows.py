@@ -144,8 +144,10 @@ def compute_windows(
         arrays = {
             k: ArraySpec(
                 v.shape[1:],
-                str if v.dtype.kind == "U" else v.dtype,
-                "" if v.dtype.kind == "U" else (np.nan if v.dtype.kind == "f" else -1 if k == "expression" else 0),
+                str if np.issubdtype(v.dtype, np.str_) else v.dtype,
+                ""
+                if np.issubdtype(v.dtype, np.str_)
+                else (np.nan if np.issubdtype(v.dtype, np.floating) else -1 if k == "expression" else 0),
             )
             for k, v in table.items()
         }

@@ -80,8 +80,8 @@ def parse_affwild2(
         raise SourceError(f"affwild2: unknown task(s) {unknown}; choose from {sorted(ABAW_TASKS)}")
     rows: dict[tuple[str, int], dict] = {}
     label_files = []
-    for task in wanted:
-        folder, header = ABAW_TASKS[task]
+    for challenge in wanted:
+        folder, header = ABAW_TASKS[challenge]
         for split_dir, split in ABAW_SPLITS.items():
             directory = root / annotations / folder / split_dir
             for path in sorted(directory.glob("*.txt")) if directory.is_dir() else []:
@@ -89,10 +89,10 @@ def parse_affwild2(
                 video = path.stem
                 for i, values in enumerate(_abaw_file(path, header), 1):
                     row = rows.setdefault((video, i), {"split": {}})
-                    row["split"][task] = split
-                    if task == "va":
+                    row["split"][challenge] = split
+                    if challenge == "va":
                         row["va"] = tuple(math.nan if v == -5 else v for v in values)
-                    elif task == "expr":
+                    elif challenge == "expr":
                         code = int(values[0])
                         if code != -1 and code not in ABAW_EXPR_TO_CANONICAL:
                             raise SourceError(f"{path}:{i + 1}: expression {code} outside -1..7")

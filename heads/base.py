@@ -1,0 +1,38 @@
+"""The contract every head follows: what the trainer, the head step and the reports call."""
+
+from __future__ import annotations
+
+from abc import abstractmethod
+from typing import ClassVar
+
+import torch
+from torch import nn
+
+from heads.tasks import Task
+
+
+class Head(nn.Module):
+    """A torch head for one task. Archetype heads (``uses_archetypes``) re-initialise rarely used
+    archetypes after each warm-up epoch and prune their codebook once training ends; the trainer
+    never picks a warm-up epoch as the best one for them."""
+
+    task: Task
+    uses_archetypes: ClassVar[bool] = False
+
+    @abstractmethod
+    def losses(
+        self, x: torch.Tensor, target: torch.Tensor, class_weights: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, dict[str, float]]:
+        """(total loss to minimise, its named parts as floats)."""
+
+    @abstractmethod
+    def predict(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """(outputs (B, n_outputs) in the task's raw form, the deciding archetype per output space or None)."""
+
+    def reset_unused(self, x: torch.Tensor) -> int:
+        """Warm-up: re-initialise rarely used archetypes from ``x``; returns how many."""
+        return 0
+
+    def prune(self, x: torch.Tensor) -> list[int] | None:
+        """After training: keep the archetypes ``x`` uses; K_stable per output space (None: no codebook)."""
+        return None
