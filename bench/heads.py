@@ -30,7 +30,7 @@ TRAIN = {"batch_size": 512, "lr": 1e-3, "warmup_epochs": 3, "patience": 5, "epoc
 
 def write_cached_features(store, n: int, dim: int, seed: int = 0) -> str:
     """A source and a complete float16 feature group of ``n`` synthetic samples; returns its path."""
-    from featurestore import ArraySpec, StepSpec, step_key
+    from featurestore import Step, StepOutput, StepSpec, step_key
     from stages.extract import write_source
     from stages.sources.base import Manifest
     from stages.sources.labels import AU_NAMES
@@ -81,24 +81,12 @@ def write_cached_features(store, n: int, dim: int, seed: int = 0) -> str:
     )
     source, _ = write_source(store, manifest)
     spec = StepSpec("extract", 1, {"encoder": "synthetic-clip-like", **options})
-    key = step_key(spec, [source.key])
-    path = store.feature_path("bench-heads", "synthetic-clip-like", key)
-    group = store.create_step(
-        path,
-        kind="features",
-        spec=spec,
-        key=key,
-        inputs=[source.key],
-        n_samples=n,
-        arrays={"global": ArraySpec((dim,), np.float16, np.nan), "status": ArraySpec((), np.int8, 0)},
-        extra_meta={"dataset": "bench-heads", "encoder": "synthetic-clip-like", "source_path": source.group.path},
+    step = Step("features", spec, (source.key,), "features", ("bench-heads", "synthetic-clip-like"))
+    meta = {"dataset": "bench-heads", "encoder": "synthetic-clip-like", "source_path": source.path}
+    group, _ = store.run_step(
+        step, lambda: StepOutput({"global": x.astype(np.float16), "status": np.zeros(n, np.int8)}, meta)
     )
-    group.group["global"][:] = x.astype(np.float16)
-    group.group["status"][:] = 0
-    for chunk in range(group.n_chunks):
-        group.mark_chunk_done(chunk)
-    group.mark_complete()
-    return path
+    return group.path
 
 
 def inference_rate(store, head_path: str, features_path: str, device: str | None, repeat: int = 3) -> float:
@@ -145,7 +133,7 @@ def run(n: int, dim: int, device: str | None) -> dict:
                 "best_epoch": metrics["best_epoch"],
                 "k_stable": metrics["k_stable"],
                 "test_" + get_task(task).headline: round(metrics["test"][get_task(task).headline], 4),
-                "infer_samples_per_s": round(inference_rate(store, group.group.path, features, device)),
+                "infer_samples_per_s": round(inference_rate(store, group.path, features, device)),
             }
             print(task, result[f"aura_{task}"], flush=True)
         return result

@@ -4,6 +4,7 @@ from featurestore.completion import StepGroup
 from featurestore.keys import StepSpec, UnhashableSpecError, canonical_json, step_key
 from featurestore.readers import GroupReader, IncompleteGroupError
 from featurestore.status import SampleStatus
+from featurestore.steps import Step, StepOutput
 from featurestore.store import ArraySpec, FeatureStore, StoreError
 
 __all__ = [
@@ -13,6 +14,8 @@ __all__ = [
     "IncompleteGroupError",
     "SampleStatus",
     "StepGroup",
+    "Step",
+    "StepOutput",
     "StepSpec",
     "StoreError",
     "UnhashableSpecError",

@@ -28,6 +28,10 @@ class StepGroup:
         return dict(self.group.attrs[META])
 
     @property
+    def path(self) -> str:
+        return self.group.path
+
+    @property
     def key(self) -> str:
         return self.meta["key"]
 
@@ -67,7 +71,7 @@ class StepGroup:
     def mark_complete(self) -> None:
         undone = self.undone_chunks()
         if undone:
-            raise RuntimeError(f"cannot mark {self.group.path} complete: chunks {undone[:10]} not done")
+            raise RuntimeError(f"cannot mark {self.path} complete: chunks {undone[:10]} not done")
         meta = self.meta
         meta["complete"] = True
         self.group.attrs[META] = meta

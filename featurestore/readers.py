@@ -19,8 +19,7 @@ class GroupReader:
     def __init__(self, step: StepGroup, allow_incomplete: bool = False):
         if not step.is_complete and not allow_incomplete:
             raise IncompleteGroupError(
-                f"{step.group.path} is not complete ({len(step.undone_chunks())} chunks missing); "
-                "rerun the step to finish it"
+                f"{step.path} is not complete ({len(step.undone_chunks())} chunks missing); rerun the step to finish it"
             )
         self.step = step
 
@@ -37,11 +36,14 @@ class GroupReader:
 
     @property
     def path(self) -> str:
-        return self.step.group.path
+        return self.step.path
 
     def names(self) -> list[str]:
         with files_beside_arrays():
             return sorted(n for n in self.step.group.array_keys() if n != DONE)
+
+    def shape(self, name: str) -> tuple[int, ...]:
+        return tuple(self.step.group[name].shape)
 
     def numpy(self, name: str, rows: slice | np.ndarray | None = None) -> np.ndarray:
         array = self.step.group[name]

@@ -1,6 +1,7 @@
 """The feature store: a Zarr v3 hierarchy at a local path or any fsspec URL.
 
-Layout (every group describes itself in its ``affectflow`` attribute: step spec, key, inputs)::
+Layout (every group describes itself in its ``affectflow`` attribute: step spec, key, inputs; each
+path is a :class:`featurestore.steps.Step`'s)::
 
     sources/<dataset>/<manifest-key>/            samples table + canonical labels
     features/<dataset>/<encoder>/<step-key>/     encoder outputs, status, done mask
@@ -30,6 +31,7 @@ from featurestore.completion import DONE, META, StepGroup
 from featurestore.keys import StepSpec
 from featurestore.locks import step_lock
 from featurestore.status import status_names
+from featurestore.steps import Step, StepOutput
 
 STORE_FORMAT = 1
 # Chunks of a few MB: big enough for throughput on object stores, small enough to resume cheaply.
@@ -80,6 +82,18 @@ class ArraySpec:
     fill_value: Any = 0
 
 
+def array_spec(values: np.ndarray) -> ArraySpec:
+    """How a computed per-sample array is stored: text as strings, floats missing as NaN, other
+    numbers as −1 (the canonical "missing" of labels), flags as False."""
+    if values.dtype.kind in "USO":
+        return ArraySpec(values.shape[1:], str, "")
+    if np.issubdtype(values.dtype, np.floating):
+        return ArraySpec(values.shape[1:], values.dtype, np.nan)
+    if values.dtype == bool:
+        return ArraySpec(values.shape[1:], bool, False)
+    return ArraySpec(values.shape[1:], values.dtype, -1)
+
+
 def _open_root(zstore: zarr.abc.store.Store) -> zarr.Group:
     """The store's root group, created on first use. Two first runs on a new store race to create
     it; the one that loses opens the winner's (``mode="a"`` raises rather than opening it)."""
@@ -108,30 +122,6 @@ class FeatureStore:
                 f"cannot open the feature store at {self.url!r} for writing ({err}); "
                 "pass --store with a writable directory or bucket URL"
             ) from err
-
-    # -- locations --------------------------------------------------------------------------
-    @staticmethod
-    def source_path(dataset: str, key: str) -> str:
-        return f"sources/{safe_name(dataset, 'dataset name')}/{key}"
-
-    @staticmethod
-    def feature_path(dataset: str, encoder: str, key: str) -> str:
-        return f"features/{safe_name(dataset, 'dataset name')}/{safe_name(encoder, 'encoder name')}/{key}"
-
-    @staticmethod
-    def lexicon_path(name: str, encoder: str, key: str) -> str:
-        return f"lexicon/{safe_name(name, 'lexicon name')}/{safe_name(encoder, 'encoder name')}/{key}"
-
-    @staticmethod
-    def windows_path(dataset: str, encoder: str, window: str, key: str) -> str:
-        return (
-            f"windows/{safe_name(dataset, 'dataset name')}/{safe_name(encoder, 'encoder name')}/"
-            f"{safe_name(window, 'window label')}/{key}"
-        )
-
-    @staticmethod
-    def heads_path(dataset: str, head: str, task: str, key: str) -> str:
-        return f"heads/{safe_name(dataset, 'dataset name')}/{safe_name(head, 'head name')}-{task}/{key}"
 
     # -- files beside a group's arrays (checkpoints, reports): bytes, never pickles --------------
     def put_file(self, group_path: str, name: str, data: bytes) -> None:
@@ -201,6 +191,78 @@ class FeatureStore:
             **(extra_meta or {}),
         }
         return StepGroup(group)
+
+    # -- the one step routine -------------------------------------------------------------------
+    def is_complete(self, step: Step) -> bool:
+        group = self.open_step(step.path)
+        return group is not None and group.key == step.key and group.is_complete
+
+    def run_step(self, step: Step, compute) -> tuple[StepGroup, str]:
+        """Run a whole step once: under its lock, skip it when complete, else ``compute()`` → a
+        :class:`StepOutput` written as one chunk (+ files) and marked complete. Returns
+        (group, "skipped" | "new")."""
+        with self.lock(step.key):
+            existing = self.open_step(step.path)
+            if existing is not None and existing.key == step.key and existing.is_complete:
+                return existing, "skipped"
+            output: StepOutput = compute()
+            n = output.n_samples
+            group = self.create_step(
+                step.path,
+                kind=step.kind,
+                spec=step.spec,
+                key=step.key,
+                inputs=list(step.inputs),
+                n_samples=n,
+                arrays={name: array_spec(np.asarray(v)) for name, v in output.arrays.items()},
+                chunk_size=max(n, 1),
+                extra_meta=output.meta,
+            )
+            for name, values in output.arrays.items():
+                values = np.asarray(values)
+                group.write(name, values.astype(str) if values.dtype.kind in "USO" else values)
+            for name, payload in output.files.items():
+                self.put_file(step.path, name, payload)
+            for chunk in range(group.n_chunks):
+                group.mark_chunk_done(chunk)
+            group.mark_complete()
+            return group, "new"
+
+    @contextmanager
+    def chunked_step(
+        self,
+        step: Step,
+        n_samples: int,
+        arrays: dict[str, ArraySpec],
+        chunk_size: int | None = None,
+        meta: dict[str, Any] | None = None,
+    ) -> Iterator[tuple[StepGroup, str, list[int]]]:
+        """Hold the lock of a chunked step while its chunks run: yields (group, "skipped" | "resumed"
+        | "new", chunks still to compute); on leaving, a group whose chunks are all done is marked
+        complete. A chunk is written by one writer and flagged done after its data (``mark_chunk_done``)."""
+        with self.lock(step.key):
+            group = self.open_step(step.path)
+            if group is not None and group.key == step.key and group.is_complete:
+                yield group, "skipped", []
+                return
+            if group is not None and group.key == step.key and len(group.undone_chunks()) < group.n_chunks:
+                state, todo = "resumed", group.undone_chunks()
+            else:
+                group = self.create_step(
+                    step.path,
+                    kind=step.kind,
+                    spec=step.spec,
+                    key=step.key,
+                    inputs=list(step.inputs),
+                    n_samples=n_samples,
+                    arrays=arrays,
+                    chunk_size=chunk_size,
+                    extra_meta=meta,
+                )
+                state, todo = "new", list(range(group.n_chunks))
+            yield group, state, todo
+            if not group.undone_chunks():
+                group.mark_complete()
 
     @contextmanager
     def lock(self, key: str, timeout: float = 3600) -> Iterator[None]:

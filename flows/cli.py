@@ -437,12 +437,10 @@ def ls(store: Annotated[str, typer.Option(help="store directory or URL")] = "./s
     for step in fstore.list_steps():
         reader = GroupReader(step, allow_incomplete=True)
         arrays = ", ".join(
-            f"{n}{list(step.group[n].shape[1:])}"
-            for n in reader.names()
-            if n not in ("status", "status_detail", "path")
+            f"{n}{list(reader.shape(n)[1:])}" for n in reader.names() if n not in ("status", "status_detail", "path")
         )
         table.add_row(
-            step.group.path,
+            step.path,
             step.meta["kind"],
             str(step.n_samples),
             str(step.n_chunks),

@@ -25,7 +25,7 @@ def _latest(fstore: FeatureStore, prefix: str, array: str) -> str:
     groups = [g for g in fstore.list_steps(prefix) if g.is_complete and array in GroupReader(g).names()]
     if not groups:
         raise ValueError(f"no complete group with {array!r} under {prefix} in {fstore.url}: run `affectflow demo`")
-    return groups[-1].group.path
+    return groups[-1].path
 
 
 def demo_heads_plan(fstore: FeatureStore, dataset: str = "generated") -> list[dict[str, Any]]:

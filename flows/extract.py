@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import time
 from contextlib import ExitStack
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any
 
@@ -19,13 +20,22 @@ from prefect.futures import as_completed
 from pydantic import BaseModel, Field
 from tqdm import tqdm
 
-from featurestore import FeatureStore, GroupReader
+from featurestore import FeatureStore, GroupReader, Step
 from flows.runners import chunk_runner
-from stages.encoders import create_encoder, loaded_encoder
-from stages.extract import ChunkReport, FaceCrop, extract_chunk, feature_key, open_feature_group, write_source
-from stages.lexicon import embed_lexicon, lexicon_key
-from stages.sources import build_manifest, get_source
-from stages.windows import WindowSpec, compute_windows, windows_key
+from stages.encoders import Encoder, create_encoder, loaded_encoder
+from stages.extract import (
+    ChunkReport,
+    FaceCrop,
+    extract_chunk,
+    feature_arrays,
+    feature_meta,
+    feature_step,
+    source_step,
+    write_source,
+)
+from stages.lexicon import embed_lexicon, lexicon_step
+from stages.sources import Manifest, build_manifest, get_source
+from stages.windows import WindowSpec, compute_windows, windows_step
 
 MAX_LISTED_FAILURES = 50
 
@@ -50,22 +60,6 @@ class EncoderConfig(BaseModel):
 FACE_ENCODER = "mediapipe-face"
 
 
-def _encoder_plan(encoders: list[EncoderConfig]) -> list[tuple[EncoderConfig, Any]]:
-    """(config, encoder) in run order: the face encoder first when another encoder crops to its boxes
-    (added if it was not asked for: its group is an input of the cropped steps)."""
-    configs = list(encoders)
-    if any(c.face_crop for c in configs):
-        if any(c.name == FACE_ENCODER and c.face_crop for c in configs):
-            raise ValueError(f"{FACE_ENCODER} finds the face boxes; it cannot itself be face-cropped")
-        faces = next((c for c in configs if c.name == FACE_ENCODER), EncoderConfig(name=FACE_ENCODER))
-        configs = [faces] + [c for c in configs if c is not faces]
-    return [(c, create_encoder(c.name, **c.options)) for c in configs]
-
-
-def _face_crop(cfg: EncoderConfig, faces) -> FaceCrop | None:
-    return FaceCrop(cfg.face_crop, faces.key, faces.group.path) if cfg.face_crop else None
-
-
 class LexiconConfig(BaseModel):
     name: str = Field(description="name of the prompt set in the store, e.g. expressions")
     prompts: list[str] = Field(min_length=1, description="the prompts, in order")
@@ -80,13 +74,98 @@ class WindowConfig(BaseModel):
         return WindowSpec(self.length, self.hop, self.au_pool)
 
 
+def _encoder_order(encoders: list[EncoderConfig]) -> list[EncoderConfig]:
+    """Run order: the face encoder first when another encoder crops to its boxes (added if it was
+    not asked for: its group is an input of the cropped steps)."""
+    configs = list(encoders)
+    if any(c.face_crop for c in configs):
+        if any(c.name == FACE_ENCODER and c.face_crop for c in configs):
+            raise ValueError(f"{FACE_ENCODER} finds the face boxes; it cannot itself be face-cropped")
+        faces = next((c for c in configs if c.name == FACE_ENCODER), EncoderConfig(name=FACE_ENCODER))
+        configs = [faces] + [c for c in configs if c is not faces]
+    return configs
+
+
+@dataclass
+class PlannedFeatures:
+    config: EncoderConfig
+    encoder: Encoder
+    step: Step
+    face_crop: FaceCrop | None
+    windows: list[tuple[WindowConfig, Step]]
+
+
+@dataclass
+class PlannedDataset:
+    config: DatasetConfig
+    manifest: Manifest
+    source: Step
+    features: list[PlannedFeatures]
+
+
+@dataclass
+class ExtractionPlan:
+    """Every step of a run, keyed before anything runs: the flow executes it, and a run whose steps
+    are all complete starts no flow at all."""
+
+    datasets: list[PlannedDataset]
+    lexicons: list[tuple[EncoderConfig, Encoder, LexiconConfig, Step]]
+
+    def steps(self) -> list[Step]:
+        out = []
+        for d in self.datasets:
+            out.append(d.source)
+            for f in d.features:
+                out += [f.step] + [w for _, w in f.windows]
+        return out + [step for *_, step in self.lexicons]
+
+
+def plan_extraction(
+    datasets: list[DatasetConfig],
+    encoders: list[EncoderConfig],
+    lexicons: list[LexiconConfig] | None = None,
+    windows: list[WindowConfig] | None = None,
+) -> ExtractionPlan:
+    """Parse and fingerprint each dataset (stat-cached) and key every step from it."""
+    built = [(c, create_encoder(c.name, **c.options)) for c in _encoder_order(encoders)]
+    for _, enc in built:
+        enc.weights_digest()  # fail fast: weights missing or unreadable
+    text_encoders = [(cfg, enc) for cfg, enc in built if enc.has_text_tower]
+    if lexicons and not text_encoders:
+        raise ValueError(
+            f"prompt sets {[x.name for x in lexicons]} need an encoder with a text tower (open_clip); "
+            f"got {[e.name for _, e in built]}"
+        )
+    planned = []
+    for d in datasets:
+        manifest = build_manifest(d.layout, d.root, d.store_name, **d.options)
+        videos = "timestamp" in manifest.labels
+        features, faces = [], None
+        for cfg, enc in built:
+            crop = FaceCrop(cfg.face_crop, faces.key, faces.path) if cfg.face_crop else None
+            step = feature_step(enc, manifest.key, d.store_name, crop)
+            if cfg.name == FACE_ENCODER:
+                faces = step
+            per_window = [
+                (w, windows_step(w.spec(), d.store_name, enc.name, step.key, manifest.key)) for w in windows or []
+            ]
+            features.append(PlannedFeatures(cfg, enc, step, crop, per_window if videos else []))
+        planned.append(PlannedDataset(d, manifest, source_step(manifest), features))
+    lexicon_steps = [
+        (cfg, enc, lex, lexicon_step(enc, lex.prompts, lex.name))
+        for cfg, enc in text_encoders
+        for lex in lexicons or []
+    ]
+    return ExtractionPlan(planned, lexicon_steps)
+
+
 @task(cache_policy=NO_CACHE, task_run_name="windows {window.length}s {features_path}")
 def windows_task(
-    store_url: str, storage_options: dict, features_path: str, source_path: str, dataset: str, window: WindowConfig
+    store_url: str, storage_options: dict, features_path: str, source_path: str, window: WindowConfig
 ) -> dict[str, Any]:
     fstore = FeatureStore(store_url, storage_options)
     group, state = compute_windows(
-        fstore, fstore.open_step(features_path), fstore.open_step(source_path), window.spec(), dataset
+        fstore, fstore.open_step(features_path), fstore.open_step(source_path), window.spec()
     )
     return _windows_row(group, state)
 
@@ -98,24 +177,16 @@ def _windows_row(group, state: str) -> dict[str, Any]:
         "encoder": meta["encoder"],
         "window": meta["window"],
         "key": group.key,
-        "path": group.group.path,
+        "path": group.path,
         "state": state,
         "windows": group.n_samples,
     }
 
 
-@task(cache_policy=NO_CACHE, task_run_name="source {dataset.layout}:{dataset.root}")
-def prepare_source(store_url: str, storage_options: dict, dataset: DatasetConfig) -> dict[str, Any]:
-    store = FeatureStore(store_url, storage_options)
-    manifest = build_manifest(dataset.layout, dataset.root, dataset.store_name, **dataset.options)
-    group, state = write_source(store, manifest)
-    return {
-        "path": group.group.path,
-        "key": group.key,
-        "samples": group.n_samples,
-        "state": state,
-        "counts": manifest.counts(),
-    }
+@task(cache_policy=NO_CACHE, task_run_name="source {manifest.dataset}")
+def prepare_source(store_url: str, storage_options: dict, manifest: Manifest) -> dict[str, Any]:
+    group, state = write_source(FeatureStore(store_url, storage_options), manifest)
+    return {"path": group.path, "key": group.key, "samples": group.n_samples, "state": state}
 
 
 @task(cache_policy=NO_CACHE, task_run_name="lexicon {lexicon.name}/{encoder.name}")
@@ -134,7 +205,7 @@ def _lexicon_row(name: str, group, state: str) -> dict[str, Any]:
         "lexicon": name,
         "encoder": group.meta["encoder"],
         "key": group.key,
-        "path": group.group.path,
+        "path": group.path,
         "state": state,
         "prompts": group.n_samples,
     }
@@ -215,7 +286,7 @@ def _summary_row(
         "dataset": dataset.store_name,
         "encoder": encoder if face_crop is None else f"{encoder} (face crop ×{face_crop:g})",
         "key": group.key,
-        "path": group.group.path,
+        "path": group.path,
         "state": state,
         "chunks": group.n_chunks,
         "chunks_run": len(reports),
@@ -282,75 +353,59 @@ def extract_features(
     fstore = FeatureStore(store, storage_options)
     for d in datasets:
         get_source(d.layout)
-    built = _encoder_plan(encoders)
-    for _, enc in built:
-        enc.weights_digest()
-    lexicons = lexicons or []
-    text_encoders = [(cfg, enc) for cfg, enc in built if enc.has_text_tower]
-    if lexicons and not text_encoders:
-        raise ValueError(
-            f"prompt sets {[x.name for x in lexicons]} need an encoder with a text tower (open_clip); "
-            f"got {[e.name for _, e in built]}"
-        )
-
+    plan = plan_extraction(datasets, encoders, lexicons, windows)
     rows: list[dict[str, Any]] = []
     window_rows: list[dict[str, Any]] = []
     failures: list[tuple] = []
     with ExitStack() as stack:
         runner = None  # started on first need, once per flow run: a LocalCluster is not free
-        for d in datasets:
-            src = prepare_source(store, storage_options, d)
-            source_group = fstore.open_step(src["path"])
+        for d in plan.datasets:
+            src = prepare_source(store, storage_options, d.manifest)
             logger.info(
                 "source %s: %d samples, key %s (%s), %s",
-                d.store_name,
+                d.manifest.dataset,
                 src["samples"],
                 src["key"][:12],
                 src["state"],
-                src["counts"],
+                d.manifest.counts(),
             )
-            faces = None  # this dataset's mediapipe-face group, for the encoders that crop to its boxes
-            for cfg, enc in built:
+            for f in d.features:
                 t0 = time.perf_counter()
                 reports: list[ChunkReport] = []
-                crop = _face_crop(cfg, faces)
-                with fstore.lock(feature_key(enc, source_group.key, crop)):
-                    group, state, todo = open_feature_group(
-                        fstore, d.store_name, source_group, enc, chunk_size, crop, cfg.options
-                    )
+                meta = feature_meta(d.manifest.dataset, f.encoder, src["path"], f.face_crop, f.config.options)
+                arrays = feature_arrays(f.encoder)
+                with fstore.chunked_step(f.step, src["samples"], arrays, chunk_size, meta) as (group, state, todo):
                     logger.info(
-                        "%s × %s: %s, %d of %d chunks to run", d.store_name, enc.name, state, len(todo), group.n_chunks
-                    )
+                        "%s × %s: %s, %d of %d chunks to run", d.manifest.dataset, f.encoder.name, state, len(todo),
+                        group.n_chunks,
+                    )  # fmt: skip
                     if todo:
                         if runner is None:
                             runner = stack.enter_context(chunk_runner(dask_address, dask_workers))
                         chunk_parameters = dict(
                             store_url=store,
                             storage_options=storage_options,
-                            feature_path=group.group.path,
-                            dataset_root=d.root,
-                            encoder_name=cfg.name,
-                            encoder_options=cfg.options,
+                            feature_path=group.path,
+                            dataset_root=d.config.root,
+                            encoder_name=f.config.name,
+                            encoder_options=f.config.options,
                             batch_size=batch_size,
                             decode_workers=decode_workers,
                             device=device,
                         )
-                        reports = _run_chunks(runner, group, todo, chunk_parameters, f"{d.store_name}/{enc.name}")
-                    if not group.is_complete:
-                        group.mark_complete()
-                if cfg.name == FACE_ENCODER:
-                    faces = group
+                        label = f"{d.manifest.dataset}/{f.encoder.name}"
+                        reports = _run_chunks(runner, group, todo, chunk_parameters, label)
                 for r in reports:
                     failures.extend(r.failures)
-                rows.append(_summary_row(d, enc.name, group, state, reports, time.perf_counter() - t0, cfg.face_crop))
-                if "timestamp" in source_group.group.array_keys():
-                    window_rows += [
-                        windows_task(store, storage_options, group.group.path, source_group.group.path, d.store_name, w)
-                        for w in windows or []
-                    ]
-    lexicon_rows = [
-        embed_lexicon_task(store, storage_options, cfg, lex, device) for cfg, _ in text_encoders for lex in lexicons
-    ]
+                rows.append(
+                    _summary_row(
+                        d.config, f.encoder.name, group, state, reports, time.perf_counter() - t0, f.config.face_crop
+                    )
+                )
+                window_rows += [
+                    windows_task(store, storage_options, group.path, src["path"], window) for window, _ in f.windows
+                ]
+    lexicon_rows = [embed_lexicon_task(store, storage_options, cfg, lex, device) for cfg, _, lex, _ in plan.lexicons]
     markdown = _summary_markdown(rows, failures, lexicon_rows, window_rows)
     create_markdown_artifact(markdown=markdown, key="extract-features-summary", description="extract-features run")
     stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S%fZ")
@@ -380,55 +435,22 @@ def extract_features(
 
 
 def completed_steps(
-    datasets: list[DatasetConfig],
-    encoders: list[EncoderConfig],
-    store: str = "./store",
-    storage_options: dict[str, Any] | None = None,
-    lexicons: list[LexiconConfig] | None = None,
-    windows: list[WindowConfig] | None = None,
+    plan: ExtractionPlan, store: str = "./store", storage_options: dict[str, Any] | None = None
 ) -> tuple[list[dict[str, Any]], list[dict[str, Any]], list[dict[str, Any]]] | None:
-    """Summary rows if every dataset × encoder step is already complete in the store, else None.
-
-    The same content check as the flow (manifest from the stat cache, step keys, ``complete``
-    marks) but without Prefect, so a fully-finished rerun costs no flow run: no temporary
-    server, no engine start-up, no heartbeat thread to join.
-    """
+    """Summary rows when every step of ``plan`` is complete in the store, else None: a finished
+    rerun then costs no flow run (no temporary server, no engine start-up)."""
     t0 = time.perf_counter()
     fstore = FeatureStore(store, storage_options or {})
-    built = _encoder_plan(encoders)
-    planned, window_rows = [], []
-    for d in datasets:
-        manifest = build_manifest(d.layout, d.root, d.store_name, **d.options)
-        source = fstore.open_step(fstore.source_path(d.store_name, manifest.key))
-        if source is None or not source.is_complete:
-            return None
-        faces = None
-        for cfg, enc in built:
-            key = feature_key(enc, manifest.key, _face_crop(cfg, faces))
-            group = fstore.open_step(fstore.feature_path(d.store_name, enc.name, key))
-            if group is None or group.key != key or not group.is_complete:
-                return None
-            if cfg.name == FACE_ENCODER:
-                faces = group
-            planned.append((d, enc.name, group, cfg.face_crop))
-            if "timestamp" in source.group.array_keys():
-                for w in windows or []:
-                    spec = w.spec()
-                    wkey = windows_key(spec, key, manifest.key)
-                    wgroup = fstore.open_step(fstore.windows_path(d.store_name, enc.name, spec.label, wkey))
-                    if wgroup is None or not wgroup.is_complete:
-                        return None
-                    window_rows.append(_windows_row(wgroup, "skipped"))
-    lexicon_rows = []
-    for _, enc in built:
-        for lex in (lexicons or []) if enc.has_text_tower else []:
-            key = lexicon_key(enc, lex.prompts)
-            group = fstore.open_step(fstore.lexicon_path(lex.name, enc.name, key))
-            if group is None or not group.is_complete:
-                return None
-            lexicon_rows.append(_lexicon_row(lex.name, group, "skipped"))
+    if not all(fstore.is_complete(step) for step in plan.steps()):
+        return None
     seconds = time.perf_counter() - t0
-    rows = [_summary_row(d, name, group, "skipped", [], seconds, crop) for d, name, group, crop in planned]
+    rows, window_rows = [], []
+    for d in plan.datasets:
+        for f in d.features:
+            group = fstore.open_step(f.step.path)
+            rows.append(_summary_row(d.config, f.encoder.name, group, "skipped", [], seconds, f.config.face_crop))
+            window_rows += [_windows_row(fstore.open_step(w.path), "skipped") for _, w in f.windows]
+    lexicon_rows = [_lexicon_row(lex.name, fstore.open_step(step.path), "skipped") for _, _, lex, step in plan.lexicons]
     return rows, lexicon_rows, window_rows
 
 
@@ -442,7 +464,7 @@ def extract(
     **options: Any,
 ) -> dict[str, Any]:
     """What ``affectflow extract`` runs: nothing when every step is complete, else the flow."""
-    done = completed_steps(datasets, encoders, store, storage_options, lexicons, windows)
+    done = completed_steps(plan_extraction(datasets, encoders, lexicons, windows), store, storage_options)
     if done is not None:
         rows, lexicon_rows, window_rows = done
         return {

@@ -15,7 +15,7 @@ from featurestore import FeatureStore
 from heads.tasks import get_task
 from heads.trainer import TrainConfig
 from stages.head_reports import write_report
-from stages.head_steps import evaluate_head, head_spec, head_step_path, stored_metrics, train_head, uses_archetypes
+from stages.head_steps import evaluate_head, head_spec, head_step, stored_metrics, train_head, uses_archetypes
 
 
 class HeadConfig(BaseModel):
@@ -68,7 +68,7 @@ def train_head_task(
         "task": config.task,
         "seed": seed,
         "state": state,
-        "path": group.group.path,
+        "path": group.path,
         "key": group.key,
         "metrics": metrics,
         "uses_archetypes": uses_archetypes(group.meta),
@@ -189,7 +189,8 @@ def completed_runs(
             return None  # the flow reports the missing group
         for seed in h.seeds:
             spec = head_spec(h.head, h.task, h.array, h.options, h.train_config(seed, None), h.expressions, h.test_fold)
-            path, key = head_step_path(fstore, h.features, spec)
+            step = head_step(fstore, h.features, spec)
+            path, key = step.path, step.key
             metrics = stored_metrics(fstore, path)
             if metrics is None:
                 return None

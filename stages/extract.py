@@ -1,8 +1,8 @@
 """The extraction step: (encoder spec, source key) → a feature group, computed chunk by chunk.
 
-Plain functions, no Prefect: ``flows/extract.py`` maps :func:`extract_chunk` over the undone
-chunks of a group created by :func:`open_feature_group`. Each chunk is written by exactly one call,
-with aligned regions, and marked done only after its data is written.
+Plain functions, no Prefect: ``flows/extract.py`` holds the step (``FeatureStore.chunked_step``
+of :func:`feature_step`) and maps :func:`extract_chunk` over its undone chunks. Each chunk is
+written by exactly one call, with aligned regions, and marked done only after its data is written.
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ from typing import Any
 
 import numpy as np
 
-from featurestore import ArraySpec, FeatureStore, SampleStatus, StepGroup, StepSpec, step_key
+from featurestore import ArraySpec, FeatureStore, GroupReader, SampleStatus, Step, StepGroup, StepOutput, StepSpec
 from stages.encoders import EncodedBatch, Encoder, loaded_encoder
 from stages.images import Decoded, decode_image, preprocess_array
 from stages.media import MediaError, is_video, read_frames
@@ -42,53 +42,32 @@ _SOURCE_DETAIL = {
 
 
 # -- source groups ---------------------------------------------------------------------------
+def source_step(manifest: Manifest) -> Step:
+    """``sources/<dataset>/<manifest key>``: the manifest's key is the step's (it covers every file read)."""
+    spec = StepSpec("source", SOURCE_STEP_VERSION, {"layout": manifest.source, "options": manifest.options})
+    return Step("source", spec, (), "sources", (manifest.dataset,), key=manifest.key)
+
+
 def write_source(store: FeatureStore, manifest: Manifest) -> tuple[StepGroup, str]:
-    """Store the manifest as ``sources/<dataset>/<key>``; returns (group, "skipped" | "written")."""
-    path = store.source_path(manifest.dataset, manifest.key)
-    with store.lock(manifest.key):
-        existing = store.open_step(path)
-        if existing is not None and existing.is_complete:
-            return existing, "skipped"
-        n = len(manifest)
+    """Store the manifest as ``sources/<dataset>/<key>``; returns (group, "skipped" | "new")."""
+
+    def table() -> StepOutput:
         arrays = {
-            "path": ArraySpec((), str, ""),
-            "status": ArraySpec((), np.int8, 0),
-            "status_detail": ArraySpec((), str, ""),
+            "path": np.array(manifest.paths, dtype=str),
+            "status": np.asarray(manifest.status, dtype=np.int8),
+            "status_detail": np.array([_SOURCE_DETAIL.get(SampleStatus(s), "") for s in manifest.status], dtype=str),
+            **manifest.labels,
         }
-        for name, values in manifest.labels.items():
-            if values.dtype.kind in "USO":
-                arrays[name] = ArraySpec(values.shape[1:], str, "")
-            else:
-                arrays[name] = ArraySpec(
-                    values.shape[1:], values.dtype, np.nan if np.issubdtype(values.dtype, np.floating) else -1
-                )
-        spec = StepSpec("source", SOURCE_STEP_VERSION, {"layout": manifest.source, "options": manifest.options})
-        group = store.create_step(
-            path,
-            kind="source",
-            spec=spec,
-            key=manifest.key,
-            inputs=[],
-            n_samples=n,
-            arrays=arrays,
-            chunk_size=max(n, 1),
-            extra_meta={
-                "dataset": manifest.dataset,
-                "root_at_creation": str(manifest.root),  # informational only: never part of a key
-                "au_names": list(AU_NAMES),  # the canonical order of the `au` columns
-                "au_annotated": manifest.au_annotated,  # the AUs this dataset codes
-                "expressions": list(EXPRESSIONS),
-            },
-        )
-        g = group.group
-        g["path"][:] = np.array(manifest.paths, dtype=str)
-        g["status"][:] = manifest.status
-        g["status_detail"][:] = np.array([_SOURCE_DETAIL.get(SampleStatus(s), "") for s in manifest.status])
-        for name, values in manifest.labels.items():
-            g[name][:] = values.astype(str) if values.dtype.kind in "USO" else values
-        group.mark_chunk_done(0)
-        group.mark_complete()
-        return group, "written"
+        meta = {
+            "dataset": manifest.dataset,
+            "root_at_creation": str(manifest.root),  # informational only: never part of a key
+            "au_names": list(AU_NAMES),  # the canonical order of the `au` columns
+            "au_annotated": manifest.au_annotated,  # the AUs this dataset codes
+            "expressions": list(EXPRESSIONS),
+        }
+        return StepOutput(arrays, meta)
+
+    return store.run_step(source_step(manifest), table)
 
 
 # -- feature groups --------------------------------------------------------------------------
@@ -105,65 +84,43 @@ class FaceCrop:
         return {"detector": "mediapipe-face", "scale": self.scale}
 
 
-def feature_spec(encoder: Encoder, face_crop: FaceCrop | None = None) -> StepSpec:
+def feature_step(encoder: Encoder, source_key: str, dataset: str, face_crop: FaceCrop | None = None) -> Step:
+    """``features/<dataset>/<encoder>/<key>``: the encoder's spec (weights, preprocessing, outputs)
+    over the source, and the face boxes' group when images are cropped to them."""
     params = encoder.spec_params()
     if face_crop is not None:
         params = {**params, "face_crop": face_crop.spec()}
-    return StepSpec(EXTRACT_STEP, EXTRACT_STEP_VERSION, params)
+    inputs = (source_key, *([face_crop.faces_key] if face_crop else []))
+    return Step(
+        "features", StepSpec(EXTRACT_STEP, EXTRACT_STEP_VERSION, params), inputs, "features", (dataset, encoder.name)
+    )
 
 
-def feature_key(encoder: Encoder, source_key: str, face_crop: FaceCrop | None = None) -> str:
-    inputs = [source_key] + ([face_crop.faces_key] if face_crop else [])
-    return step_key(feature_spec(encoder, face_crop), inputs)
-
-
-def open_feature_group(
-    store: FeatureStore,
-    dataset: str,
-    source: StepGroup,
-    encoder: Encoder,
-    chunk_size: int | None = None,
-    face_crop: FaceCrop | None = None,
-    encoder_options: dict[str, Any] | None = None,
-) -> tuple[StepGroup, str, list[int]]:
-    """Open or create the group under the step lock held by the caller.
-
-    Returns (group, "skipped" | "resumed" | "new", chunks still to compute).
-    """
-    key = feature_key(encoder, source.key, face_crop)
-    path = store.feature_path(dataset, encoder.name, key)
-    group = store.open_step(path)
-    if group is not None and group.key == key:
-        if group.is_complete:
-            return group, "skipped", []
-        undone = group.undone_chunks()
-        if len(undone) < group.n_chunks:
-            return group, "resumed", undone
+def feature_arrays(encoder: Encoder) -> dict[str, ArraySpec]:
     dtypes = encoder.output_dtypes()
     arrays = {name: ArraySpec(shape, dtypes[name], np.nan) for name, shape in encoder.output_shapes().items()}
     arrays["status"] = ArraySpec((), np.int8, 0)
     arrays["status_detail"] = ArraySpec((), str, "")
-    group = store.create_step(
-        path,
-        kind="features",
-        spec=feature_spec(encoder, face_crop),
-        key=key,
-        inputs=[source.key] + ([face_crop.faces_key] if face_crop else []),
-        n_samples=source.n_samples,
-        arrays=arrays,
-        chunk_size=chunk_size,
-        extra_meta={
-            "dataset": dataset,
-            "encoder": encoder.name,
-            # how to rebuild the encoder (`affectflow predict`); the key covers what they change
-            "encoder_id": encoder.created_as or encoder.name,
-            "encoder_options": encoder_options or {},
-            "source_path": source.group.path,
-            **encoder.output_meta(),
-            **({"face_crop": {"scale": face_crop.scale, "faces_path": face_crop.faces_path}} if face_crop else {}),
-        },
-    )
-    return group, "new", list(range(group.n_chunks))
+    return arrays
+
+
+def feature_meta(
+    dataset: str,
+    encoder: Encoder,
+    source_path: str,
+    face_crop: FaceCrop | None = None,
+    encoder_options: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    return {
+        "dataset": dataset,
+        "encoder": encoder.name,
+        # how to rebuild the encoder (`affectflow predict`); the key covers what they change
+        "encoder_id": encoder.created_as or encoder.name,
+        "encoder_options": encoder_options or {},
+        "source_path": source_path,
+        **encoder.output_meta(),
+        **({"face_crop": {"scale": face_crop.scale, "faces_path": face_crop.faces_path}} if face_crop else {}),
+    }
 
 
 # -- one chunk -------------------------------------------------------------------------------
@@ -279,21 +236,23 @@ def extract_chunk(
     source = store.open_step(group.meta["source_path"])
     start, stop = group.chunk_bounds(chunk)
     n = stop - start
-    src = source.group
-    paths = [str(p) for p in src["path"][start:stop]]
-    status = np.asarray(src["status"][start:stop], dtype=np.int8).copy()
-    detail = np.asarray(src["status_detail"][start:stop]).astype(object)
-    crops = np.asarray(src["crop"][start:stop])
+    chunk_rows = slice(start, stop)
+    src = GroupReader(source)
+    names = set(src.names())
+    paths = [str(p) for p in src.numpy("path", chunk_rows)]
+    status = src.numpy("status", chunk_rows).astype(np.int8)
+    detail = src.numpy("status_detail", chunk_rows).astype(object)
+    crops = src.numpy("crop", chunk_rows)
     # video rows carry their frame index and timestamp (frame folders may have neither)
-    has_frames = {"frame", "timestamp"} <= set(src.array_keys())
-    frames = np.asarray(src["frame"][start:stop]) if has_frames else None
-    timestamps = np.asarray(src["timestamp"][start:stop]) if has_frames else None
-    h5_rows = np.asarray(src["h5_index"][start:stop]) if "h5_index" in src.array_keys() else None
+    has_frames = {"frame", "timestamp"} <= names
+    frames = src.numpy("frame", chunk_rows) if has_frames else None
+    timestamps = src.numpy("timestamp", chunk_rows) if has_frames else None
+    h5_rows = src.numpy("h5_index", chunk_rows) if "h5_index" in names else None
     face_boxes, face_scale = None, None
     if "face_crop" in group.meta:
-        faces = store.open_step(group.meta["face_crop"]["faces_path"]).group
-        face_boxes, face_scale = np.asarray(faces["box"][start:stop]), float(group.meta["face_crop"]["scale"])
-        no_face = (status == SampleStatus.OK) & (np.asarray(faces["status"][start:stop]) != SampleStatus.OK)
+        faces = GroupReader.open(store, group.meta["face_crop"]["faces_path"])
+        face_boxes, face_scale = faces.numpy("box", chunk_rows), float(group.meta["face_crop"]["scale"])
+        no_face = (status == SampleStatus.OK) & (faces.numpy("status", chunk_rows) != SampleStatus.OK)
         status[no_face] = SampleStatus.NO_FACE
         detail[no_face] = "no face box to crop (mediapipe-face found none)"
     encoder = loaded_encoder(encoder_name, encoder_options, device)
@@ -349,11 +308,10 @@ def extract_chunk(
                     if pending:
                         record(pending, encode(pixels, None if video is None else timestamps[pending]))
 
-    g = group.group
     for name, values in outputs.items():
-        g[name][start:stop] = values
-    g["status"][start:stop] = status
-    g["status_detail"][start:stop] = detail.astype(str)
+        group.write(name, values, start)
+    group.write("status", status, start)
+    group.write("status_detail", detail.astype(str), start)
     group.mark_chunk_done(chunk)
     failures = [
         (start + i, paths[i], SampleStatus(int(status[i])).label, str(detail[i]))

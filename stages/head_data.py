@@ -11,10 +11,12 @@ The validation rows that drive early stopping never include a test row or a test
 
 from __future__ import annotations
 
+from collections import OrderedDict
+
 import numpy as np
 import torch
 
-from featurestore import GroupReader, SampleStatus
+from featurestore import FeatureStore, GroupReader, SampleStatus
 from heads.data import TaskData
 from heads.tasks import Task, get_task
 
@@ -79,3 +81,32 @@ def task_data(
         label_names=names,
         protocol=protocol,
     )
+
+
+_LOADED: OrderedDict[tuple, TaskData] = OrderedDict()
+_LOADED_MAX = 4  # a few feature groups' splits: the same features retrained with other heads and seeds
+
+
+def load_task_data(
+    store: FeatureStore,
+    features_path: str,
+    task: str,
+    array: str = "global",
+    expressions: list[int] | None = None,
+    test_fold: int = 1,
+    seed: int = 0,
+) -> TaskData:
+    """:func:`task_data` of a complete feature group, kept for the next call in this process: a
+    group's content never changes under its key, so retraining another head (or seed) on the same
+    features reads nothing again. The tensors are shared: heads and the trainer never write them."""
+    features = GroupReader.open(store, features_path)
+    key = (store.url, features.step.key, task, array, tuple(expressions or ()), test_fold, seed)
+    if key in _LOADED:
+        _LOADED.move_to_end(key)
+        return _LOADED[key]
+    source = GroupReader.open(store, features.meta["source_path"])
+    data = task_data(features, source, task, array, expressions, test_fold, seed=seed)
+    _LOADED[key] = data
+    while len(_LOADED) > _LOADED_MAX:
+        _LOADED.popitem(last=False)
+    return data

@@ -15,11 +15,11 @@ import numpy as np
 import safetensors.torch
 import torch
 
-from featurestore import ArraySpec, FeatureStore, GroupReader, StepGroup, StepSpec, step_key
+from featurestore import FeatureStore, GroupReader, Step, StepGroup, StepOutput, StepSpec
 from heads.data import TaskData
 from heads.registry import create_head, get_head
 from heads.trainer import TrainConfig, evaluate, fit, predict, seed_everything
-from stages.head_data import task_data
+from stages.head_data import load_task_data
 
 HEAD_STEP = "train-head"
 # The step's version is the head's own (``@register_head(version=…)``). They start at 5, the shared
@@ -53,12 +53,12 @@ def head_spec(
     )
 
 
-def head_step_path(store: FeatureStore, features_path: str, spec: StepSpec) -> tuple[str, str]:
-    """(group path, key) of a head step: its spec plus the feature and source groups' keys."""
+def head_step(store: FeatureStore, features_path: str, spec: StepSpec) -> Step:
+    """``heads/<dataset>/<head>-<task>/<key>``: the head's spec over a feature group and its source."""
     features = GroupReader.open(store, features_path)
-    source = GroupReader.open(store, features.meta["source_path"])
-    key = step_key(spec, [features.step.key, source.step.key])
-    return store.heads_path(features.meta["dataset"], spec.params["head"], spec.params["task"], key), key
+    source_key = GroupReader.open(store, features.meta["source_path"]).step.key
+    part = f"{spec.params['head']}-{spec.params['task']}"
+    return Step("head", spec, (features.step.key, source_key), "heads", (features.meta["dataset"], part))
 
 
 def uses_archetypes(head_meta: dict[str, Any]) -> bool:
@@ -87,14 +87,11 @@ def train_head(
 ) -> tuple[StepGroup, str, dict[str, Any]]:
     """Train (or skip) one head; returns (group, "skipped" | "new", metrics)."""
     options, train = dict(options or {}), train or TrainConfig()
-    features = GroupReader.open(store, features_path)
-    source = GroupReader.open(store, features.meta["source_path"])
     spec = head_spec(head, task, array, options, train, expressions, test_fold)
-    path, key = head_step_path(store, features_path, spec)
-    with store.lock(key):
-        if (metrics := stored_metrics(store, path)) is not None:
-            return store.open_step(path), "skipped", metrics
-        data = task_data(features, source, task, array, expressions, test_fold, seed=train.seed)
+    step = head_step(store, features_path, spec)
+
+    def fit_head() -> StepOutput:
+        data = load_task_data(store, features_path, task, array, expressions, test_fold, train.seed)
         x_train = data.x["train"]
         n_patches = x_train.shape[1] if x_train.ndim == 3 else 0
         seed_everything(train.seed)  # the initial weights too: a key always gives the same head
@@ -104,10 +101,8 @@ def train_head(
             raise ValueError(f"{head} on {features_path} [{array}]: {err}") from None
         result = fit(model, task, (x_train, data.y["train"]), (data.x["val"], data.y["val"]), data.n_outputs, train)
         outputs = predict(model, data.x["test"])
-        test = evaluate(task, outputs, data.y["test"].numpy(), data.n_outputs, data.label_names)
-        archetypes = _archetypes(model, data.x["test"])
         metrics = {
-            "test": test,
+            "test": evaluate(task, outputs, data.y["test"].numpy(), data.n_outputs, data.label_names),
             "val": result.val,
             "train_seconds": result.seconds,
             "best_epoch": result.best_epoch,
@@ -116,33 +111,6 @@ def train_head(
             "protocol": data.protocol,
             "samples": {k: int(v.size) for k, v in data.rows.items()},
         }
-        n = outputs.shape[0]
-        group = store.create_step(
-            path,
-            kind="head",
-            spec=spec,
-            key=key,
-            inputs=[features.step.key, source.step.key],
-            n_samples=n,
-            arrays={
-                "outputs": ArraySpec(outputs.shape[1:], np.float32, np.nan),
-                "archetype": ArraySpec(archetypes.shape[1:], np.int32, -1),
-                "row": ArraySpec((), np.int64, -1),
-            },
-            chunk_size=max(n, 1),
-            extra_meta={
-                "dataset": features.meta["dataset"],
-                "features_path": features_path,
-                "source_path": source.path,
-                "head": head,
-                "task": task,
-                "labels": data.label_names,
-                "uses_archetypes": model.uses_archetypes,  # it has a codebook: reports, predict's archetypes
-            },
-        )
-        group.group["outputs"][:] = outputs
-        group.group["archetype"][:] = archetypes
-        group.group["row"][:] = data.rows["test"]
         config = {
             "head": head,
             "task": task,
@@ -153,12 +121,25 @@ def train_head(
             "n_patches": n_patches,
             "labels": data.label_names,
         }
-        store.put_file(path, "model.safetensors", safetensors.torch.save(model.state_dict()))
-        store.put_file(path, "config.json", json.dumps(config, indent=1).encode())
-        store.put_file(path, "metrics.json", json.dumps(metrics, indent=1).encode())
-        group.mark_chunk_done(0)
-        group.mark_complete()
-        return group, "new", metrics
+        meta = {
+            "dataset": step.parts[0],
+            "features_path": features_path,
+            "source_path": GroupReader.open(store, features_path).meta["source_path"],
+            "head": head,
+            "task": task,
+            "labels": data.label_names,
+            "uses_archetypes": model.uses_archetypes,  # it has a codebook: reports, predict's archetypes
+        }
+        arrays = {"outputs": outputs, "archetype": _archetypes(model, data.x["test"]), "row": data.rows["test"]}
+        files = {
+            "model.safetensors": safetensors.torch.save(model.state_dict()),
+            "config.json": json.dumps(config, indent=1).encode(),
+            "metrics.json": json.dumps(metrics, indent=1).encode(),
+        }
+        return StepOutput(arrays, meta, files)
+
+    group, state = store.run_step(step, fit_head)
+    return group, state, json.loads(store.get_file(step.path, "metrics.json"))
 
 
 @torch.no_grad()
@@ -185,16 +166,15 @@ def head_data(store: FeatureStore, path: str) -> tuple[dict[str, Any], GroupRead
     and seed it was trained with."""
     head = GroupReader.open(store, path)
     params = head.meta["spec"]["params"]
-    features = GroupReader.open(store, head.meta["features_path"])
-    source = GroupReader.open(store, features.meta["source_path"])
-    data = task_data(
-        features,
-        source,
+    source = GroupReader.open(store, head.meta["source_path"])
+    data = load_task_data(
+        store,
+        head.meta["features_path"],
         params["task"],
         params["array"],
         params["expressions"],
         params["test_fold"],
-        seed=params["train"]["seed"],
+        params["train"]["seed"],
     )
     return params, source, data
 

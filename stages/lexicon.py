@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
-from featurestore import ArraySpec, FeatureStore, StepGroup, StepSpec, step_key
+from featurestore import FeatureStore, Step, StepGroup, StepOutput, StepSpec
 from featurestore.keys import digest_json
 from stages.encoders import Encoder, EncoderError
 
@@ -29,39 +29,26 @@ def read_prompts(path: str | Path) -> list[str]:
     return prompts
 
 
-def lexicon_key(encoder: Encoder, prompts: list[str]) -> str:
+def lexicon_step(encoder: Encoder, prompts: list[str], name: str) -> Step:
+    """``lexicon/<name>/<encoder>/<key>``: the text tower's weights and the prompts themselves."""
     if not encoder.has_text_tower:
         raise EncoderError(f"encoder {encoder.name!r} has no text tower; prompt embeddings need a CLIP-like encoder")
     spec = StepSpec(LEXICON_STEP, LEXICON_STEP_VERSION, encoder.text_spec_params())
-    return step_key(spec, ["prompts:" + digest_json(list(prompts))])
+    return Step("lexicon", spec, ("prompts:" + digest_json(list(prompts)),), "lexicon", (name, encoder.name))
 
 
 def embed_lexicon(
     store: FeatureStore, name: str, encoder: Encoder, prompts: list[str], batch_size: int = 256
 ) -> tuple[StepGroup, str]:
     """Embed ``prompts`` under ``lexicon/<name>/<encoder>/<key>``; returns (group, "skipped" | "new")."""
-    key = lexicon_key(encoder, prompts)
-    path = store.lexicon_path(name, encoder.name, key)
-    with store.lock(key):
-        existing = store.open_step(path)
-        if existing is not None and existing.is_complete:
-            return existing, "skipped"
-        group = store.create_step(
-            path,
-            kind="lexicon",
-            spec=StepSpec(LEXICON_STEP, LEXICON_STEP_VERSION, encoder.text_spec_params()),
-            key=key,
-            inputs=["prompts:" + digest_json(list(prompts))],
-            n_samples=len(prompts),
-            arrays={"text": ArraySpec((encoder.text_dim,), np.float16, np.nan), "prompt": ArraySpec((), str, "")},
-            chunk_size=max(len(prompts), 1),
-            extra_meta={"lexicon": name, "encoder": encoder.name},
-        )
+
+    def embed() -> StepOutput:
         vectors = np.concatenate(
             [encoder.encode_text(prompts[i : i + batch_size]).numpy() for i in range(0, len(prompts), batch_size)]
         )
-        group.group["text"][:] = vectors.astype(np.float16)
-        group.group["prompt"][:] = np.array(prompts, dtype=str)
-        group.mark_chunk_done(0)
-        group.mark_complete()
-        return group, "new"
+        return StepOutput(
+            {"text": vectors.astype(np.float16), "prompt": np.array(prompts, dtype=str)},
+            {"lexicon": name, "encoder": encoder.name},
+        )
+
+    return store.run_step(lexicon_step(encoder, prompts, name), embed)

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from featurestore import ArraySpec, FeatureStore, GroupReader, SampleStatus, StepGroup, StepSpec, step_key
+from featurestore import FeatureStore, GroupReader, SampleStatus, Step, StepGroup, StepOutput, StepSpec
 
 WINDOWS_STEP = "windows"
 WINDOWS_STEP_VERSION = 1
@@ -105,73 +105,55 @@ def pool_windows(
     return out
 
 
-def windows_key(spec: WindowSpec, feature_key: str, source_key: str) -> str:
-    return step_key(StepSpec(WINDOWS_STEP, WINDOWS_STEP_VERSION, spec.to_json()), [feature_key, source_key])
+def windows_step(spec: WindowSpec, dataset: str, encoder: str, feature_key: str, source_key: str) -> Step:
+    """``windows/<dataset>/<encoder>/<window>/<key>``: the window spec over a frame group and its source."""
+    return Step(
+        "windows",
+        StepSpec(WINDOWS_STEP, WINDOWS_STEP_VERSION, spec.to_json()),
+        (feature_key, source_key),
+        "windows",
+        (dataset, encoder, spec.label),
+    )
 
 
 def compute_windows(
-    store: FeatureStore, features: StepGroup, source: StepGroup, spec: WindowSpec, dataset: str
+    store: FeatureStore, features: StepGroup, source: StepGroup, spec: WindowSpec
 ) -> tuple[StepGroup, str]:
     """Write (or skip) the window group of ``features``; returns (group, "skipped" | "new")."""
-    key = windows_key(spec, features.key, source.key)
-    path = store.windows_path(dataset, features.meta["encoder"], spec.label, key)
-    with store.lock(key):
-        existing = store.open_step(path)
-        if existing is not None and existing.is_complete:
-            return existing, "skipped"
-        src = source.group
-        reader = GroupReader(source)
-        if "timestamp" not in src.array_keys():
-            raise ValueError(f"{source.group.path} has no frame timestamps: windows need a video source")
-        video, timestamps = reader.numpy("video"), np.asarray(src["timestamp"][:])
-        labels = {"va": np.asarray(src["va"][:]), "expression": np.asarray(src["expression"][:])}
-        if "au" in src.array_keys():
-            labels["au"] = np.asarray(src["au"][:])
-        names = [k for k in features.group.array_keys() if k not in ("status", "status_detail", "_done")]
-        values = {k: np.asarray(features.group[k][:]) for k in sorted(names)}
-        ok = np.asarray(features.group["status"][:]) == SampleStatus.OK
+
+    def pool() -> StepOutput:
+        src = GroupReader(source)
+        frames = GroupReader(features)
+        if "timestamp" not in src.names():
+            raise ValueError(f"{source.path} has no frame timestamps: windows need a video source")
+        video, timestamps = src.numpy("video"), src.numpy("timestamp")
+        labels = {"va": src.numpy("va"), "expression": src.numpy("expression")}
+        if "au" in src.names():
+            labels["au"] = src.numpy("au")
+        values = {k: frames.numpy(k) for k in frames.names() if k not in ("status", "status_detail")}
+        ok = frames.ok_mask()
         windows = window_rows(video, timestamps, spec)
         if not windows:
-            raise ValueError(f"{source.group.path}: no frame has a timestamp (unreadable videos?): nothing to window")
+            raise ValueError(f"{source.path}: no frame has a timestamp (unreadable videos?): nothing to window")
         table = pool_windows(windows, values, ok, labels, spec.au_pool)
         first = [int(rows[0]) for _, _, rows in windows]
         table["video"] = np.array([w[0] for w in windows], dtype=str)
         table["start"] = np.array([w[1] for w in windows], dtype=np.float64)
-        table["subject"] = reader.numpy("subject")[first]
-        table["split"] = reader.numpy("split")[first]
-        table["status"] = np.where(table["valid_fraction"] > 0, SampleStatus.OK, SampleStatus.NO_FACE).astype(np.int8)
-        table["status_detail"] = np.where(table["valid_fraction"] > 0, "", "no frame of the window has features")
-        arrays = {
-            k: ArraySpec(
-                v.shape[1:],
-                str if np.issubdtype(v.dtype, np.str_) else v.dtype,
-                ""
-                if np.issubdtype(v.dtype, np.str_)
-                else (np.nan if np.issubdtype(v.dtype, np.floating) else -1 if k == "expression" else 0),
-            )
-            for k, v in table.items()
+        table["subject"] = src.numpy("subject")[first]
+        table["split"] = src.numpy("split")[first]
+        valid = table["valid_fraction"] > 0
+        table["status"] = np.where(valid, SampleStatus.OK, SampleStatus.NO_FACE).astype(np.int8)
+        table["status_detail"] = np.where(valid, "", "no frame of the window has features")
+        meta = {
+            "dataset": features.meta["dataset"],
+            "encoder": features.meta["encoder"],
+            "window": spec.label,
+            "feature_path": features.path,
+            "source_path": source.path,
+            **{k: v for k, v in features.meta.items() if k == "blendshape_names"},
+            **{k: v for k, v in source.meta.items() if k in ("au_names", "au_annotated")},
         }
-        group = store.create_step(
-            path,
-            kind="windows",
-            spec=StepSpec(WINDOWS_STEP, WINDOWS_STEP_VERSION, spec.to_json()),
-            key=key,
-            inputs=[features.key, source.key],
-            n_samples=len(windows),
-            arrays=arrays,
-            chunk_size=max(len(windows), 1),
-            extra_meta={
-                "dataset": dataset,
-                "encoder": features.meta["encoder"],
-                "window": spec.label,
-                "feature_path": features.group.path,
-                "source_path": source.group.path,
-                **{k: v for k, v in features.meta.items() if k == "blendshape_names"},
-                **{k: v for k, v in source.meta.items() if k in ("au_names", "au_annotated")},
-            },
-        )
-        for name, values in table.items():
-            group.group[name][:] = values
-        group.mark_chunk_done(0)
-        group.mark_complete()
-        return group, "new"
+        return StepOutput(table, meta)
+
+    step = windows_step(spec, features.meta["dataset"], features.meta["encoder"], features.key, source.key)
+    return store.run_step(step, pool)

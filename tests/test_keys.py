@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 import featurestore.fingerprint as fingerprint
 from featurestore import StepSpec, UnhashableSpecError, step_key
 from stages.encoders import create_encoder
-from stages.extract import feature_key
+from stages.extract import feature_step
 from stages.images import Preprocess
 from stages.sources import build_manifest
 from tests.conftest import write_csv_dataset
@@ -67,17 +67,17 @@ def _flip_byte_in_place(path: Path, offset: int | None = None) -> None:
 
 def test_encoder_weights_preprocessing_and_options_enter_the_key():
     tiny = create_encoder("test-clip-tiny")
-    key = feature_key(tiny, "src")
-    assert key == feature_key(create_encoder("test-clip-tiny"), "src")
-    assert key != feature_key(create_encoder("test-clip-tiny", seed=1), "src")  # other weights
-    assert key != feature_key(create_encoder("test-clip-tiny", tokens=True), "src")  # other outputs
-    assert key != feature_key(tiny, "other-source")
+    key = feature_step(tiny, "src", "d").key
+    assert key == feature_step(create_encoder("test-clip-tiny"), "src", "d").key
+    assert key != feature_step(create_encoder("test-clip-tiny", seed=1), "src", "d").key  # other weights
+    assert key != feature_step(create_encoder("test-clip-tiny", tokens=True), "src", "d").key  # other outputs
+    assert key != feature_step(tiny, "other-source", "d").key
     other_pre = create_encoder("test-clip-tiny")
     other_pre.preprocess = Preprocess(64, (0.5,) * 3, (0.5,) * 3)
-    assert key != feature_key(other_pre, "src")
+    assert key != feature_step(other_pre, "src", "d").key
     effnet = create_encoder("efficientnet-lite0")
     assert effnet.weights_digest().startswith("file:")
-    assert feature_key(effnet, "src") != key
+    assert feature_step(effnet, "src", "d").key != key
 
 
 def test_a_local_weights_file_changed_in_place_changes_the_key(tmp_path):
@@ -87,18 +87,20 @@ def test_a_local_weights_file_changed_in_place_changes_the_key(tmp_path):
     weights = tmp_path / "tiny.pt"
     torch.save(create_encoder("test-clip-tiny").build().state_dict(), weights)
     name = f"open_clip:affectflow-test-vit@{weights}"
-    key = feature_key(create_encoder(name), "src")
-    assert key == feature_key(create_encoder(name), "src")
+    key = feature_step(create_encoder(name), "src", "d").key
+    assert key == feature_step(create_encoder(name), "src", "d").key
     _flip_byte_in_place(weights)
-    assert feature_key(create_encoder(name), "src") != key, "one flipped byte in the weights file must change the key"
+    assert feature_step(create_encoder(name), "src", "d").key != key, (
+        "one flipped byte in the weights file must change the key"
+    )
 
 
 def test_the_device_does_not_enter_the_key():
     """Where it runs is a knob, not part of the result: loading on a device leaves spec and key alone."""
     unloaded = create_encoder("test-clip-tiny")
-    key = feature_key(unloaded, "src")
+    key = feature_step(unloaded, "src", "d").key
     loaded = create_encoder("test-clip-tiny").load("cpu")
-    assert loaded.spec_params() == unloaded.spec_params() and feature_key(loaded, "src") == key
+    assert loaded.spec_params() == unloaded.spec_params() and feature_step(loaded, "src", "d").key == key
 
 
 def test_manifest_key_follows_content_not_location(tmp_path):

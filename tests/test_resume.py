@@ -12,7 +12,7 @@ import zarr
 import featurestore.store as store_module
 from featurestore import ArraySpec, FeatureStore, GroupReader, StepSpec
 from stages.encoders import create_encoder
-from stages.extract import feature_key
+from stages.extract import feature_step
 from stages.sources import build_manifest
 from tests.conftest import cli, crash_after_chunks, crashed, wait_for, write_csv_dataset
 
@@ -95,7 +95,7 @@ def test_a_run_waits_for_the_step_lock_and_finishes_no_chunk_while_it_is_held(da
     chunk may be done until the lock is released (a no-op lock would let the run compute at once)."""
     store = tmp_path / "store"
     fstore = FeatureStore(store)
-    key = feature_key(create_encoder("efficientnet-lite0"), build_manifest("csv", dataset, "faces").key)
+    key = feature_step(create_encoder("efficientnet-lite0"), build_manifest("csv", dataset, "faces").key, "faces").key
     summary = tmp_path / "run.json"
     with fstore.lock(key):
         proc = cli(*_args(dataset, store, summary))
@@ -148,4 +148,4 @@ def test_a_run_that_loses_the_race_to_create_a_new_store_opens_the_winners(tmp_p
     store.create_step(
         "features/x/y/k", kind="features", spec=StepSpec("t", 1, {}), key="k", inputs=[], n_samples=2, arrays=status
     )
-    assert [g.group.path for g in FeatureStore(str(tmp_path / "store")).list_steps("features")] == ["features/x/y/k"]
+    assert [g.path for g in FeatureStore(str(tmp_path / "store")).list_steps("features")] == ["features/x/y/k"]

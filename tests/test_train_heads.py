@@ -194,7 +194,7 @@ def test_a_head_step_is_deterministic_for_its_key(blendshapes):
     cfg = TrainConfig(epochs=5, lr=3e-3, batch_size=64, seed=3, progress=False)
     first, _, _ = train_head(fstore, features, "mlp", "fer", "blendshapes", {}, cfg)
     outputs = GroupReader(first).numpy("outputs")
-    fstore.fs.rm(f"{fstore.root}/{first.group.path}", recursive=True)
+    fstore.fs.rm(f"{fstore.root}/{first.path}", recursive=True)
     torch.randn(1000)  # whatever ran before in the process must not change the head
     again, state, _ = train_head(fstore, features, "mlp", "fer", "blendshapes", {}, cfg)
     assert state == "new" and again.key == first.key
