@@ -228,10 +228,10 @@ def _demo_heads(store: str) -> None:
     """The demo's heads (flows/demo.py), their reports and the summary table."""
     from featurestore import FeatureStore
     from flows.demo import DEMO_TRAIN, demo_heads_plan
-    from flows.train import HeadConfig, train_or_skip
+    from flows.heads import HeadConfig, train_heads_here
 
     configs = [HeadConfig(**entry, **DEMO_TRAIN) for entry in demo_heads_plan(FeatureStore(store))]
-    result = train_or_skip(configs, store=store)
+    result = train_heads_here(configs, store=store)
     for run in result["runs"]:
         if "report" in run:
             console.print(run["report"])
@@ -287,7 +287,7 @@ def train(
     json_out: Annotated[Path | None, typer.Option("--json", help="write the run summary as JSON")] = None,
 ) -> None:
     """Train heads on cached features (keyed: a rerun with the same inputs is skipped)."""
-    from flows.train import HeadConfig, train_or_skip
+    from flows.heads import HeadConfig, train_heads_here
     from heads.registry import load_plugins
 
     options = _options(option, "--option")
@@ -311,7 +311,7 @@ def train(
             )
             for h in head
         ]
-        result = train_or_skip(configs, store=store, device=device)
+        result = train_heads_here(configs, store=store, device=device)
     except ValueError as err:
         _fail(err)
     _print_training(result, store)

@@ -43,11 +43,18 @@ class HeadEntry:
     def options(self) -> list[str]:
         return [f.name for f in dataclasses.fields(self.config) if f.name not in FIXED_FIELDS]
 
-    def make_config(self, task: str, in_dim: int, n_outputs: int, options: dict[str, Any]) -> Any:
-        """The head's config from user options, refusing names it does not have."""
+    def check(self, task: str, options: dict[str, Any]) -> None:
+        """Refuse a task the head does not serve and option names it does not have (before any work)."""
+        get_task(task)
+        if task not in self.tasks:
+            raise ValueError(f"head {self.name!r} serves tasks {', '.join(self.tasks)}, not {task!r}")
         if unknown := sorted(set(options) - set(self.options)):
             valid = ", ".join(self.options) or "none"
             raise ValueError(f"head {self.name!r} has no option {', '.join(unknown)}; its options: {valid}")
+
+    def make_config(self, task: str, in_dim: int, n_outputs: int, options: dict[str, Any]) -> Any:
+        """The head's config from user options, refusing names it does not have."""
+        self.check(task, options)
         fixed = {"task": task, "in_dim": in_dim, "n_outputs": n_outputs}
         fields = {f.name for f in dataclasses.fields(self.config)}
         try:
@@ -101,9 +108,6 @@ def list_heads() -> list[str]:
 def create_head(name: str, task: str, in_dim: int, n_outputs: int, n_patches: int = 0, **options: Any) -> Head:
     """Build head ``name`` for ``task`` on ``in_dim``-wide inputs (``n_patches`` tokens when patched)."""
     entry = get_head(name)
-    get_task(task)
-    if task not in entry.tasks:
-        raise ValueError(f"head {name!r} serves tasks {', '.join(entry.tasks)}, not {task!r}")
     config = entry.make_config(task, in_dim, n_outputs, options)
     if "patch" not in entry.inputs:
         if n_patches:

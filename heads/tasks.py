@@ -88,36 +88,40 @@ class Task(ABC):
     def metrics(self, outputs: np.ndarray, target: np.ndarray, names: list[str]) -> dict[str, float]:
         """Every metric of raw outputs (B, n_outputs) against targets, from heads/metrics.py."""
 
-    @abstractmethod
     def answer(self, outputs: np.ndarray, names: list[str]) -> dict[str, Any]:
         """One sample's outputs as a person reads them (``affectflow predict``)."""
+        return dict(zip(names, map(float, outputs)))
 
-    # -- archetype reports: what an archetype says, and how far its members agree -------------------------
-    @abstractmethod
+    # -- archetype reports: what an archetype says, and how far its members agree. A task that
+    # archetype heads do not serve need not describe them.
+    def _no_archetypes(self) -> TypeError:
+        return TypeError(f"task {self.name!r} does not describe archetypes (the reports of archetype heads)")
+
     def reading(self, out: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(label, confidence) of archetypes from φ's outputs on them: a class index (categorical) or a
         score (VA value, AU probability), and how decided it is."""
+        raise self._no_archetypes()
 
-    @abstractmethod
     def agrees(self, said: float, y: np.ndarray) -> np.ndarray:
         """Per labelled member (``y`` its labels in this output space): agreement with ``said``
         (True/False, or a degree in [0, 1]); unlabelled members are dropped."""
+        raise self._no_archetypes()
 
-    @abstractmethod
     def contradicts(self, said: float, label: Any, agreement: float, members: int) -> tuple[bool, float]:
         """(flag for the annotation audit, strength): a label at odds with a trustworthy archetype."""
+        raise self._no_archetypes()
 
-    @abstractmethod
     def text(self, value: float, names: list[str]) -> str:
         """A label or score as shown in reports."""
+        return f"{value:.2f}"
 
     def label_text(self, value: Any, names: list[str]) -> str:
         """A sample's label as shown in the audit."""
         return self.text(float(value), names)
 
-    @abstractmethod
     def groups(self, label: np.ndarray, names: list[str]) -> list[tuple[str, np.ndarray]]:
         """The report table's rows: (class or score bin, mask over archetypes)."""
+        raise self._no_archetypes()
 
     def score01(self, out: torch.Tensor) -> torch.Tensor:
         """Per-output outputs as scores in [0, 1] (score-aware regularisers)."""

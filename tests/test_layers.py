@@ -10,7 +10,7 @@ import pytest
 
 from tests.conftest import BIN, REPO
 
-PACKAGES = ("flows", "stages", "featurestore", "heads")
+PACKAGES = ("affectflow", "flows", "stages", "featurestore", "heads")
 
 
 def _lint(root) -> subprocess.CompletedProcess:

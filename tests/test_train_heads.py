@@ -97,16 +97,18 @@ def test_heads_train_by_the_datasets_protocol_and_rerun_is_skipped(blendshapes, 
 
     # `affectflow train` on finished heads reads them back without starting a flow run
     import flows.train
+    from flows.heads import plan_done, plan_heads, train_heads_here
 
     def no_flow(*args, **kwargs):
         raise AssertionError("a flow run was started for finished heads")
 
     monkeypatch.setattr(flows.train, "train_heads", no_flow)
-    done = flows.train.train_or_skip(configs, store=fstore.url)
-    assert [r["key"] for r in done["runs"]] == [r["key"] for r in result["runs"]]
+    monkeypatch.setenv("PREFECT_API_URL", "http://127.0.0.1:9/api")  # a server configured: still no run
+    done = train_heads_here(configs, store=fstore.url)
+    assert [r["key"] for r in done["runs"]] == [r["key"] for r in result["runs"]] and done["flow_run"] is False
     assert done["summary"] == again["summary"] and "report" in done["runs"][0]
     more_seeds = [configs[0].model_copy(update={"seeds": [0, 1, 2]})]
-    assert flows.train.completed_runs(more_seeds, store=fstore.url) is None  # seed 2 is not trained
+    assert not plan_done(plan_heads(more_seeds, fstore), fstore)  # seed 2 is not trained
 
 
 def test_evaluate_rebuilds_the_split_and_matches_the_stored_test_metrics(blendshapes, tmp_path):

@@ -1,0 +1,266 @@
+"""Head training without ceremony: the plan of (head, seed) steps, running it, and the Python API.
+
+Nothing here imports Prefect. ``affectflow train`` and :func:`train` plan once: when every planned
+step is complete they read the results back; with a Prefect server configured (``PREFECT_API_URL``)
+they run the ``train-heads`` flow, so the run is recorded with its artifacts; otherwise they train
+right here, in this process — a retrain on the embedded default pays no temporary server's start.
+Loaded splits stay in memory between calls (``stages.head_data.load_task_data``), so a notebook's
+second retrain on the same features costs its training and little else.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from typing import Any
+
+import numpy as np
+from pydantic import BaseModel, Field
+
+from featurestore import FeatureStore, Step
+from heads.registry import get_head
+from heads.tasks import get_task
+from heads.trainer import TrainConfig
+from stages.head_reports import write_report
+from stages.head_steps import head_spec, head_step, train_head, uses_archetypes
+
+
+class HeadConfig(BaseModel):
+    head: str = Field(description="registered head: aura, linear, mlp, or a plugin's")
+    task: str = Field(description="fer, va, au, or a plugin's task")
+    features: str = Field(description="feature group path in the store, e.g. features/<dataset>/<encoder>/<key>")
+    array: str = Field("global", description="feature array: global, patch_proj, blendshapes …")
+    options: dict[str, Any] = Field(default_factory=dict, description="the head's options (its config's fields)")
+    seeds: list[int] = Field(default_factory=lambda: [0])
+    epochs: int = 200
+    batch_size: int = 256
+    lr: float = 1e-4
+    patience: int = 15
+    warmup_epochs: int = 5
+    report: bool = Field(True, description="write the interpretability report (archetype heads)")
+    expressions: list[int] | None = Field(None, description="canonical expression indices to use (a view)")
+    test_fold: int = 1
+
+    def train_config(self, seed: int, device: str | None, progress: bool = True) -> TrainConfig:
+        return TrainConfig(
+            epochs=self.epochs,
+            batch_size=self.batch_size,
+            lr=self.lr,
+            patience=self.patience,
+            warmup_epochs=self.warmup_epochs,
+            seed=seed,
+            device=device,
+            progress=progress,
+        )
+
+
+@dataclass
+class PlannedHead:
+    config: HeadConfig
+    seed: int
+    step: Step
+
+
+def plan_heads(configs: list[HeadConfig], store: FeatureStore) -> list[PlannedHead]:
+    """Every (head config, seed) as a keyed step; fails on a feature group that is not there."""
+    plan = []
+    for h in configs:
+        get_head(h.head).check(h.task, h.options)
+        if store.open_step(h.features) is None:
+            raise ValueError(f"no feature group at {h.features!r} in {store.url}; `affectflow ls` lists them")
+        for seed in h.seeds:
+            spec = head_spec(h.head, h.task, h.array, h.options, h.train_config(seed, None), h.expressions, h.test_fold)
+            plan.append(PlannedHead(h, seed, head_step(store, h.features, spec)))
+    return plan
+
+
+def plan_done(plan: list[PlannedHead], store: FeatureStore) -> bool:
+    """Every step complete, and every report that is asked for written."""
+    for p in plan:
+        if not store.is_complete(p.step):
+            return False
+        if p.config.report and uses_archetypes(store.open_step(p.step.path).meta):
+            if not store.has_file(p.step.path, "report.md"):
+                return False
+    return True
+
+
+def train_one(
+    store: FeatureStore, planned: PlannedHead, device: str | None, progress: bool = True
+) -> dict[str, Any]:
+    """Train (or skip) one planned head, then write its report when it has a codebook and one is asked for."""
+    h = planned.config
+    group, state, metrics = train_head(
+        store,
+        h.features,
+        h.head,
+        h.task,
+        h.array,
+        h.options,
+        h.train_config(planned.seed, device, progress),
+        h.expressions,
+        h.test_fold,
+    )
+    assert group.key == planned.step.key, "the plan and the step disagree on the key"
+    run = {
+        "head": h.head,
+        "task": h.task,
+        "seed": planned.seed,
+        "state": state,
+        "path": group.path,
+        "key": group.key,
+        "metrics": metrics,
+        "features": h.features,
+        "uses_archetypes": uses_archetypes(group.meta),
+    }
+    if h.report and run["uses_archetypes"]:
+        if not store.has_file(group.path, "report.md"):
+            write_report(store, group.path)
+        run["report"] = store.get_file(group.path, "report.md").decode()
+    return run
+
+
+def summarise(runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Test metrics as mean ± std over the seeds of each (head, task, features)."""
+    groups: dict[tuple, list[dict]] = {}
+    for r in runs:
+        groups.setdefault((r["head"], r["task"], r["features"]), []).append(r)
+    out = []
+    for (head, task_name, features), rs in groups.items():
+        names = [k for k, v in rs[0]["metrics"]["test"].items() if isinstance(v, float)]
+        stats = {
+            k: (
+                float(np.mean([r["metrics"]["test"][k] for r in rs])),
+                float(np.std([r["metrics"]["test"][k] for r in rs])),
+            )
+            for k in names
+        }
+        out.append(
+            {
+                "head": head,
+                "task": task_name,
+                "features": features,
+                "seeds": [r["seed"] for r in rs],
+                "headline": get_task(task_name).headline,
+                "test": stats,
+                "k_stable": [r["metrics"]["k_stable"] for r in rs],
+                "train_seconds": float(np.mean([r["metrics"]["train_seconds"] for r in rs])),
+                "protocol": rs[0]["metrics"]["protocol"],
+            }
+        )
+    return out
+
+
+def summary_markdown(summary: list[dict[str, Any]]) -> str:
+    lines = [
+        "# train-heads",
+        "",
+        "| head | task | features | seeds | headline (test) | K_stable | train s | protocol |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for s in summary:
+        mean, std = s["test"][s["headline"]]
+        lines.append(
+            f"| {s['head']} | {s['task']} | `{s['features']}` | {len(s['seeds'])} | "
+            f"{s['headline']} {mean:.3f} ± {std:.3f} | {s['k_stable'][0]} | {s['train_seconds']:.1f} | "
+            f"{s['protocol']} |"
+        )
+    for s in summary:
+        lines += ["", f"## {s['head']} · {s['task']}", "", "| metric | mean | std |", "|---|---|---|"]
+        lines += [f"| {k} | {m:.4f} | {sd:.4f} |" for k, (m, sd) in s["test"].items()]
+    return "\n".join(lines)
+
+
+def results(runs: list[dict[str, Any]], store: FeatureStore | None = None) -> dict[str, Any]:
+    """The runs with their summary and its markdown (also filed under ``reports/train-heads/`` when
+    a store is given: what was trained, not what was read back)."""
+    summary = summarise(runs)
+    markdown = summary_markdown(summary)
+    if store is not None:
+        stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S%fZ")
+        store.fs.makedirs(f"{store.root}/reports/train-heads", exist_ok=True)
+        store.fs.pipe_file(f"{store.root}/reports/train-heads/{stamp}.md", markdown.encode())
+    return {"runs": runs, "summary": summary, "report": markdown}
+
+
+def train_heads_here(
+    configs: list[HeadConfig],
+    store: str = "./store",
+    storage_options: dict[str, Any] | None = None,
+    device: str | None = None,
+    progress: bool = True,
+) -> dict[str, Any]:
+    """What ``affectflow train`` runs: read back when every planned step is done; the
+    ``train-heads`` flow when a Prefect server is configured; else train in this process."""
+    t0 = time.perf_counter()
+    fstore = FeatureStore(store, storage_options or {})
+    plan = plan_heads(configs, fstore)
+    if plan_done(plan, fstore):
+        out = results([train_one(fstore, p, device, progress) for p in plan])
+        return {**out, "flow_run": False, "seconds": time.perf_counter() - t0}
+    if os.environ.get("PREFECT_API_URL"):
+        from flows.train import train_heads
+
+        out = train_heads(configs, store=store, storage_options=storage_options, device=device)
+        return {**out, "flow_run": True, "seconds": time.perf_counter() - t0}
+    out = results([train_one(fstore, p, device, progress) for p in plan], fstore)
+    return {**out, "flow_run": False, "seconds": time.perf_counter() - t0}
+
+
+@dataclass
+class TrainedHead:
+    path: str  # the head's group in the store: checkpoint, metrics, predictions, report
+    key: str
+    state: str  # "new" or "skipped" (the same key was already complete)
+    metrics: dict[str, Any]
+    seconds: float  # this call, end to end
+
+
+_STORES: dict[tuple[str, str], FeatureStore] = {}
+
+
+def train(
+    features: str,
+    task: str,
+    head: str = "aura",
+    *,
+    store: str = "./store",
+    storage_options: dict[str, Any] | None = None,
+    array: str = "global",
+    options: dict[str, Any] | None = None,
+    seed: int = 0,
+    device: str | None = None,
+    progress: bool = False,
+    report: bool = False,
+    **train: Any,
+) -> TrainedHead:
+    """Train one head on cached features from Python (a notebook), keyed like every head step.
+
+    ``train`` holds the trainer's knobs (``epochs``, ``lr``, ``batch_size``, ``patience``,
+    ``warmup_epochs``). Returns the step's path, key, state and metrics. Loaded features and splits
+    stay in this process for the next call, and the store is opened once per URL::
+
+        import affectflow
+        run = affectflow.train("features/generated/mediapipe-face/<key>", "fer", "linear", array="blendshapes")
+        run.metrics["test"]["macro_f1"], run.path
+    """
+    t0 = time.perf_counter()
+    cache = (store, repr(sorted((storage_options or {}).items())))
+    if cache not in _STORES:
+        _STORES[cache] = FeatureStore(store, storage_options or {})
+    fstore = _STORES[cache]
+    config = HeadConfig(
+        head=head,
+        task=task,
+        features=features,
+        array=array,
+        options=options or {},
+        seeds=[seed],
+        report=report,
+        **train,
+    )
+    (planned,) = plan_heads([config], fstore)
+    run = train_one(fstore, planned, device, progress)
+    return TrainedHead(run["path"], run["key"], run["state"], run["metrics"], time.perf_counter() - t0)
