@@ -38,3 +38,4 @@ bench: install
 	$(BIN)/python bench/face.py
 	$(BIN)/python bench/heads.py
 	$(BIN)/python bench/demo_heads.py
+	$(BIN)/python bench/retrain.py

@@ -43,3 +43,23 @@ def publish(name: str, result: dict, table: str) -> None:
 
 def marks(name: str) -> tuple[str, str]:
     return f"<!-- bench:{name}:begin -->", f"<!-- bench:{name}:end -->"
+
+
+def demo_store(work: Path):
+    """The demo's generated catalogue (20 subjects × 42 faces) extracted with the demo's encoders
+    through the real flow into ``work/store``, as ``make demo`` does; returns the FeatureStore."""
+    from featurestore import FeatureStore
+    from flows.cli import parse_encoder
+    from flows.demo import DEMO_ENCODERS, DEMO_PER_SUBJECT
+    from flows.extract import DatasetConfig, extract_features
+    from stages.encoders import create_encoder
+    from stages.synthetic.face_generator import write_generated_dataset
+
+    face = create_encoder("mediapipe-face").load()
+    root, _ = write_generated_dataset(work / "generated", face.find_face, per_subject=DEMO_PER_SUBJECT)
+    extract_features(
+        datasets=[DatasetConfig(layout="csv", root=str(root), name="generated")],
+        encoders=[parse_encoder(spec) for spec in DEMO_ENCODERS],
+        store=str(work / "store"),
+    )
+    return FeatureStore(str(work / "store"))

@@ -15,27 +15,9 @@ import tempfile
 from pathlib import Path
 
 import numpy as np
-from common import machine, publish  # bench/ is the script's directory, so it is on sys.path
+from common import demo_store, machine, publish  # bench/ is the script's directory, so it is on sys.path
 
 K_MAX_SWEEP = (150, 300)  # besides AuraConfig's default 200
-
-
-def catalogue(work: Path):
-    from featurestore import FeatureStore
-    from flows.cli import parse_encoder
-    from flows.demo import DEMO_ENCODERS, DEMO_PER_SUBJECT
-    from flows.extract import DatasetConfig, extract_features
-    from stages.encoders import create_encoder
-    from stages.synthetic.face_generator import write_generated_dataset
-
-    face = create_encoder("mediapipe-face").load()
-    root, _ = write_generated_dataset(work / "generated", face.find_face, per_subject=DEMO_PER_SUBJECT)
-    extract_features(
-        datasets=[DatasetConfig(layout="csv", root=str(root), name="generated")],
-        encoders=[parse_encoder(spec) for spec in DEMO_ENCODERS],
-        store=str(work / "store"),
-    )
-    return FeatureStore(str(work / "store"))
 
 
 def run(seeds: list[int]) -> dict:
@@ -46,7 +28,7 @@ def run(seeds: list[int]) -> dict:
 
     work = Path(tempfile.mkdtemp(prefix="affectflow-demo-heads-"))
     try:
-        store = catalogue(work)
+        store = demo_store(work)
         plan = demo_heads_plan(store)
         plan += [
             {**e, "options": {**e["options"], "k_max": k}, "name": f"aura_k_max{k}"}

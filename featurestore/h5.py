@@ -15,7 +15,8 @@ import numpy as np
 from featurestore.completion import META
 from featurestore.keys import StepSpec
 from featurestore.readers import GroupReader
-from featurestore.store import ArraySpec, FeatureStore
+from featurestore.steps import Step, StepOutput
+from featurestore.store import FeatureStore
 
 _STR = h5py.string_dtype("utf-8")
 
@@ -39,36 +40,15 @@ def import_h5(store: FeatureStore, source: str | Path) -> str:
     with h5py.File(source, "r") as f:
         meta = json.loads(f.attrs[META])
         path = str(f.attrs["affectflow_path"])
-        arrays, values = {}, {}
-        for name, ds in f.items():
-            if ds.dtype.kind == "O":
-                values[name] = np.array(ds.asstr()[...], dtype=str)
-                arrays[name] = ArraySpec(ds.shape[1:], str, "")
-            else:
-                values[name] = ds[...]
-                fill = np.nan if ds.dtype.kind == "f" else 0
-                arrays[name] = ArraySpec(ds.shape[1:], ds.dtype, fill)
+        values = {
+            name: np.array(ds.asstr()[...], dtype=str) if ds.dtype.kind == "O" else ds[...] for name, ds in f.items()
+        }
     spec = StepSpec(**meta["spec"])
     extra = {
         k: v
         for k, v in meta.items()
         if k not in {"kind", "key", "spec", "inputs", "n_samples", "chunk_size", "status_codes", "complete"}
     }
-    with store.lock(meta["key"]):
-        group = store.create_step(
-            path,
-            kind=meta["kind"],
-            spec=spec,
-            key=meta["key"],
-            inputs=meta["inputs"],
-            n_samples=meta["n_samples"],
-            arrays=arrays,
-            chunk_size=meta["chunk_size"],
-            extra_meta=extra,
-        )
-        for name, v in values.items():
-            group.group[name][:] = v
-        for i in range(group.n_chunks):
-            group.mark_chunk_done(i)
-        group.mark_complete()
+    step = Step.at(path, meta["kind"], spec, tuple(meta["inputs"]))
+    store.run_step(step, lambda: StepOutput(values, extra, chunk_size=meta["chunk_size"]))
     return path

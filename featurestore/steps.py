@@ -48,6 +48,12 @@ class Step:
     def path(self) -> str:
         return "/".join((self.folder, *self.parts, self.key))
 
+    @classmethod
+    def at(cls, path: str, kind: str, spec: StepSpec, inputs: tuple[str, ...]) -> Step:
+        """The step of an existing group path (``<folder>/<parts…>/<key>``), e.g. one being imported."""
+        folder, *parts, key = path.split("/")
+        return cls(kind, spec, inputs, folder, tuple(parts), key=key)
+
 
 @dataclass
 class StepOutput:
@@ -56,6 +62,7 @@ class StepOutput:
     arrays: Mapping[str, np.ndarray]
     meta: dict[str, Any] = field(default_factory=dict)
     files: Mapping[str, bytes] = field(default_factory=dict)
+    chunk_size: int | None = None  # samples per Zarr chunk; None: one chunk (derived tables are small)
 
     @property
     def n_samples(self) -> int:

@@ -28,7 +28,6 @@ import zarr
 from zarr.codecs import ZstdCodec
 
 from featurestore.completion import DONE, META, StepGroup
-from featurestore.keys import StepSpec
 from featurestore.locks import step_lock
 from featurestore.status import status_names
 from featurestore.steps import Step, StepOutput
@@ -147,18 +146,14 @@ class FeatureStore:
 
     def create_step(
         self,
-        path: str,
+        step: Step,
         *,
-        kind: str,
-        spec: StepSpec,
-        key: str,
-        inputs: list[str],
         n_samples: int,
         arrays: dict[str, ArraySpec],
         chunk_size: int | None = None,
-        extra_meta: dict[str, Any] | None = None,
+        meta: dict[str, Any] | None = None,
     ) -> StepGroup:
-        """Create (overwriting any half-made group at ``path``) a step group with empty arrays."""
+        """Create (overwriting any half-made group at its path) the group of ``step`` with empty arrays."""
         if chunk_size is None:
             largest = max(
                 int(np.prod(a.shape, dtype=np.int64)) * np.dtype(a.dtype).itemsize if a.dtype is not str else 64
@@ -166,7 +161,7 @@ class FeatureStore:
             )
             chunk_size = choose_chunk_size(largest, n_samples)
         chunk_size = max(1, min(chunk_size, max(n_samples, 1)))
-        group = self.root_group.require_group(path)
+        group = self.root_group.require_group(step.path)
         for name, a in arrays.items():
             group.create_array(
                 name,
@@ -180,15 +175,15 @@ class FeatureStore:
         n_chunks = -(-n_samples // chunk_size)
         group.create_array(DONE, shape=(n_chunks,), chunks=(1,), dtype=bool, fill_value=False, overwrite=True)
         group.attrs[META] = {
-            "kind": kind,
-            "key": key,
-            "spec": spec.to_json(),
-            "inputs": inputs,
+            "kind": step.kind,
+            "key": step.key,
+            "spec": step.spec.to_json(),
+            "inputs": list(step.inputs),
             "n_samples": n_samples,
             "chunk_size": chunk_size,
             "status_codes": status_names(),
             "complete": False,
-            **(extra_meta or {}),
+            **(meta or {}),
         }
         return StepGroup(group)
 
@@ -208,15 +203,11 @@ class FeatureStore:
             output: StepOutput = compute()
             n = output.n_samples
             group = self.create_step(
-                step.path,
-                kind=step.kind,
-                spec=step.spec,
-                key=step.key,
-                inputs=list(step.inputs),
+                step,
                 n_samples=n,
                 arrays={name: array_spec(np.asarray(v)) for name, v in output.arrays.items()},
-                chunk_size=max(n, 1),
-                extra_meta=output.meta,
+                chunk_size=output.chunk_size or max(n, 1),
+                meta=output.meta,
             )
             for name, values in output.arrays.items():
                 values = np.asarray(values)
@@ -248,17 +239,7 @@ class FeatureStore:
             if group is not None and group.key == step.key and len(group.undone_chunks()) < group.n_chunks:
                 state, todo = "resumed", group.undone_chunks()
             else:
-                group = self.create_step(
-                    step.path,
-                    kind=step.kind,
-                    spec=step.spec,
-                    key=step.key,
-                    inputs=list(step.inputs),
-                    n_samples=n_samples,
-                    arrays=arrays,
-                    chunk_size=chunk_size,
-                    extra_meta=meta,
-                )
+                group = self.create_step(step, n_samples=n_samples, arrays=arrays, chunk_size=chunk_size, meta=meta)
                 state, todo = "new", list(range(group.n_chunks))
             yield group, state, todo
             if not group.undone_chunks():

@@ -92,6 +92,7 @@ def train_one(
 ) -> dict[str, Any]:
     """Train (or skip) one planned head, then write its report when it has a codebook and one is asked for."""
     h = planned.config
+    t0 = time.perf_counter()
     group, state, metrics = train_head(
         store,
         h.features,
@@ -114,6 +115,7 @@ def train_one(
         "metrics": metrics,
         "features": h.features,
         "uses_archetypes": uses_archetypes(group.meta),
+        "step_seconds": time.perf_counter() - t0,  # the head step: store reads, training, writes
     }
     if h.report and run["uses_archetypes"]:
         if not store.has_file(group.path, "report.md"):

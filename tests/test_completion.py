@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from featurestore import ArraySpec, FeatureStore, GroupReader, StepSpec
+from featurestore import ArraySpec, FeatureStore, GroupReader, Step, StepSpec
 
 PATH = "features/x/enc/k"
 
@@ -15,16 +15,9 @@ def test_a_chunk_of_fill_values_is_done_only_after_its_flag(tmp_path):
     neither done nor undone: a chunk of all-NaN features (every frame without a face) must count as
     done exactly when its flag is set, and the group as complete only when every flag is."""
     store = FeatureStore(str(tmp_path / "s"))
-    group = store.create_step(
-        PATH,
-        kind="features",
-        spec=StepSpec("t", 1, {}),
-        key="k",
-        inputs=[],
-        n_samples=8,
-        arrays={"v": ArraySpec((3,), np.float16, np.nan)},
-        chunk_size=4,
-    )
+    step = Step("features", StepSpec("t", 1, {}), (), "features", ("x", "enc"), key="k")
+    assert step.path == PATH
+    group = store.create_step(step, n_samples=8, arrays={"v": ArraySpec((3,), np.float16, np.nan)}, chunk_size=4)
     group.write("v", np.full((4, 3), np.nan, np.float16))  # the fill value: no chunk object
     assert FeatureStore(str(tmp_path / "s")).open_step(PATH).undone_chunks() == [0, 1]
     group.mark_chunk_done(0)

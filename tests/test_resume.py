@@ -10,7 +10,7 @@ import pytest
 import zarr
 
 import featurestore.store as store_module
-from featurestore import ArraySpec, FeatureStore, GroupReader, StepSpec
+from featurestore import ArraySpec, FeatureStore, GroupReader, Step, StepSpec
 from stages.encoders import create_encoder
 from stages.extract import feature_step
 from stages.sources import build_manifest
@@ -145,7 +145,6 @@ def test_a_run_that_loses_the_race_to_create_a_new_store_opens_the_winners(tmp_p
     assert store.list_steps("features") == []  # a new store: nothing under any prefix yet
     assert store.root_group.attrs["affectflow_store_format"] == store_module.STORE_FORMAT
     status = {"status": ArraySpec((), np.int8, 0)}
-    store.create_step(
-        "features/x/y/k", kind="features", spec=StepSpec("t", 1, {}), key="k", inputs=[], n_samples=2, arrays=status
-    )
+    step = Step("features", StepSpec("t", 1, {}), (), "features", ("x", "y"), key="k")
+    store.create_step(step, n_samples=2, arrays=status)
     assert [g.path for g in FeatureStore(str(tmp_path / "store")).list_steps("features")] == ["features/x/y/k"]
