@@ -87,9 +87,7 @@ def plan_done(plan: list[PlannedHead], store: FeatureStore) -> bool:
     return True
 
 
-def train_one(
-    store: FeatureStore, planned: PlannedHead, device: str | None, progress: bool = True
-) -> dict[str, Any]:
+def train_one(store: FeatureStore, planned: PlannedHead, device: str | None, progress: bool = True) -> dict[str, Any]:
     """Train (or skip) one planned head, then write its report when it has a codebook and one is asked for."""
     h = planned.config
     t0 = time.perf_counter()
