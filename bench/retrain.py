@@ -8,7 +8,7 @@ the demo's training settings and a seed no earlier run used (so nothing is skipp
   seconds, split into start-up and imports (the command's wall time minus what it measured
   itself), the head step's store reads and writes (step minus training) and the rest of the
   orchestration (planning, the report, the summary);
-* a second retrain through the Python API in a warm process (``affectflow.train``), against its
+* retrains through the Python API in a warm process (``affectflow.train``) after the first, against their
   training seconds.
 """
 
@@ -26,7 +26,7 @@ from pathlib import Path
 from common import REPO, demo_store, machine, publish  # bench/ is the script's directory, so it is on sys.path
 
 HEADS = ("linear", "aura")
-TARGETS = {"aura_command_vs_training": 1.3, "overhead_s": 4.0, "api_second_vs_training": 1.05}
+TARGETS = {"aura_command_vs_training": 1.3, "overhead_s": 4.0, "api_warm_vs_training": 1.05}
 
 
 def features_of(store_url: str) -> str | None:
@@ -64,8 +64,10 @@ def command(store: str, features: str, head: str, seed: int, out: Path) -> dict:
     }
 
 
-def api(store: str, features: str, seeds: tuple[int, int]) -> dict:
-    """Two AURA retrains in one process: the second finds the features and splits in memory."""
+def api(store: str, features: str, seeds: list[int]) -> dict:
+    """AURA retrains in one process: the calls after the first find the features and splits in
+    memory. Their seconds against their training seconds, summed (early stopping makes one run's
+    training anywhere from one to twenty seconds here)."""
     code = (
         "import json, sys, affectflow\n"
         "runs = [affectflow.train(sys.argv[1], 'fer', 'aura', store=sys.argv[2], array='blendshapes', seed=s)"
@@ -75,13 +77,15 @@ def api(store: str, features: str, seeds: tuple[int, int]) -> dict:
     done = subprocess.run(
         [sys.executable, "-c", code, features, store, *map(str, seeds)], check=True, capture_output=True, text=True
     )
-    (first, second) = json.loads(done.stdout.strip().splitlines()[-1])
-    assert first[0] == second[0] == "new"
+    first, *warm = json.loads(done.stdout.strip().splitlines()[-1])
+    assert all(r[0] == "new" for r in [first, *warm])
+    seconds, training = sum(r[1] for r in warm), sum(r[2] for r in warm)
     return {
         "first_call_s": round(first[1], 2),
-        "second_call_s": round(second[1], 2),
-        "second_training_s": round(second[2], 2),
-        "api_second_vs_training": round(second[1] / second[2], 3),
+        "warm_calls": len(warm),
+        "warm_calls_s": round(seconds, 2),
+        "warm_training_s": round(training, 2),
+        "api_warm_vs_training": round(seconds / training, 3),
     }
 
 
@@ -107,11 +111,11 @@ def table(result: dict) -> str:
     a = result["api"]
     lines += [
         "",
-        f"Python API, warm process (`affectflow.train`, AURA): first call {a['first_call_s']:.1f} s, second "
-        f"{a['second_call_s']:.1f} s for {a['second_training_s']:.1f} s of training "
+        f"Python API, warm process (`affectflow.train`, AURA): first call {a['first_call_s']:.1f} s; the "
+        f"{a['warm_calls']} calls after it {a['warm_calls_s']:.1f} s for {a['warm_training_s']:.1f} s of training "
         f"(**{a['api_second_vs_training']:.3f}×**).",
         "",
-        "Targets: AURA command ÷ training ≤ 1.3, overhead ≤ 4 s for both heads, second API call ≤ 1.05× its "
+        "Targets: AURA command ÷ training ≤ 1.3, overhead ≤ 4 s for both heads, warm API calls ≤ 1.05× their "
         f"training. Met: {', '.join(f'{k} {v}' for k, v in result['met'].items())}.",
         "<!-- bench:retrain:end -->",
     ]
@@ -134,13 +138,13 @@ def main() -> None:
         result = {
             "machine": machine(),
             "commands": commands,
-            "api": api(store, features, (args.seed + 10, args.seed + 11)),
+            "api": api(store, features, [args.seed + 10 + i for i in range(4)]),
         }
         aura = next(c for c in commands if c["head"] == "aura")
         result["met"] = {
             "aura_command_vs_training": aura["command_vs_training"] <= TARGETS["aura_command_vs_training"],
             "overhead_s": all(c["overhead_s"] <= TARGETS["overhead_s"] for c in commands),
-            "api_second_vs_training": result["api"]["api_second_vs_training"] <= TARGETS["api_second_vs_training"],
+            "api_warm_vs_training": result["api"]["api_warm_vs_training"] <= TARGETS["api_warm_vs_training"],
         }
         publish("retrain", result, table(result))
     finally:
