@@ -90,9 +90,11 @@ def load_plugins(modules: list[str] = ()) -> None:
             raise ValueError(f"plugin {module!r} cannot be imported: {err}") from None
 
 
-def get_head(name: str) -> HeadEntry:
+def get_head(name: str, module: str | None = None) -> HeadEntry:
+    """The head registered as ``name``; when it is not, the installed plugins and ``module`` (where a
+    stored head says it was defined) are imported first."""
     if name not in HEADS:
-        load_plugins()
+        load_plugins([module] if module else [])
     if name not in HEADS:
         raise ValueError(
             f"unknown head {name!r}; registered: {', '.join(sorted(HEADS))} "

@@ -15,8 +15,8 @@ from stages.thumbnails import thumbnails, to_image
 
 def write_report(store: FeatureStore, head_path: str, n_nearest: int = 8, thumb_size: int = 64) -> dict[str, Any]:
     """Build every report file of an archetype head beside its checkpoint; returns the summary."""
+    model, config = load_head(store, head_path)  # first: it registers a plugin head's task too
     params, source, data = head_data(store, head_path)
-    model, config = load_head(store, head_path)
     if not model.uses_archetypes:
         raise ValueError(f"{head_path} is a {config['head']} head: the report needs an archetype head (aura)")
     task = get_task(params["task"])

@@ -120,6 +120,7 @@ def train_head(
             "n_outputs": data.n_outputs,
             "n_patches": n_patches,
             "labels": data.label_names,
+            "module": get_head(head).build.__module__,  # where it registers: a plugin head loads without --plugin
         }
         meta = {
             "dataset": step.parts[0],
@@ -154,6 +155,7 @@ def _archetypes(model: torch.nn.Module, x: torch.Tensor) -> np.ndarray:
 def load_head(store: FeatureStore, path: str) -> tuple[torch.nn.Module, dict[str, Any]]:
     """Rebuild a trained head from its config and safetensors weights."""
     config = json.loads(store.get_file(path, "config.json"))
+    get_head(config["head"], module=config.get("module"))
     model = create_head(
         config["head"], config["task"], config["in_dim"], config["n_outputs"], config["n_patches"], **config["options"]
     )
@@ -184,8 +186,8 @@ def evaluate_head(store: FeatureStore, path: str, split: str = "test") -> dict[s
     same protocol and seed the head was trained with."""
     if split not in ("train", "val", "test"):
         raise ValueError(f"split {split!r} not in train, val, test")
+    model, config = load_head(store, path)  # first: it registers a plugin head's task too
     params, _, data = head_data(store, path)
-    model, config = load_head(store, path)
     outputs = predict(model, data.x[split])
     metrics = evaluate(params["task"], outputs, data.y[split].numpy(), data.n_outputs, data.label_names)
     return {

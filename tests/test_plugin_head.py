@@ -4,6 +4,8 @@ skipped on rerun like every head. This is the path new head families take."""
 
 from __future__ import annotations
 
+import os
+import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -17,6 +19,7 @@ from heads.base import Head
 from heads.metrics import expression_metrics
 from heads.registry import register_head
 from heads.tasks import Labels, Task, register_task
+from tests.conftest import BIN, REPO
 
 
 @register_task
@@ -155,3 +158,9 @@ def test_the_same_heads_through_the_train_heads_flow_and_the_command_line(toy_st
     assert "toy-linear" in result.output and "accuracy" in result.output
     bad = CliRunner().invoke(app, args + ["--option", "k_max=3"])
     assert bad.exit_code == 2 and "its options: temperature" in bad.output
+    # a stored head names the module that registers it: a fresh process evaluates it without --plugin
+    # (this module importable there, as an installed plugin package would be)
+    evaluate = [str(BIN / "affectflow"), "evaluate", seed5["path"], "--store", store.url]
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    done = subprocess.run(evaluate, cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0 and "accuracy" in done.stdout, done.stdout + done.stderr
