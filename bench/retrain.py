@@ -113,7 +113,7 @@ def table(result: dict) -> str:
         "",
         f"Python API, warm process (`affectflow.train`, AURA): first call {a['first_call_s']:.1f} s; the "
         f"{a['warm_calls']} calls after it {a['warm_calls_s']:.1f} s for {a['warm_training_s']:.1f} s of training "
-        f"(**{a['api_second_vs_training']:.3f}×**).",
+        f"(**{a['api_warm_vs_training']:.3f}×**).",
         "",
         "Targets: AURA command ÷ training ≤ 1.3, overhead ≤ 4 s for both heads, warm API calls ≤ 1.05× their "
         f"training. Met: {', '.join(f'{k} {v}' for k, v in result['met'].items())}.",
