@@ -95,8 +95,8 @@ def table(result: dict) -> str:
         f"Measured by `make bench` on {result['machine']['cpus']} CPUs (torch {result['machine']['torch']}, "
         "no GPU), on the demo store (blendshapes of the generated faces, expressions, the trainer's defaults), "
         "new seeds so nothing is skipped. No Prefect server: the command trains in its own process. Start-up "
-        "and imports: torch, scikit-learn's metrics, zarr, the CLI; store reads and writes include "
-        "torch.optim's first use, which imports torch._dynamo.",
+        "and imports: torch, zarr, the CLI; orchestration includes the head's report (AURA: matplotlib's "
+        "import and the feature map).",
         "",
         "| `affectflow train` | command | training | command ÷ training | overhead | start-up + imports | "
         "store reads + writes | orchestration + report |",

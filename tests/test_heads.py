@@ -15,7 +15,7 @@ from heads.aura import ArchetypeBranches, AuraConfig, AuraHead
 from heads.baselines import linear_probe
 from heads.dropout import Dropout
 from heads.losses import au_loss, ccc_torch, class_weights, expression_loss, va_loss
-from heads.metrics import au_metrics, ccc, va_metrics
+from heads.metrics import au_metrics, ccc, expression_metrics, va_metrics
 from heads.registry import create_head
 from heads.stacked import StackedEncoderLayer
 from heads.standardise import fit_input_norms
@@ -86,6 +86,66 @@ def test_ccc_matches_the_formula_on_random_data():
 
 
 # -- archetype losses ---------------------------------------------------------------------------------
+@pytest.mark.parametrize("seed", range(5))
+def test_f1_and_accuracy_are_scikit_learns(seed):
+    """The numpy confusion-matrix scores against sklearn.metrics (the maintained reference), with
+    classes that are never predicted, never present, and unlabelled samples mixed in."""
+    from sklearn.metrics import accuracy_score, f1_score
+
+    rng = np.random.default_rng(seed)
+    target = rng.integers(-1, 6, 300)  # class 6 is never present, −1 is unlabelled
+    pred = np.where(rng.random(300) < 0.4, target.clip(0), rng.integers(0, 5, 300))  # class 5, 6 rarely/never
+    keep = target >= 0
+    scores = expression_metrics(pred, target, 7)
+    assert scores["accuracy"] == pytest.approx(accuracy_score(target[keep], pred[keep]))
+    reference = f1_score(target[keep], pred[keep], labels=list(range(7)), average="macro", zero_division=0)
+    assert scores["macro_f1"] == pytest.approx(reference, abs=1e-12)
+    au_target, au_pred = rng.integers(-1, 2, (200, 3)), rng.integers(0, 2, (200, 3))
+    au_pred[:, 2] = 0  # an AU never predicted: F1 0 by zero_division
+    au = au_metrics(au_pred, au_target, ["a", "b", "c"])
+    for j, name in enumerate("abc"):
+        labelled = au_target[:, j] >= 0
+        expected = f1_score(au_target[labelled, j], au_pred[labelled, j], zero_division=0)
+        assert au[f"f1_{name}"] == pytest.approx(expected, abs=1e-12)
+
+
+def test_the_trainers_adamw_is_torchs_fused_adamw_bit_for_bit():
+    """heads.optim.FusedAdamW against torch.optim.AdamW(fused=True) on the same model, batches and
+    settings: every parameter equal after 25 steps (a parameter without a gradient is left alone)."""
+    from heads.optim import FusedAdamW
+
+    def model():
+        torch.manual_seed(0)
+        return nn.Sequential(nn.Linear(6, 8), nn.GELU(), nn.Linear(8, 3), nn.Linear(3, 3))
+
+    ours, theirs = model(), model()
+    ours[3].requires_grad_(False), theirs[3].requires_grad_(False)
+    unused = nn.Parameter(torch.ones(2))  # in the optimiser, never in the loss
+    opt_ours = FusedAdamW([*ours.parameters(), unused], lr=3e-3, weight_decay=0.05)
+    opt_theirs = torch.optim.AdamW(theirs.parameters(), lr=3e-3, weight_decay=0.05, fused=True)
+    data = torch.Generator().manual_seed(1)
+    for _ in range(25):
+        x, y = torch.randn(16, 6, generator=data), torch.randint(0, 3, (16,), generator=data)
+        for net, opt in ((ours, opt_ours), (theirs, opt_theirs)):
+            opt.zero_grad(set_to_none=True)
+            F.cross_entropy(net(x), y).backward()
+            opt.step()
+    for a, b in zip(ours.parameters(), theirs.parameters(), strict=True):
+        assert torch.equal(a, b)
+    assert not torch.equal(ours[0].weight, model()[0].weight)  # it trained
+    assert torch.equal(unused, torch.ones(2))
+
+
+def test_the_reports_pca_is_scikit_learns():
+    from sklearn.decomposition import PCA
+
+    from heads.report import pca_2d
+
+    rng = np.random.default_rng(0)
+    points = rng.normal(size=(120, 9)) @ rng.normal(size=(9, 9)) + 3.0
+    np.testing.assert_allclose(pca_2d(points), PCA(n_components=2).fit_transform(points), atol=1e-9)
+
+
 def test_assignment_loss_and_discriminative_loss_on_a_hand_built_case():
     branch = _branch(beta=0.5)
     _set(branch, [[1.0, 0.0], [0.0, 1.0]], [[1.0, 0.0], [0.0, 1.0]])
