@@ -27,9 +27,18 @@ Losses (all λ = 1 by default)::
            CLS outputs → head. (The two CLS tokens are stored first: with learned positions the
            order in memory is only a layout, and adjacent CLS rows are a slice, not a gather.)
 
-Usage: archetype usage is counted in training; during warm-up archetypes used by fewer than τ of
-the samples are re-initialised from batch features plus small noise; after training they are
-pruned, leaving K_stable. Inference is projector → nearest kept archetype → φ, nothing else.
+Usage: archetype usage is counted in training and judged against what the archetype's group can
+supply — the class it decides, its AU state (absent / present), its VA score bin — so a class
+holding 1.5 % of the data keeps archetypes that a codebook-wide share would call unused. An
+archetype is underused when fewer than τ·G of its group's samples (G groups; and fewer than one)
+are nearest to it: with balanced groups that is τ of all usage, the paper's rule, and a group
+holding a tenth of the balanced share gets a threshold ten times lower. During warm-up underused
+archetypes are re-initialised from batch features plus small noise, first from the samples of
+groups no live archetype decides, then class-balanced; after training they are pruned, leaving
+K_stable, and every group with training samples keeps its most used archetype (a group no
+archetype decides is reported as uncovered). Deviation: the paper prunes on the codebook-wide share
+(τ = 1 % of all usage), which on in-the-wild data removed every archetype of a 1.5 % class.
+Inference is projector → nearest kept archetype → φ, nothing else.
 Every component has a switch (``AuraConfig``) so the paper's ablations are one change each.
 Deviation: the encoders are frozen and features cached (the paper's CLIP is frozen as well).
 """
@@ -70,7 +79,7 @@ class AuraConfig:
     beta: float = 1.0
     margin: float = 0.2
     va_alpha: float = 1.0
-    tau: float = 0.01
+    tau: float = 0.01  # underused: below τ·G of its group's samples (τ of all usage when groups are balanced)
     lambda_proj: float = 1.0
     lambda_arc: float = 1.0
     lambda_contx: float = 1.0
@@ -231,7 +240,10 @@ class ArchetypeBranches(nn.Module):
         self.archetypes = nn.Parameter(F.normalize(torch.randn(m, cfg.k_max, cfg.d), dim=-1))
         self.head = StackedLinear(m, cfg.d, n_out)
         self.register_buffer("usage", torch.zeros(m, cfg.k_max))
+        # training samples per group seen while usage was counted (a counter, not a weight: not saved)
+        self.register_buffer("supply", torch.zeros(m, self.task.n_groups(cfg.n_outputs)), persistent=False)
         self.register_buffer("active", torch.ones(m, cfg.k_max, dtype=torch.bool))
+        self.uncovered: list[list[int]] = [[] for _ in range(m)]  # groups with samples but no kept archetype
         self.context = Contextualiser(cfg, m, n_out, semantic_in, n_semantic) if cfg.use_contextualisation else None
 
     def embed(self, z: torch.Tensor) -> torch.Tensor:
@@ -276,6 +288,7 @@ class ArchetypeBranches(nn.Module):
         assigned = _gather(a_hat, index)
         with torch.no_grad():
             self.usage.scatter_add_(1, index, torch.ones_like(index, dtype=self.usage.dtype))
+            self.supply += self.group_counts(target)
         parts = {"vas": self.task_loss(self.output(f_hat), target, weights)}
         commitment = ((f_hat - assigned.detach()) ** 2).sum(-1).mean(-1).sum()
         parts["assign"] = ((f_hat.detach() - assigned) ** 2).sum(-1).mean(-1).sum() + cfg.beta * commitment
@@ -329,19 +342,43 @@ class ArchetypeBranches(nn.Module):
             parts["diversity"] = -(mean + variance).sum()
         return parts
 
-    # -- usage --
+    # -- usage, judged per group --
     @torch.no_grad()
-    def reset_unused(self, z: torch.Tensor, noise: float = 0.01) -> int:
-        """Re-initialise archetypes used by < τ of the counted samples from batch features + noise."""
-        total = self.usage.sum(-1, keepdim=True)
-        dead = ((self.usage / total.clamp(min=1)) < self.cfg.tau) & (total > 0)
+    def group_counts(self, target: torch.Tensor) -> torch.Tensor:
+        """(M, G): labelled samples of each group in ``target`` (M, B)."""
+        groups = self.task.sample_groups(target)
+        counts = torch.zeros_like(self.supply)
+        return counts.scatter_add_(1, groups.clamp(min=0), (groups >= 0).to(counts.dtype))
+
+    @torch.no_grad()
+    def archetype_groups(self) -> torch.Tensor:
+        """(M, K): the group each archetype decides (φ on it)."""
+        return torch.stack([self.task.archetype_groups(out) for out in self.output(self.normalised())])
+
+    @torch.no_grad()
+    def underused(self, usage: torch.Tensor, supply: torch.Tensor, groups: torch.Tensor) -> torch.Tensor:
+        """(M, K): nearest to fewer than τ·G of the samples its group supplies (G groups), and to fewer
+        than one. With balanced groups τ·G of a group is τ of all usage: the paper's rule."""
+        share = self.cfg.tau * supply.shape[1]
+        return usage < (share * torch.gather(supply, 1, groups)).clamp(min=1.0)
+
+    @torch.no_grad()
+    def reset_unused(self, z: torch.Tensor, target: torch.Tensor, noise: float = 0.01) -> int:
+        """Re-initialise underused archetypes (of the counted samples) from batch features + noise:
+        first from samples of groups that no live archetype decides, then class-balanced."""
+        groups = self.archetype_groups()
+        dead = self.underused(self.usage, self.supply, groups) & (self.usage.sum(-1, keepdim=True) > 0)
         f_hat = self.embed(z)
+        sample_groups = self.task.sample_groups(target)
         for j in range(self.m):
             n = int(dead[j].sum())
             if n:
-                picks = f_hat[j, torch.randint(0, f_hat.shape[1], (n,), device=f_hat.device)]
+                covered = torch.zeros(self.supply.shape[1], dtype=torch.bool, device=z.device)
+                covered[groups[j][~dead[j]]] = True
+                picks = f_hat[j, _balanced_picks(sample_groups[j], covered, n)]
                 self.archetypes[j, dead[j]] = F.normalize(picks + noise * torch.randn_like(picks), dim=-1)
         self.usage.zero_()
+        self.supply.zero_()
         return int(dead.sum())
 
     @torch.no_grad()
@@ -351,12 +388,40 @@ class ArchetypeBranches(nn.Module):
         return torch.zeros_like(self.usage).scatter_add_(1, index, torch.ones_like(index, dtype=self.usage.dtype))
 
     @torch.no_grad()
-    def keep(self, usage: torch.Tensor) -> list[int]:
-        """Keep archetypes whose usage ratio (M, K) is ≥ τ; returns K_stable per branch."""
-        self.active.copy_(usage >= self.cfg.tau)
-        for j in torch.nonzero(~self.active.any(-1)).flatten().tolist():  # degenerate: keep the most used one
-            self.active[j, usage[j].argmax()] = True
+    def keep(self, usage: torch.Tensor, supply: torch.Tensor) -> list[int]:
+        """Keep the archetypes that are not underused (``usage`` (M, K) and ``supply`` (M, G) are
+        counts over the training set) and, for every group with samples, at least its most used
+        archetype; returns K_stable per branch and records the groups no archetype decides."""
+        groups = self.archetype_groups()
+        keep = ~self.underused(usage, supply, groups)
+        for j in range(self.m):
+            self.uncovered[j] = []
+            for g in torch.nonzero(supply[j] > 0).flatten().tolist():
+                mine = (groups[j] == g) & (usage[j] > 0)
+                if not mine.any():
+                    self.uncovered[j].append(g)  # no archetype decides it: it can never be predicted
+                elif not keep[j][mine].any():
+                    keep[j, torch.where(mine, usage[j], -1).argmax()] = True
+            if not keep[j].any():  # degenerate: nothing labelled was counted; keep the most used one
+                keep[j, usage[j].argmax()] = True
+        self.active.copy_(keep)
         return self.active.sum(-1).tolist()
+
+
+def _balanced_picks(groups: torch.Tensor, covered: torch.Tensor, n: int) -> torch.Tensor:
+    """``n`` sample indices: one from each present group that is not ``covered`` first, the rest
+    from groups drawn uniformly among those present (unlabelled batches: any sample)."""
+    present = torch.unique(groups[groups >= 0])
+    if present.numel() == 0:
+        return torch.randint(0, groups.numel(), (n,), device=groups.device)
+    uncovered = present[~covered[present]]
+    uncovered = uncovered[torch.randperm(uncovered.numel(), device=groups.device)][:n]
+    drawn = present[torch.randint(0, present.numel(), (n - uncovered.numel(),), device=groups.device)]
+    picks = []
+    for g in torch.cat([uncovered, drawn]).tolist():
+        members = torch.nonzero(groups == g).flatten()
+        picks.append(members[torch.randint(0, members.numel(), (1,), device=groups.device)])
+    return torch.cat(picks)
 
 
 # -- the head ----------------------------------------------------------------------------------------
@@ -422,24 +487,30 @@ class AuraHead(Head):
         total = cfg.lambda_proj * parts["vas"] + cfg.lambda_arc * arc + cfg.lambda_contx * parts.get("contx", 0)
         return total, {k: float(v.detach()) for k, v in parts.items()}
 
-    def reset_unused(self, x: torch.Tensor) -> int:
+    def reset_unused(self, x: torch.Tensor, y: torch.Tensor) -> int:
         _, z, _ = self._inputs(x)
-        return self.branches.reset_unused(z)
+        return self.branches.reset_unused(z, self.task.to_branches(y))
 
     @torch.no_grad()
-    def prune(self, x: torch.Tensor, batch_size: int = 4096) -> list[int]:
-        """Usage over ``x`` (the training set, eval mode), in batches; keeps archetypes used ≥ τ."""
+    def prune(self, x: torch.Tensor, y: torch.Tensor, batch_size: int = 4096) -> list[int]:
+        """Usage over ``x`` (the training set, eval mode, in batches) against what each group of ``y``
+        supplies; keeps the archetypes that are not underused (see the module docstring)."""
         counts = torch.zeros_like(self.branches.usage)
         for i in range(0, x.shape[0], batch_size):
             _, z, _ = self._inputs(x[i : i + batch_size])
             counts += self.branches.counts(z)
-        return self.branches.keep(counts / x.shape[0])
+        return self.branches.keep(counts, self.branches.group_counts(self.task.to_branches(y)))
+
+    def uncovered(self) -> list[list[int]]:
+        """Per branch, the groups (Task.sample_groups) with training samples that no archetype decides."""
+        return self.branches.uncovered
 
     def k_stable(self) -> list[int]:
         return self.branches.active.sum(-1).tolist()
 
 
-@register_head("aura", version=5, config=AuraConfig, tasks=TASKS, inputs=("global", "patch"))
+# 6: usage judged per group (class, AU state, VA bin) in resets and pruning
+@register_head("aura", version=6, config=AuraConfig, tasks=TASKS, inputs=("global", "patch"))
 def aura(task: str, in_dim: int, n_outputs: int, config: AuraConfig, n_patches: int = 0) -> AuraHead:
     """AURA archetype head; options are AuraConfig fields."""
     if n_patches and config.input != "patch":

@@ -29,10 +29,11 @@ class Head(nn.Module):
     def predict(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
         """(outputs (B, n_outputs) in the task's raw form, the deciding archetype per output space or None)."""
 
-    def reset_unused(self, x: torch.Tensor) -> int:
-        """Warm-up: re-initialise rarely used archetypes from ``x``; returns how many."""
+    def reset_unused(self, x: torch.Tensor, y: torch.Tensor) -> int:
+        """Warm-up: re-initialise rarely used archetypes from the batch ``x`` (labels ``y``); returns how many."""
         return 0
 
-    def prune(self, x: torch.Tensor) -> list[int] | None:
-        """After training: keep the archetypes ``x`` uses; K_stable per output space (None: no codebook)."""
+    def prune(self, x: torch.Tensor, y: torch.Tensor) -> list[int] | None:
+        """After training: keep the archetypes the training set (``x``, ``y``) uses; K_stable per output
+        space (None: no codebook)."""
         return None

@@ -123,6 +123,19 @@ class Task(ABC):
         """The report table's rows: (class or score bin, mask over archetypes)."""
         raise self._no_archetypes()
 
+    # -- archetype groups: what an archetype decides (a class, an AU state, a VA score bin) and which
+    # training samples could use it, so usage is judged against what its group can supply.
+    def n_groups(self, n_outputs: int) -> int:
+        raise self._no_archetypes()
+
+    def archetype_groups(self, out: torch.Tensor) -> torch.Tensor:
+        """The group each archetype decides, from φ's raw output on it ((K, C) or (K,))."""
+        raise self._no_archetypes()
+
+    def sample_groups(self, y: torch.Tensor) -> torch.Tensor:
+        """The group of each sample's label in one output space (−1: unlabelled)."""
+        raise self._no_archetypes()
+
     def score01(self, out: torch.Tensor) -> torch.Tensor:
         """Per-output outputs as scores in [0, 1] (score-aware regularisers)."""
         raise TypeError(f"task {self.name!r} has no per-output score")
@@ -223,6 +236,15 @@ class Expression(Task):
     def groups(self, label, names):
         return [(names[c], label == c) for c in range(len(names))]
 
+    def n_groups(self, n_outputs):
+        return n_outputs
+
+    def archetype_groups(self, out):
+        return out.argmax(-1)
+
+    def sample_groups(self, y):
+        return y
+
 
 @register_task
 class ValenceArousal(Task):
@@ -265,6 +287,15 @@ class ValenceArousal(Task):
 
     def groups(self, label, names):
         return _bins(label, VA_BINS)
+
+    def n_groups(self, n_outputs):
+        return len(VA_BINS) - 1
+
+    def archetype_groups(self, out):
+        return torch.bucketize(out, torch.tensor(VA_BINS[1:-1], device=out.device), right=True)
+
+    def sample_groups(self, y):
+        return torch.where(torch.isfinite(y), self.archetype_groups(y.nan_to_num(0.0)), -1)
 
     def score01(self, out):
         return (out + 1) / 2
@@ -321,6 +352,15 @@ class ActionUnits(Task):
 
     def groups(self, label, names):
         return _bins(label, AU_BINS)
+
+    def n_groups(self, n_outputs):
+        return 2  # absent, present
+
+    def archetype_groups(self, out):
+        return (out >= 0).long()
+
+    def sample_groups(self, y):
+        return y.long()
 
     def score01(self, out):
         return torch.sigmoid(out)

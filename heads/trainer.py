@@ -115,7 +115,8 @@ def fit(
             total += float(loss.detach()) * idx.numel()
         if epoch < cfg.warmup_epochs and resets:
             model.train(False)
-            model.reset_unused(x_train[order[: cfg.batch_size * 4]].to(device))
+            sample = order[: cfg.batch_size * 4]
+            model.reset_unused(x_train[sample].to(device), y_train[sample].to(device))
         scores = evaluate(task, predict(model, val[0]), val[1].numpy(), n_outputs)
         score = scores[task.headline]
         history.append({"epoch": epoch, "loss": total / order.numel(), **scores})
@@ -135,6 +136,6 @@ def fit(
         model.load_state_dict(best_state)
     model.eval()
     with torch.no_grad():
-        k_stable = model.prune(x_train.to(device))
+        k_stable = model.prune(x_train.to(device), y_train.to(device))
     val_scores = evaluate(task, predict(model, val[0]), val[1].numpy(), n_outputs)
     return TrainResult(best_epoch, len(history), time.perf_counter() - t0, val_scores, history, k_stable)

@@ -19,7 +19,7 @@ from heads.metrics import au_metrics, ccc, expression_metrics, va_metrics
 from heads.registry import create_head
 from heads.stacked import StackedEncoderLayer
 from heads.standardise import fit_input_norms
-from heads.trainer import TrainConfig, fit
+from heads.trainer import TrainConfig, fit, seed_everything
 
 
 def _branch(task="fer", d=2, k=2, n_out=2, **kw) -> ArchetypeBranches:
@@ -216,11 +216,16 @@ def test_straight_through_gradients_reach_the_projector():
 
 
 def _plain_fer_head(k_max=10, tau=0.2) -> AuraHead:
-    """Archetypes in the input space itself (no projector, no contextualiser): f̂ = x / ‖x‖."""
+    """Archetypes in the input space itself (no projector, no contextualiser): f̂ = x / ‖x‖; φ maps
+    the x direction to class 0 and the y and z directions to class 1."""
     cfg = AuraConfig(
         task="fer", in_dim=4, n_outputs=2, d=4, k_max=k_max, use_projector=False, use_contextualisation=False, tau=tau
     )
-    return AuraHead(cfg)
+    head = AuraHead(cfg)
+    with torch.no_grad():
+        head.branches.head.weight[0].copy_(torch.tensor([[1.0, 0, 0, 0], [0, 1.0, 1.0, 0]]).T)
+        head.branches.head.bias[0].zero_()
+    return head
 
 
 def _set_codebook(head: AuraHead, used: list[list[float]]) -> None:
@@ -230,60 +235,118 @@ def _set_codebook(head: AuraHead, used: list[list[float]]) -> None:
         head.branches.archetypes[0] = F.normalize(torch.cat([torch.tensor(used), rest]), dim=-1)
 
 
-def test_usage_reset_reinitialises_exactly_the_rare_archetypes_from_embedded_samples():
+def _groups_of(head: AuraHead) -> np.ndarray:
+    """The class φ gives each archetype, computed here: argmax of â · W + b."""
+    with torch.no_grad():
+        a = F.normalize(head.branches.archetypes[0], dim=-1)
+        return (a @ head.branches.head.weight[0] + head.branches.head.bias[0]).argmax(-1).numpy()
+
+
+def test_usage_reset_reinitialises_exactly_the_underused_archetypes_from_embedded_samples():
     head = _plain_fer_head(tau=0.2)
     branch = head.branches
     _set_codebook(head, [[1.0, 0, 0, 0], [0, 1.0, 0, 0], [0, 0, 1.0, 0]])
-    x = torch.tensor([[1.0, 0, 0, 0]] * 8 + [[0, 1.0, 0, 0]] * 8 + [[0, 0, 1.0, 0]] * 2)
-    _ = branch.losses(x, torch.tensor([[0] * 8 + [1] * 10]), None, None)
+    x = torch.tensor([[1.0, 0, 0, 0]] * 8 + [[0, 1.0, 0, 0]] * 8 + [[0, 0, 1.0, 0]] * 1)
+    y = torch.tensor([0] * 8 + [1] * 9)
+    _ = branch.losses(x, y[None], None, None)
     usage = branch.usage[0].clone()
-    assert usage[:3].tolist() == [8, 8, 2] and usage[3:].sum() == 0
-    rare = (usage / usage.sum()) < 0.2  # counted independently: archetype 2 (2 / 18) and the unused 7
+    assert usage[:3].tolist() == [8, 8, 1] and usage[3:].sum() == 0 and branch.supply[0].tolist() == [8, 9]
+    # counted independently: underused = fewer than max(τ · G · its class's samples, 1) nearest samples
+    # (G = 2 classes); archetype 2 decides class 1 (9 samples: 1 < 3.6), the unused seven whatever φ gives them
+    supply = np.array([8, 9])
+    underused = usage.numpy() < np.maximum(0.2 * 2 * supply[_groups_of(head)], 1)
+    assert underused.tolist() == [False, False] + [True] * 8
     before = branch.archetypes.detach().clone()
-    assert head.reset_unused(x) == int(rare.sum()) == 8
+    assert head.reset_unused(x, y) == int(underused.sum()) == 8
     after = branch.archetypes.detach()[0]
+    rare = torch.from_numpy(underused)
     assert torch.equal(after[~rare], before[0][~rare]), "archetypes in use must be bit-identical across a reset"
-    assert not torch.isclose(after[rare], before[0][rare]).all(-1).any(), "every rare archetype is re-drawn"
+    assert not torch.isclose(after[rare], before[0][rare]).all(-1).any(), "every underused archetype is re-drawn"
     # each re-drawn archetype is an embedded training sample plus small noise
     closest = (F.normalize(after[rare], dim=-1) @ F.normalize(x, dim=-1).T).max(-1).values
     assert (closest > 0.99).all(), closest
-    assert branch.usage.sum() == 0  # counting starts again
+    assert branch.usage.sum() == 0 and branch.supply.sum() == 0  # counting starts again
 
 
-def test_pruning_keeps_exactly_the_archetypes_used_at_least_tau_and_falls_back_to_the_most_used():
+def test_a_class_no_live_archetype_decides_gets_one_from_its_own_samples_at_reset():
+    """16 samples of class 0, 2 of class 1, one archetype (class 0) nearest to all of them: the
+    codebook-wide rule re-drew from random samples (no class-1 sample among 9 picks a third of the
+    time); the per-class rule draws the first re-drawn archetype from class 1."""
+    for seed in range(5):
+        torch.manual_seed(seed)
+        head = _plain_fer_head(tau=0.2)
+        _set_codebook(head, [[1.0, 0, 0, 0]])
+        x = torch.tensor([[1.0, 0, 0, 0]] * 16 + [[0, 1.0, 0, 0]] * 2)
+        y = torch.tensor([0] * 16 + [1] * 2)
+        _ = head.branches.losses(x, y[None], None, None)
+        assert head.reset_unused(x, y) == 9
+        redrawn = F.normalize(head.branches.archetypes.detach()[0, 1:], dim=-1)
+        assert (redrawn[:, 1] > 0.99).any(), f"seed {seed}: no archetype re-drawn from class 1"
+
+
+def test_pruning_judges_usage_within_each_class_and_keeps_every_class_one_archetype():
     head = _plain_fer_head(tau=0.3)
     _set_codebook(head, [[1.0, 0, 0, 0], [0, 1.0, 0, 0], [0, 0, 1.0, 0]])
-    x = torch.tensor([[1.0, 0, 0, 0]] * 5 + [[0, 1.0, 0, 0]] * 10 + [[0, 0, 1.0, 0]] * 5)  # usage .25 / .5 / .25
-    assert head.prune(x) == [1] and head.branches.active[0].tolist() == [False, True] + [False] * 8
-    assert head.prune(x, batch_size=3) == [1]  # usage counted in batches gives the same K_stable
+    # class 0: 10 samples on archetype 0; class 1: 5 on archetype 1 (y), 1 on archetype 2 (z)
+    x = torch.tensor([[1.0, 0, 0, 0]] * 10 + [[0, 1.0, 0, 0]] * 5 + [[0, 0, 1.0, 0]] * 1)
+    y = torch.tensor([0] * 10 + [1] * 6)
+    # thresholds τ · G · samples = 0.3 · 2 · 10 = 6 and 0.3 · 2 · 6 = 3.6: archetypes 0 and 1 stay, 2 goes
+    assert head.prune(x, y) == [2] and head.branches.active[0].tolist() == [True, True] + [False] * 8
+    assert head.prune(x, y, batch_size=3) == [2]  # usage counted in batches gives the same K_stable
     _, index = head.predict(x)
-    assert set(index[:, 0].tolist()) == {1}  # inference only ever picks kept archetypes
+    assert set(index[:, 0].tolist()) == {0, 1}  # inference only ever picks kept archetypes
+    assert head.uncovered() == [[]]
 
-    head = _plain_fer_head(tau=0.6)  # no archetype reaches τ: the most used one (index 1) is kept alone
-    _set_codebook(head, [[1.0, 0, 0, 0], [0, 1.0, 0, 0]])
-    x = torch.tensor([[1.0, 0, 0, 0]] * 9 + [[0, 1.0, 0, 0]] * 11)  # usage .45 / .55
-    assert head.prune(x) == [1] and head.branches.active[0].tolist() == [False, True] + [False] * 8
+    # every archetype under its threshold (0.6 · 2 · 10 = 12): each class keeps its most used one
+    head = _plain_fer_head(tau=0.6)
+    _set_codebook(head, [[1.0, 0, 0, 0], [0, 1.0, 0, 0], [0, 0, 1.0, 0]])
+    x = torch.tensor([[1.0, 0, 0, 0]] * 10 + [[0, 1.0, 0, 0]] * 4 + [[0, 0, 1.0, 0]] * 6)
+    y = torch.tensor([0] * 10 + [1] * 10)
+    assert head.prune(x, y) == [2] and head.branches.active[0].tolist() == [True, False, True] + [False] * 7
+
+    # a class that no archetype decides is reported, never silent
+    head = _plain_fer_head(tau=0.3)
+    _set_codebook(head, [[1.0, 0, 0, 0]])
+    x = torch.tensor([[1.0, 0, 0, 0]] * 10 + [[0, 1.0, 0, 0]] * 2)
+    assert head.prune(x, torch.tensor([0] * 10 + [1] * 2)) == [1] and head.uncovered() == [[1]]
 
 
-def independent_k_stable(head: AuraHead, x_train: torch.Tensor) -> list[np.ndarray]:
-    """Which archetypes pruning must keep, counted here from scratch: the share of training samples
-    whose nearest archetype (cosine, all of them) each one is, kept if ≥ τ (else the most used)."""
+def independent_k_stable(head: AuraHead, x_train: torch.Tensor, y_train: torch.Tensor) -> list[np.ndarray]:
+    """Which archetypes pruning must keep, counted here from scratch: per output space, the training
+    samples nearest to each archetype (cosine, all of them) against max(τ · G · the samples of the
+    group it decides, 1), G groups — its class by φ's argmax, its AU state by the logit's sign, its VA
+    bin by the value — and for each group with samples at least its most used archetype."""
     head.eval()
     with torch.no_grad():
         f_hat = head.embed(x_train)
-        nearest = (f_hat @ F.normalize(head.branches.archetypes, dim=-1).transpose(1, 2)).argmax(-1)
+        a_hat = F.normalize(head.branches.archetypes, dim=-1)
+        nearest = (f_hat @ a_hat.transpose(1, 2)).argmax(-1).numpy()
+        phi = (a_hat @ head.branches.head.weight + head.branches.head.bias[:, None]).numpy()
+    y, task, bins = y_train.numpy(), head.cfg.task, [-0.5, 0.0, 0.5]
     kept = []
     for j in range(nearest.shape[0]):
-        usage = np.bincount(nearest[j].numpy(), minlength=head.cfg.k_max) / x_train.shape[0]
-        keep = usage >= head.cfg.tau
+        usage = np.bincount(nearest[j], minlength=head.cfg.k_max)
+        if task == "fer":
+            groups, labels, n_groups = phi[j].argmax(-1), y, phi.shape[-1]
+        elif task == "au":
+            groups, labels, n_groups = (phi[j, :, 0] >= 0).astype(int), y[:, j], 2
+        else:
+            labels = np.where(np.isfinite(y[:, j]), np.digitize(np.nan_to_num(y[:, j]), bins), -1)
+            groups, n_groups = np.digitize(np.tanh(phi[j, :, 0]), bins), 4
+        supply = np.bincount(labels[labels >= 0], minlength=n_groups)
+        keep = usage >= np.maximum(head.cfg.tau * n_groups * supply[groups], 1)
+        for g in np.flatnonzero(supply):
+            mine = (groups == g) & (usage > 0)
+            if mine.any() and not keep[mine].any():
+                keep[np.where(mine, usage, -1).argmax()] = True
         if not keep.any():
             keep[usage.argmax()] = True
         kept.append(keep)
     return kept
 
 
-def assert_pruned_by_usage(head: AuraHead, k_stable: list[int], x_train: torch.Tensor) -> None:
-    kept = independent_k_stable(head, x_train)
+def assert_pruned_by_usage(head: AuraHead, k_stable: list[int], x_train: torch.Tensor, y_train: torch.Tensor) -> None:
+    kept = independent_k_stable(head, x_train, y_train)
     assert k_stable == [int(k.sum()) for k in kept]
     for j, keep in enumerate(kept):
         np.testing.assert_array_equal(head.branches.active[j].numpy(), keep)
@@ -452,7 +515,7 @@ def test_aura_matches_the_linear_probe_on_separable_expressions():
     probe = fit(linear_probe("fer", 16, 4), "fer", train, val, 4, FAST)
     assert probe.val["macro_f1"] > 0.95 and _majority_accuracy(train[1], val[1]) < 0.35  # the bar is the probe's
     assert result.val["macro_f1"] > 0.93 and result.val["macro_f1"] >= probe.val["macro_f1"] - 0.03, result.val
-    assert_pruned_by_usage(aura, result.k_stable, train[0])
+    assert_pruned_by_usage(aura, result.k_stable, *train)
     assert probe.k_stable is None
 
 
@@ -464,7 +527,7 @@ def test_aura_separates_rings_where_the_linear_probe_cannot():
     probe = fit(linear_probe("fer", 16, 3), "fer", train, val, 3, FAST)
     assert probe.val["macro_f1"] < 0.55  # rings defeat any linear map
     assert result.val["macro_f1"] > 0.85 and result.val["macro_f1"] > probe.val["macro_f1"] + 0.3, result.val
-    assert_pruned_by_usage(aura, result.k_stable, train[0])
+    assert_pruned_by_usage(aura, result.k_stable, *train)
 
 
 @pytest.mark.parametrize("task,input_kind", [("va", "global"), ("au", "global"), ("au", "patch")])
@@ -511,7 +574,7 @@ def test_va_and_au_heads_train_on_learnable_signals(task, input_kind):
         assert every_au_present < 0.7  # the constant predictor's score, well below the bar
     assert result.val[headline] > bar and result.val[headline] >= probe.val[headline] - 0.03, (result.val, probe.val)
     assert len(result.k_stable) == (2 if task == "va" else 3)
-    assert_pruned_by_usage(head, result.k_stable, x[:400])
+    assert_pruned_by_usage(head, result.k_stable, x[:400], y[:400])
     outputs, index = head.predict(x[:5])
     assert outputs.shape == (5, n_out) and index.shape == (5, n_out)
 
@@ -555,3 +618,36 @@ def test_annotation_audit_finds_flipped_labels():
     assert len(found & set(flipped.tolist())) >= 12  # most of the 15 flipped labels
     assert len(found - set(flipped.tolist())) <= 3  # and little else
     assert entries[0]["path"].startswith("img") and entries[0]["strength"] >= 0.8
+
+
+# -- imbalanced classes: a class of 1.5 % keeps its archetypes ----------------------------------------------------
+IN_THE_WILD = np.array([0.25, 0.20, 0.18, 0.15, 0.12, 0.085, 0.015])  # class shares like in-the-wild sets
+
+
+def _imbalanced(n=4000, dim=24, seed=0):
+    """Seven overlapping classes of four sub-clusters each (people, poses), with in-the-wild shares."""
+    rng = np.random.default_rng(seed)
+    y = rng.choice(7, n, p=IN_THE_WILD / IN_THE_WILD.sum())
+    centres = rng.normal(0, 1, (7, 4, dim)) * 0.9
+    x = centres[y, rng.integers(0, 4, n)] + rng.normal(0, 1, (n, dim))
+    return torch.from_numpy(x.astype(np.float32)), torch.from_numpy(y)
+
+
+def test_a_rare_class_keeps_archetypes_and_is_predicted():
+    """The paper's codebook-wide τ lost every archetype of the 1.5 % class on two of these three
+    seeds (it could then never be predicted); judged within each class, every class keeps some."""
+    x, y = _imbalanced()
+    train, val, test = slice(0, 2600), slice(2600, 3300), slice(3300, 4000)
+    cfg = TrainConfig(epochs=40, batch_size=128, lr=2e-3, patience=8, device="cpu", progress=False)
+    for seed in (0, 1, 2):
+        cfg.seed = seed
+        seed_everything(seed)
+        aura = AuraHead(
+            AuraConfig(task="fer", in_dim=24, n_outputs=7, d=16, k_max=60, hidden=64, ctx_dim=16, n_tokens=2)
+        )
+        fit(aura, "fer", (x[train], y[train]), (x[val], y[val]), 7, cfg)
+        decides = aura.branches.archetype_groups()[0][aura.branches.active[0]]
+        assert (np.bincount(decides.numpy(), minlength=7) >= 1).all(), f"seed {seed}: a class lost every archetype"
+        predicted = aura.predict(x[test])[0].argmax(-1)
+        assert (np.bincount(predicted.numpy(), minlength=7) >= 1).all(), f"seed {seed}: a class is never predicted"
+        assert aura.uncovered() == [[]]

@@ -61,7 +61,8 @@ def test_heads_train_by_the_datasets_protocol_and_rerun_is_skipped(blendshapes, 
     assert metrics["protocol"] == "official train / val / test splits"
     assert all(metrics["samples"][k] > 0 for k in ("train", "val", "test"))
     model, _ = load_head(fstore, aura_runs[0]["path"])
-    assert_pruned_by_usage(model, metrics["k_stable"], head_data(fstore, aura_runs[0]["path"])[2].x["train"])
+    data = head_data(fstore, aura_runs[0]["path"])[2]
+    assert_pruned_by_usage(model, metrics["k_stable"], data.x["train"], data.y["train"])
     # baselines on the same split: the majority class of the training rows, and the linear probe
     source = GroupReader.open(fstore, GroupReader.open(fstore, features).meta["source_path"])
     expression, split = source.numpy("expression"), source.numpy("split")
