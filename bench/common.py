@@ -28,17 +28,21 @@ def machine() -> dict:
     }
 
 
-def publish(name: str, result: dict, table: str) -> None:
-    """Write ``bench/results/<name>.json`` and replace the README block ``<!-- bench:<name>:… -->``."""
+def publish(name: str, result: dict, *tables: str) -> None:
+    """Write ``bench/results/<name>.json`` and put each table in the README block its own first line
+    opens (``<!-- bench:<block>:begin -->`` … ``end``)."""
     path = REPO / "bench" / "results" / f"{name}.json"
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(result, indent=2) + "\n")
     readme = REPO / "README.md"
-    begin, end = marks(name)
     text = readme.read_text()
-    if begin in text:
-        readme.write_text(text[: text.index(begin)] + table + text[text.index(end) + len(end) :])
-    print(table)
+    for table in tables:
+        begin = table.splitlines()[0]
+        end = begin.replace(":begin -->", ":end -->")
+        if begin in text:
+            text = text[: text.index(begin)] + table + text[text.index(end) + len(end) :]
+        print(table)
+    readme.write_text(text)
 
 
 def marks(name: str) -> tuple[str, str]:
@@ -49,9 +53,8 @@ def demo_store(work: Path):
     """The demo's generated catalogue (20 subjects × 42 faces) extracted with the demo's encoders
     through the real flow into ``work/store``, as ``make demo`` does; returns the FeatureStore."""
     from featurestore import FeatureStore
-    from flows.cli import parse_encoder
-    from flows.demo import DEMO_ENCODERS, DEMO_PER_SUBJECT
-    from flows.extract import DatasetConfig, extract_features
+    from flows.demo import DEMO_IMAGE_ENCODERS, DEMO_PER_SUBJECT
+    from flows.extract import DatasetConfig, EncoderConfig, extract_features
     from stages.encoders import create_encoder
     from stages.synthetic.face_generator import write_generated_dataset
 
@@ -59,7 +62,7 @@ def demo_store(work: Path):
     root, _ = write_generated_dataset(work / "generated", face.find_face, per_subject=DEMO_PER_SUBJECT)
     extract_features(
         datasets=[DatasetConfig(layout="csv", root=str(root), name="generated")],
-        encoders=[parse_encoder(spec) for spec in DEMO_ENCODERS],
+        encoders=[EncoderConfig(**e) for e in DEMO_IMAGE_ENCODERS],
         store=str(work / "store"),
     )
     return FeatureStore(str(work / "store"))

@@ -11,7 +11,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from flows.demo import DEMO_ENCODERS, DEMO_PER_SUBJECT
+from flows.demo import DEMO_PER_SUBJECT
 
 app = typer.Typer(
     add_completion=False, no_args_is_help=True, help="Frozen-encoder feature cache for affective computing."
@@ -119,31 +119,45 @@ def extract(
     json_out: Annotated[Path | None, typer.Option("--json", help="write the run summary as JSON")] = None,
 ) -> None:
     """Run frozen encoders over datasets into the feature store (reruns skip, killed runs resume)."""
+    result = _extract_or_fail(
+        datasets=[parse_dataset(d) for d in dataset],
+        encoders=[parse_encoder(e) for e in encoder],
+        store=store,
+        storage_options=_options(storage_option, "--storage-option"),
+        chunk_size=chunk_size,
+        batch_size=batch_size,
+        decode_workers=decode_workers,
+        device=device,
+        dask_address=dask_address,
+        dask_workers=dask_workers,
+        lexicons=[parse_prompts(p) for p in prompts],
+        windows=[parse_window(w) for w in window],
+    )
+    if json_out:
+        json_out.write_text(json.dumps(result, indent=1))
+
+
+def _extract_or_fail(**params: Any) -> dict[str, Any]:
+    """Run (or skip) an extraction, print its summary; a bad input or store ends the command with
+    its message. Configs may be given as dicts (flows.demo's plan)."""
+    from pydantic import TypeAdapter
+
     from featurestore import StoreError
+    from flows.extract import DatasetConfig, EncoderConfig, WindowConfig
     from flows.extract import extract as run_extract
     from stages.encoders import EncoderError
     from stages.sources import SourceError
 
+    kinds = {"datasets": DatasetConfig, "encoders": EncoderConfig, "windows": WindowConfig}
+    for name, kind in kinds.items():
+        if params.get(name) is not None:
+            params[name] = TypeAdapter(list[kind]).validate_python(params[name])
     try:
-        result = run_extract(
-            datasets=[parse_dataset(d) for d in dataset],
-            encoders=[parse_encoder(e) for e in encoder],
-            store=store,
-            storage_options=_options(storage_option, "--storage-option"),
-            chunk_size=chunk_size,
-            batch_size=batch_size,
-            decode_workers=decode_workers,
-            device=device,
-            dask_address=dask_address,
-            dask_workers=dask_workers,
-            lexicons=[parse_prompts(p) for p in prompts],
-            windows=[parse_window(w) for w in window],
-        )
+        result = run_extract(**params)
     except (StoreError, EncoderError, SourceError, ValueError, OSError) as err:
         _fail(err)
     _print_summary(result)
-    if json_out:
-        json_out.write_text(json.dumps(result, indent=1))
+    return result
 
 
 def _print_summary(result: dict[str, Any]) -> None:
@@ -181,9 +195,12 @@ def _print_summary(result: dict[str, Any]) -> None:
 def demo(
     store: Annotated[str, typer.Option(help="store directory")] = "./store",
     data: Annotated[Path, typer.Option(help="where to write the demo catalogues")] = Path("./demo-data"),
-    encoder: Annotated[list[str], typer.Option(help="encoders to run")] = DEMO_ENCODERS,
+    encoder: Annotated[
+        list[str], typer.Option(help="image encoders (default: efficientnet-lite0,tokens=true and mediapipe-face)")
+    ] = [],
 ) -> None:
     """Write the demo catalogues (real photos; generated labelled faces), extract offline, list the store."""
+    from flows.demo import demo_extractions
     from stages.encoders import create_encoder
     from stages.synthetic.demo_catalogue import write_demo_catalogue
     from stages.synthetic.face_generator import write_generated_dataset
@@ -206,19 +223,10 @@ def demo(
         f"generated labelled videos: {videos} — {video_report['videos']} × {video_report['seconds']:g} s at "
         f"{video_report['fps']} fps, audio: {', '.join(video_report['audio'])}"
     )
-    extract(
-        dataset=[f"csv={photos},name=demo", f"csv={generated},name=generated"],
-        encoder=encoder,
-        store=store,
-        storage_option=[],
-    )
-    extract(
-        dataset=[f"videofolder={videos},name=videos"],
-        encoder=["mediapipe-face", "mfcc"],
-        store=store,
-        storage_option=[],
-        window=["3", "5"],
-    )
+    for name, params in demo_extractions(str(data)).items():  # what the nightly-demo deployments run
+        if encoder and name == "nightly-demo":
+            params = {**params, "encoders": [parse_encoder(e).model_dump() for e in encoder]}
+        _extract_or_fail(store=store, **params)
     _accepted_per_subject(store, "generated")
     ls(store=store)
     _demo_heads(store)
@@ -227,11 +235,10 @@ def demo(
 def _demo_heads(store: str) -> None:
     """The demo's heads (flows/demo.py), their reports and the summary table."""
     from featurestore import FeatureStore
-    from flows.demo import DEMO_TRAIN, demo_heads_plan
-    from flows.heads import HeadConfig, train_heads_here
+    from flows.demo import demo_head_configs
+    from flows.heads import train_heads_here
 
-    configs = [HeadConfig(**entry, **DEMO_TRAIN) for entry in demo_heads_plan(FeatureStore(store))]
-    result = train_heads_here(configs, store=store)
+    result = train_heads_here(demo_head_configs(FeatureStore(store)), store=store)
     for run in result["runs"]:
         if "report" in run:
             console.print(run["report"])
@@ -275,11 +282,14 @@ def train(
     ] = [],
     plugin: Annotated[list[str], typer.Option(help="module to import first: its heads and tasks register")] = [],
     seed: Annotated[list[int], typer.Option(help="seeds; several give mean ± std (repeatable)")] = [0],
-    epochs: int = 200,
-    batch_size: int = 256,
-    lr: float = 1e-4,
-    patience: int = 15,
-    warmup_epochs: Annotated[int, typer.Option(help="epochs with usage-aware archetype resets")] = 5,
+    preset: Annotated[str, typer.Option(help="training preset: fast, or paper (AURA's lr 1e-4, batch 256)")] = "fast",
+    epochs: Annotated[int | None, typer.Option(help="[default: the preset's, fast 100, paper 200]")] = None,
+    batch_size: Annotated[int | None, typer.Option(help="[default: the preset's, fast 512, paper 256]")] = None,
+    lr: Annotated[float | None, typer.Option(help="[default: the preset's, fast 1e-3, paper 1e-4]")] = None,
+    patience: Annotated[int | None, typer.Option(help="[default: the preset's, fast 5, paper 15]")] = None,
+    warmup_epochs: Annotated[
+        int | None, typer.Option(help="epochs with usage-aware archetype resets [default: fast 3, paper 5]")
+    ] = None,
     report: Annotated[bool, typer.Option(help="write the interpretability report of archetype heads")] = True,
     test_fold: Annotated[int, typer.Option(help="test fold for datasets with folds (DISFA, BP4D)")] = 1,
     store: Annotated[str, typer.Option(help="store directory or URL")] = "./store",
@@ -300,6 +310,7 @@ def train(
                 features=features,
                 array=array,
                 seeds=seed,
+                preset=preset,
                 epochs=epochs,
                 batch_size=batch_size,
                 lr=lr,

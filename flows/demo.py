@@ -1,12 +1,14 @@
-"""What `affectflow demo` trains, shared with bench/demo_heads.py so both run the same heads.
+"""What `affectflow demo` extracts and trains, shared with the demo deployments in prefect.yaml
+(a test keeps them equal) and with bench/demo_heads.py, so all of them run the same steps.
 
 Expressions and valence–arousal: AURA, the linear probe and the MLP on the generated faces'
 MediaPipe blendshapes. AUs: AURA on EfficientNet-Lite0's 7 × 7 spatial tokens through its patch
 path (the paper's AU setting: a light transformer over patch tokens, one projector per AU), and the
 linear probe and MLP on the same map average-pooled (the group's ``global``).
 
-The catalogue is small (about 500 training images, 16 batches of 32 per epoch), so the heads train
-with lr 1e-3 rather than the paper's 1e-4, and archetype resets run for 10 warm-up epochs.
+The catalogue is small (about 500 training images), so the heads train on the ``fast`` preset's
+lr 1e-3 with batches of 32 (16 per epoch; the preset's 512 would be one step an epoch), archetype
+resets for 10 warm-up epochs, and the patience and epoch cap small sets need (15, 200).
 """
 
 from __future__ import annotations
@@ -17,8 +19,29 @@ from featurestore import FeatureStore, GroupReader
 
 # 20 generated subjects × 42 images: 504 / 168 / 168 by the catalogue's subject-exclusive splits
 DEMO_PER_SUBJECT = 42
-DEMO_ENCODERS = ["efficientnet-lite0,tokens=true", "mediapipe-face"]
-DEMO_TRAIN = {"batch_size": 32, "lr": 1e-3, "warmup_epochs": 10}
+DEMO_IMAGE_ENCODERS = [{"name": "efficientnet-lite0", "options": {"tokens": True}}, {"name": "mediapipe-face"}]
+DEMO_TRAIN = {"batch_size": 32, "lr": 1e-3, "warmup_epochs": 10, "patience": 15, "epochs": 200}
+
+
+def demo_extractions(data: str = "./demo-data") -> dict[str, dict[str, Any]]:
+    """Deployment name → its extract-features parameters (all but the store), for the catalogues
+    `affectflow demo` writes under ``data``: the real photos and generated faces with EfficientNet-
+    Lite0 (patch tokens) and MediaPipe; the generated videos with MediaPipe and MFCCs, pooled over
+    3 s and 5 s windows."""
+    return {
+        "nightly-demo": {
+            "datasets": [
+                {"layout": "csv", "root": f"{data}/photos", "name": "demo"},
+                {"layout": "csv", "root": f"{data}/generated", "name": "generated"},
+            ],
+            "encoders": DEMO_IMAGE_ENCODERS,
+        },
+        "nightly-demo-videos": {
+            "datasets": [{"layout": "videofolder", "root": f"{data}/videos", "name": "videos"}],
+            "encoders": [{"name": "mediapipe-face"}, {"name": "mfcc"}],
+            "windows": [{"length": 3.0}, {"length": 5.0}],
+        },
+    }
 
 
 def _latest(fstore: FeatureStore, prefix: str, array: str) -> str:
@@ -26,6 +49,18 @@ def _latest(fstore: FeatureStore, prefix: str, array: str) -> str:
     if not groups:
         raise ValueError(f"no complete group with {array!r} under {prefix} in {fstore.url}: run `affectflow demo`")
     return groups[-1].path
+
+
+def demo_head_configs(fstore: FeatureStore) -> list:
+    """The demo's heads (HeadConfig) with the demo's training settings, on the latest demo features
+    in the store."""
+    from flows.heads import HeadConfig  # here: the CLI imports this module, and flows.heads imports torch
+
+    return [HeadConfig(**entry, **DEMO_TRAIN) for entry in demo_heads_plan(fstore)]
+
+
+# head plans a `train-heads` run can name instead of listing heads (the deployment's `plan`)
+HEAD_PLANS = {"demo": demo_head_configs}
 
 
 def demo_heads_plan(fstore: FeatureStore, dataset: str = "generated") -> list[dict[str, Any]]:

@@ -17,12 +17,12 @@ from datetime import datetime, timezone
 from typing import Any
 
 import numpy as np
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, field_validator
 
 from featurestore import FeatureStore, Step
 from heads.registry import get_head
 from heads.tasks import get_task
-from heads.trainer import TrainConfig
+from heads.trainer import KNOBS, PRESETS, TrainConfig
 from stages.head_reports import write_report
 from stages.head_steps import head_spec, head_step, train_head, uses_archetypes
 
@@ -34,26 +34,26 @@ class HeadConfig(BaseModel):
     array: str = Field("global", description="feature array: global, patch_proj, blendshapes …")
     options: dict[str, Any] = Field(default_factory=dict, description="the head's options (its config's fields)")
     seeds: list[int] = Field(default_factory=lambda: [0])
-    epochs: int = 200
-    batch_size: int = 256
-    lr: float = 1e-4
-    patience: int = 15
-    warmup_epochs: int = 5
+    preset: str = Field("fast", description="training preset: fast (the default) or paper (AURA's lr 1e-4)")
+    epochs: int | None = Field(None, description="None: the preset's")
+    batch_size: int | None = None
+    lr: float | None = None
+    patience: int | None = None
+    warmup_epochs: int | None = None
     report: bool = Field(True, description="write the interpretability report (archetype heads)")
     expressions: list[int] | None = Field(None, description="canonical expression indices to use (a view)")
     test_fold: int = 1
 
+    @field_validator("preset")
+    @classmethod
+    def _known_preset(cls, name: str) -> str:
+        if name not in PRESETS:
+            raise ValueError(f"unknown training preset {name!r}; presets: {', '.join(PRESETS)}")
+        return name
+
     def train_config(self, seed: int, device: str | None, progress: bool = True) -> TrainConfig:
-        return TrainConfig(
-            epochs=self.epochs,
-            batch_size=self.batch_size,
-            lr=self.lr,
-            patience=self.patience,
-            warmup_epochs=self.warmup_epochs,
-            seed=seed,
-            device=device,
-            progress=progress,
-        )
+        knobs = {k: getattr(self, k) for k in KNOBS}
+        return TrainConfig.preset(self.preset, **knobs, seed=seed, device=device, progress=progress)
 
 
 @dataclass
@@ -238,9 +238,10 @@ def train(
 ) -> TrainedHead:
     """Train one head on cached features from Python (a notebook), keyed like every head step.
 
-    ``train`` holds the trainer's knobs (``epochs``, ``lr``, ``batch_size``, ``patience``,
-    ``warmup_epochs``). Returns the step's path, key, state and metrics. Loaded features and splits
-    stay in this process for the next call, and the store is opened once per URL::
+    ``train`` holds the trainer's knobs: ``preset`` ("fast", the default, or "paper") and any of
+    ``epochs``, ``lr``, ``batch_size``, ``patience``, ``warmup_epochs`` to override it. Returns the
+    step's path, key, state and metrics. Loaded features and splits stay in this process for the
+    next call, and the store is opened once per URL::
 
         import affectflow
         run = affectflow.train("features/generated/mediapipe-face/<key>", "fer", "linear", array="blendshapes")

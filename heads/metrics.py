@@ -36,15 +36,18 @@ def ccc(pred: np.ndarray, target: np.ndarray) -> float:
     return float(2 * cov / (p.var() + t.var() + (mp - mt) ** 2))
 
 
-def expression_metrics(pred: np.ndarray, target: np.ndarray, n_classes: int) -> dict[str, float]:
-    """Accuracy and macro-F1 over the classes ``0..n_classes-1`` (labels −1 are skipped)."""
+def expression_metrics(
+    pred: np.ndarray, target: np.ndarray, n_classes: int, names: list[str] | None = None
+) -> dict[str, float]:
+    """Accuracy and macro-F1 over the classes ``0..n_classes-1`` (labels −1 are skipped), and with
+    ``names`` each class's F1 (``f1_<name>``: a rare class that is never predicted shows as 0)."""
     keep = target >= 0
     p, t = pred[keep], target[keep]
-    return {
-        "accuracy": float(np.mean(p == t)) if t.size else 0.0,
-        "macro_f1": float(f1_per_class(p, t, n_classes).mean()),
-        "n": int(keep.sum()),
-    }
+    per_class = f1_per_class(p, t, n_classes)
+    out = {"accuracy": float(np.mean(p == t)) if t.size else 0.0, "macro_f1": float(per_class.mean())}
+    if names:
+        out.update({f"f1_{name}": float(f) for name, f in zip(names, per_class, strict=True)})
+    return {**out, "n": int(keep.sum())}
 
 
 def au_metrics(pred: np.ndarray, target: np.ndarray, names: list[str]) -> dict[str, float]:

@@ -6,7 +6,9 @@ score), and their nearest training samples. From that it builds (``stages/head_r
 them beside the checkpoint):
 
 * ``report.md``       archetypes per class / per score bin with usage ranges (the AURA paper's
-                      Table 3 layout) and the annotation audit's top entries;
+                      Table 3 layout), every archetype with its purity and the catch-all flag,
+                      the classes (AU states, VA bins) no archetype decides — an error: they can
+                      never be predicted — and the annotation audit's top entries;
 * ``archetypes.json`` every kept archetype: usage, label, confidence, nearest training rows;
                       ``affectflow predict`` reads its "nearest examples" from here;
 * ``nearest-<branch>.png``  a thumbnail sheet: one line per archetype, its nearest samples;
@@ -32,6 +34,14 @@ from heads.data import TaskData
 from heads.tasks import Task, get_task
 
 MAX_SHEET_ROWS = 30
+# A catch-all archetype: the labels of the samples it decides are spread over its output space's
+# groups (classes, AU states, VA bins) with at least this normalised entropy (1: uniform), in the
+# training split or over the held-out samples it decides (when there are at least MIN_HELD_OUT).
+# 0.75 of log 7 is about as spread as a uniform choice among 4.3 of 7 classes, far beyond the two or
+# three neighbouring expressions a real archetype mixes; for an AU, a minority state above 21 %.
+# Its verdicts are not evidence about a label, so the audit leaves them out.
+CATCH_ALL_ENTROPY = 0.75
+MIN_HELD_OUT = 5
 REPORT_FILES = ("report.md", "archetypes.json", "audit.csv", "map.png")
 
 
@@ -48,6 +58,16 @@ class Branch:
     similarity: np.ndarray  # (kept, n) their cosine similarities
     train_embedding: np.ndarray  # (n_train, d) training features in the archetype space
     archetypes: np.ndarray  # (kept, d)
+    decides: np.ndarray  # the group (class, AU state, VA bin) each kept archetype decides
+    purity: np.ndarray  # share of its labelled training members in their most common group (NaN: none)
+    # the entropy of its members' groups / log(number of groups), in [0, 1], the larger of training's
+    # and the held-out samples' it decides (NaN: no labelled member)
+    label_entropy: np.ndarray
+    uncovered: list[int]  # groups with training samples that no kept archetype decides
+
+    @property
+    def catch_all(self) -> np.ndarray:
+        return np.nan_to_num(self.label_entropy) >= CATCH_ALL_ENTROPY
 
 
 def branch_names(task: Task | str, labels: list[str]) -> list[str]:
@@ -64,6 +84,7 @@ def _embed(model: AuraHead, x: torch.Tensor, batch_size: int = 4096) -> torch.Te
 def analyse(model: AuraHead, data: TaskData, task: Task | str, n_nearest: int = 8) -> list[Branch]:
     task = get_task(task)
     embedded = _embed(model, data.x["train"])
+    others = {split: _embed(model, data.x[split]) for split in ("val", "test") if data.x[split].shape[0]}
     rows = data.rows["train"]
     stack = model.branches
     archetypes = stack.normalised()
@@ -79,6 +100,22 @@ def analyse(model: AuraHead, data: TaskData, task: Task | str, n_nearest: int = 
         label, confidence = task.reading(all_outputs[j][kept])
         top = sims.T.topk(min(n_nearest, f_hat.shape[0]), dim=-1)
         agreement = _agreement(task, label.numpy(), assigned, data.y["train"].numpy(), j)
+        decides = task.archetype_groups(all_outputs[j][kept]).numpy()
+        # spread in training, and over the held-out samples it decides: an archetype whose training
+        # members agree can still be where unseen subjects of every class land
+        n_groups = task.n_groups(data.n_outputs)
+        groups, deciding = [], []
+        for split, in_space in [("train", f_hat), *((split, e[j]) for split, e in others.items())]:
+            groups.append(task.sample_groups(torch.from_numpy(task.of_branch(data.y[split].numpy(), j))).numpy())
+            deciding.append((in_space @ a_hat.T).argmax(-1).numpy())
+        purity, entropy = _spread(groups[0], deciding[0], kept.numel(), n_groups)
+        if len(groups) > 1:
+            held_out = np.concatenate(groups[1:])
+            _, held_out_entropy = _spread(held_out, np.concatenate(deciding[1:]), kept.numel(), n_groups)
+            enough = np.bincount(np.concatenate(deciding[1:])[held_out >= 0], minlength=kept.numel())
+            enough = enough >= MIN_HELD_OUT
+            entropy = np.where(enough, np.fmax(entropy, held_out_entropy), entropy)
+        present = np.unique(groups[0][groups[0] >= 0])
         branches.append(
             Branch(
                 name=name,
@@ -92,9 +129,27 @@ def analyse(model: AuraHead, data: TaskData, task: Task | str, n_nearest: int = 
                 similarity=top.values.numpy(),
                 train_embedding=f_hat.numpy(),
                 archetypes=a_hat.numpy(),
+                decides=decides,
+                purity=purity,
+                label_entropy=entropy,
+                uncovered=[int(g) for g in present if g not in set(decides.tolist())],
             )
         )
     return branches
+
+
+def _spread(groups: np.ndarray, assigned: np.ndarray, n_kept: int, n_groups: int) -> tuple[np.ndarray, np.ndarray]:
+    """Per kept archetype, over the labelled training samples it decides: the share in their most
+    common group (purity) and the entropy of their groups over log(n_groups)."""
+    labelled = groups >= 0
+    counts = np.zeros((n_kept, n_groups))
+    np.add.at(counts, (assigned[labelled], groups[labelled]), 1)
+    total = counts.sum(1, keepdims=True)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        p = counts / total
+        entropy = -np.where(p > 0, p * np.log(p), 0.0).sum(1) / np.log(n_groups) + 0.0  # no −0
+    none = total[:, 0] == 0
+    return np.where(none, np.nan, p.max(1)), np.where(none, np.nan, entropy)
 
 
 def _agreement(task: Task, label: np.ndarray, assigned: np.ndarray, y: np.ndarray, j: int) -> np.ndarray:
@@ -114,7 +169,8 @@ def table3(task: Task | str, branches: list[Branch], labels: list[str]) -> list[
     out = []
     for b in branches:
         for bin_name, mask in task.groups(b.label, labels):
-            used = b.usage[mask]
+            used, members = b.usage[mask], b.members[mask]
+            pure = np.nan_to_num(b.purity[mask])
             out.append(
                 {
                     "branch": b.name,
@@ -123,9 +179,19 @@ def table3(task: Task | str, branches: list[Branch], labels: list[str]) -> list[
                     "usage_min": float(used.min()) if used.size else None,
                     "usage_max": float(used.max()) if used.size else None,
                     "usage_total": float(used.sum()),
+                    # the members' share in their archetype's most common group, over all its members
+                    "purity": float((pure * members).sum() / members.sum()) if members.sum() else None,
+                    "catch_all": int(b.catch_all[mask].sum()),
                 }
             )
     return out
+
+
+def uncovered(task: Task | str, branches: list[Branch], labels: list[str]) -> list[dict[str, str]]:
+    """Every (branch, group) with training samples that no kept archetype decides: it can never be
+    predicted, so the report states it as an error."""
+    names = get_task(task).group_names(labels)
+    return [{"branch": b.name, "group": names[g]} for b in branches for g in b.uncovered]
 
 
 @torch.no_grad()
@@ -144,6 +210,8 @@ def audit(
             branch_y = task.of_branch(y, j)
             for i in range(rows.size):
                 k = position[int(index[i, j])]
+                if b.catch_all[k]:  # its members' labels are spread over many groups: no evidence
+                    continue
                 says, label = float(b.label[k]), branch_y[i]
                 flagged, strength = task.contradicts(says, label, b.agreement[k], b.members[k])
                 if flagged:
@@ -260,20 +328,58 @@ def feature_map(task: Task, branches: list[Branch], data: TaskData, seed: int = 
 
 # -- the report ----------------------------------------------------------------------------------------
 def markdown(
-    head_path: str, task: Task, table: list[dict], audit_rows: list[dict], branches: list[Branch], method: str
+    head_path: str,
+    task: Task,
+    table: list[dict],
+    audit_rows: list[dict],
+    branches: list[Branch],
+    method: str,
+    labels: list[str],
+    missing: list[dict[str, str]],
 ) -> str:
-    lines = [
-        f"# archetype report: `{head_path}`",
-        "",
-        "## Archetypes per " + ("class" if task.categorical else "score bin"),
-        "",
+    lines = [f"# archetype report: `{head_path}`", ""]
+    if missing:
+        lines += [
+            "## Error: groups no archetype decides",
+            "",
+            "These have training samples but no kept archetype decides them, so the head can never predict them:",
+            "",
+            *[f"- **{m['branch']}: {m['group']}**" for m in missing],
+            "",
+        ]
+    lines += ["## Archetypes per " + ("class" if task.categorical else "score bin"), ""]
+    lines += [
+        "| branch | class / bin | archetypes | usage range | total usage | purity | catch-all |",
+        "|---|---|---|---|---|---|---|",
     ]
-    lines += ["| branch | class / bin | archetypes | usage range | total usage |", "|---|---|---|---|---|"]
     for t in table:
         span = "—" if t["usage_min"] is None else f"{100 * t['usage_min']:.1f}–{100 * t['usage_max']:.1f} %"
-        lines.append(f"| {t['branch']} | {t['bin']} | {t['archetypes']} | {span} | {100 * t['usage_total']:.1f} % |")
+        purity = "—" if t["purity"] is None else f"{t['purity']:.2f}"
+        lines.append(
+            f"| {t['branch']} | {t['bin']} | {t['archetypes']} | {span} | {100 * t['usage_total']:.1f} % | "
+            f"{purity} | {t['catch_all']} |"
+        )
     lines += ["", "K_stable per branch: " + ", ".join(f"{b.name} {len(b.kept)}" for b in branches), ""]
     lines += [
+        "## Every archetype",
+        "",
+        "Purity: the share of the training samples it decides that share their most common "
+        f"{'class' if task.categorical else 'group'}; spread: the entropy of their groups over its maximum. "
+        f"Catch-all: spread ≥ {CATCH_ALL_ENTROPY} (left out of the audit).",
+        "",
+        "| branch | archetype | says | usage | members | purity | spread | catch-all |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for b in branches:
+        for k in np.lexsort((-b.usage, b.label)):
+            pure = "—" if np.isnan(b.purity[k]) else f"{b.purity[k]:.2f}"
+            spread = "—" if np.isnan(b.label_entropy[k]) else f"{b.label_entropy[k]:.2f}"
+            lines.append(
+                f"| {b.name} | #{b.kept[k]} | {task.text(float(b.label[k]), labels)} | {100 * b.usage[k]:.1f} % | "
+                f"{b.members[k]} | {pure} | {spread} | {'**yes**' if b.catch_all[k] else ''} |"
+            )
+    lines += [
+        "",
         f"Files beside the checkpoint: `nearest-<branch>.png` (thumbnail sheets), `map.png` ({method}), "
         "`archetypes.json`, `audit.csv`.",
         "",
@@ -307,6 +413,7 @@ def report_files(
     rows :func:`sheet_rows` names."""
     branches = branches if branches is not None else analyse(model, data, task, n_nearest)
     table = table3(task, branches, data.label_names)
+    missing = uncovered(task, branches, data.label_names)
     audit_rows = audit(model, data, task, branches, paths)
     map_png, method = feature_map(task, branches, data, seed=seed)
     sheets = {f"nearest-{b.name}.png": nearest_sheet(task, b, data.label_names, pictures, thumb_size) for b in branches}
@@ -327,6 +434,9 @@ def report_files(
                         "confidence": float(b.confidence[k]),
                         "members": int(b.members[k]),
                         "agreement": None if np.isnan(b.agreement[k]) else float(b.agreement[k]),
+                        "purity": None if np.isnan(b.purity[k]) else float(b.purity[k]),
+                        "label_entropy": None if np.isnan(b.label_entropy[k]) else float(b.label_entropy[k]),
+                        "catch_all": bool(b.catch_all[k]),
                         "nearest": [
                             {"row": int(r), "path": str(paths[r]), "similarity": float(s)}
                             for r, s in zip(b.nearest[k], b.similarity[k])
@@ -338,8 +448,9 @@ def report_files(
             for b in branches
         ],
         "table3": table,
+        "uncovered": missing,
     }
-    text = markdown(head_path, task, table, audit_rows, branches, method)
+    text = markdown(head_path, task, table, audit_rows, branches, method, data.label_names, missing)
     audit_csv = io.StringIO()
     writer = csv.DictWriter(
         audit_csv, ["split", "row", "path", "branch", "archetype", "label", "archetype_says", "strength"]
@@ -359,6 +470,8 @@ def report_files(
         "files": sorted(files),
         "audit": len(audit_rows),
         "table3": table,
+        "uncovered": missing,
+        "catch_all": int(sum(b.catch_all.sum() for b in branches)),
     }
 
 

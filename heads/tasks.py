@@ -136,6 +136,10 @@ class Task(ABC):
         """The group of each sample's label in one output space (−1: unlabelled)."""
         raise self._no_archetypes()
 
+    def group_names(self, names: list[str]) -> list[str]:
+        """What each group is called in reports (``names``: the task's label names)."""
+        raise self._no_archetypes()
+
     def score01(self, out: torch.Tensor) -> torch.Tensor:
         """Per-output outputs as scores in [0, 1] (score-aware regularisers)."""
         raise TypeError(f"task {self.name!r} has no per-output score")
@@ -213,7 +217,7 @@ class Expression(Task):
         return class_weights(y_train, n_outputs)
 
     def metrics(self, outputs, target, names):
-        return expression_metrics(outputs.argmax(-1), target, len(names))
+        return expression_metrics(outputs.argmax(-1), target, len(names), names)
 
     def answer(self, outputs, names):
         probs = torch.softmax(torch.from_numpy(outputs), -1).numpy()
@@ -244,6 +248,9 @@ class Expression(Task):
 
     def sample_groups(self, y):
         return y
+
+    def group_names(self, names):
+        return list(names)
 
 
 @register_task
@@ -292,10 +299,13 @@ class ValenceArousal(Task):
         return len(VA_BINS) - 1
 
     def archetype_groups(self, out):
-        return torch.bucketize(out, torch.tensor(VA_BINS[1:-1], device=out.device), right=True)
+        return torch.bucketize(out.contiguous(), torch.tensor(VA_BINS[1:-1], device=out.device), right=True)
 
     def sample_groups(self, y):
         return torch.where(torch.isfinite(y), self.archetype_groups(y.nan_to_num(0.0)), -1)
+
+    def group_names(self, names):
+        return [name for name, _ in _bins(np.array([]), VA_BINS)]
 
     def score01(self, out):
         return (out + 1) / 2
@@ -358,6 +368,9 @@ class ActionUnits(Task):
 
     def archetype_groups(self, out):
         return (out >= 0).long()
+
+    def group_names(self, names):
+        return ["absent", "present"]
 
     def sample_groups(self, y):
         return y.long()

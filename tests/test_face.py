@@ -172,3 +172,24 @@ def test_face_crops_feed_an_image_encoder_with_their_own_key(tmp_path, face):
 
     again = extract(dataset, [EncoderConfig(name="test-clip-tiny", face_crop=1.2)], store=store)
     assert again["flow_run"] is False and [s["key"] for s in again["steps"]] == [faces_row["key"], crop_row["key"]]
+
+
+def test_the_generator_allots_in_the_wild_class_shares_in_every_split():
+    """With FER2013's shares every split holds each class in proportion (largest remainder), the
+    1.5 % class included, and the subject-exclusive splits are unchanged."""
+    from stages.synthetic.face_generator import IN_THE_WILD_SHARES, _expressions, _split_of
+
+    n_subjects, per_subject = 40, 50
+    rows = _expressions(n_subjects, per_subject, IN_THE_WILD_SHARES, np.random.default_rng(1))
+    total = sum(IN_THE_WILD_SHARES.values())
+    for split in ("train", "val", "test"):
+        mine = [
+            rows[s * per_subject + k] for s in range(n_subjects) if _split_of(s) == split for k in range(per_subject)
+        ]
+        for expression, count in IN_THE_WILD_SHARES.items():
+            assert abs(mine.count(expression) - count / total * len(mine)) < 1, (split, expression)
+    assert rows.count("disgust") >= 3 and rows.count("happiness") / len(rows) == pytest.approx(0.251, abs=0.01)
+    cycling = _expressions(2, 7, None, np.random.default_rng(1))  # no shares: the classes in turn
+    assert cycling[:7] == ["neutral", *PROTOTYPES] == cycling[7:]
+    with pytest.raises(ValueError, match="unknown expressions"):
+        _expressions(2, 7, {"contempt": 1.0}, np.random.default_rng(1))

@@ -202,3 +202,22 @@ def test_a_head_step_is_deterministic_for_its_key(blendshapes):
     again, state, _ = train_head(fstore, features, "mlp", "fer", "blendshapes", {}, cfg)
     assert state == "new" and again.key == first.key
     np.testing.assert_array_equal(GroupReader(again).numpy("outputs"), outputs)
+
+
+def test_training_presets_and_overrides_reach_the_trainer():
+    from typer.testing import CliRunner
+
+    from flows.cli import app
+    from heads.trainer import TrainConfig
+
+    paper = HeadConfig(head="aura", task="fer", features="f", preset="paper").train_config(3, None)
+    assert (paper.lr, paper.batch_size, paper.patience, paper.warmup_epochs, paper.epochs) == (1e-4, 256, 15, 5, 200)
+    assert paper.seed == 3
+    mixed = HeadConfig(head="aura", task="fer", features="f", preset="paper", lr=3e-4).train_config(0, None)
+    assert (mixed.lr, mixed.batch_size) == (3e-4, 256)  # an override wins, the rest is the preset's
+    fast = HeadConfig(head="aura", task="fer", features="f").train_config(0, None)
+    assert fast == TrainConfig(seed=0) and (fast.lr, fast.batch_size, fast.patience) == (1e-3, 512, 5)
+    with pytest.raises(ValueError, match="presets: fast, paper"):
+        TrainConfig.preset("quick")
+    refused = CliRunner().invoke(app, ["train", "--features", "f", "--task", "fer", "--preset", "quick"])
+    assert refused.exit_code != 0 and "presets: fast, paper" in refused.output

@@ -365,25 +365,71 @@ def sample_intensities(expression: str, rng: np.random.Generator) -> dict[int, f
     raise AssertionError(f"cannot sample intensities for {expression}")
 
 
+# FER2013's training split (28,709 images): the class shares of an in-the-wild expression set,
+# one class near 25 %, one at 1.5 %
+IN_THE_WILD_SHARES = {
+    "anger": 3995,
+    "disgust": 436,
+    "fear": 4097,
+    "happiness": 7215,
+    "sadness": 4830,
+    "surprise": 3171,
+    "neutral": 4965,
+}
+
+
+def _split_of(s_index: int) -> str:
+    return "test" if s_index % 5 == 4 else "val" if s_index % 5 == 3 else "train"
+
+
+def _expressions(n_subjects: int, per_subject: int, shares: dict[str, float] | None, rng) -> list[str]:
+    """The expression of every row, subject by subject: cycling through the classes, or (``shares``)
+    each split's rows allotted to the classes by largest remainder, then shuffled within the split
+    (so every split holds each class in proportion, the rare one included when it has ≥ 1 row)."""
+    classes = ["neutral", *PROTOTYPES]
+    if shares is None:
+        return [classes[k % len(classes)] for _ in range(n_subjects) for k in range(per_subject)]
+    if unknown := set(shares) - set(classes):
+        raise ValueError(f"unknown expressions {sorted(unknown)}; the generator renders {classes}")
+    names = sorted(shares)
+    weights = np.array([shares[c] for c in names], float) / sum(shares.values())
+    rows: list[str | None] = [None] * (n_subjects * per_subject)
+    for split in ("train", "val", "test"):
+        slots = [s * per_subject + k for s in range(n_subjects) if _split_of(s) == split for k in range(per_subject)]
+        exact = weights * len(slots)
+        counts = np.floor(exact).astype(int)
+        counts[np.argsort(counts - exact)[: len(slots) - counts.sum()]] += 1  # largest remainders
+        drawn = rng.permutation(np.repeat(names, counts))
+        for slot, expression in zip(slots, drawn, strict=True):
+            rows[slot] = str(expression)
+    return rows
+
+
 def write_generated_dataset(
-    root: str | Path, detect, per_subject: int = 14, seed: int = 0, **subject_options
+    root: str | Path,
+    detect,
+    per_subject: int = 14,
+    seed: int = 0,
+    shares: dict[str, float] | None = None,
+    **subject_options,
 ) -> tuple[Path, dict]:
     """A ``csv``-layout dataset (manifest.csv + PNGs) with AU, expression and VA labels.
 
-    Rows cycle through neutral and the prototype expressions for every subject; splits are
+    Rows cycle through neutral and the prototype expressions for every subject, or follow
+    ``shares`` (expression → weight, e.g. :data:`IN_THE_WILD_SHARES`) in every split; splits are
     subject-exclusive (every 5th subject is test, the next val). Deterministic for a seed.
     Returns (root, report) with the per-subject acceptance report of :func:`build_subjects`.
     """
     root = Path(root)
     (root / "img").mkdir(parents=True, exist_ok=True)
     subjects, report = build_subjects(detect, seed=seed, **subject_options)
-    classes = ["neutral", *PROTOTYPES]
     rng = np.random.default_rng(seed + 1)
+    expressions = _expressions(len(subjects), per_subject, shares, rng)
     rows = []
     for s_index, subject in enumerate(subjects):
-        split = "test" if s_index % 5 == 4 else "val" if s_index % 5 == 3 else "train"
+        split = _split_of(s_index)
         for k in range(per_subject):
-            expression = classes[k % len(classes)]
+            expression = expressions[s_index * per_subject + k]
             intensity = sample_intensities(expression, rng)
             labels = labels_from_intensities(intensity)
             rel = f"img/{subject.name}_{k:03d}.png"
