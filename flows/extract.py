@@ -350,6 +350,12 @@ def extract_features(
     logger = get_run_logger()
     storage_options = storage_options or {}
     # Fail fast on configuration, before any work: store, layouts, roots, encoders.
+    if dask_address is not None and not dask_address.strip():
+        # what a deployment's "{{ prefect.variables.… }}" becomes when the Variable was not set at deploy time
+        raise ValueError(
+            "dask_address is empty: set the Prefect Variable the deployment names (e.g. "
+            "`prefect variable set dask_scheduler_address tcp://host:8786`) and deploy it again"
+        )
     fstore = FeatureStore(store, storage_options)
     for d in datasets:
         get_source(d.layout)

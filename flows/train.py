@@ -10,6 +10,7 @@ from prefect.artifacts import create_markdown_artifact
 from prefect.cache_policies import NO_CACHE
 
 from featurestore import FeatureStore
+from flows.demo import HEAD_PLANS
 from flows.heads import HeadConfig, PlannedHead, plan_heads, results, train_one
 from heads.tasks import get_task
 from stages.head_reports import write_report
@@ -37,15 +38,26 @@ def head_report_task(store_url: str, storage_options: dict, head_path: str, forc
 
 @flow(name="train-heads", log_prints=True)
 def train_heads(
-    heads: list[HeadConfig],
+    heads: list[HeadConfig] | None = None,
     store: str = "./store",
     storage_options: dict[str, Any] | None = None,
     device: str | None = None,
+    plan: str | None = None,
 ) -> dict[str, Any]:
-    """Train every head config for each of its seeds on cached features (skipped when keyed done)."""
+    """Train every head config for each of its seeds on cached features (skipped when keyed done).
+
+    ``plan`` names a head plan (``demo``: flows/demo.py) worked out from the store when the run
+    starts, on the latest feature groups it holds: what a deployment triggered by an extraction
+    passes, since the feature keys are not known when it is deployed. Its heads come before ``heads``.
+    """
     logger = get_run_logger()
     storage_options = storage_options or {}
     fstore = FeatureStore(store, storage_options)
+    if plan is not None and plan not in HEAD_PLANS:
+        raise ValueError(f"unknown head plan {plan!r}; plans: {', '.join(HEAD_PLANS)}")
+    heads = [*(HEAD_PLANS[plan](fstore) if plan else []), *(heads or [])]
+    if not heads:
+        raise ValueError("train-heads needs heads or a plan")
     runs = []
     for planned in plan_heads(heads, fstore):
         run = train_head_task(store, storage_options, planned, device)

@@ -5,12 +5,14 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import urllib.request
+from pathlib import Path
 
 import pytest
 
-from featurestore import FeatureStore, GroupReader
+from featurestore import FeatureStore
 from tests.conftest import BIN, REPO, cli, free_port, stop, wait_for, write_csv_dataset
 
 pytestmark = pytest.mark.slow
@@ -24,72 +26,157 @@ def _healthy(url: str) -> bool:
         return False
 
 
-def _run(args: list[str], env: dict, timeout: float = 300) -> str:
-    done = subprocess.run(args, cwd=REPO, env=env, capture_output=True, text=True, timeout=timeout)
+def _run(args: list[str], env: dict, timeout: float = 300, cwd: Path = REPO) -> str:
+    done = subprocess.run(args, cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
     assert done.returncode == 0, f"{args}\n{done.stdout[-2000:]}\n{done.stderr[-2000:]}"
     return done.stdout
 
 
-def test_deployment_runs_on_a_real_prefect_server_and_worker(tmp_path):
-    data = write_csv_dataset(tmp_path / "ds", 12)
-    store = tmp_path / "store"
-    port = free_port()
+def _api(base: str, route: str, body: dict) -> list | dict:
+    request = urllib.request.Request(
+        f"{base}{route}", data=json.dumps(body).encode(), headers={"Content-Type": "application/json"}
+    )
+    with urllib.request.urlopen(request, timeout=30) as r:
+        return json.loads(r.read())
+
+
+def _run_states(base: str, deployment: str) -> list[str]:
+    """The state of every flow run of one deployment, through the server's REST API; a failed
+    run fails the test."""
+    (found,) = [d for d in _api(base, "/deployments/filter", {}) if d["name"] == deployment]
+    states = [
+        r["state_type"] for r in _api(base, "/flow_runs/filter", {"deployments": {"id": {"any_": [found["id"]]}}})
+    ]
+    assert not {"FAILED", "CRASHED"} & set(states), f"{deployment}: {states}"
+    return states
+
+
+def _write_demo_data(root: Path) -> None:
+    """The demo's three catalogues, each at its smallest size (the generator's one-face-per-
+    expression cycle, two 6 s videos), where the shipped deployments look for them."""
+    from stages.encoders import create_encoder
+    from stages.synthetic.demo_catalogue import write_demo_catalogue
+    from stages.synthetic.face_generator import write_generated_dataset
+    from stages.synthetic.face_videos import write_generated_videos
+
+    detect = create_encoder("mediapipe-face").load().find_face
+    write_demo_catalogue(root / "photos")
+    write_generated_dataset(root / "generated", detect, per_subject=7)
+    write_generated_videos(root / "videos", detect, n_videos=2, seconds=6.0)
+
+
+def test_shipped_deployments_run_as_shipped_trigger_the_heads_and_use_the_dask_cluster(tmp_path):
+    """Every deployment of prefect.yaml, deployed as shipped on a real Prefect server and process
+    worker, run with its shipped parameters. What the test changes: the working directory (a folder
+    holding the demo's catalogues at their smallest size, with ./store empty, and links to the
+    code and prefect.yaml), and the Prefect Variable the cluster deployment reads, set to a real
+    Dask scheduler on loopback.
+
+    cluster-demo extracts on the Dask worker; nightly-demo then finds every step done (the same
+    keys: the demo's extraction); its completion triggers demo-heads, which trains the demo's heads;
+    a second nightly-demo run triggers demo-heads again, which finds every head done; the videos
+    deployment extracts the videos and their windows."""
+    from distributed import Client
+
+    from flows.demo import demo_extractions
+
+    work = tmp_path / "work"
+    work.mkdir()
+    (work / "prefect.yaml").symlink_to(REPO / "prefect.yaml")  # entrypoints are modules: no code here
+    _write_demo_data(work / "demo-data")
+    port, dask_port = free_port(), free_port()
+    base = f"http://127.0.0.1:{port}/api"
     env = {
         **os.environ,
         "PREFECT_HOME": str(tmp_path / "prefect-home"),
-        "PREFECT_API_URL": f"http://127.0.0.1:{port}/api",
+        "PREFECT_API_URL": base,
         "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
     }
-    prefect = str(BIN / "prefect")
-    server = subprocess.Popen(
-        [prefect, "server", "start", "--host", "127.0.0.1", "--port", str(port)],
-        cwd=tmp_path,
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
+    prefect, dask = str(BIN / "prefect"), str(BIN / "dask")
+    quiet = {"stdout": subprocess.DEVNULL, "stderr": subprocess.DEVNULL}
+    started = [
+        subprocess.Popen([prefect, "server", "start", "--host", "127.0.0.1", "--port", str(port)], env=env, **quiet)
+    ]
+    address = f"tcp://127.0.0.1:{dask_port}"
+    started.append(
+        subprocess.Popen(
+            [dask, "scheduler", "--host", "127.0.0.1", "--port", str(dask_port), "--dashboard-address", ":0"], **quiet
+        )
     )
-    worker = None
+    started.append(
+        subprocess.Popen(
+            [dask, "worker", address, "--nthreads", "1", "--nworkers", "1", "--dashboard-address", ":0"],
+            cwd=work,
+            **quiet,
+        )
+    )
     try:
-        wait_for(lambda: _healthy(f"http://127.0.0.1:{port}/api/health"), 120, "prefect server")
-        _run([prefect, "work-pool", "create", "affectflow-process", "--type", "process"], env)
-        _run([prefect, "--no-prompt", "deploy", "--all"], env)
-        worker = subprocess.Popen(
-            [prefect, "worker", "start", "--pool", "affectflow-process"],
-            cwd=REPO,
-            env=env,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
+        wait_for(lambda: _healthy(f"{base}/health"), 120, "prefect server")
+        _run([prefect, "work-pool", "create", "affectflow-process", "--type", "process"], env, cwd=work)
+        _run([prefect, "variable", "set", "dask_scheduler_address", address], env, cwd=work)  # before deploying
+        _run([prefect, "--no-prompt", "deploy", "--all"], env, cwd=work)
+        worker_log = open(tmp_path / "worker.log", "w")  # the flow runs' output: shown when a run fails
+        started.append(
+            subprocess.Popen(
+                [prefect, "worker", "start", "--pool", "affectflow-process"],
+                cwd=work,
+                env=env,
+                stdout=worker_log,
+                stderr=subprocess.STDOUT,
+            )
         )
-        params = {
-            "datasets": [{"layout": "csv", "root": str(data), "name": "faces"}],
-            "encoders": [{"name": "test-clip-tiny"}],
-            "store": str(store),
-        }
-        out = _run(
-            [
-                prefect,
-                "deployment",
-                "run",
-                "extract-features/nightly-demo",
-                "--params",
-                json.dumps(params),
-                "--watch",
-                "--watch-timeout",
-                "400",
-            ],
-            env,
-            timeout=450,
-        )
-        assert "Completed" in out, out[-2000:]
-        inspected = _run([prefect, "deployment", "inspect", "extract-features/nightly-demo"], env)
+        # the deployments carry flows/demo.py's plan: what `affectflow demo` extracts
+        for name, params in demo_extractions("./demo-data").items():
+            shipped = json.loads(
+                _run([prefect, "deployment", "inspect", f"extract-features/{name}", "--output", "json"], env, cwd=work)
+            )
+            assert {k: v for k, v in shipped["parameters"].items() if k != "store"} == json.loads(json.dumps(params))
+            assert shipped["parameters"]["store"] == "./store"
+
+        def run(deployment: str) -> str:
+            args = [prefect, "deployment", "run", deployment, "--watch", "--watch-timeout", "500"]
+            done = subprocess.run(args, cwd=work, env=env, capture_output=True, text=True, timeout=550)
+            log = (tmp_path / "worker.log").read_text()[-4000:]
+            assert done.returncode == 0 and "Completed" in done.stdout, f"{done.stdout[-1500:]}\nworker:\n{log}"
+            return done.stdout
+
+        with Client(address, timeout=60) as client:
+            client.wait_for_workers(1, timeout=120)
+            run("extract-features/cluster-demo")
+
+            def loaded_models():
+                from stages.encoders.base import _loaded
+
+                return _loaded.cache_info().currsize
+
+            # both image encoders were loaded inside the Dask worker process: the chunks ran there
+            assert list(client.run(loaded_models).values()) == [2]
+        store = FeatureStore(str(work / "store"))
+        features = {g.path: g for g in store.list_steps("features")}
+        assert {p.split("/")[1] for p in features} == {"demo", "generated"}
+        chunk_times = {p.stat().st_mtime_ns for p in (work / "store" / "features").rglob("c/*")}
+
+        run("extract-features/nightly-demo")  # after the equivalent extraction: every step skipped
+        assert {p.stat().st_mtime_ns for p in (work / "store" / "features").rglob("c/*")} == chunk_times
+        wait_for(lambda: _run_states(base, "demo-heads").count("COMPLETED") == 1, 900, "the triggered demo-heads run")
+        heads = sorted(g.path for g in store.list_steps("heads"))
+        assert len(heads) == 9 and all(g.is_complete for g in store.list_steps("heads"))
+        weights = {p: p.stat().st_mtime_ns for p in (work / "store" / "heads").rglob("model.safetensors")}
+
+        run("extract-features/nightly-demo")  # nothing new: the second triggered run retrains nothing
+        wait_for(lambda: _run_states(base, "demo-heads").count("COMPLETED") == 2, 300, "the second demo-heads run")
+        assert sorted(g.path for g in store.list_steps("heads")) == heads
+        assert {p: p.stat().st_mtime_ns for p in (work / "store" / "heads").rglob("model.safetensors")} == weights
+
+        run("extract-features/nightly-demo-videos")
+        videos = [g for g in store.list_steps("features/videos") if g.is_complete]
+        assert {g.path.split("/")[2] for g in videos} == {"mediapipe-face", "mfcc"}
+        assert len([g for g in store.list_steps("windows") if g.is_complete]) == 4  # 2 encoders × 3 s, 5 s
+        inspected = _run([prefect, "deployment", "inspect", "extract-features/nightly-demo"], env, cwd=work)
         assert "0 3 * * *" in inspected  # the cron schedule from prefect.yaml
     finally:
-        if worker is not None:
-            stop(worker)
-        stop(server)
-    (group,) = FeatureStore(store).list_steps("features")
-    reader = GroupReader(group)
-    assert reader.status_counts() == {"ok": 12} and reader.numpy("global").shape == (12, 32)
+        for proc in reversed(started):
+            stop(proc)
 
 
 def test_chunks_run_on_a_real_dask_scheduler_and_worker(tmp_path):
@@ -145,3 +232,43 @@ def test_chunks_run_on_a_real_dask_scheduler_and_worker(tmp_path):
         stop(scheduler)
     (step,) = json.loads((tmp_path / "r.json").read_text())["steps"]
     assert step["chunks_run"] == 5 and step["status_counts"] == {"ok": 40}
+
+
+def test_local_server_script_starts_and_stops_cleanly(tmp_path):
+    """infra/local-server.sh: start records both PIDs and deploys prefect.yaml; stop ends the worker
+    and then the server with SIGTERM (no SIGKILL needed), and status tells."""
+    port = free_port()
+    env = {
+        **os.environ,
+        "PREFECT_HOME": str(tmp_path / "prefect-home"),
+        "PREFECT_PORT": str(port),
+        "AFFECTFLOW_PREFECT_STATE": str(tmp_path / "state"),
+    }
+    env.pop("PREFECT_API_URL", None)
+    script = ["bash", str(REPO / "infra" / "local-server.sh")]
+    pids = {}
+    try:
+        out = _run([*script, "start"], env)
+        assert f"http://127.0.0.1:{port}" in out and "stop:" in out
+        pids = {name: int((tmp_path / "state" / f"{name}.pid").read_text()) for name in ("server", "worker")}
+        assert all(_alive(pid) for pid in pids.values())
+        assert _run([*script, "status"], env).count(": running") == 2
+        deployed = _api(f"http://127.0.0.1:{port}/api", "/deployments/filter", {})
+        assert {d["name"] for d in deployed} == {"nightly-demo", "nightly-demo-videos", "demo-heads", "cluster-demo"}
+        stopped = _run([*script, "stop"], env)
+        assert "stopped worker" in stopped and "stopped server" in stopped and "SIGKILL" not in stopped
+        assert not any(_alive(pid) for pid in pids.values())
+        assert _run([*script, "status"], env).count(": stopped") == 2
+    finally:
+        for pid in pids.values():  # only if the script failed to: the PIDs it started
+            if _alive(pid):
+                os.kill(pid, signal.SIGKILL)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+        # a zombie (exited, not yet reaped by its parent) is not running
+        return "zombie" not in Path(f"/proc/{pid}/status").read_text().lower()
+    except (ProcessLookupError, FileNotFoundError):
+        return False
