@@ -142,7 +142,7 @@ def run(n: int, dim: int, device: str | None) -> dict:
     try:
         store = FeatureStore(str(work / "store"))
         features = write_cached_features(store, n, dim)
-        train = {k: getattr(TrainConfig(), k) for k in KNOBS}
+        train = {k: getattr(TrainConfig(), k) for k in KNOBS}  # batch_size None: auto, recorded per head
         result = {"machine": machine(), "samples": n, "dim": dim, "device": device or "default", "train": train}
         for task in ("fer", "au", "va"):
             t0 = time.perf_counter()
@@ -154,6 +154,7 @@ def run(n: int, dim: int, device: str | None) -> dict:
                 "step_seconds": round(time.perf_counter() - t0, 2),
                 "epochs_run": metrics["epochs_run"],
                 "best_epoch": metrics["best_epoch"],
+                "batch_size": metrics["batch_size"],
                 "k_stable": metrics["k_stable"],
                 "test_" + get_task(task).headline: round(metrics["test"][get_task(task).headline], 4),
                 "infer_samples_per_s": round(inference_rate(store, group.path, features, device)),
@@ -189,6 +190,7 @@ def run_defaults(n: int, dim: int, device: str | None) -> dict:
             group, _, metrics = train_head(store, features, head, "fer", "global", {}, train)
             row = {
                 "train_seconds": round(metrics["train_seconds"], 2),
+                "batch_size": metrics["batch_size"],
                 "epochs_run": metrics["epochs_run"],
                 "test_macro_f1": round(metrics["test"]["macro_f1"], 4),
                 "test_accuracy": round(metrics["test"]["accuracy"], 4),
@@ -215,7 +217,8 @@ def defaults_table(r: dict) -> str:
     t, rare = r["train"], r["rarest"]
     lines = [
         "<!-- bench:heads-defaults:begin -->",
-        f"Expressions at the CLI's defaults (preset `fast`: batch {t['batch_size']}, lr {t['lr']:g}, warm-up "
+        f"Expressions at the CLI's defaults (preset `fast`: batch {r['aura/fast']['batch_size']} (auto), lr "
+        f"{t['lr']:g}, warm-up "
         f"{t['warmup_epochs']}, patience {t['patience']}) on {r['samples']:,} cached {r['dim']}-d samples with "
         f"in-the-wild class shares ({rare} {100 * min(r['shares']):.1f} %), same run:",
         "",
@@ -249,7 +252,8 @@ def readme_table(r: dict) -> str:
         "<!-- bench:heads:begin -->",
         f"Measured by `make bench` on {where} ({m['processor']}, torch {m['torch']}, {m['torch_threads']} torch "
         f"threads): AURA heads with default options on {r['samples']:,} cached {r['dim']}-d samples, batch "
-        f"{t['batch_size']}, lr {t['lr']:g}, warm-up {t['warmup_epochs']} epochs, patience {t['patience']}.",
+        f"{r['aura_fer']['batch_size']} (auto), lr {t['lr']:g}, warm-up {t['warmup_epochs']} epochs, "
+        f"patience {t['patience']}.",
         "",
         "| head | train to early stop | epochs | K_stable | test headline | inference | target |",
         "|---|---|---|---|---|---|---|",

@@ -284,7 +284,9 @@ def train(
     seed: Annotated[list[int], typer.Option(help="seeds; several give mean ± std (repeatable)")] = [0],
     preset: Annotated[str, typer.Option(help="training preset: fast, or paper (AURA's lr 1e-4, batch 256)")] = "fast",
     epochs: Annotated[int | None, typer.Option(help="[default: the preset's, fast 100, paper 200]")] = None,
-    batch_size: Annotated[int | None, typer.Option(help="[default: the preset's, fast 512, paper 256]")] = None,
+    batch_size: Annotated[
+        int | None, typer.Option(help="[default: the preset's, fast: the training set / 16 within 32–512, paper 256]")
+    ] = None,
     lr: Annotated[float | None, typer.Option(help="[default: the preset's, fast 1e-3, paper 1e-4]")] = None,
     patience: Annotated[int | None, typer.Option(help="[default: the preset's, fast 5, paper 15]")] = None,
     warmup_epochs: Annotated[

@@ -106,6 +106,7 @@ def train_head(
             "val": result.val,
             "train_seconds": result.seconds,
             "best_epoch": result.best_epoch,
+            "batch_size": result.batch_size,
             "epochs_run": result.epochs_run,
             "k_stable": result.k_stable,
             "protocol": data.protocol,

@@ -730,3 +730,35 @@ def test_a_rare_class_keeps_archetypes_and_is_predicted_and_aura_stays_near_the_
         outputs = baseline.predict(x[test])[0].argmax(-1).numpy()
         scores["mlp"].append(expression_metrics(outputs, y[test].numpy(), 7)["macro_f1"])
     assert np.mean(scores["aura"]) >= np.mean(scores["mlp"]) - 0.02, scores
+
+
+def test_the_fast_preset_trains_with_a_sixteenth_of_the_training_set_per_batch(monkeypatch):
+    """Left open, the batch is auto_batch_size of the training set: 800 samples → 50, so an epoch
+    is 16 optimiser steps (counted), and the result records it; a set batch is kept."""
+    import heads.trainer
+
+    x, y = torch.randn(800, 6), torch.randint(0, 3, (800,))
+    steps = []
+    real = heads.trainer.adamw
+
+    def counting(*args, **kwargs):
+        optimiser = real(*args, **kwargs)
+        step = optimiser.step
+        optimiser.step = lambda: (steps.append(1), step())
+        return optimiser
+
+    monkeypatch.setattr(heads.trainer, "adamw", counting)
+    cfg = TrainConfig(epochs=1, progress=False, device="cpu")
+    assert cfg.batch_size is None
+    result = fit(linear_probe("fer", 6, 3), "fer", (x, y), (x[:100], y[:100]), 3, cfg)
+    assert result.batch_size == 50 and len(steps) == 16
+    steps.clear()
+    fixed = fit(
+        linear_probe("fer", 6, 3),
+        "fer",
+        (x, y),
+        (x[:100], y[:100]),
+        3,
+        TrainConfig(epochs=1, batch_size=200, progress=False),
+    )
+    assert fixed.batch_size == 200 and len(steps) == 4

@@ -216,7 +216,10 @@ def test_training_presets_and_overrides_reach_the_trainer():
     mixed = HeadConfig(head="aura", task="fer", features="f", preset="paper", lr=3e-4).train_config(0, None)
     assert (mixed.lr, mixed.batch_size) == (3e-4, 256)  # an override wins, the rest is the preset's
     fast = HeadConfig(head="aura", task="fer", features="f").train_config(0, None)
-    assert fast == TrainConfig(seed=0) and (fast.lr, fast.batch_size, fast.patience) == (1e-3, 512, 5)
+    assert fast == TrainConfig(seed=0) and (fast.lr, fast.batch_size, fast.patience) == (1e-3, None, 5)
+    from heads.trainer import auto_batch_size  # fast's batch: n / 16 within 32–512
+
+    assert [auto_batch_size(n) for n in (100, 474, 1600, 24_000)] == [32, 32, 100, 512]
     with pytest.raises(ValueError, match="presets: fast, paper"):
         TrainConfig.preset("quick")
     refused = CliRunner().invoke(app, ["train", "--features", "f", "--task", "fer", "--preset", "quick"])
