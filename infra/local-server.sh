@@ -4,7 +4,9 @@
 #   bash infra/local-server.sh stop     stop the worker, then the server (SIGTERM, then SIGKILL after 20 s)
 #   bash infra/local-server.sh status
 # Run from the repository root; PIDs and logs live in ${AFFECTFLOW_PREFECT_STATE:-.prefect-local}.
+# It uses the `prefect` on PATH, or the repository's .venv (what `make install` makes) when that has one.
 set -euo pipefail
+if [[ -x .venv/bin/prefect ]] && ! command -v prefect >/dev/null; then export PATH="$PWD/.venv/bin:$PATH"; fi
 PORT="${PREFECT_PORT:-4200}"
 STATE="${AFFECTFLOW_PREFECT_STATE:-.prefect-local}"
 export PREFECT_API_URL="http://127.0.0.1:${PORT}/api"

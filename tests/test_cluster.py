@@ -235,8 +235,9 @@ def test_chunks_run_on_a_real_dask_scheduler_and_worker(tmp_path):
 
 
 def test_local_server_script_starts_and_stops_cleanly(tmp_path):
-    """infra/local-server.sh: start records both PIDs and deploys prefect.yaml; stop ends the worker
-    and then the server with SIGTERM (no SIGKILL needed), and status tells."""
+    """infra/local-server.sh, run as `make install` leaves a checkout (no environment active): start
+    records both PIDs and deploys prefect.yaml; stop ends the worker and then the server with
+    SIGTERM (no SIGKILL needed), and status tells."""
     port = free_port()
     env = {
         **os.environ,
@@ -245,6 +246,7 @@ def test_local_server_script_starts_and_stops_cleanly(tmp_path):
         "AFFECTFLOW_PREFECT_STATE": str(tmp_path / "state"),
     }
     env.pop("PREFECT_API_URL", None)
+    env["PATH"] = os.pathsep.join(p for p in env["PATH"].split(os.pathsep) if Path(p) != BIN)  # not activated
     script = ["bash", str(REPO / "infra" / "local-server.sh")]
     pids = {}
     try:
