@@ -1,5 +1,5 @@
-"""Real servers on loopback: a Prefect server + process worker running the deployment, and a Dask
-scheduler + worker running the chunk tasks."""
+"""Real servers on loopback: a Prefect server and process worker running every shipped deployment,
+a Dask scheduler and worker running the cluster deployment's chunk tasks, and infra/local-server.sh."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from featurestore import FeatureStore
-from tests.conftest import BIN, REPO, cli, free_port, stop, wait_for, write_csv_dataset
+from tests.conftest import BIN, REPO, free_port, stop, wait_for
 
 pytestmark = pytest.mark.slow
 
@@ -177,61 +177,6 @@ def test_shipped_deployments_run_as_shipped_trigger_the_heads_and_use_the_dask_c
     finally:
         for proc in reversed(started):
             stop(proc)
-
-
-def test_chunks_run_on_a_real_dask_scheduler_and_worker(tmp_path):
-    from distributed import Client
-
-    data = write_csv_dataset(tmp_path / "ds", 40)
-    port = free_port()
-    address = f"tcp://127.0.0.1:{port}"
-    dask = str(BIN / "dask")
-    scheduler = subprocess.Popen(
-        [dask, "scheduler", "--host", "127.0.0.1", "--port", str(port), "--dashboard-address", ":0"],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    worker = None
-    try:
-        worker = subprocess.Popen(
-            [dask, "worker", address, "--nthreads", "1", "--nworkers", "1", "--dashboard-address", ":0"],
-            cwd=REPO,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
-        with Client(address, timeout=60) as client:
-            client.wait_for_workers(1, timeout=120)
-            proc = cli(
-                "extract",
-                "--dataset",
-                f"csv={data},name=faces",
-                "--encoder",
-                "test-clip-tiny",
-                "--store",
-                str(tmp_path / "store"),
-                "--chunk-size",
-                "8",
-                "--dask-address",
-                address,
-                "--json",
-                str(tmp_path / "r.json"),
-            )
-            out, _ = proc.communicate(timeout=600)
-            assert proc.returncode == 0, out[-3000:]
-
-            def loaded_models():
-                from stages.encoders.base import _loaded
-
-                return _loaded.cache_info().currsize
-
-            # the encoder was loaded inside the Dask worker process, i.e. the chunks ran there
-            assert list(client.run(loaded_models).values()) == [1]
-    finally:
-        if worker is not None:
-            stop(worker)
-        stop(scheduler)
-    (step,) = json.loads((tmp_path / "r.json").read_text())["steps"]
-    assert step["chunks_run"] == 5 and step["status_counts"] == {"ok": 40}
 
 
 def test_local_server_script_starts_and_stops_cleanly(tmp_path):
