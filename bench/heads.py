@@ -205,7 +205,7 @@ def run_defaults(n: int, dim: int, device: str | None) -> dict:
             result[f"{head}/{preset}"] = row
             print(head, preset, row, flush=True)
         result["rarest"] = rare
-        seconds = {k: v["train_seconds"] for k, v in result.items() if isinstance(v, dict) and "train_seconds" in v}
+        seconds = {run: result[run]["train_seconds"] for run in ("aura/fast", "mlp/fast", "aura/paper")}
         result["aura_vs_mlp_seconds"] = round(seconds["aura/fast"] / seconds["mlp/fast"], 2)
         result["fast_vs_paper_seconds_aura"] = round(seconds["aura/fast"] / seconds["aura/paper"], 2)
         return result

@@ -104,18 +104,15 @@ def analyse(model: AuraHead, data: TaskData, task: Task | str, n_nearest: int = 
         # spread in training, and over the held-out samples it decides: an archetype whose training
         # members agree can still be where unseen subjects of every class land
         n_groups = task.n_groups(data.n_outputs)
-        groups, deciding = [], []
-        for split, in_space in [("train", f_hat), *((split, e[j]) for split, e in others.items())]:
-            groups.append(task.sample_groups(torch.from_numpy(task.of_branch(data.y[split].numpy(), j))).numpy())
-            deciding.append((in_space @ a_hat.T).argmax(-1).numpy())
-        purity, entropy = _spread(groups[0], deciding[0], kept.numel(), n_groups)
-        if len(groups) > 1:
-            held_out = np.concatenate(groups[1:])
-            _, held_out_entropy = _spread(held_out, np.concatenate(deciding[1:]), kept.numel(), n_groups)
-            enough = np.bincount(np.concatenate(deciding[1:])[held_out >= 0], minlength=kept.numel())
-            enough = enough >= MIN_HELD_OUT
-            entropy = np.where(enough, np.fmax(entropy, held_out_entropy), entropy)
-        present = np.unique(groups[0][groups[0] >= 0])
+        train_groups = _groups(task, data.y["train"], j)
+        purity, entropy = _spread(train_groups, assigned, kept.numel(), n_groups)
+        if others:
+            held_groups = np.concatenate([_groups(task, data.y[split], j) for split in others])
+            held_assigned = np.concatenate([(e[j] @ a_hat.T).argmax(-1).numpy() for e in others.values()])
+            _, held_entropy = _spread(held_groups, held_assigned, kept.numel(), n_groups)
+            enough = np.bincount(held_assigned[held_groups >= 0], minlength=kept.numel()) >= MIN_HELD_OUT
+            entropy = np.where(enough, np.fmax(entropy, held_entropy), entropy)
+        present = np.unique(train_groups[train_groups >= 0])
         branches.append(
             Branch(
                 name=name,
@@ -136,6 +133,11 @@ def analyse(model: AuraHead, data: TaskData, task: Task | str, n_nearest: int = 
             )
         )
     return branches
+
+
+def _groups(task: Task, y: torch.Tensor, branch: int) -> np.ndarray:
+    """The group (Task.sample_groups) of each sample's label in one branch; −1 unlabelled."""
+    return task.sample_groups(torch.from_numpy(task.of_branch(y.numpy(), branch))).numpy()
 
 
 def _spread(groups: np.ndarray, assigned: np.ndarray, n_kept: int, n_groups: int) -> tuple[np.ndarray, np.ndarray]:
