@@ -169,6 +169,7 @@ def run_defaults(n: int, dim: int, device: str | None) -> dict:
     """AURA, linear and MLP on imbalanced expressions, every head option at its default, with the
     trainer's default preset (and AURA and the MLP with the paper preset, for the scores it reaches)."""
     from featurestore import FeatureStore
+    from heads.registry import get_head
     from heads.report import analyse, table3
     from heads.trainer import KNOBS, TrainConfig
     from stages.head_steps import head_data, load_head, train_head
@@ -187,7 +188,8 @@ def run_defaults(n: int, dim: int, device: str | None) -> dict:
         }
         for head, preset in DEFAULTS_RUNS:
             train = TrainConfig.preset(preset, device=device, progress=False)
-            group, _, metrics = train_head(store, features, head, "fer", "global", {}, train)
+            options = get_head(head).preset_options(preset, {})
+            group, _, metrics = train_head(store, features, head, "fer", "global", options, train)
             row = {
                 "train_seconds": round(metrics["train_seconds"], 2),
                 "batch_size": metrics["batch_size"],

@@ -50,6 +50,11 @@ class HeadConfig(BaseModel):
         TrainConfig.preset(name)  # the one check (an unknown name lists the presets)
         return name
 
+    @property
+    def head_options(self) -> dict[str, Any]:
+        """The options the head is built with: its preset's, overridden by ``options``."""
+        return get_head(self.head).preset_options(self.preset, self.options)
+
     def train_config(self, seed: int, device: str | None, progress: bool = True) -> TrainConfig:
         knobs = {k: getattr(self, k) for k in KNOBS}
         return TrainConfig.preset(self.preset, **knobs, seed=seed, device=device, progress=progress)
@@ -66,11 +71,13 @@ def plan_heads(configs: list[HeadConfig], store: FeatureStore) -> list[PlannedHe
     """Every (head config, seed) as a keyed step; fails on a feature group that is not there."""
     plan = []
     for h in configs:
-        get_head(h.head).check(h.task, h.options)
+        get_head(h.head).check(h.task, h.head_options)
         if store.open_step(h.features) is None:
             raise ValueError(f"no feature group at {h.features!r} in {store.url}; `affectflow ls` lists them")
         for seed in h.seeds:
-            spec = head_spec(h.head, h.task, h.array, h.options, h.train_config(seed, None), h.expressions, h.test_fold)
+            spec = head_spec(
+                h.head, h.task, h.array, h.head_options, h.train_config(seed, None), h.expressions, h.test_fold
+            )
             plan.append(PlannedHead(h, seed, head_step(store, h.features, spec)))
     return plan
 
@@ -96,7 +103,7 @@ def train_one(store: FeatureStore, planned: PlannedHead, device: str | None, pro
         h.head,
         h.task,
         h.array,
-        h.options,
+        h.head_options,
         h.train_config(planned.seed, device, progress),
         h.expressions,
         h.test_fold,

@@ -99,6 +99,10 @@ class AuraConfig:
     # Dropout inside the contextualiser's transformer. The paper gives 0.2 for the projector only;
     # here it defaults to 0: on CPU the dropout masks cost more than the rest of the transformer.
     ctx_dropout: float = 0.0
+    # The contextualiser only shapes training (inference is projector → archetype → φ), and it is
+    # most of a step's cost: its loss is taken on this many samples of each (shuffled) batch, an
+    # unbiased estimate of the whole batch's; 0: the whole batch (the paper; the ``paper`` preset).
+    ctx_samples: int = 128
     input: str = "global"  # global | patch (AU: patch tokens through a light transformer)
     patch_layers: int = 2
     patch_dim: int = 32  # width of the patch-token transformer (its CLS output feeds each AU's projector)
@@ -299,9 +303,10 @@ class ArchetypeBranches(nn.Module):
             parts.update(self.regularisation(a_hat))
         if self.context is not None and semantic is not None:
             k = min(cfg.top_k, int(self.active.sum(-1).min()))
-            top = sims.topk(k, dim=-1)
+            n = semantic.shape[1]  # the samples the contextualiser sees: the first n of the batch
+            top = sims[:, :n].topk(k, dim=-1)
             out = self._shape(self.context(semantic, a_hat, top.indices, 1 - top.values))
-            parts["contx"] = self.task_loss(out, target, weights)
+            parts["contx"] = self.task_loss(out, target[:, :n], weights)
         return parts
 
     # -- adaptive regularisation --
@@ -478,9 +483,11 @@ class AuraHead(Head):
         x, z, tokens = self._inputs(x)
         semantic = None
         if cfg.use_contextualisation:
-            m = self.branches.m
+            m, n = self.branches.m, cfg.ctx_samples or x.shape[0]
             # the global feature's semantic tokens are the same for every branch: computed once
-            semantic = self.semantic(x).expand(m, -1, -1, -1) if tokens is None else self.semantic_maps.shared(tokens)
+            semantic = (
+                self.semantic(x[:n]).expand(m, -1, -1, -1) if tokens is None else self.semantic_maps.shared(tokens[:n])
+            )
         target = self.task.to_branches(target)
         parts = self.branches.losses(z, target, semantic, class_weights)
         arc = sum(parts.get(k, 0) for k in ("assign", "dis", "compact", "separate", "diversity", "attract", "repel"))
@@ -509,8 +516,10 @@ class AuraHead(Head):
         return self.branches.active.sum(-1).tolist()
 
 
-# 6: usage judged per group (class, AU state, VA bin) in resets and pruning
-@register_head("aura", version=6, config=AuraConfig, tasks=TASKS, inputs=("global", "patch"))
+# 6: usage judged per group (class, AU state, VA bin) in resets and pruning; 7: ctx_samples
+@register_head(
+    "aura", version=7, config=AuraConfig, tasks=TASKS, inputs=("global", "patch"), presets={"paper": {"ctx_samples": 0}}
+)
 def aura(task: str, in_dim: int, n_outputs: int, config: AuraConfig, n_patches: int = 0) -> AuraHead:
     """AURA archetype head; options are AuraConfig fields."""
     if n_patches and config.input != "patch":

@@ -8,7 +8,8 @@ A head module declares, at the point of definition::
 ``version`` is the head's step version (bump it when its numerics change: old checkpoints are then
 not reused); ``config`` is the dataclass of its options (``--option`` values; every other name is
 refused with the valid ones listed); ``tasks`` are the task names it serves; ``inputs`` the kinds of
-cached input it reads (``global`` vectors, ``patch`` tokens …). This module knows no head: the
+cached input it reads (``global`` vectors, ``patch`` tokens …); ``presets`` the options a training
+preset changes for this head (AURA: ``paper`` feeds the contextualiser the whole batch). This module knows no head: the
 package imports the built-in ones, and users' heads arrive as plugins — modules named in the
 ``affectflow.heads`` entry-point group of an installed package, or given as ``--plugin module``.
 """
@@ -38,6 +39,7 @@ class HeadEntry:
     tasks: tuple[str, ...]
     inputs: tuple[str, ...]
     build: Callable[..., Head]
+    presets: dict[str, dict[str, Any]]  # per training preset, the options it changes
 
     @property
     def options(self) -> list[str]:
@@ -51,6 +53,10 @@ class HeadEntry:
         if unknown := sorted(set(options) - set(self.options)):
             valid = ", ".join(self.options) or "none"
             raise ValueError(f"head {self.name!r} has no option {', '.join(unknown)}; its options: {valid}")
+
+    def preset_options(self, preset: str, options: dict[str, Any]) -> dict[str, Any]:
+        """``options`` over what the training ``preset`` sets for this head (the user's win)."""
+        return {**self.presets.get(preset, {}), **options}
 
     def make_config(self, task: str, in_dim: int, n_outputs: int, options: dict[str, Any]) -> Any:
         """The head's config from user options, refusing names it does not have."""
@@ -67,12 +73,18 @@ HEADS: dict[str, HeadEntry] = {}
 
 
 def register_head(
-    name: str, *, version: int, config: type, tasks: tuple[str, ...], inputs: tuple[str, ...] = ("global",)
+    name: str,
+    *,
+    version: int,
+    config: type,
+    tasks: tuple[str, ...],
+    inputs: tuple[str, ...] = ("global",),
+    presets: dict[str, dict[str, Any]] | None = None,
 ) -> Callable[[Callable[..., Head]], Callable[..., Head]]:
     def wrap(build: Callable[..., Head]) -> Callable[..., Head]:
         if name in HEADS and HEADS[name].build is not build:
             raise ValueError(f"head {name!r} is registered twice ({HEADS[name].build.__module__}, {build.__module__})")
-        HEADS[name] = HeadEntry(name, version, config, tuple(tasks), tuple(inputs), build)
+        HEADS[name] = HeadEntry(name, version, config, tuple(tasks), tuple(inputs), build, dict(presets or {}))
         return build
 
     return wrap

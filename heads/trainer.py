@@ -48,7 +48,7 @@ class TrainConfig:
         return cls(**{**PRESETS[name], **{k: v for k, v in overrides.items() if v is not None}})
 
 
-# ``fast`` (the default) trains AURA on 24,000 × 1,280 cached features in a quarter of the paper
+# ``fast`` (the default) trains AURA on 24,000 × 1,280 cached features in a sixth of the paper
 # preset's seconds, 0.013 macro-F1 below it (bench/heads.py); ``paper`` is AURA's published lr
 # (1e-4) with the batch, patience and warm-up this project used before (the paper leaves those open).
 PRESETS: dict[str, dict] = {

@@ -480,6 +480,22 @@ def test_the_contextualiser_is_training_only():
         assert torch.equal(again_index, index)
 
 
+@pytest.mark.parametrize("task", ["fer", "au"])
+def test_the_contextualiser_loss_is_taken_on_the_first_ctx_samples_of_the_batch(task):
+    """``ctx_samples`` = n: the contextualiser's loss is its loss on the batch's first n samples
+    alone; every other term still sees the whole batch; 0 is the whole batch."""
+    part, whole = _small(task, ctx_samples=5), _small(task, ctx_samples=0)
+    whole.load_state_dict(part.state_dict())
+    x = torch.randn(12, 8)
+    y = torch.randint(0, 3, (12,)) if task == "fer" else torch.randint(0, 2, (12, 3))
+    _, on_part = part.losses(x, y)
+    _, on_first = whole.losses(x[:5], y[:5])
+    _, on_all = whole.losses(x, y)
+    assert on_part["contx"] == pytest.approx(on_first["contx"], rel=1e-5)
+    assert on_part["contx"] != pytest.approx(on_all["contx"], rel=1e-3)
+    assert on_part["vas"] == pytest.approx(on_all["vas"], rel=1e-5)  # the rest: the whole batch
+
+
 # -- training: against baselines trained in the same test on the same split ---------------------------------------
 FAST = TrainConfig(epochs=60, batch_size=64, lr=3e-3, patience=15, seed=0, device="cpu", progress=False)
 

@@ -215,6 +215,12 @@ def test_training_presets_and_overrides_reach_the_trainer():
     assert paper.seed == 3
     mixed = HeadConfig(head="aura", task="fer", features="f", preset="paper", lr=3e-4).train_config(0, None)
     assert (mixed.lr, mixed.batch_size) == (3e-4, 256)  # an override wins, the rest is the preset's
+    # a preset changes the head options its head declares; the user's options win
+    assert HeadConfig(head="aura", task="fer", features="f", preset="paper").head_options == {"ctx_samples": 0}
+    chosen = HeadConfig(head="aura", task="fer", features="f", preset="paper", options={"ctx_samples": 64})
+    assert chosen.head_options == {"ctx_samples": 64}
+    assert HeadConfig(head="aura", task="fer", features="f").head_options == {}
+    assert HeadConfig(head="mlp", task="fer", features="f", preset="paper").head_options == {}
     fast = HeadConfig(head="aura", task="fer", features="f").train_config(0, None)
     assert fast == TrainConfig(seed=0) and (fast.lr, fast.batch_size, fast.patience) == (1e-3, None, 5)
     from heads.trainer import auto_batch_size  # fast's batch: n / 16 within 32–512
