@@ -23,7 +23,6 @@ from featurestore import FeatureStore, Step
 from heads.registry import get_head
 from heads.tasks import get_task
 from heads.trainer import KNOBS, TrainConfig
-from stages.head_reports import write_report
 from stages.head_steps import head_spec, head_step, train_head, uses_archetypes
 
 
@@ -123,6 +122,8 @@ def train_one(store: FeatureStore, planned: PlannedHead, device: str | None, pro
     }
     if h.report and run["uses_archetypes"]:
         if not store.has_file(group.path, "report.md"):
+            from stages.head_reports import write_report  # matplotlib and thumbnails: only for reports
+
             write_report(store, group.path)
         run["report"] = store.get_file(group.path, "report.md").decode()
     return run

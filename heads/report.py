@@ -295,15 +295,15 @@ def _reduce(points: np.ndarray, seed: int) -> tuple[np.ndarray, str]:
 
 def feature_map(task: Task, branches: list[Branch], data: TaskData, seed: int = 0) -> tuple[bytes, str]:
     """PNG: per branch, training features and kept archetypes (star size ∝ usage) in 2-D."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    # the object API with the Agg canvas: no pyplot, so no backend machinery is imported
+    from matplotlib.figure import Figure
+    from matplotlib.lines import Line2D
 
     shown = branches[:12]
     cols = min(3, len(shown))
     rows = -(-len(shown) // cols)
-    fig, axes = plt.subplots(rows, cols, figsize=(5 * cols, 4.5 * rows), squeeze=False)
+    fig = Figure(figsize=(5 * cols, 4.5 * rows))
+    axes = fig.subplots(rows, cols, squeeze=False)
     y = data.y["train"].numpy()
     method = "PCA"
     for j, (ax, b) in enumerate(zip(axes.ravel(), shown)):
@@ -315,7 +315,7 @@ def feature_map(task: Task, branches: list[Branch], data: TaskData, seed: int = 
         ax.set_title(f"{b.name}: {len(b.kept)} archetypes ({method})")
         if task.categorical:
             handles = [
-                plt.Line2D([], [], marker="o", ls="", color=points.cmap(points.norm(c)), label=data.label_names[c])
+                Line2D([], [], marker="o", ls="", color=points.cmap(points.norm(c)), label=data.label_names[c])
                 for c in np.unique(y)
             ]
             ax.legend(handles=handles, fontsize=7, loc="best")
@@ -324,7 +324,6 @@ def feature_map(task: Task, branches: list[Branch], data: TaskData, seed: int = 
     fig.tight_layout()
     buffer = io.BytesIO()
     fig.savefig(buffer, format="png", dpi=90)
-    plt.close(fig)
     return buffer.getvalue(), method
 
 
