@@ -15,7 +15,7 @@ import tempfile
 from pathlib import Path
 
 import numpy as np
-from common import demo_store, machine, publish  # bench/ is the script's directory, so it is on sys.path
+from common import SMOKE, demo_store, machine, publish  # bench/ is the script's directory, so it is on sys.path
 
 K_MAX_SWEEP = (150, 300)  # besides AuraConfig's default 200
 
@@ -34,9 +34,10 @@ def run(seeds: list[int]) -> dict:
             {**e, "options": {**e["options"], "k_max": k}, "name": f"aura_k_max{k}"}
             for e in plan
             if e["head"] == "aura"
-            for k in K_MAX_SWEEP
+            for k in K_MAX_SWEEP[: 1 if SMOKE else None]
         ]
-        result = {"machine": machine(), "train": DEMO_TRAIN}
+        train = {**DEMO_TRAIN, "epochs": 4} if SMOKE else DEMO_TRAIN
+        result = {"machine": machine(), "train": train}
         for entry in plan:
             task, head = entry["task"], entry["head"]
             scores, k_stable = [], []
@@ -48,7 +49,7 @@ def run(seeds: list[int]) -> dict:
                     task,
                     entry["array"],
                     entry["options"],
-                    TrainConfig(**DEMO_TRAIN, seed=seed, progress=False),
+                    TrainConfig(**train, seed=seed, progress=False),
                 )
                 scores.append(m["test"][get_task(task).headline])
                 k_stable.append(m["k_stable"])
@@ -104,8 +105,9 @@ def main() -> None:
     # 5 seeds: on ~500 training images AURA's AU head spreads ±0.04 mean F1 between seeds (the
     # probe ±0.01), and 3 seeds left its mean at the mercy of one or two of them
     parser.add_argument("--seeds", type=int, default=5)
+    parser.add_argument("--smoke", action="store_true", help="tiny sizes, printed and not published (common.SMOKE)")
     args = parser.parse_args()
-    result = run(list(range(args.seeds)))
+    result = run(list(range(1 if SMOKE else args.seeds)))
     publish("demo_heads", result, readme_table(result))
 
 

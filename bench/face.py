@@ -18,7 +18,7 @@ import time
 from pathlib import Path
 
 import numpy as np
-from common import machine, marks, publish  # bench/ is the script's directory, so it is on sys.path
+from common import SMOKE, machine, marks, publish  # bench/ is the script's directory, so it is on sys.path
 
 BEGIN, END = marks("face")
 
@@ -98,7 +98,10 @@ def main() -> None:
     ap.add_argument("--audio-minutes", type=float, default=2.0)
     ap.add_argument("--repeat", type=int, default=3)
     ap.add_argument("--work", type=Path, default=None)
+    ap.add_argument("--smoke", action="store_true", help="tiny sizes, printed and not published (common.SMOKE)")
     args = ap.parse_args()
+    if SMOKE:
+        args.videos, args.seconds, args.audio_minutes, args.repeat = 1, 1.0, 0.1, 1
     work = args.work or Path(tempfile.mkdtemp(prefix="affectflow-bench-face-"))
     os.environ.setdefault("AFFECTFLOW_CACHE_DIR", str(work / "cache"))
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")

@@ -23,7 +23,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from common import REPO, demo_store, machine, publish  # bench/ is the script's directory, so it is on sys.path
+from common import REPO, SMOKE, demo_store, machine, publish  # bench/ is the script's directory, so it is on sys.path
 
 HEADS = ("linear", "aura")
 TARGETS = {"aura_command_vs_training": 1.3, "overhead_s": 4.0, "api_warm_vs_training": 1.05}
@@ -126,11 +126,12 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--store", default=str(REPO / "store"), help="a store holding the demo (make demo)")
     parser.add_argument("--seed", type=int, default=int(time.time()) % 100_000 + 1000, help="first unused seed")
+    parser.add_argument("--smoke", action="store_true", help="a tiny demo store, printed and not published")
     args = parser.parse_args()
     work = Path(tempfile.mkdtemp(prefix="affectflow-retrain-"))
     try:
         store = args.store
-        features = features_of(store) if Path(store).exists() else None
+        features = features_of(store) if Path(store).exists() and not SMOKE else None
         if features is None:  # a fresh clone: make the demo's features here
             store = str(demo_store(work).url)
             features = features_of(store)

@@ -516,6 +516,31 @@ def fetch_models(force: Annotated[bool, typer.Option(help="download again even i
 
 
 @app.command()
+def info(as_json: Annotated[bool, typer.Option("--json", help="print JSON")] = False) -> None:
+    """This process's runtime: Python, torch, devices and threads, and the allocator setting."""
+    import os
+    import platform
+
+    import torch
+
+    from stages.allocator import status
+
+    facts = {
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "cuda_devices": torch.cuda.device_count(),
+        "torch_threads": torch.get_num_threads(),
+        "cpus": len(os.sched_getaffinity(0)),
+        "allocator": status(),
+    }
+    if as_json:
+        print(json.dumps(facts))
+        return
+    for name, value in facts.items():
+        console.print(f"{name:14s} {value}")
+
+
+@app.command()
 def layouts() -> None:
     """List registered dataset layouts."""
     from stages.sources import SOURCES
@@ -525,6 +550,9 @@ def layouts() -> None:
 
 
 def main() -> None:
+    from stages.allocator import keep_large_buffers
+
+    keep_large_buffers()  # before anything allocates: see stages/allocator.py (AFFECTFLOW_MALLOC=system: off)
     app(prog_name="affectflow")
 
 

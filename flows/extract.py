@@ -22,6 +22,7 @@ from tqdm import tqdm
 
 from featurestore import FeatureStore, GroupReader, Step
 from flows.runners import chunk_runner
+from stages.allocator import keep_large_buffers
 from stages.encoders import Encoder, create_encoder, loaded_encoder
 from stages.extract import (
     ChunkReport,
@@ -36,6 +37,10 @@ from stages.extract import (
 from stages.lexicon import embed_lexicon, lexicon_step
 from stages.sources import Manifest, build_manifest, get_source
 from stages.windows import WindowSpec, compute_windows, windows_step
+
+# A flow-run process runs encoders on task threads: the allocator is set before any thread starts
+# (stages/allocator.py; AFFECTFLOW_MALLOC=system leaves glibc's defaults).
+keep_large_buffers()
 
 MAX_LISTED_FAILURES = 50
 

@@ -16,5 +16,20 @@ def chunk_runner(dask_address: str | None = None, dask_workers: int = 0, threads
 
         if dask_address:
             return DaskTaskRunner(address=dask_address)
-        return DaskTaskRunner(cluster_kwargs={"n_workers": dask_workers, "threads_per_worker": 1, "processes": True})
+        return DaskTaskRunner(cluster_kwargs=local_cluster_kwargs(dask_workers))
     return ThreadPoolTaskRunner(max_workers=threads)
+
+
+def local_cluster_kwargs(n_workers: int) -> dict:
+    """The temporary LocalCluster: single-threaded worker processes that keep large buffers from
+    their start (stages/allocator.py: the nanny starts them with the variables, over its own
+    ``MALLOC_TRIM_THRESHOLD_``, and the preload reports it)."""
+    from stages.allocator import environment
+
+    return {
+        "n_workers": n_workers,
+        "threads_per_worker": 1,
+        "processes": True,
+        "preload": ["stages.allocator"],
+        "env": environment(),
+    }

@@ -26,6 +26,12 @@ os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
 REPO = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
 
+# As the CLI does at its start: in-process extractions run on task threads, whose arenas are
+# chosen when they first allocate (stages/allocator.py); subprocesses inherit glibc's variables.
+from stages.allocator import keep_large_buffers  # noqa: E402
+
+keep_large_buffers()
+
 
 @pytest.fixture(scope="session", autouse=True)
 def _session_tmp():

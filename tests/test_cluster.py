@@ -13,6 +13,8 @@ from pathlib import Path
 import pytest
 
 from featurestore import FeatureStore
+from stages.allocator import SETTINGS
+from stages.allocator import status as allocator_status
 from tests.conftest import BIN, REPO, free_port, stop, wait_for
 
 pytestmark = pytest.mark.slow
@@ -105,8 +107,11 @@ def test_shipped_deployments_run_as_shipped_trigger_the_heads_and_use_the_dask_c
     )
     started.append(
         subprocess.Popen(
-            [dask, "worker", address, "--nthreads", "1", "--nworkers", "1", "--dashboard-address", ":0"],
+            # the worker command infra/dask/README.md documents, in an environment without glibc's variables
+            [dask, "worker", address, "--nthreads", "1", "--nworkers", "1", "--dashboard-address", ":0"]
+            + ["--preload", "stages.allocator"],
             cwd=work,
+            env={k: v for k, v in env.items() if k not in SETTINGS},
             **quiet,
         )
     )
@@ -151,6 +156,8 @@ def test_shipped_deployments_run_as_shipped_trigger_the_heads_and_use_the_dask_c
 
             # both image encoders were loaded inside the Dask worker process: the chunks ran there
             assert list(client.run(loaded_models).values()) == [2]
+            (allocator,) = client.run(allocator_status).values()  # set by the preload, at the worker's start
+            assert allocator["setting"] == "tuned" and allocator["large_buffers_mapped"] is False
         store = FeatureStore(str(work / "store"))
         features = {g.path: g for g in store.list_steps("features")}
         assert {p.split("/")[1] for p in features} == {"demo", "generated"}

@@ -22,6 +22,7 @@ import torch
 
 from featurestore.fingerprint import fingerprint_files
 from featurestore.keys import canonical_json
+from stages.allocator import keep_large_buffers
 from stages.images import Preprocess
 
 
@@ -166,6 +167,7 @@ def list_encoders() -> list[str]:
 
 def create_encoder(name: str, **options: Any) -> Encoder:
     """Build an encoder by registered name, or ``open_clip:<arch>@<tag-or-checkpoint-path>``."""
+    keep_large_buffers()  # every process that runs a model: the CLI, flow runs, Dask workers, the API
     if name.startswith("open_clip:"):
         arch, _, pretrained = name.removeprefix("open_clip:").partition("@")
         encoder = ENCODERS["open_clip"](arch=arch, pretrained=pretrained or None, **options)

@@ -59,11 +59,14 @@ def packaged_face_photos(n_lfw: int = 40) -> list[np.ndarray]:
     return faces
 
 
-def write_photo_dataset(root: str | Path, n: int, extra_rows: list[str] | None = None) -> Path:
+def write_photo_dataset(
+    root: str | Path, n: int, extra_rows: list[str] | None = None, sizes: tuple[int, ...] = ()
+) -> Path:
     """A csv-layout dataset of ``n`` JPEGs cycling through the packaged photos (tests, benchmarks).
 
     Each image is a distinct deterministic crop and brightness of its photo, so no two samples
-    are byte- or feature-identical (which would flatter compression figures).
+    are byte- or feature-identical (which would flatter compression figures). ``sizes``: square
+    sides the images are resized to in turn (FER2013's 48, an aligned 224 …); empty keeps the crop.
     """
     root = Path(root)
     (root / "img").mkdir(parents=True, exist_ok=True)
@@ -77,7 +80,11 @@ def write_photo_dataset(root: str | Path, n: int, extra_rows: list[str] | None =
             dy, dx = (i * 7) % max(1, h // 10), (i * 13) % max(1, w // 10)
             crop = photo[dy : h - (h // 10 - dy), dx : w - (w // 10 - dx)].astype(np.float32)
             gain = 0.8 + 0.4 * ((i * 37) % 101) / 100.0
-            Image.fromarray(np.clip(crop * gain, 0, 255).astype(np.uint8)).save(root / rel, quality=90)
+            image = Image.fromarray(np.clip(crop * gain, 0, 255).astype(np.uint8))
+            if sizes:
+                side = sizes[i % len(sizes)]
+                image = image.resize((side, side), Image.Resampling.BILINEAR)
+            image.save(root / rel, quality=90)
         lines.append(f"{rel},s{i % 7},{SPLITS[i % 3]}")
     lines += extra_rows or []
     (root / "manifest.csv").write_text("\n".join(lines) + "\n")

@@ -1,0 +1,34 @@
+"""Every benchmark runs to its end at smoke sizes (``--smoke``: tiny inputs, nothing published), the
+way `make bench` starts it from a fresh clone: `python bench/<name>.py` from the repository root."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from tests.conftest import REPO
+
+BENCHES = ["extract", "face", "heads", "demo_heads", "retrain"]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", BENCHES)
+def test_the_bench_runs_to_its_end(name, tmp_path):
+    makefile = (REPO / "Makefile").read_text()
+    assert f"bench/{name}.py" in makefile  # what `make bench` runs
+    done = subprocess.run(
+        [sys.executable, f"bench/{name}.py", "--smoke"],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=900,
+        env={**os.environ, "TMPDIR": str(tmp_path)},
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    result = json.loads(next(line for line in done.stdout.splitlines() if line.startswith("{")))
+    assert result["machine"]["cpus"] >= 1
+    assert "bench:" in done.stdout  # its README table was built (printed, not written)
