@@ -27,7 +27,7 @@ import time
 from pathlib import Path
 
 import numpy as np
-from common import machine, publish  # bench/ is the script's directory, so it is on sys.path
+from common import SMOKE, machine, publish  # bench/ is the script's directory, so it is on sys.path
 
 AUS = ["AU1", "AU2", "AU4", "AU5", "AU6", "AU9", "AU12", "AU15", "AU17", "AU20", "AU25", "AU26"]  # DISFA's 12
 # (head, preset): the CLI's defaults for all three, and the paper preset for AURA and the MLP
@@ -48,7 +48,6 @@ def write_cached_features(
     from featurestore import Step, StepOutput, StepSpec, step_key
     from stages.extract import write_source
     from stages.sources.base import Manifest
-    from stages.sources.labels import AU_NAMES
 
     rng = np.random.default_rng(seed)
     n_subjects, classes = 400, 7
@@ -76,8 +75,6 @@ def write_cached_features(
     split_of[order[: int(0.7 * n_subjects)]] = "train"
     split_of[order[int(0.7 * n_subjects) : int(0.85 * n_subjects)]] = "val"
     split_of[order[int(0.85 * n_subjects) :]] = "test"
-    canonical = np.full((n, len(AU_NAMES)), -1, np.int64)
-    canonical[:, [AU_NAMES.index(a) for a in AUS]] = au
     options = {"n": n, "dim": dim, "seed": seed}
     if shares:
         options["shares"] = list(shares)
@@ -95,7 +92,7 @@ def write_cached_features(
         labels={
             "expression": expression.astype(np.int64),
             "va": va,
-            "au": canonical,
+            "au": au.astype(np.int8),  # the AUs coded, in FACS order (AUS), as sources store them
             "subject": np.array([f"s{s:03d}" for s in subject]),
             "split": split_of[subject].astype(str),
         },
@@ -278,9 +275,12 @@ def main() -> None:
     parser.add_argument("--samples", type=int, default=20_000)
     parser.add_argument("--dim", type=int, default=512)
     parser.add_argument("--device", default=None, help="cpu or cuda (default: cuda if available)")
+    parser.add_argument("--smoke", action="store_true", help="tiny sizes, printed and not published (common.SMOKE)")
     args = parser.parse_args()
+    if SMOKE:
+        args.samples, args.dim = 1_000, 32
     result = run(args.samples, args.dim, args.device)
-    result["defaults"] = run_defaults(24_000, 1_280, args.device)
+    result["defaults"] = run_defaults(*((2_000, 32) if SMOKE else (24_000, 1_280)), args.device)
     publish("heads", result, readme_table(result), defaults_table(result["defaults"]))
 
 

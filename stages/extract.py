@@ -28,7 +28,7 @@ from stages.images import Decoded, decode_image, preprocess_array
 from stages.media import MediaError, is_video, read_frames
 from stages.sources import Manifest
 from stages.sources.hdf5 import FrameFiles
-from stages.sources.labels import AU_NAMES, EXPRESSIONS
+from stages.sources.labels import EXPRESSIONS
 
 SOURCE_STEP_VERSION = 1
 EXTRACT_STEP = "extract"
@@ -55,14 +55,22 @@ def write_source(store: FeatureStore, manifest: Manifest) -> tuple[StepGroup, st
         arrays = {
             "path": np.array(manifest.paths, dtype=str),
             "status": np.asarray(manifest.status, dtype=np.int8),
-            "status_detail": np.array([_SOURCE_DETAIL.get(SampleStatus(s), "") for s in manifest.status], dtype=str),
+            "status_detail": np.array(
+                [
+                    (manifest.details[i] if manifest.details and manifest.details[i] else "")
+                    or _SOURCE_DETAIL.get(SampleStatus(s), "")
+                    for i, s in enumerate(manifest.status)
+                ],
+                dtype=str,
+            ),
             **manifest.labels,
         }
         meta = {
             "dataset": manifest.dataset,
             "root_at_creation": str(manifest.root),  # informational only: never part of a key
-            "au_names": list(AU_NAMES),  # the canonical order of the `au` columns
-            "au_annotated": manifest.au_annotated,  # the AUs this dataset codes
+            "au_names": manifest.au_annotated,  # the `au` columns: the FACS AUs this dataset codes
+            "au_annotated": manifest.au_annotated,
+            "au_other_names": manifest.au_other,  # the `au_other` columns: codes outside FACS
             "expressions": list(EXPRESSIONS),
         }
         return StepOutput(arrays, meta)

@@ -12,7 +12,8 @@ from flows.extract import DatasetConfig, EncoderConfig, extract_features
 from stages.encoders import create_encoder
 from stages.media import probe_video, write_video
 from stages.sources import SourceError, build_manifest
-from stages.sources.labels import AU_NAMES, EXPRESSION_INDEX
+from stages.sources.base import SourceWarning
+from stages.sources.labels import EXPRESSION_INDEX
 
 
 def _img(path, value=120):
@@ -20,8 +21,9 @@ def _img(path, value=120):
     Image.new("RGB", (32, 32), (value, 80, 40)).save(path)
 
 
-def _cols(*names):
-    return [AU_NAMES.index(n) for n in names]
+def _cols(m, *names):
+    """Columns of ``names`` in a manifest's compact ``au`` (only the AUs its dataset codes)."""
+    return [m.au_annotated.index(n) for n in names]
 
 
 # -- Aff-Wild2 ----------------------------------------------------------------------------------
@@ -58,9 +60,9 @@ def test_affwild2_merges_tasks_maps_labels_and_shares_left_right_frames(tmp_path
     assert np.isnan(va[1]).all() and np.isnan(va[3:]).all()  # −5 and unannotated → NaN
     assert list(expr[:3]) == [EXPRESSION_INDEX["happiness"], -1, -1]  # 4 = Happiness; −1 invalid; 7 Other → none
     au = m.labels["au"]
-    assert au[3, _cols("AU1", "AU12")].tolist() == [1, 1] and (au[4] == -1).all()
-    assert au[5, _cols("AU2", "AU26")].tolist() == [1, 1] and (au[:3] == -1).all()
-    assert (au[:, _cols("AU5", "AU9")] == -1).all()  # not coded by ABAW
+    assert au[3, _cols(m, "AU1", "AU12")].tolist() == [1, 1] and (au[4] == -1).all()
+    assert au[5, _cols(m, "AU2", "AU26")].tolist() == [1, 1] and (au[:3] == -1).all()
+    assert "AU5" not in m.au_annotated and "AU9" not in m.au_annotated  # not coded by ABAW: not stored
     assert list(m.labels["split"]) == ["train"] * 3 + ["val"] * 3
     assert list(m.labels["split_va"]) == ["train"] * 3 + [""] * 3 and list(m.labels["split_au"])[3:] == ["val"] * 3
     assert list(m.labels["subject"]) == ["vid1"] * 3 + ["vid2_left"] * 2 + ["vid2_right"]
@@ -103,7 +105,7 @@ def test_disfa_binarises_at_two_and_assigns_the_standard_folds(tmp_path):
     assert len(m) == 12 and m.paths[:2] == ["Frames/SN001/00000.png", "Frames/SN001/00001.png"]
     intensity = m.labels["au_intensity"]
     assert intensity[1].tolist() == [(au + 1) % 6 for au in DISFA_ALL]
-    coded = _cols(*[f"AU{a}" for a in DISFA_ALL])
+    coded = _cols(m, *[f"AU{a}" for a in DISFA_ALL])
     np.testing.assert_array_equal(m.labels["au"][:, coded], (intensity >= 2).astype(np.int8))
     assert m.au_annotated == [f"AU{a}" for a in DISFA_ALL]
     assert list(m.labels["fold"]) == [1] * 4 + [3] * 4 + [2] * 4  # sorted: SN001 part1, SN003 part3, SN013 part2
@@ -146,10 +148,10 @@ def test_bp4d_reads_occurrence_with_unknown_nine_and_folds(tmp_path):
         _img(tmp_path / rel)
     m = build_manifest("bp4d", tmp_path)
     assert m.paths == ["F001/T1/1001.jpg", "F001/T1/1002.jpg", "M011/T2/0034.jpg"]
-    assert m.labels["au"][0, _cols("AU1", "AU12")].tolist() == [1, 1]
-    assert m.labels["au"][1, _cols("AU1", "AU2")].tolist() == [-1, -1]  # 9 = unknown
-    assert m.labels["au"][2, _cols("AU2", "AU24")].tolist() == [1, 1]
-    assert (m.labels["au"][:, _cols("AU27")] == -1).all()  # not in the 12 BP4D AUs
+    assert m.labels["au"][0, _cols(m, "AU1", "AU12")].tolist() == [1, 1]
+    assert m.labels["au"][1, _cols(m, "AU1", "AU2")].tolist() == [-1, -1]  # 9 = unknown
+    assert m.labels["au"][2, _cols(m, "AU2", "AU24")].tolist() == [1, 1]
+    assert "AU27" not in m.au_annotated and m.labels["au"].shape[1] == 12  # the 12 BP4D AUs only
     assert list(m.labels["fold"]) == [1, 1, 2] and list(m.labels["subject"]) == ["F001", "F001", "M011"]
     assert m.status[2] == SampleStatus.MISSING_FILE
     (occ / "M011_T2.csv").write_text(f"{header}\n34,0,1,0,0,0,0,0,0,0,0,0,5,0\n")
@@ -163,13 +165,14 @@ def test_emotionet_list_with_not_coded_999(tmp_path):
         _img(tmp_path / name)
     (tmp_path / "emotionet.csv").write_text("path,AU1,AU12,AU43\na.jpg,1,0,999\nb.jpg,0,1,1\n")
     m = build_manifest("emotionet", tmp_path)
-    assert m.labels["au"][:, _cols("AU1", "AU12", "AU43")].tolist() == [[1, 0, -1], [0, 1, 1]]
+    assert m.labels["au"][:, _cols(m, "AU1", "AU12", "AU43")].tolist() == [[1, 0, -1], [0, 1, 1]]
     (tmp_path / "emotionet.csv").write_text("path,AU1\na.jpg,2\n")
     with pytest.raises(SourceError, match=r"emotionet.csv:2"):
         build_manifest("emotionet", tmp_path)
-    (tmp_path / "emotionet.csv").write_text("path,AU3\na.jpg,1\n")
-    with pytest.raises(SourceError, match="not a FACS action unit"):
-        build_manifest("emotionet", tmp_path)
+    (tmp_path / "emotionet.csv").write_text("path,AU3,AU4\na.jpg,1,0\n")  # FACS has no AU3: kept, warned
+    with pytest.warns(SourceWarning, match=r"emotionet.csv: column 'AU3' is not a FACS action unit.* 1 labelled"):
+        m = build_manifest("emotionet", tmp_path)
+    assert m.au_annotated == ["AU4"] and m.au_other == ["AU3"] and m.labels["au_other"].tolist() == [[1]]
 
 
 # -- HDF5 --------------------------------------------------------------------------------------------------
@@ -184,7 +187,7 @@ def test_hdf5_frames_are_read_and_encoded_like_images(tmp_path):
         au.attrs["au_names"] = ["AU6", "AU12"]
         h5["subject"] = np.array([b"s1", b"s1", b"s2", b"s2", b"s3", b"s3"])
     m = build_manifest("hdf5", tmp_path)
-    assert m.labels["au"][:, _cols("AU6", "AU12")].tolist()[:2] == [[1, 0], [0, 1]]
+    assert m.labels["au"][:, _cols(m, "AU6", "AU12")].tolist()[:2] == [[1, 0], [0, 1]]
     assert list(m.labels["subject"]) == ["s1", "s1", "s2", "s2", "s3", "s3"]
     result = extract_features(
         datasets=[DatasetConfig(layout="hdf5", root=str(tmp_path), name="packed")],

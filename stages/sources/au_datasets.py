@@ -17,7 +17,7 @@ import numpy as np
 from stages.media import is_video
 from stages.sources.base import Parsed, SourceError, register_source
 from stages.sources.generic import read_csv
-from stages.sources.labels import EXPRESSION_INDEX, MISSING, au_number
+from stages.sources.labels import EXPRESSION_INDEX, MISSING
 
 # -- Aff-Wild2 / ABAW ------------------------------------------------------------------------
 ABAW_TASKS = {
@@ -313,12 +313,8 @@ def parse_emotionet(root: Path, manifest: str = "emotionet.csv") -> Parsed:
     aus = [c for c in columns if c.strip().upper().startswith("AU")]
     if not aus:
         raise SourceError(f"{path}:1: needs AU<n> columns, has {columns}")
-    for c in aus:
-        try:
-            au_number(c)
-        except ValueError as err:
-            raise SourceError(f"{path}:1: {err}") from None
-    out = Parsed(paths=[], label_files=[manifest], au=[], au_names=[c.strip().upper() for c in aus], split=[])
+    names = [c.strip().upper() for c in aus]
+    out = Parsed(paths=[], label_files=[manifest], au=[], au_names=names, au_source=str(path), split=[])
     for where, row in rows:
         try:
             values = [int(float(row[c])) for c in aus]

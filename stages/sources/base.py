@@ -7,6 +7,7 @@ covers every file the source read (label files and images) by relative path, siz
 from __future__ import annotations
 
 import os
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
@@ -16,15 +17,21 @@ import numpy as np
 
 from featurestore.fingerprint import FileEntry, StatCache, fingerprint_files, manifest_key
 from featurestore.status import SampleStatus
-from stages.sources.labels import EXPRESSIONS, FACS_AUS, MISSING, au_number
+from stages.sources.labels import EXPRESSIONS, MISSING, au_code, is_facs
 
 # Bumped when the stored label layout changes, for every layout at once (2: AU columns in the
-# canonical FACS order). Part of every manifest key, so old source groups are never reused.
-LABEL_FORMAT = 2
+# canonical FACS order; 3: only the AUs a dataset codes, FACS 2002's full list, other codes kept
+# as ``au_other``). Part of every manifest key, so old source groups are never reused; they stay
+# readable (a group's ``au_names`` says what its columns are).
+LABEL_FORMAT = 3
 
 
 class SourceError(ValueError):
     """The dataset's layout or a label file is not what the source expects."""
+
+
+class SourceWarning(UserWarning):
+    """Something in a user's files that is kept but not understood (e.g. an AU code outside FACS)."""
 
 
 @dataclass
@@ -37,10 +44,12 @@ class Parsed:
     va: list[tuple[float, float]] | None = None
     au: list[list[int]] | None = None
     au_names: list[str] = field(default_factory=list)
+    au_source: str = ""  # the file the AU columns come from (named in warnings)
     subject: list[str] | None = None
     split: list[str] | None = None
     crop: list[tuple[float, float, float, float] | None] | None = None
     status: list[int] | None = None  # SampleStatus a parser already knows (e.g. an unreadable video)
+    detail: list[str] | None = None  # with ``status``: what was wrong, naming the file and line
     notes: dict[str, int] = field(default_factory=dict)  # dataset-level counts worth reporting
     extra: dict[str, np.ndarray] = field(default_factory=dict)
 
@@ -56,8 +65,10 @@ class Manifest:
     paths: list[str]
     status: np.ndarray  # int8, SampleStatus before any image is decoded
     labels: dict[str, np.ndarray]
-    au_annotated: list[str]  # the dataset's own AUs; ``labels["au"]`` is in the canonical FACS order
+    au_annotated: list[str]  # the FACS AUs the dataset codes: the columns of ``labels["au"]``
     notes: dict[str, int] = field(default_factory=dict)
+    au_other: list[str] = field(default_factory=list)  # codes outside FACS: ``labels["au_other"]``
+    details: list[str] | None = None  # per-sample status details a parser gave
 
     def __len__(self) -> int:
         return len(self.paths)
@@ -113,11 +124,31 @@ def inside_root(real_root: str, rel: str) -> bool:
     return os.path.commonpath([real_root, real]) == real_root
 
 
-def _au_numbers(names: list[str]) -> list[int]:
-    try:
-        return [au_number(name) for name in names]
-    except ValueError as err:
-        raise SourceError(str(err)) from None
+def _split_aus(parsed: Parsed, n: int) -> tuple[list[str], np.ndarray | None, list[str], np.ndarray | None]:
+    """(FACS AU names in FACS order, their columns, other codes' names, their columns). A column
+    outside FACS is kept as a dataset-specific label, with a warning naming the file and column."""
+    if parsed.au is None:
+        return [], None, [], None
+    values = np.asarray(parsed.au, dtype=np.int8).reshape(n, len(parsed.au_names))
+    codes = [au_code(name) for name in parsed.au_names]
+    if bad := [name for name, code in zip(parsed.au_names, codes) if code is None]:
+        raise SourceError(f"{parsed.au_source or 'AU labels'}: {bad} are not AU codes (AU<n>)")
+    facs = sorted((code, j) for j, code in enumerate(codes) if is_facs(code))
+    other = [(parsed.au_names[j], j) for j, code in enumerate(codes) if not is_facs(code)]
+    for name, j in other:
+        labelled = int((values[:, j] >= 0).sum())
+        warnings.warn(
+            f"{parsed.au_source or 'AU labels'}: column {name!r} is not a FACS action unit (Ekman, Friesen & "
+            f"Hager 2002); its {labelled} labelled values are kept as the dataset-specific label 'au_other'",
+            SourceWarning,
+            stacklevel=3,
+        )
+    return (
+        [f"AU{code}" for code, _ in facs],
+        values[:, [j for _, j in facs]],
+        [name for name, _ in other],
+        values[:, [j for _, j in other]] if other else None,
+    )
 
 
 def _labels(parsed: Parsed, n: int) -> dict[str, np.ndarray]:
@@ -142,10 +173,6 @@ def _labels(parsed: Parsed, n: int) -> dict[str, np.ndarray]:
         "split": strings(parsed.split),
         "crop": crop,
     }
-    if parsed.au is not None:
-        own = np.asarray(parsed.au, dtype=np.int8).reshape(n, len(parsed.au_names))
-        labels["au"] = np.full((n, len(FACS_AUS)), MISSING, dtype=np.int8)
-        labels["au"][:, [FACS_AUS.index(number) for number in _au_numbers(parsed.au_names)]] = own
     labels.update(parsed.extra)
     return labels
 
@@ -177,6 +204,14 @@ def build_manifest(
     escaped = [FileEntry(p, None, "path_escape") for p, ok in zip(parsed.paths, safe) if not ok]
     key = manifest_key(source, f"{info.version}/labels-{LABEL_FORMAT}", options, entries + escaped)
     labels = _labels(parsed, n)
+    au_names, au, other_names, other = _split_aus(parsed, n)
+    if au is not None and au_names:
+        labels["au"] = au
+    if other is not None:
+        labels["au_other"] = other
+    notes = dict(parsed.notes) | {
+        f"not a FACS AU: {name}": int((other[:, j] >= 0).sum()) for j, name in enumerate(other_names)
+    }
     if labels["expression"].max(initial=MISSING) >= len(EXPRESSIONS):
         raise SourceError(f"{source}: expression index outside the canonical {len(EXPRESSIONS)} classes")
     return Manifest(
@@ -189,6 +224,8 @@ def build_manifest(
         paths=list(parsed.paths),
         status=status,
         labels=labels,
-        au_annotated=[f"AU{number}" for number in _au_numbers(parsed.au_names)],
-        notes=dict(parsed.notes),
+        au_annotated=au_names,
+        notes=notes,
+        au_other=other_names,
+        details=list(parsed.detail) if parsed.detail is not None else None,
     )

@@ -109,7 +109,7 @@ def parse_csv(root: Path, manifest: str = "manifest.csv") -> Parsed:
         raise SourceError(f"CSV layout: manifest {csv_path} not found")
     columns, rows = read_csv(csv_path, ["path"], "a CSV manifest")
     au_names = au_columns(columns)
-    out = Parsed(paths=[], label_files=[manifest], au_names=au_names)
+    out = Parsed(paths=[], label_files=[manifest], au_names=au_names, au_source=str(csv_path))
     expression, va, au, subject, split = [], [], [], [], []
     for where, row in rows:
         out.paths.append(row["path"])

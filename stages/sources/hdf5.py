@@ -70,6 +70,7 @@ def parse_hdf5(root: Path, file: str = "frames.h5") -> Parsed:
                 if "au_names" not in h5["au"].attrs:
                     raise SourceError(f"{path}: 'au' needs an 'au_names' attribute naming its columns")
                 out.au_names = _strings(h5["au"].attrs["au_names"])
+                out.au_source = f"{path} (au)"
                 out.au = au.astype(int).tolist()
             for name in ("subject", "split"):
                 values = column(name)

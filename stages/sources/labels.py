@@ -7,6 +7,9 @@ Missing values: expression −1, AU −1, valence/arousal NaN.
 
 from __future__ import annotations
 
+import csv
+from pathlib import Path
+
 EXPRESSIONS: tuple[str, ...] = (
     "neutral",
     "happiness",
@@ -26,50 +29,41 @@ RAFDB_TO_CANONICAL = {1: 3, 2: 4, 3: 5, 4: 1, 5: 2, 6: 6, 7: 0}
 # AffectNet manual: 0..7 as canonical; 8 None, 9 Uncertain, 10 No-Face carry no expression.
 AFFECTNET_TO_CANONICAL = {i: i for i in range(8)} | {8: MISSING, 9: MISSING, 10: MISSING}
 
-# Canonical AU space: the FACS action units (Ekman, Friesen & Hager 2002) that any dataset codes.
-# Every source stores ``au`` as (N, len(FACS_AUS)) int8 in this order: 1/0 where its dataset
-# annotates that AU, −1 where it does not (the group's ``au_annotated`` lists its own AUs).
-FACS_AUS: tuple[int, ...] = (
-    1,
-    2,
-    4,
-    5,
-    6,
-    7,
-    9,
-    10,
-    11,
-    12,
-    13,
-    14,
-    15,
-    16,
-    17,
-    18,
-    20,
-    22,
-    23,
-    24,
-    25,
-    26,
-    27,
-    28,
-    41,
-    42,
-    43,
-    44,
-    45,
-    46,
-)
+
+# Canonical AU space: every action unit FACS defines (Ekman, Friesen & Hager 2002), from the data
+# file that cites it. A source stores ``au`` compactly, only the AUs its dataset codes, in this
+# order (1/0, −1 where a coded AU is missing for a row); its ``au_annotated`` names them.
+def _facs_table() -> dict[int, str]:
+    text = (Path(__file__).parent / "data" / "facs_action_units.csv").read_text()
+    rows = csv.DictReader(line for line in text.splitlines() if not line.startswith("#"))
+    return {int(row["code"]): row["name"] for row in rows}
+
+
+FACS_NAMES: dict[int, str] = _facs_table()  # code → the manual's name
+FACS_AUS: tuple[int, ...] = tuple(FACS_NAMES)
 AU_NAMES: tuple[str, ...] = tuple(f"AU{n}" for n in FACS_AUS)
 
 
+def au_code(name: str) -> int | None:
+    """``"AU12"`` / ``"au12"`` / ``"12"`` / ``"1.2e+01"`` → 12; None when it is not an AU number."""
+    text = str(name).strip().upper().removeprefix("AU")
+    try:
+        value = float(text)
+    except ValueError:
+        return None
+    return int(value) if value.is_integer() and value > 0 else None
+
+
+def is_facs(code: int | None) -> bool:
+    return code is not None and code in FACS_NAMES
+
+
 def au_number(name: str) -> int:
-    """``"AU12"`` / ``"au12"`` / ``"12"`` → 12, checked against the canonical FACS list."""
-    text = name.strip().upper().removeprefix("AU")
-    if not text.isdigit() or int(text) not in FACS_AUS:
-        raise ValueError(f"{name!r} is not a FACS action unit; known: {', '.join(AU_NAMES)}")
-    return int(text)
+    """``"AU12"`` → 12, checked against FACS (for settings a user types, e.g. an AU subset)."""
+    code = au_code(name)
+    if not is_facs(code):
+        raise ValueError(f"{name!r} is not a FACS action unit; FACS codes: {', '.join(AU_NAMES)}")
+    return code
 
 
 # Views select the classes a benchmark uses; other classes become missing (−1) in that view.

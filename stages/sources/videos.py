@@ -153,6 +153,7 @@ def parse_videofolder(root: Path, fps: float | None = None) -> Parsed:
         va=va,
         au=au_rows if all_aus else None,
         au_names=all_aus,
+        au_source=f"{root} (per-frame label CSVs)",
         subject=subject,
         split=split,
         status=status,
