@@ -62,7 +62,7 @@ def marks(name: str) -> tuple[str, str]:
 
 
 def demo_store(work: Path):
-    """The demo's generated catalogue (20 subjects × 42 faces; 14 in a smoke run) extracted with the
+    """The demo's generated catalogue (20 subjects × 42 faces; 7 in a smoke run) extracted with the
     demo's encoders through the real flow into ``work/store``, as ``make demo`` does; returns the
     FeatureStore."""
     from featurestore import FeatureStore
@@ -72,7 +72,7 @@ def demo_store(work: Path):
     from stages.synthetic.face_generator import write_generated_dataset
 
     face = create_encoder("mediapipe-face").load()
-    per_subject = 14 if SMOKE else DEMO_PER_SUBJECT  # 14: every expression twice per subject
+    per_subject = 7 if SMOKE else DEMO_PER_SUBJECT  # 7: every expression once per subject
     root, _ = write_generated_dataset(work / "generated", face.find_face, per_subject=per_subject)
     extract_features(
         datasets=[DatasetConfig(layout="csv", root=str(root), name="generated")],

@@ -34,7 +34,7 @@ def run(seeds: list[int]) -> dict:
             {**e, "options": {**e["options"], "k_max": k}, "name": f"aura_k_max{k}"}
             for e in plan
             if e["head"] == "aura"
-            for k in K_MAX_SWEEP[: 1 if SMOKE else None]
+            for k in K_MAX_SWEEP
         ]
         train = {**DEMO_TRAIN, "epochs": 4} if SMOKE else DEMO_TRAIN
         result = {"machine": machine(), "train": train}

@@ -293,7 +293,20 @@ def train(
         int | None, typer.Option(help="epochs with usage-aware archetype resets [default: fast 3, paper 5]")
     ] = None,
     report: Annotated[bool, typer.Option(help="write the interpretability report of archetype heads")] = True,
-    test_fold: Annotated[int, typer.Option(help="test fold for datasets with folds (DISFA, BP4D)")] = 1,
+    test_fold: Annotated[
+        int | None,
+        typer.Option(
+            "--test-fold",
+            "--fold",
+            help="the test fold (DISFA/BP4D's own, or of --folds) [default: 1, or every fold with --folds]",
+        ),
+    ] = None,
+    folds: Annotated[
+        int | None,
+        typer.Option(
+            help="subject-exclusive k-fold on a dataset without an official split (CK+): trains every fold, mean ± std"
+        ),
+    ] = None,
     store: Annotated[str, typer.Option(help="store directory or URL")] = "./store",
     device: Annotated[str | None, typer.Option(help="cpu, cuda (default: cuda if available)")] = None,
     json_out: Annotated[Path | None, typer.Option("--json", help="write the run summary as JSON")] = None,
@@ -319,10 +332,12 @@ def train(
                 patience=patience,
                 warmup_epochs=warmup_epochs,
                 report=report,
-                test_fold=test_fold,
+                test_fold=fold,
+                folds=folds,
                 options=_head_options(options, h, head),
             )
             for h in head
+            for fold in ([test_fold] if test_fold is not None else range(1, folds + 1) if folds else [1])
         ]
         result = train_heads_here(configs, store=store, device=device)
     except ValueError as err:
@@ -334,7 +349,7 @@ def train(
 
 def _print_training(result: dict, store: str) -> None:
     table = Table(title="train-heads (test split)")
-    for col in ("head", "task", "seeds", "headline", "mean ± std", "K_stable", "train s"):
+    for col in ("head", "task", "runs", "headline", "mean ± std", "K_stable", "train s"):
         table.add_column(col)
     for row in result["summary"]:
         mean, std = row["test"][row["headline"]]
@@ -342,7 +357,7 @@ def _print_training(result: dict, store: str) -> None:
         table.add_row(
             row["head"],
             row["task"],
-            str(len(row["seeds"])),
+            f"{len(row['seeds'])} seeds" + (f" × {len(row['folds'])} folds" if row["folds"] else ""),
             row["headline"],
             f"{mean:.3f} ± {std:.3f}",
             "" if k is None else str(k[0]) if len(k) == 1 else f"{min(k)}–{max(k)} per branch",

@@ -41,7 +41,8 @@ class HeadConfig(BaseModel):
     warmup_epochs: int | None = None
     report: bool = Field(True, description="write the interpretability report (archetype heads)")
     expressions: list[int] | None = Field(None, description="canonical expression indices to use (a view)")
-    test_fold: int = 1
+    test_fold: int = Field(1, description="the test fold: of the dataset's own folds (DISFA, BP4D) or of k-fold")
+    folds: int | None = Field(None, description="k-fold (subject-exclusive) on a dataset without an official split")
 
     @field_validator("preset")
     @classmethod
@@ -75,7 +76,14 @@ def plan_heads(configs: list[HeadConfig], store: FeatureStore) -> list[PlannedHe
             raise ValueError(f"no feature group at {h.features!r} in {store.url}; `affectflow ls` lists them")
         for seed in h.seeds:
             spec = head_spec(
-                h.head, h.task, h.array, h.head_options, h.train_config(seed, None), h.expressions, h.test_fold
+                h.head,
+                h.task,
+                h.array,
+                h.head_options,
+                h.train_config(seed, None),
+                h.expressions,
+                h.test_fold,
+                h.folds,
             )
             plan.append(PlannedHead(h, seed, head_step(store, h.features, spec)))
     return plan
@@ -106,12 +114,15 @@ def train_one(store: FeatureStore, planned: PlannedHead, device: str | None, pro
         h.train_config(planned.seed, device, progress),
         h.expressions,
         h.test_fold,
+        h.folds,
     )
     assert group.key == planned.step.key, "the plan and the step disagree on the key"
     run = {
         "head": h.head,
         "task": h.task,
         "seed": planned.seed,
+        "test_fold": h.test_fold,
+        "folds": h.folds,
         "state": state,
         "path": group.path,
         "key": group.key,
@@ -149,7 +160,9 @@ def summarise(runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
                 "head": head,
                 "task": task_name,
                 "features": features,
-                "seeds": [r["seed"] for r in rs],
+                "seeds": sorted({r["seed"] for r in rs}),
+                # k-fold: the test folds pooled into the mean ± std (with the seeds)
+                "folds": sorted({r["test_fold"] for r in rs}) if rs[0]["folds"] else None,
                 "headline": get_task(task_name).headline,
                 "test": stats,
                 "k_stable": [r["metrics"]["k_stable"] for r in rs],

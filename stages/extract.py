@@ -27,8 +27,8 @@ from stages.encoders import EncodedBatch, Encoder, loaded_encoder
 from stages.images import Decoded, decode_image, preprocess_array
 from stages.media import MediaError, is_video, read_frames
 from stages.sources import Manifest
-from stages.sources.hdf5 import FrameFiles
 from stages.sources.labels import EXPRESSIONS
+from stages.sources.packed import FrameFiles, frame_locations
 
 SOURCE_STEP_VERSION = 1
 EXTRACT_STEP = "extract"
@@ -255,7 +255,7 @@ def extract_chunk(
     has_frames = {"frame", "timestamp"} <= names
     frames = src.numpy("frame", chunk_rows) if has_frames else None
     timestamps = src.numpy("timestamp", chunk_rows) if has_frames else None
-    h5_rows = src.numpy("h5_index", chunk_rows) if "h5_index" in names else None
+    packed = frame_locations(src, chunk_rows)  # rows packed in one file (HDF5, FER2013's CSV)
     face_boxes, face_scale = None, None
     if "face_crop" in group.meta:
         faces = GroupReader.open(store, group.meta["face_crop"]["faces_path"])
@@ -284,14 +284,14 @@ def extract_chunk(
                 continue
             record(rows, encoder.encode_audio(root / video, timestamps[rows]))
     else:
-        with ThreadPoolExecutor(max(1, decode_workers)) as pool, FrameFiles() as h5_files:
+        with ThreadPoolExecutor(max(1, decode_workers)) as pool, FrameFiles() as packed_files:
             for video, rows in _segments(todo, paths, frames):
                 if video is None:
 
                     def decode(i: int):
-                        if h5_rows is not None:
+                        if packed is not None:
                             return i, preprocess_array(
-                                h5_files.read(root / paths[i], int(h5_rows[i])), encoder.preprocess, face_of(i)
+                                packed_files.read(root / paths[i], int(packed[i])), encoder.preprocess, face_of(i)
                             )
                         crop = None if np.isnan(crops[i]).any() else tuple(float(v) for v in crops[i])
                         return i, decode_image(root / paths[i], encoder.preprocess, crop, face=face_of(i))

@@ -5,7 +5,11 @@
   as AffectNet); val is the dataset's val when it has one *and* a separate test, else a
   subject-exclusive slice of train;
 * ``fold`` column (DISFA, BP4D): ``test_fold`` is the test fold, the others train;
-* neither: subject-exclusive train / val / test slices.
+* ``folds`` = k asked for, on a dataset without an official split or stored folds (CK+, a CSV with
+  subjects): subject-exclusive k-fold, fold ``test_fold`` the test. The folds are scikit-learn's
+  ``GroupKFold`` over the source group's whole ``subject`` column, so they depend on the dataset
+  alone: every head, task and feature group of it sees the same folds;
+* none of these: subject-exclusive train / val / test slices.
 The validation rows that drive early stopping never include a test row or a test subject.
 """
 
@@ -30,6 +34,18 @@ def _subject_slice(rows: np.ndarray, subjects: np.ndarray, fraction: float, seed
     return rows[~held], rows[held]
 
 
+def subject_folds(subjects: np.ndarray, folds: int) -> np.ndarray:
+    """Fold 1..``folds`` of every row, subject-exclusive and balanced in rows (GroupKFold)."""
+    from sklearn.model_selection import GroupKFold
+
+    if len(np.unique(subjects)) < folds:
+        raise ValueError(f"{folds} folds need at least {folds} subjects, the dataset has {len(np.unique(subjects))}")
+    fold = np.zeros(subjects.size, np.int64)
+    for k, (_, test) in enumerate(GroupKFold(n_splits=folds).split(subjects, groups=subjects), 1):
+        fold[test] = k
+    return fold
+
+
 def task_data(
     features: GroupReader,
     source: GroupReader,
@@ -39,7 +55,10 @@ def task_data(
     test_fold: int = 1,
     val_fraction: float = 0.15,
     seed: int = 0,
+    folds: int | None = None,
 ) -> TaskData:
+    """The splits of ``features`` for ``task`` by the dataset's protocol (see the module docstring);
+    ``folds`` asks for k-fold, ``test_fold`` (1-based) picks the test fold."""
     task = get_task(task)
     labels = task.labels(source, expressions)
     y, labelled, names = labels.y, labels.labelled, labels.names
@@ -48,7 +67,23 @@ def task_data(
     # samples without a subject id are their own unit (RAF-DB, AffectNet)
     subjects = np.where(subjects == "", np.char.add("row", np.arange(subjects.size).astype(str)), subjects)
     split = source.numpy("split")
-    if (split[usable] != "").any():
+    stored_folds = source.numpy("fold") if "fold" in source.names() else None
+    if folds is not None:
+        if (split[usable] != "").any():
+            raise ValueError(f"{source.path} has official splits: k-fold (folds={folds}) is for datasets without one")
+        if stored_folds is not None and folds != stored_folds.max():
+            raise ValueError(f"{source.path} has its own {stored_folds.max()} folds, not {folds}")
+        if not 1 <= test_fold <= folds:
+            raise ValueError(f"test fold {test_fold} is not one of 1..{folds}")
+    if folds is not None and stored_folds is None:
+        fold = subject_folds(subjects, folds)
+        test, train = usable[fold[usable] == test_fold], usable[fold[usable] != test_fold]
+        train, val = _subject_slice(train, subjects, val_fraction, seed)
+        protocol = (
+            f"subject-exclusive {folds}-fold (GroupKFold over the dataset's subjects): test fold {test_fold}; "
+            f"val = {val_fraction:.0%} of training subjects"
+        )
+    elif (split[usable] != "").any():
         values = set(split[usable].tolist())
         test_name = "test" if "test" in values else "val"
         test = usable[split[usable] == test_name]
@@ -58,8 +93,8 @@ def task_data(
         else:
             train, val = _subject_slice(train, subjects, val_fraction, seed)
             protocol = f"official train / {test_name} splits; val = subject-exclusive {val_fraction:.0%} of train"
-    elif "fold" in source.names():
-        fold = source.numpy("fold")
+    elif stored_folds is not None:
+        fold = stored_folds
         test, train = usable[fold[usable] == test_fold], usable[(fold[usable] != test_fold) & (fold[usable] > 0)]
         train, val = _subject_slice(train, subjects, val_fraction, seed)
         protocol = f"subject-exclusive folds: test fold {test_fold}; val = {val_fraction:.0%} of training subjects"
@@ -95,17 +130,18 @@ def load_task_data(
     expressions: list[int] | None = None,
     test_fold: int = 1,
     seed: int = 0,
+    folds: int | None = None,
 ) -> TaskData:
     """:func:`task_data` of a complete feature group, kept for the next call in this process: a
     group's content never changes under its key, so retraining another head (or seed) on the same
     features reads nothing again. The tensors are shared: heads and the trainer never write them."""
     features = GroupReader.open(store, features_path)
-    key = (store.url, features.step.key, task, array, tuple(expressions or ()), test_fold, seed)
+    key = (store.url, features.step.key, task, array, tuple(expressions or ()), test_fold, seed, folds)
     if key in _LOADED:
         _LOADED.move_to_end(key)
         return _LOADED[key]
     source = GroupReader.open(store, features.meta["source_path"])
-    data = task_data(features, source, task, array, expressions, test_fold, seed=seed)
+    data = task_data(features, source, task, array, expressions, test_fold, seed=seed, folds=folds)
     _LOADED[key] = data
     while len(_LOADED) > _LOADED_MAX:
         _LOADED.popitem(last=False)

@@ -35,6 +35,7 @@ def head_spec(
     train: TrainConfig,
     expressions: list[int] | None,
     test_fold: int,
+    folds: int | None = None,
 ) -> StepSpec:
     # where it runs and whether it shows a bar do not change the result; everything else does
     knobs = {k: v for k, v in asdict(train).items() if k not in ("device", "progress")}
@@ -49,6 +50,8 @@ def head_spec(
             "train": knobs,
             "expressions": expressions,
             "test_fold": test_fold,
+            # only when asked for: the keys of heads trained without k-fold stay what they were
+            **({"folds": folds} if folds is not None else {}),
         },
     )
 
@@ -84,14 +87,15 @@ def train_head(
     train: TrainConfig | None = None,
     expressions: list[int] | None = None,
     test_fold: int = 1,
+    folds: int | None = None,
 ) -> tuple[StepGroup, str, dict[str, Any]]:
     """Train (or skip) one head; returns (group, "skipped" | "new", metrics)."""
     options, train = dict(options or {}), train or TrainConfig()
-    spec = head_spec(head, task, array, options, train, expressions, test_fold)
+    spec = head_spec(head, task, array, options, train, expressions, test_fold, folds)
     step = head_step(store, features_path, spec)
 
     def fit_head() -> StepOutput:
-        data = load_task_data(store, features_path, task, array, expressions, test_fold, train.seed)
+        data = load_task_data(store, features_path, task, array, expressions, test_fold, train.seed, folds)
         x_train = data.x["train"]
         n_patches = x_train.shape[1] if x_train.ndim == 3 else 0
         seed_everything(train.seed)  # the initial weights too: a key always gives the same head
@@ -178,6 +182,7 @@ def head_data(store: FeatureStore, path: str) -> tuple[dict[str, Any], GroupRead
         params["expressions"],
         params["test_fold"],
         params["train"]["seed"],
+        params.get("folds"),
     )
     return params, source, data
 

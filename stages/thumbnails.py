@@ -15,7 +15,7 @@ from PIL import Image
 from featurestore import GroupReader, SampleStatus
 from stages.images import Preprocess, decode_image, preprocess_array
 from stages.media import MediaError, is_video, read_frames
-from stages.sources.hdf5 import FrameFiles
+from stages.sources.packed import FrameFiles, frame_locations
 
 
 def _square(size: int) -> Preprocess:
@@ -40,19 +40,19 @@ def thumbnails(
     paths = source.numpy("path")
     crops = source.numpy("crop") if "crop" in names else None
     frames = source.numpy("frame") if "frame" in names else None
-    h5_rows = source.numpy("h5_index") if "h5_index" in names else None
+    packed = frame_locations(source)
     out: dict[int, np.ndarray | None] = {}
     by_video: dict[str, list[int]] = {}
-    with FrameFiles() as h5_files:
+    with FrameFiles() as packed_files:
         for row in wanted:
             rel = str(paths[row])
             if frames is not None and is_video(rel):
                 by_video.setdefault(rel, []).append(row)
                 continue
-            if h5_rows is not None:
+            if packed is not None:
                 try:
-                    decoded = preprocess_array(h5_files.read(base / rel, int(h5_rows[row])), pre)
-                except (OSError, KeyError, IndexError):
+                    decoded = preprocess_array(packed_files.read(base / rel, int(packed[row])), pre)
+                except (OSError, KeyError, IndexError, ValueError):
                     out[row] = None
                     continue
             else:

@@ -9,13 +9,13 @@ Layout read (one file, ``file=`` option, default ``frames.h5``)::
     subject, split, video  (N,) strings                             optional
     frame (N,) int, timestamp (N,) float seconds                    optional
 
-Each row's path is the file itself and ``h5_index`` its row in ``images``; the manifest key covers
-the file's bytes, so any change to a frame or a label gives a new key.
+Each row's path is the file itself and ``h5_index`` its row in ``images`` (read by
+stages/sources/packed.py); the manifest key covers the file's bytes, so any change to a frame or a
+label gives a new key.
 """
 
 from __future__ import annotations
 
-import threading
 from pathlib import Path
 
 import h5py
@@ -87,26 +87,3 @@ def parse_hdf5(root: Path, file: str = "frames.h5") -> Parsed:
     except OSError as err:
         raise SourceError(f"{path}: not a readable HDF5 file ({err})") from None
     return out
-
-
-class FrameFiles:
-    """Open HDF5 files for the length of one chunk (never longer: a rewritten file must be reread)."""
-
-    def __init__(self) -> None:
-        self._files: dict[str, h5py.File] = {}
-        self._lock = threading.Lock()
-
-    def read(self, path: Path, index: int) -> np.ndarray:
-        """Row ``index`` of ``images`` as RGB uint8 (greyscale is repeated to three channels)."""
-        with self._lock:
-            if str(path) not in self._files:
-                self._files[str(path)] = h5py.File(path, "r")
-            image = self._files[str(path)]["images"][index]
-        return np.repeat(image[..., None], 3, axis=2) if image.ndim == 2 else image
-
-    def __enter__(self) -> FrameFiles:
-        return self
-
-    def __exit__(self, *exc) -> None:
-        for f in self._files.values():
-            f.close()
