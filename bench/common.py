@@ -36,6 +36,18 @@ def machine() -> dict:
 SMOKE = "--smoke" in sys.argv
 
 
+def prefect_server():
+    """A temporary Prefect server for the bench's flow runs; a smoke run given ``PREFECT_API_URL``
+    (tests/test_bench.py's one server) uses that instead of starting its own."""
+    from contextlib import nullcontext
+
+    from prefect.testing.utilities import prefect_test_harness
+
+    if SMOKE and os.environ.get("PREFECT_API_URL"):
+        return nullcontext()
+    return prefect_test_harness(server_startup_timeout=120)
+
+
 def publish(name: str, result: dict, *tables: str) -> None:
     """Write ``bench/results/<name>.json`` and put each table in the README block its own first line
     opens (``<!-- bench:<block>:begin -->`` … ``end``); in a smoke run, print them only."""
@@ -62,7 +74,7 @@ def marks(name: str) -> tuple[str, str]:
 
 
 def demo_store(work: Path):
-    """The demo's generated catalogue (20 subjects × 42 faces; 7 in a smoke run) extracted with the
+    """The demo's generated catalogue (20 subjects × 42 faces; 8 × 7 in a smoke run) extracted with the
     demo's encoders through the real flow into ``work/store``, as ``make demo`` does; returns the
     FeatureStore."""
     from featurestore import FeatureStore
@@ -72,8 +84,9 @@ def demo_store(work: Path):
     from stages.synthetic.face_generator import write_generated_dataset
 
     face = create_encoder("mediapipe-face").load()
-    per_subject = 7 if SMOKE else DEMO_PER_SUBJECT  # 7: every expression once per subject
-    root, _ = write_generated_dataset(work / "generated", face.find_face, per_subject=per_subject)
+    # a smoke run: 8 subjects × every expression once
+    size = {"per_subject": 7, "n_morphs": 3, "n_lfw": 5} if SMOKE else {"per_subject": DEMO_PER_SUBJECT}
+    root, _ = write_generated_dataset(work / "generated", face.find_face, **size)
     extract_features(
         datasets=[DatasetConfig(layout="csv", root=str(root), name="generated")],
         encoders=[EncoderConfig(**e) for e in DEMO_IMAGE_ENCODERS],

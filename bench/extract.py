@@ -32,7 +32,13 @@ import time
 from contextlib import contextmanager
 from pathlib import Path
 
-from common import SMOKE, machine, marks, publish  # bench/ is the script's directory, so it is on sys.path
+from common import (
+    SMOKE,
+    machine,
+    marks,
+    prefect_server,
+    publish,
+)  # bench/ is the script's directory, so it is on sys.path
 
 BEGIN, END = marks("extract")
 SIZES = (48, 224)  # FER2013's faces and aligned crops, in turn
@@ -234,8 +240,6 @@ def main() -> None:
     work = args.work or Path(tempfile.mkdtemp(prefix="affectflow-bench-"))
     os.environ.setdefault("AFFECTFLOW_CACHE_DIR", str(work / "cache"))
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
-    from prefect.testing.utilities import prefect_test_harness
-
     from stages.synthetic.demo_catalogue import write_photo_dataset
 
     root = write_photo_dataset(work / "data", args.images, sizes=SIZES)
@@ -265,7 +269,7 @@ def main() -> None:
     r["pipeline_vs_model"] = r["pipeline"]["images_per_s"] / fastest_model
     r["pipeline_default"] = r["pipeline_default"] or r["pipeline"]
     r["pipeline_tuned_vs_default"] = r["pipeline"]["images_per_s"] / r["pipeline_default"]["images_per_s"]
-    with prefect_test_harness(server_startup_timeout=120):
+    with prefect_server():
         first, first_wall = run_flow(root, store, args.encoder, args.batch_size)
         rerun, rerun_wall = run_flow(root, store, args.encoder, args.batch_size, entry="extract")
         assert rerun["state"] == "skipped", rerun

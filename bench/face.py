@@ -18,7 +18,13 @@ import time
 from pathlib import Path
 
 import numpy as np
-from common import SMOKE, machine, marks, publish  # bench/ is the script's directory, so it is on sys.path
+from common import (
+    SMOKE,
+    machine,
+    marks,
+    prefect_server,
+    publish,
+)  # bench/ is the script's directory, so it is on sys.path
 
 BEGIN, END = marks("face")
 
@@ -105,8 +111,6 @@ def main() -> None:
     work = args.work or Path(tempfile.mkdtemp(prefix="affectflow-bench-face-"))
     os.environ.setdefault("AFFECTFLOW_CACHE_DIR", str(work / "cache"))
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
-    from prefect.testing.utilities import prefect_test_harness
-
     from flows.extract import DatasetConfig, EncoderConfig, extract_features
     from stages.encoders import create_encoder
     from stages.synthetic.face_generator import CANVAS
@@ -116,7 +120,7 @@ def main() -> None:
     root, report = write_generated_videos(work / "videos", face.find_face, n_videos=args.videos, seconds=args.seconds)
     r: dict = {"machine": machine(), "videos": args.videos, "frame_size": CANVAS, "audio_source": report["audio"][0]}
     alone, in_flow = [], []
-    with prefect_test_harness(server_startup_timeout=120):
+    with prefect_server():
         for k in range(args.repeat):
             n, seconds = mediapipe_alone(root)
             alone.append(n / seconds)

@@ -278,9 +278,9 @@ def main() -> None:
     parser.add_argument("--smoke", action="store_true", help="tiny sizes, printed and not published (common.SMOKE)")
     args = parser.parse_args()
     if SMOKE:
-        args.samples, args.dim = 1_000, 32
+        args.samples, args.dim = 600, 32
     result = run(args.samples, args.dim, args.device)
-    result["defaults"] = run_defaults(*((2_000, 32) if SMOKE else (24_000, 1_280)), args.device)
+    result["defaults"] = run_defaults(*((1_000, 32) if SMOKE else (24_000, 1_280)), args.device)
     publish("heads", result, readme_table(result), defaults_table(result["defaults"]))
 
 

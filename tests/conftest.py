@@ -81,6 +81,15 @@ def prefect_harness():
         yield
 
 
+@pytest.fixture(scope="session")
+def prefect_api(prefect_harness) -> dict[str, str]:
+    """Environment for CLI subprocesses: the session's Prefect server, so a run starts no temporary
+    server of its own (suite time; tests/test_allocator.py runs the command with its own)."""
+    from prefect.settings import PREFECT_API_URL
+
+    return {"PREFECT_API_URL": PREFECT_API_URL.value()}
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

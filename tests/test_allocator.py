@@ -56,14 +56,24 @@ def test_extraction_is_bit_identical_with_and_without_the_setting(tmp_path):
     from stages.synthetic.demo_catalogue import write_photo_dataset
 
     root = write_photo_dataset(tmp_path / "data", 12, sizes=(48, 224))
-    groups = {}
-    for switch in ("tuned", "system"):
-        store = tmp_path / switch
+    running = {}
+    for switch in ("tuned", "system"):  # side by side: two fresh CLI processes
         args = ["extract", "--dataset", f"csv={root},name=photos", "--encoder", "efficientnet-lite0"]
-        args += ["--store", str(store), "--batch-size", "4"]
+        args += ["--store", str(tmp_path / switch), "--batch-size", "4"]
         env = _environment(AFFECTFLOW_MALLOC=switch)
-        subprocess.run([str(BIN / "affectflow"), *args], env=env, cwd=REPO, capture_output=True, check=True)
-        (group,) = FeatureStore(store).list_steps("features")
+        running[switch] = subprocess.Popen(
+            [str(BIN / "affectflow"), *args],
+            env=env,
+            cwd=REPO,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+    groups = {}
+    for switch, process in running.items():
+        _, err = process.communicate(timeout=600)
+        assert process.returncode == 0, err[-2000:]
+        (group,) = FeatureStore(tmp_path / switch).list_steps("features")
         groups[switch] = GroupReader(group)
     for name in groups["tuned"].names():
         np.testing.assert_array_equal(groups["tuned"].numpy(name), groups["system"].numpy(name), err_msg=name)

@@ -66,31 +66,34 @@ def _assert_same_group(store_a, store_b):
 
 
 @pytest.fixture(scope="module")
-def reference(dataset, tmp_path_factory):
+def reference(dataset, tmp_path_factory, prefect_api):
     store = tmp_path_factory.mktemp("ref") / "store"
-    _finish(cli(*_args(dataset, store)))
+    _finish(cli(*_args(dataset, store), env=prefect_api))
     return store
 
 
 CRASH_AFTER = 3
 
 
-def test_sigkill_mid_run_resumes_only_missing_chunks_bit_for_bit(dataset, reference, tmp_path):
+def test_sigkill_mid_run_resumes_only_missing_chunks_bit_for_bit(dataset, reference, tmp_path, prefect_api):
     store = tmp_path / "store"
-    crashed(cli(*_args(dataset, store), env=crash_after_chunks(CRASH_AFTER), start_new_session=True))
+    crash = {**crash_after_chunks(CRASH_AFTER), **prefect_api}
+    crashed(cli(*_args(dataset, store), env=crash, start_new_session=True))
     (partial,) = _feature_groups(store)
     done_before = int(partial.done_mask().sum())
     assert not partial.is_complete and done_before == CRASH_AFTER
 
     summary = tmp_path / "resume.json"
-    _finish(cli(*_args(dataset, store, summary)))
+    _finish(cli(*_args(dataset, store, summary), env=prefect_api))
     (step,) = json.loads(summary.read_text())["steps"]
     assert step["state"] == "resumed"
     assert step["chunks_run"] == N_CHUNKS - done_before
     _assert_same_group(store, reference)
 
 
-def test_a_run_waits_for_the_step_lock_and_finishes_no_chunk_while_it_is_held(dataset, reference, tmp_path):
+def test_a_run_waits_for_the_step_lock_and_finishes_no_chunk_while_it_is_held(
+    dataset, reference, tmp_path, prefect_api
+):
     """The test holds the step's lock itself: the run must write its source, then wait; no feature
     chunk may be done until the lock is released (a no-op lock would let the run compute at once)."""
     store = tmp_path / "store"
@@ -98,7 +101,7 @@ def test_a_run_waits_for_the_step_lock_and_finishes_no_chunk_while_it_is_held(da
     key = feature_step(create_encoder("efficientnet-lite0"), build_manifest("csv", dataset, "faces").key, "faces").key
     summary = tmp_path / "run.json"
     with fstore.lock(key):
-        proc = cli(*_args(dataset, store, summary))
+        proc = cli(*_args(dataset, store, summary), env=prefect_api)
         wait_for(lambda: FeatureStore(store).list_steps("sources"), 120, "the run to write its source group")
         # an unlocked run gets its first chunk done within a few seconds of its source; this one must not
         deadline = time.monotonic() + 8
@@ -113,10 +116,10 @@ def test_a_run_waits_for_the_step_lock_and_finishes_no_chunk_while_it_is_held(da
     _assert_same_group(store, reference)
 
 
-def test_two_concurrent_runs_of_one_step_do_not_interleave(dataset, reference, tmp_path):
+def test_two_concurrent_runs_of_one_step_do_not_interleave(dataset, reference, tmp_path, prefect_api):
     store = tmp_path / "store"
     outs = [tmp_path / "a.json", tmp_path / "b.json"]
-    procs = [cli(*_args(dataset, store, out)) for out in outs]
+    procs = [cli(*_args(dataset, store, out), env=prefect_api) for out in outs]
     for p in procs:
         _finish(p)
     steps = [json.loads(o.read_text())["steps"][0] for o in outs]

@@ -113,7 +113,7 @@ def test_contenders_for_one_generation_exactly_one_wins(s3, monkeypatch):
     winner.release()
 
 
-def test_extract_kill_resume_and_read_on_s3(s3, tmp_path):
+def test_extract_kill_resume_and_read_on_s3(s3, tmp_path, prefect_api):
     data = write_csv_dataset(tmp_path / "ds", 64)
     url = "s3://affect-bucket/store"
     args = [
@@ -133,18 +133,20 @@ def test_extract_kill_resume_and_read_on_s3(s3, tmp_path):
     ]
     store = FeatureStore(url, {"endpoint_url": s3})
 
-    crashed(cli(*args, env=crash_after_chunks(2), start_new_session=True))
+    crashed(cli(*args, env={**crash_after_chunks(2), **prefect_api}, start_new_session=True))
     (partial,) = FeatureStore(url, {"endpoint_url": s3}).list_steps("features")
     done_before = int(partial.done_mask().sum())
     assert done_before == 2 and not partial.is_complete
 
-    resumed = cli(*args, "--json", str(tmp_path / "r.json"))
+    resumed = cli(*args, "--json", str(tmp_path / "r.json"), env=prefect_api)
     out, _ = resumed.communicate(timeout=600)
     assert resumed.returncode == 0, out[-3000:]
     (step,) = json.loads((tmp_path / "r.json").read_text())["steps"]
     assert step["state"] == "resumed" and step["chunks_run"] == 8 - done_before
 
-    local = cli(*args[:5], "--store", str(tmp_path / "local"), "--chunk-size", "8", "--batch-size", "8")
+    local = cli(
+        *args[:5], "--store", str(tmp_path / "local"), "--chunk-size", "8", "--batch-size", "8", env=prefect_api
+    )
     out, _ = local.communicate(timeout=600)
     assert local.returncode == 0, out[-3000:]
     remote = GroupReader(FeatureStore(url, {"endpoint_url": s3}).list_steps("features")[0])
