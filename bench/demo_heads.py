@@ -15,7 +15,9 @@ import tempfile
 from pathlib import Path
 
 import numpy as np
-from common import SMOKE, demo_store, machine, publish  # bench/ is the script's directory, so it is on sys.path
+
+# bench/ is the script's directory, so it is on sys.path
+from common import SMOKE, demo_store, machine, publish
 
 K_MAX_SWEEP = (150, 300)  # besides AuraConfig's default 200
 

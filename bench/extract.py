@@ -32,13 +32,8 @@ import time
 from contextlib import contextmanager
 from pathlib import Path
 
-from common import (
-    SMOKE,
-    machine,
-    marks,
-    prefect_server,
-    publish,
-)  # bench/ is the script's directory, so it is on sys.path
+# bench/ is the script's directory, so it is on sys.path
+from common import SMOKE, machine, marks, prefect_server, publish
 
 BEGIN, END = marks("extract")
 SIZES = (48, 224)  # FER2013's faces and aligned crops, in turn

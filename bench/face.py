@@ -18,13 +18,9 @@ import time
 from pathlib import Path
 
 import numpy as np
-from common import (
-    SMOKE,
-    machine,
-    marks,
-    prefect_server,
-    publish,
-)  # bench/ is the script's directory, so it is on sys.path
+
+# bench/ is the script's directory, so it is on sys.path
+from common import SMOKE, machine, marks, prefect_server, publish
 
 BEGIN, END = marks("face")
 

@@ -27,11 +27,14 @@ import time
 from pathlib import Path
 
 import numpy as np
-from common import SMOKE, machine, publish  # bench/ is the script's directory, so it is on sys.path
+
+# bench/ is the script's directory, so it is on sys.path
+from common import SMOKE, machine, publish
 
 AUS = ["AU1", "AU2", "AU4", "AU5", "AU6", "AU9", "AU12", "AU15", "AU17", "AU20", "AU25", "AU26"]  # DISFA's 12
 # (head, preset): the CLI's defaults for all three, and the paper preset for AURA and the MLP
 DEFAULTS_RUNS = (("aura", "fast"), ("linear", "fast"), ("mlp", "fast"), ("aura", "paper"), ("mlp", "paper"))
+FAST_REPEATS = 3  # timings of the fast-preset runs: the fastest of 3, alternated (see run_defaults)
 
 
 # expression shares like in-the-wild sets (FER2013, AffectNet), by canonical expression index
@@ -174,35 +177,50 @@ def run_defaults(n: int, dim: int, device: str | None) -> dict:
 
     work = Path(tempfile.mkdtemp(prefix="affectflow-bench-defaults-"))
     try:
-        store = FeatureStore(str(work / "store"))
-        features = write_cached_features(store, n, dim, shares=IN_THE_WILD, expression=0.025)
+        # the fast runs are timed FAST_REPEATS times, alternated, each in a store of its own (a head
+        # step is keyed: in the same store a retrain is skipped); the fastest is kept, as the other
+        # benches keep the best of alternated runs, because one run on this shared 2-core VM varies
+        # by ±10 % and the AURA ÷ MLP target is a ratio of two such runs
+        stores = [FeatureStore(str(work / f"store-{k}")) for k in range(FAST_REPEATS)]
+        features = [write_cached_features(s, n, dim, shares=IN_THE_WILD, expression=0.025) for s in stores][0]
         rare = EXPRESSIONS[int(np.argmin(IN_THE_WILD))]  # the label ids are canonical expression indices
         result = {
             "samples": n,
             "dim": dim,
             "shares": IN_THE_WILD,
             "train": {k: getattr(TrainConfig(), k) for k in KNOBS},
+            "fast_repeats": FAST_REPEATS,
         }
-        for head, preset in DEFAULTS_RUNS:
-            train = TrainConfig.preset(preset, device=device, progress=False)
-            options = get_head(head).preset_options(preset, {})
-            group, _, metrics = train_head(store, features, head, "fer", "global", options, train)
-            row = {
-                "train_seconds": round(metrics["train_seconds"], 2),
-                "batch_size": metrics["batch_size"],
-                "epochs_run": metrics["epochs_run"],
-                "test_macro_f1": round(metrics["test"]["macro_f1"], 4),
-                "test_accuracy": round(metrics["test"]["accuracy"], 4),
-                f"test_f1_{rare}": round(metrics["test"][f"f1_{rare}"], 4),
-            }
-            if head == "aura":
-                model, _ = load_head(store, group.path)
-                data = head_data(store, group.path)[2]
-                table = table3("fer", analyse(model, data, "fer"), data.label_names)
-                row["archetypes_per_class"] = {t["bin"]: t["archetypes"] for t in table}
-                row["catch_all"] = sum(t["catch_all"] for t in table)
-            result[f"{head}/{preset}"] = row
-            print(head, preset, row, flush=True)
+        timings: dict[str, list[float]] = {}
+        for repeat in range(FAST_REPEATS):
+            for head, preset in DEFAULTS_RUNS:
+                if preset != "fast" and repeat:
+                    continue
+                store = stores[repeat]
+                train = TrainConfig.preset(preset, device=device, progress=False)
+                options = get_head(head).preset_options(preset, {})
+                group, _, metrics = train_head(store, features, head, "fer", "global", options, train)
+                timings.setdefault(f"{head}/{preset}", []).append(round(metrics["train_seconds"], 2))
+                if repeat:
+                    continue
+                row = {
+                    "batch_size": metrics["batch_size"],
+                    "epochs_run": metrics["epochs_run"],
+                    "test_macro_f1": round(metrics["test"]["macro_f1"], 4),
+                    "test_accuracy": round(metrics["test"]["accuracy"], 4),
+                    f"test_f1_{rare}": round(metrics["test"][f"f1_{rare}"], 4),
+                }
+                if head == "aura":
+                    model, _ = load_head(store, group.path)
+                    data = head_data(store, group.path)[2]
+                    table = table3("fer", analyse(model, data, "fer"), data.label_names)
+                    row["archetypes_per_class"] = {t["bin"]: t["archetypes"] for t in table}
+                    row["catch_all"] = sum(t["catch_all"] for t in table)
+                result[f"{head}/{preset}"] = row
+                print(head, preset, row, flush=True)
+        for run, seconds in timings.items():
+            result[run]["train_seconds"] = min(seconds)
+            result[run]["train_seconds_runs"] = seconds
         result["rarest"] = rare
         seconds = {run: result[run]["train_seconds"] for run in ("aura/fast", "mlp/fast", "aura/paper")}
         result["aura_vs_mlp_seconds"] = round(seconds["aura/fast"] / seconds["mlp/fast"], 2)
@@ -219,7 +237,8 @@ def defaults_table(r: dict) -> str:
         f"Expressions at the CLI's defaults (preset `fast`: batch {r['aura/fast']['batch_size']} (auto), lr "
         f"{t['lr']:g}, warm-up "
         f"{t['warmup_epochs']}, patience {t['patience']}) on {r['samples']:,} cached {r['dim']}-d samples with "
-        f"in-the-wild class shares ({rare} {100 * min(r['shares']):.1f} %), same run:",
+        f"in-the-wild class shares ({rare} {100 * min(r['shares']):.1f} %), same run; the fast preset's "
+        f"seconds are the fastest of {r['fast_repeats']} alternated runs (one run varies by ±10 % here):",
         "",
         f"| head | preset | train to early stop | epochs | test macro-F1 | accuracy | F1 of {rare} | "
         "archetypes per class |",

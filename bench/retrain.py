@@ -24,7 +24,8 @@ import tempfile
 import time
 from pathlib import Path
 
-from common import REPO, SMOKE, demo_store, machine, publish  # bench/ is the script's directory, so it is on sys.path
+# bench/ is the script's directory, so it is on sys.path
+from common import REPO, SMOKE, demo_store, machine, publish
 
 HEADS = ("linear", "aura")
 TARGETS = {"aura_command_vs_training": 1.3, "overhead_s": 4.0, "api_warm_vs_training": 1.05}
