@@ -85,8 +85,10 @@ def pipeline(root: Path, store: Path, encoder: str, batch: int) -> dict:
 def fresh_process(what: str, allocator: str, *args: str) -> dict:
     """``model_only`` or ``pipeline`` in a new process whose allocator is the project's setting
     (``tuned``) or glibc's defaults (``system``): the setting is fixed when a process starts."""
+    from stages.allocator import SETTINGS
+
     env = {**os.environ, "AFFECTFLOW_MALLOC": "tuned" if allocator == "tuned" else "system"}
-    for variable in ("MALLOC_MMAP_THRESHOLD_", "MALLOC_TRIM_THRESHOLD_", "MALLOC_ARENA_MAX"):
+    for variable in SETTINGS:
         env.pop(variable, None)  # exported by this process's own setting: the child decides afresh
     out = subprocess.run(
         [sys.executable, __file__, "--run", what, *args], env=env, check=True, capture_output=True, text=True

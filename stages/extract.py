@@ -57,8 +57,7 @@ def write_source(store: FeatureStore, manifest: Manifest) -> tuple[StepGroup, st
             "status": np.asarray(manifest.status, dtype=np.int8),
             "status_detail": np.array(
                 [
-                    (manifest.details[i] if manifest.details and manifest.details[i] else "")
-                    or _SOURCE_DETAIL.get(SampleStatus(s), "")
+                    (manifest.details[i] if manifest.details else "") or _SOURCE_DETAIL.get(SampleStatus(s), "")
                     for i, s in enumerate(manifest.status)
                 ],
                 dtype=str,
