@@ -99,7 +99,12 @@ def extract(
     storage_option: Annotated[list[str], typer.Option(help="fsspec option key=value (repeatable)")] = [],
     chunk_size: Annotated[int | None, typer.Option(help="samples per chunk (default: ~4 MB chunks)")] = None,
     batch_size: int = 32,
-    decode_workers: Annotated[int, typer.Option(help="decode threads per chunk; 0 decodes on the task thread")] = 2,
+    decode_workers: Annotated[
+        int | None,
+        typer.Option(
+            help="decode threads per chunk; 0 decodes on the task thread (default: the cores torch leaves free)"
+        ),
+    ] = None,
     device: Annotated[str | None, typer.Option(help="cpu, cuda, cuda:1 (default: cuda if available)")] = None,
     dask_address: Annotated[str | None, typer.Option(help="run chunks on this Dask scheduler")] = None,
     dask_workers: Annotated[int, typer.Option(help="run chunks on a temporary LocalCluster of N workers")] = 0,

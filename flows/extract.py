@@ -340,7 +340,7 @@ def extract_features(
     storage_options: dict[str, Any] | None = None,
     chunk_size: int | None = None,
     batch_size: int = 32,
-    decode_workers: int = 2,
+    decode_workers: int | None = None,
     device: str | None = None,
     dask_address: str | None = None,
     dask_workers: int = 0,
