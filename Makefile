@@ -39,3 +39,4 @@ bench: install
 	$(BIN)/python bench/heads.py
 	$(BIN)/python bench/demo_heads.py
 	$(BIN)/python bench/retrain.py
+	$(BIN)/python bench/demo.py

@@ -3,11 +3,15 @@
 ``affectflow.train(features, task, head, ...)`` trains one head as a keyed step of the store (a
 rerun with the same key reads the result back) and keeps the loaded features in this process for
 the next call; ``affectflow.train_heads([HeadConfig(...)], store)`` is what ``affectflow train``
-runs. Neither imports Prefect unless a server is configured (``PREFECT_API_URL``). Extraction, the
-deployments and everything else are the ``affectflow`` command (flows/cli.py).
+runs. Neither imports Prefect unless a server is configured (``PREFECT_API_URL``).
+``affectflow.table(store, "rafdb/open_clip")`` is a feature group with its labels, split, subject
+and status as one pandas DataFrame (``arrays(...)``: a dict of row-aligned NumPy arrays);
+``affectflow.results(store)`` is every head run in the store, seeds as mean ± std. Extraction,
+the deployments and everything else are the ``affectflow`` command (flows/cli.py).
 """
 
 from flows.heads import HeadConfig, TrainedHead, train
 from flows.heads import train_heads_here as train_heads
+from flows.notebook import arrays, results, table
 
-__all__ = ["HeadConfig", "TrainedHead", "train", "train_heads"]
+__all__ = ["HeadConfig", "TrainedHead", "arrays", "results", "table", "train", "train_heads"]

@@ -49,8 +49,9 @@ def prefect_server():
 
 
 def publish(name: str, result: dict, *tables: str) -> None:
-    """Write ``bench/results/<name>.json`` and put each table in the README block its own first line
-    opens (``<!-- bench:<block>:begin -->`` … ``end``); in a smoke run, print them only."""
+    """Write ``bench/results/<name>.json`` and put each table in the block its own first line opens
+    (``<!-- bench:<block>:begin -->`` … ``end``), in README.md or docs/benchmarks.md, whichever has
+    it; in a smoke run, print them only."""
     if SMOKE:
         print(json.dumps(result, default=str))
         print(*tables, sep="\n")
@@ -58,15 +59,15 @@ def publish(name: str, result: dict, *tables: str) -> None:
     path = REPO / "bench" / "results" / f"{name}.json"
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(result, indent=2) + "\n")
-    readme = REPO / "README.md"
-    text = readme.read_text()
     for table in tables:
         begin = table.splitlines()[0]
         end = begin.replace(":begin -->", ":end -->")
-        if begin in text:
-            text = text[: text.index(begin)] + table + text[text.index(end) + len(end) :]
+        pages = [p for p in (REPO / "README.md", REPO / "docs" / "benchmarks.md") if begin in p.read_text()]
+        if len(pages) != 1 or end not in pages[0].read_text():
+            raise KeyError(f"no one page (README.md, docs/benchmarks.md) has the block {begin} … {end}")
+        text = pages[0].read_text()
+        pages[0].write_text(text[: text.index(begin)] + table + text[text.index(end) + len(end) :])
         print(table)
-    readme.write_text(text)
 
 
 def marks(name: str) -> tuple[str, str]:
@@ -93,3 +94,23 @@ def demo_store(work: Path):
         store=str(work / "store"),
     )
     return FeatureStore(str(work / "store"))
+
+
+# What the demo's numbers depend on: the code it runs, its data files and the pinned packages.
+DIGESTED = ("affectflow", "flows", "stages", "featurestore", "heads")
+
+
+def code_digest() -> str:
+    """xxh3-128 over the tracked files the demo runs (``DIGESTED`` packages, their data files,
+    ``constraints.txt``): equal digests, same code."""
+    import subprocess
+
+    import xxhash
+
+    files = subprocess.run(
+        ["git", "ls-files", *DIGESTED, "constraints.txt"], cwd=REPO, capture_output=True, text=True, check=True
+    ).stdout.split()
+    digest = xxhash.xxh3_128()
+    for name in sorted(files):
+        digest.update(name.encode() + b"\0" + (REPO / name).read_bytes() + b"\0")
+    return digest.hexdigest()

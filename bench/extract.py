@@ -1,4 +1,4 @@
-"""Extraction benchmark → bench/results/extract.json and the README table.
+"""Extraction benchmark → bench/results/extract.json and its table in docs/benchmarks.md.
 
 Measures, on this machine, with the packaged EfficientNet-Lite0 (real weights), on generated JPEGs
 of 48×48 and 224×224 pixels in turn:

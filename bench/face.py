@@ -1,4 +1,4 @@
-"""Face and voice benchmark → bench/results/face.json and the README table.
+"""Face and voice benchmark → bench/results/face.json and its table in docs/benchmarks.md.
 
 * face: frames/s of ``mediapipe-face`` inside the ``extract-features`` flow (video decode, VIDEO-mode
   tracking, writes) against MediaPipe alone (``detect_for_video``) on the same frames decoded

@@ -1,4 +1,4 @@
-"""Head benchmark → bench/results/heads.json and the README tables.
+"""Head benchmark → bench/results/heads.json and the tables in docs/benchmarks.md.
 
 1. Time to train each AURA head (expressions, AUs, valence–arousal) to its early stop on 20,000
 cached 512-d samples, through the real ``train-head`` step (store reads, protocol split, training,

@@ -1,4 +1,4 @@
-"""Retraining a head from the shell and from Python → bench/results/retrain.json and the README table.
+"""Retraining a head from the shell and from Python → bench/results/retrain.json and its table in docs/benchmarks.md.
 
 On the demo store (``--store`` when it holds the demo's generated faces, else extracted here into a
 temporary one), for a linear probe and for AURA on expressions from the MediaPipe blendshapes, with

@@ -8,6 +8,7 @@ same object. ``complete`` is written once, by the coordinator, after every chunk
 
 from __future__ import annotations
 
+from datetime import datetime, timezone
 from typing import Any
 
 import numpy as np
@@ -74,4 +75,5 @@ class StepGroup:
             raise RuntimeError(f"cannot mark {self.path} complete: chunks {undone[:10]} not done")
         meta = self.meta
         meta["complete"] = True
+        meta["completed_at"] = datetime.now(timezone.utc).isoformat(timespec="seconds")  # informational, not keyed
         self.group.attrs[META] = meta

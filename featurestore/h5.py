@@ -47,7 +47,8 @@ def import_h5(store: FeatureStore, source: str | Path) -> str:
     extra = {
         k: v
         for k, v in meta.items()
-        if k not in {"kind", "key", "spec", "inputs", "n_samples", "chunk_size", "status_codes", "complete"}
+        if k
+        not in {"kind", "key", "spec", "inputs", "n_samples", "chunk_size", "status_codes", "complete", "completed_at"}
     }
     step = Step.at(path, meta["kind"], spec, tuple(meta["inputs"]))
     store.run_step(step, lambda: StepOutput(values, extra, chunk_size=meta["chunk_size"]))

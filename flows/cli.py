@@ -21,6 +21,24 @@ if not console.is_terminal:  # logs and CI: keep table rows on one line instead 
     console = Console(width=200)
 
 
+# One set of store options for every command that opens a store.
+StoreOpt = Annotated[str, typer.Option("--store", help="store directory or fsspec URL (s3://bucket/path)")]
+StorageOpt = Annotated[
+    list[str],
+    typer.Option(
+        "--storage-option",
+        help="fsspec option key=value for the store (repeatable), e.g. endpoint_url=http://minio:9000",
+    ),
+]
+
+
+def _store(store: str, storage_option: list[str]):
+    """The FeatureStore the two store options name."""
+    from featurestore import FeatureStore
+
+    return FeatureStore(store, _options(storage_option, "--storage-option"))
+
+
 def _value(text: str) -> Any:
     try:
         return json.loads(text)
@@ -95,8 +113,8 @@ def _fail(err: Exception) -> None:
 def extract(
     dataset: Annotated[list[str], typer.Option(help="LAYOUT=ROOT[,key=value...] (repeatable)")],
     encoder: Annotated[list[str], typer.Option(help="NAME[,key=value...] (repeatable)")],
-    store: Annotated[str, typer.Option(help="store directory or fsspec URL (s3://bucket/path)")] = "./store",
-    storage_option: Annotated[list[str], typer.Option(help="fsspec option key=value (repeatable)")] = [],
+    store: StoreOpt = "./store",
+    storage_option: StorageOpt = [],
     chunk_size: Annotated[int | None, typer.Option(help="samples per chunk (default: ~4 MB chunks)")] = None,
     batch_size: int = 32,
     decode_workers: Annotated[
@@ -198,13 +216,16 @@ def _print_summary(result: dict[str, Any]) -> None:
 
 @app.command()
 def demo(
-    store: Annotated[str, typer.Option(help="store directory")] = "./store",
+    store: StoreOpt = "./store",
+    storage_option: StorageOpt = [],
     data: Annotated[Path, typer.Option(help="where to write the demo catalogues")] = Path("./demo-data"),
     encoder: Annotated[
         list[str], typer.Option(help="image encoders (default: efficientnet-lite0,tokens=true and mediapipe-face)")
     ] = [],
 ) -> None:
-    """Write the demo catalogues (real photos; generated labelled faces), extract offline, list the store."""
+    """The main job end to end, offline: write the demo catalogues (real photos; generated labelled
+    faces and videos), extract them, list the store, then train AURA, a linear probe and an MLP for
+    expressions, valence–arousal and AUs on the generated faces and print the AURA reports."""
     from flows.demo import demo_extractions
     from stages.encoders import create_encoder
     from stages.synthetic.demo_catalogue import write_demo_catalogue
@@ -231,30 +252,30 @@ def demo(
     for name, params in demo_extractions(str(data)).items():  # what the nightly-demo deployments run
         if encoder and name == "nightly-demo":
             params = {**params, "encoders": [parse_encoder(e).model_dump() for e in encoder]}
-        _extract_or_fail(store=store, **params)
-    _accepted_per_subject(store, "generated")
-    ls(store=store)
-    _demo_heads(store)
+        _extract_or_fail(store=store, storage_options=_options(storage_option, "--storage-option"), **params)
+    fstore = _store(store, storage_option)
+    _accepted_per_subject(fstore, "generated")
+    ls(store=store, storage_option=storage_option)
+    _demo_heads(fstore)
 
 
-def _demo_heads(store: str) -> None:
+def _demo_heads(fstore) -> None:
     """The demo's heads (flows/demo.py), their reports and the summary table."""
-    from featurestore import FeatureStore
     from flows.demo import demo_head_configs
     from flows.heads import train_heads_here
 
-    result = train_heads_here(demo_head_configs(FeatureStore(store)), store=store)
+    store = fstore.url
+    result = train_heads_here(demo_head_configs(fstore), store=store, storage_options=fstore.storage_options)
     for run in result["runs"]:
         if "report" in run:
             console.print(run["report"])
     _print_training(result, store)
 
 
-def _accepted_per_subject(store: str, dataset: str) -> None:
+def _accepted_per_subject(fstore, dataset: str) -> None:
     """How many images of each generated subject the face model accepted (the rest: no_face)."""
-    from featurestore import FeatureStore, GroupReader
+    from featurestore import GroupReader
 
-    fstore = FeatureStore(store)
     (group,) = [g for g in fstore.list_steps(f"features/{dataset}/mediapipe-face") if g.is_complete][-1:]
     face = GroupReader(group)
     subjects = GroupReader.open(fstore, face.meta["source_path"]).numpy("subject")
@@ -275,9 +296,25 @@ def _head_options(options: dict[str, Any], head: str, heads: list[str]) -> dict[
     return out
 
 
+def _heads(fstore, selectors: list[str]) -> list[str]:
+    """Every complete head group the selectors name (a selector may name several: seeds, variants)."""
+    from featurestore.selectors import SelectorError, select_groups
+
+    paths = []
+    for selector in selectors:
+        complete = [g.path for g in select_groups(fstore, selector, "heads") if g.is_complete]
+        if not complete:
+            raise SelectorError(f"no complete head group matches {selector!r}; `affectflow results` lists them")
+        paths += complete
+    return list(dict.fromkeys(paths))
+
+
 @app.command()
 def train(
-    features: Annotated[str, typer.Option(help="feature group path (see `affectflow ls`)")],
+    features: Annotated[
+        str,
+        typer.Option(help="feature group: DATASET/ENCODER (the only complete match, e.g. rafdb/open_clip) or its path"),
+    ],
     task: Annotated[str, typer.Option(help="fer, va or au")],
     head: Annotated[list[str], typer.Option(help="aura, linear, mlp or a plugin's head (repeatable)")] = ["aura"],
     array: Annotated[str, typer.Option(help="feature array: global, patch_proj, blendshapes, mfcc …")] = "global",
@@ -312,13 +349,21 @@ def train(
             help="subject-exclusive k-fold on a dataset without an official split (CK+): trains every fold, mean ± std"
         ),
     ] = None,
-    store: Annotated[str, typer.Option(help="store directory or URL")] = "./store",
+    expressions: Annotated[
+        str | None,
+        typer.Option(
+            help="expression view: basic7 (RAF-DB's seven), affectnet8 (+ contempt) or canonical indices 0,1,…"
+        ),
+    ] = None,
+    store: StoreOpt = "./store",
+    storage_option: StorageOpt = [],
     device: Annotated[str | None, typer.Option(help="cpu, cuda (default: cuda if available)")] = None,
     json_out: Annotated[Path | None, typer.Option("--json", help="write the run summary as JSON")] = None,
 ) -> None:
     """Train heads on cached features (keyed: a rerun with the same inputs is skipped)."""
     from flows.heads import HeadConfig, train_heads_here
     from heads.registry import load_plugins
+    from stages.sources.labels import expression_view
 
     options = _options(option, "--option")
     try:
@@ -339,12 +384,15 @@ def train(
                 report=report,
                 test_fold=fold,
                 folds=folds,
+                expressions=expression_view(expressions),
                 options=_head_options(options, h, head),
             )
             for h in head
             for fold in ([test_fold] if test_fold is not None else range(1, folds + 1) if folds else [1])
         ]
-        result = train_heads_here(configs, store=store, device=device)
+        result = train_heads_here(
+            configs, store=store, storage_options=_options(storage_option, "--storage-option"), device=device
+        )
     except ValueError as err:
         _fail(err)
     _print_training(result, store)
@@ -378,16 +426,21 @@ def _print_training(result: dict, store: str) -> None:
 @app.command()
 def report(
     head: Annotated[
-        list[str], typer.Argument(help="trained archetype head path(s): heads/<dataset>/aura-<task>/<key>")
+        list[str],
+        typer.Argument(help="trained archetype heads: DATASET/aura-TASK (every complete match) or heads/… paths"),
     ],
-    store: Annotated[str, typer.Option(help="store directory or URL")] = "./store",
-    force: Annotated[bool, typer.Option(help="rewrite reports that exist")] = False,
+    store: StoreOpt = "./store",
+    storage_option: StorageOpt = [],
+    force: Annotated[bool, typer.Option(help="rewrite reports that exist (else they are kept and shown)")] = False,
 ) -> None:
     """Interpretability report of archetype heads: Table-3 usage, thumbnail sheets, 2-D map, annotation audit."""
     from flows.train import head_reports
 
     try:
-        reports = head_reports(head, store=store, force=force)
+        paths = _heads(_store(store, storage_option), head)
+        reports = head_reports(
+            paths, store=store, storage_options=_options(storage_option, "--storage-option"), force=force
+        )
     except (ValueError, KeyError) as err:
         _fail(err)
     for r in reports:
@@ -398,17 +451,19 @@ def report(
 @app.command()
 def predict(
     images: Annotated[list[Path], typer.Argument(help="image files")],
-    head: Annotated[str, typer.Option(help="trained head path: heads/<dataset>/<head>-<task>/<key>")],
-    store: Annotated[str, typer.Option(help="store directory or URL")] = "./store",
+    head: Annotated[str, typer.Option(help="trained head: DATASET/HEAD-TASK (the only complete match) or its path")],
+    store: StoreOpt = "./store",
+    storage_option: StorageOpt = [],
     nearest: Annotated[int, typer.Option(help="nearest training examples shown per archetype")] = 3,
     json_out: Annotated[Path | None, typer.Option("--json", help="write the predictions as JSON")] = None,
 ) -> None:
     """Predict with a trained head: the answer, the archetype that decided it and its nearest examples."""
-    from featurestore import FeatureStore
+    from featurestore.selectors import select_group
     from flows.predict import predict_images
 
     try:
-        results = predict_images(FeatureStore(store), head, images, nearest)
+        fstore = _store(store, storage_option)
+        results = predict_images(fstore, select_group(fstore, head, "heads").path, images, nearest)
     except (ValueError, KeyError) as err:
         _fail(err)
     for r in results:
@@ -434,16 +489,22 @@ def predict(
 
 @app.command()
 def evaluate(
-    head: Annotated[list[str], typer.Argument(help="trained head group path(s): heads/<dataset>/<head>-<task>/<key>")],
+    head: Annotated[
+        list[str], typer.Argument(help="trained heads: DATASET/HEAD-TASK (every complete match) or heads/… paths")
+    ],
     split: Annotated[str, typer.Option(help="train, val or test")] = "test",
-    store: Annotated[str, typer.Option(help="store directory or URL")] = "./store",
+    store: StoreOpt = "./store",
+    storage_option: StorageOpt = [],
     json_out: Annotated[Path | None, typer.Option("--json", help="write the metrics as JSON")] = None,
 ) -> None:
     """Every metric of trained heads on a split: table here, markdown artifact in Prefect, JSON on request."""
     from flows.train import evaluate_heads
 
     try:
-        result = evaluate_heads(head, split=split, store=store)
+        paths = _heads(_store(store, storage_option), head)
+        result = evaluate_heads(
+            paths, split=split, store=store, storage_options=_options(storage_option, "--storage-option")
+        )
     except (ValueError, KeyError) as err:
         _fail(err)
     for r in result["results"]:
@@ -459,11 +520,64 @@ def evaluate(
 
 
 @app.command()
-def ls(store: Annotated[str, typer.Option(help="store directory or URL")] = "./store") -> None:
-    """List every step group in the store with its key, size and completion."""
-    from featurestore import FeatureStore, GroupReader
+def results(
+    dataset: Annotated[str | None, typer.Option(help="only this dataset's heads")] = None,
+    task: Annotated[str | None, typer.Option(help="only this task (fer, va, au …)")] = None,
+    head: Annotated[str | None, typer.Option(help="only this head (aura, linear, mlp …)")] = None,
+    store: StoreOpt = "./store",
+    storage_option: StorageOpt = [],
+    json_out: Annotated[Path | None, typer.Option("--json", help="write the rows as JSON (- for stdout)")] = None,
+    csv_out: Annotated[Path | None, typer.Option("--csv", help="write the rows as CSV (- for stdout)")] = None,
+) -> None:
+    """Every head run in the store, one row per variant (seeds and folds as mean ± std), oldest first."""
+    from flows.results import head_results, results_frame, short_options
 
-    fstore = FeatureStore(store)
+    rows = head_results(_store(store, storage_option), dataset=dataset, task=task, head=head)
+    if json_out or csv_out:
+        frame = results_frame(rows)
+        writers = {
+            json_out: lambda: frame.to_json(orient="records", indent=1, double_precision=15),
+            csv_out: lambda: frame.to_csv(index=False),
+        }
+        for out, text in writers.items():
+            if out is not None and str(out) == "-":
+                sys.stdout.write(text())
+            elif out is not None:
+                out.write_text(text())
+        return
+    table = Table(title=f"head runs in {store}")
+    columns = ("dataset", "head", "task", "features", "array", "options", "runs", "headline", "mean ± std", "others")
+    for col in (*columns, "completed"):
+        table.add_column(col)
+    for r in rows:
+        mean, std = r["test"][r["headline"]]
+        # three more metrics at most: per-class scores and the rest are in --json / --csv
+        others = [f"{k} {m:.3f}" for k, (m, _) in r["test"].items() if k != r["headline"]][:3]
+        encoder, _, key = r["features"].split("/", 2)[-1].partition("/")  # the dataset has its column
+        table.add_row(
+            r["dataset"],
+            r["head"],
+            r["task"],
+            f"{encoder}/{key[:8]}",
+            r["array"],
+            short_options(r),
+            f"{len(r['seeds'])} seeds" + (f" × {len(r['folds'])} folds" if r["folds"] else ""),
+            r["headline"],
+            f"{mean:.3f} ± {std:.3f}",
+            ", ".join(others),
+            (r["completed_at"] or "")[:16],
+        )
+    console.print(table)
+    if not rows:
+        console.print("no complete head runs" + (" match the filters" if dataset or task or head else " in this store"))
+
+
+@app.command()
+def ls(store: StoreOpt = "./store", storage_option: StorageOpt = []) -> None:
+    """List every step group in the store with its key, size and completion."""
+    from featurestore import GroupReader
+
+    fstore = _store(store, storage_option)
     table = Table(title=f"store {store}")
     for col in ("path", "kind", "samples", "chunks", "arrays", "status", "complete"):
         table.add_column(col)
@@ -487,30 +601,52 @@ def ls(store: Annotated[str, typer.Option(help="store directory or URL")] = "./s
 
 @app.command("export")
 def export_cmd(
-    path: Annotated[str, typer.Argument(help="group path, e.g. features/demo/efficientnet-lite0/<key>")],
-    h5: Annotated[Path, typer.Option("--h5", help="output .h5 file")],
-    store: str = "./store",
+    group: Annotated[str, typer.Argument(help="group: DATASET/ENCODER (features), heads/…, or its full path")],
+    h5: Annotated[
+        Path | None, typer.Option("--h5", help="HDF5 file: the group as stored (`import` reads it back)")
+    ] = None,
+    npz: Annotated[
+        Path | None, typer.Option("--npz", help="NumPy .npz: the group's arrays with its source's labels, row-aligned")
+    ] = None,
+    parquet: Annotated[
+        Path | None, typer.Option("--parquet", help="Parquet: the same rows as --npz, one column per array")
+    ] = None,
+    store: StoreOpt = "./store",
+    storage_option: StorageOpt = [],
 ) -> None:
-    """Export a step group to an HDF5 file."""
-    from featurestore import FeatureStore, GroupReader
+    """Export a step group: HDF5 as stored, or NumPy / Parquet with labels, split, subject and status per row."""
+    from featurestore import GroupReader
     from featurestore.h5 import export_h5
+    from featurestore.selectors import select_group
+    from featurestore.tables import export_npz, export_parquet
 
+    if not (h5 or npz or parquet):
+        _fail(ValueError("name at least one output: --h5, --npz or --parquet"))
     try:
-        export_h5(GroupReader.open(FeatureStore(store), path), h5)
-    except (KeyError, RuntimeError) as err:
+        fstore = _store(store, storage_option)
+        path = select_group(fstore, group, "features").path
+        for out, write in (
+            (h5, lambda o: export_h5(GroupReader.open(fstore, path), o)),
+            (npz, lambda o: export_npz(fstore, path, o)),
+            (parquet, lambda o: export_parquet(fstore, path, o)),
+        ):
+            if out:
+                write(out)
+                console.print(f"wrote {out} ({path})")
+    except (KeyError, RuntimeError, ValueError) as err:
         _fail(err)
-    console.print(f"wrote {h5}")
 
 
 @app.command("import")
 def import_cmd(
-    h5: Annotated[Path, typer.Option("--h5", help="file written by export")], store: str = "./store"
+    h5: Annotated[Path, typer.Option("--h5", help="file written by export --h5")],
+    store: StoreOpt = "./store",
+    storage_option: StorageOpt = [],
 ) -> None:
     """Import an HDF5 export as a step group (same path, same key)."""
-    from featurestore import FeatureStore
     from featurestore.h5 import import_h5
 
-    console.print(f"imported {import_h5(FeatureStore(store), h5)}")
+    console.print(f"imported {import_h5(_store(store, storage_option), h5)}")
 
 
 @app.command()

@@ -20,16 +20,19 @@ import numpy as np
 from pydantic import BaseModel, Field, field_validator
 
 from featurestore import FeatureStore, Step
+from featurestore.selectors import select_group
 from heads.registry import get_head
 from heads.tasks import get_task
 from heads.trainer import KNOBS, TrainConfig
-from stages.head_steps import head_spec, head_step, train_head, uses_archetypes
+from stages.head_steps import head_run, head_spec, head_step, train_head, uses_archetypes
 
 
 class HeadConfig(BaseModel):
     head: str = Field(description="registered head: aura, linear, mlp, or a plugin's")
     task: str = Field(description="fer, va, au, or a plugin's task")
-    features: str = Field(description="feature group path in the store, e.g. features/<dataset>/<encoder>/<key>")
+    features: str = Field(
+        description="feature group: its path (features/<dataset>/<encoder>/<key>) or a selector (<dataset>/<encoder>)"
+    )
     array: str = Field("global", description="feature array: global, patch_proj, blendshapes …")
     options: dict[str, Any] = Field(default_factory=dict, description="the head's options (its config's fields)")
     seeds: list[int] = Field(default_factory=lambda: [0])
@@ -72,8 +75,8 @@ def plan_heads(configs: list[HeadConfig], store: FeatureStore) -> list[PlannedHe
     plan = []
     for h in configs:
         get_head(h.head).check(h.task, h.head_options)
-        if store.open_step(h.features) is None:
-            raise ValueError(f"no feature group at {h.features!r} in {store.url}; `affectflow ls` lists them")
+        # a readable selector (rafdb/open_clip) or the path: the plan names the one complete group
+        h = h.model_copy(update={"features": select_group(store, h.features, "features").path})
         for seed in h.seeds:
             spec = head_spec(
                 h.head,
@@ -117,20 +120,8 @@ def train_one(store: FeatureStore, planned: PlannedHead, device: str | None, pro
         h.folds,
     )
     assert group.key == planned.step.key, "the plan and the step disagree on the key"
-    run = {
-        "head": h.head,
-        "task": h.task,
-        "seed": planned.seed,
-        "test_fold": h.test_fold,
-        "folds": h.folds,
-        "state": state,
-        "path": group.path,
-        "key": group.key,
-        "metrics": metrics,
-        "features": h.features,
-        "uses_archetypes": uses_archetypes(group.meta),
-        "step_seconds": time.perf_counter() - t0,  # the head step: store reads, training, writes
-    }
+    run = head_run(store, group, state, metrics)
+    run["step_seconds"] = time.perf_counter() - t0  # the head step: store reads, training, writes
     if h.report and run["uses_archetypes"]:
         if not store.has_file(group.path, "report.md"):
             from stages.head_reports import write_report  # matplotlib and thumbnails: only for reports
@@ -141,12 +132,13 @@ def train_one(store: FeatureStore, planned: PlannedHead, device: str | None, pro
 
 
 def summarise(runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Test metrics as mean ± std over the seeds of each (head, task, features)."""
+    """Test metrics as mean ± std over the seeds (and k-fold's folds) of each variant of a head:
+    runs whose specs differ only in those."""
     groups: dict[tuple, list[dict]] = {}
     for r in runs:
-        groups.setdefault((r["head"], r["task"], r["features"]), []).append(r)
+        groups.setdefault((r["head"], r["task"], r["features"], r["variant"]), []).append(r)
     out = []
-    for (head, task_name, features), rs in groups.items():
+    for (head, task_name, features, _), rs in groups.items():
         names = [k for k, v in rs[0]["metrics"]["test"].items() if isinstance(v, float)]
         stats = {
             k: (
@@ -155,11 +147,16 @@ def summarise(runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
             )
             for k in names
         }
+        dates = [r["completed_at"] for r in rs if r["completed_at"]]
         out.append(
             {
                 "head": head,
                 "task": task_name,
+                "dataset": rs[0]["dataset"],
                 "features": features,
+                "array": rs[0]["array"],
+                "options": rs[0]["options"],
+                "train": rs[0]["train"],
                 "seeds": sorted({r["seed"] for r in rs}),
                 # k-fold: the test folds pooled into the mean ± std (with the seeds)
                 "folds": sorted({r["test_fold"] for r in rs}) if rs[0]["folds"] else None,
@@ -168,6 +165,8 @@ def summarise(runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
                 "k_stable": [r["metrics"]["k_stable"] for r in rs],
                 "train_seconds": float(np.mean([r["metrics"]["train_seconds"] for r in rs])),
                 "protocol": rs[0]["metrics"]["protocol"],
+                "paths": [r["path"] for r in rs],
+                "completed_at": max(dates) if dates else None,
             }
         )
     return out

@@ -28,7 +28,7 @@ from stages.encoders import EncodedBatch, Encoder, loaded_encoder
 from stages.images import Decoded, decode_image, preprocess_array
 from stages.media import MediaError, is_video, read_frames
 from stages.sources import Manifest
-from stages.sources.labels import EXPRESSIONS
+from stages.sources.labels import EXPRESSIONS, VA_NAMES
 from stages.sources.packed import FrameFiles, frame_locations
 
 SOURCE_STEP_VERSION = 1
@@ -72,6 +72,7 @@ def write_source(store: FeatureStore, manifest: Manifest) -> tuple[StepGroup, st
             "au_annotated": manifest.au_annotated,
             "au_other_names": manifest.au_other,  # the `au_other` columns: codes outside FACS
             "expressions": list(EXPRESSIONS),
+            "va_names": list(VA_NAMES),
         }
         return StepOutput(arrays, meta)
 

@@ -15,7 +15,7 @@ import numpy as np
 import safetensors.torch
 import torch
 
-from featurestore import FeatureStore, GroupReader, Step, StepGroup, StepOutput, StepSpec
+from featurestore import FeatureStore, GroupReader, Step, StepGroup, StepOutput, StepSpec, canonical_json
 from heads.data import TaskData
 from heads.registry import create_head, get_head
 from heads.trainer import TrainConfig, evaluate, fit, predict, seed_everything
@@ -75,6 +75,55 @@ def stored_metrics(store: FeatureStore, path: str) -> dict[str, Any] | None:
     if group is None or not group.is_complete:
         return None
     return json.loads(store.get_file(path, "metrics.json"))
+
+
+def variant(params: dict[str, Any]) -> str:
+    """What makes runs of one head comparable: the spec without the seed (and without the test
+    fold under k-fold, whose folds pool into one mean ± std)."""
+    params = {**params, "train": {k: v for k, v in params["train"].items() if k != "seed"}}
+    if params.get("folds") is not None:
+        params.pop("test_fold")
+    return canonical_json(params)
+
+
+def head_run(
+    store: FeatureStore, group: StepGroup, state: str, metrics: dict[str, Any] | None = None
+) -> dict[str, Any]:
+    """One complete head step as a run record: what training returns, and what ``results`` reads."""
+    meta = group.meta
+    params = meta["spec"]["params"]
+    return {
+        "head": params["head"],
+        "task": params["task"],
+        "seed": params["train"]["seed"],
+        "test_fold": params["test_fold"],
+        "folds": params.get("folds"),
+        "state": state,
+        "path": group.path,
+        "key": group.key,
+        "metrics": metrics or json.loads(store.get_file(group.path, "metrics.json")),
+        "dataset": meta["dataset"],
+        "features": meta["features_path"],
+        "array": params["array"],
+        "options": params["options"],
+        "train": {k: v for k, v in params["train"].items() if k != "seed"},
+        "variant": variant(params),
+        "uses_archetypes": uses_archetypes(meta),
+        "completed_at": meta.get("completed_at"),
+    }
+
+
+def stored_runs(
+    store: FeatureStore, dataset: str | None = None, task: str | None = None, head: str | None = None
+) -> list[dict[str, Any]]:
+    """Every complete head step in the store (optionally of one dataset, task or head) as run records."""
+    runs = []
+    for group in store.list_steps(f"heads/{dataset}" if dataset else "heads"):
+        meta = group.meta
+        if not group.is_complete or (task and meta["task"] != task) or (head and meta["head"] != head):
+            continue
+        runs.append(head_run(store, group, "stored"))
+    return runs
 
 
 def train_head(

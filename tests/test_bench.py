@@ -33,4 +33,4 @@ def test_the_bench_runs_to_its_end(name, tmp_path):
     assert done.returncode == 0, done.stderr[-3000:]
     result = json.loads(next(line for line in done.stdout.splitlines() if line.startswith("{")))
     assert result["machine"]["cpus"] >= 1
-    assert "<!-- bench:" in done.stdout  # its README table was built (printed, not written)
+    assert "<!-- bench:" in done.stdout  # its docs/benchmarks.md table was built (printed, not written)

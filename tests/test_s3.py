@@ -10,9 +10,12 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 import pytest
 import s3fs
+from typer.testing import CliRunner
 
 from featurestore import FeatureStore, GroupReader
 from featurestore.locks import LeaseLock, LeaseLost
+from flows.cli import app
+from stages.sources.labels import EXPRESSIONS
 from tests.conftest import BIN, cli, crash_after_chunks, crashed, free_port, stop, wait_for, write_csv_dataset
 
 pytestmark = pytest.mark.slow
@@ -115,6 +118,9 @@ def test_contenders_for_one_generation_exactly_one_wins(s3, monkeypatch):
 
 def test_extract_kill_resume_and_read_on_s3(s3, tmp_path, prefect_api):
     data = write_csv_dataset(tmp_path / "ds", 64)
+    manifest = (data / "manifest.csv").read_text().splitlines()  # + expressions: a head trains on it below
+    rows = [f"{line},{EXPRESSIONS[i % 7]}" for i, line in enumerate(manifest[1:])]
+    (data / "manifest.csv").write_text("\n".join([manifest[0] + ",expression", *rows]) + "\n")
     url = "s3://affect-bucket/store"
     args = [
         "extract",
@@ -159,3 +165,26 @@ def test_extract_kill_resume_and_read_on_s3(s3, tmp_path, prefect_api):
     # the lease lived on S3, and the finished run released it
     lease = LeaseLock(store.fs, f"affect-bucket/store/.affectflow-locks/{remote.meta['key']}")
     assert lease.holder()["released"] is True
+
+    # every command that opens a store takes the same two store options (in process: same CLI code)
+    s3_store = ["--store", url, "--storage-option", f"endpoint_url={s3}"]
+    invoke = CliRunner().invoke
+    listed = invoke(app, ["ls", *s3_store])
+    assert listed.exit_code == 0 and "features/faces/efficientnet-lite0" in listed.output, listed.output
+    head = ["--task", "fer", "--head", "linear", "--epochs", "5", "--batch-size", "16"]
+    trained = invoke(
+        app, ["train", "--features", "faces/efficientnet", *head, "--json", str(tmp_path / "t.json"), *s3_store]
+    )
+    assert trained.exit_code == 0, trained.output
+    training = json.loads((tmp_path / "t.json").read_text())
+    (summary,), (run,) = training["summary"], training["runs"]
+    assert run["features"] == remote.path  # the selector named the one complete group
+    listed = invoke(app, ["results", "--json", "-", *s3_store])
+    assert listed.exit_code == 0, listed.output
+    (row,) = json.loads(listed.output)
+    assert (row["head"], row["headline"]) == ("linear", "macro_f1")
+    assert row["headline_mean"] == pytest.approx(summary["test"]["macro_f1"][0], abs=1e-12)  # what train printed
+    evaluated = invoke(app, ["evaluate", "faces/linear-fer", "--json", str(tmp_path / "e.json"), *s3_store])
+    assert evaluated.exit_code == 0, evaluated.output
+    (evaluation,) = json.loads((tmp_path / "e.json").read_text())
+    assert evaluation["metrics"]["macro_f1"] == pytest.approx(run["metrics"]["test"]["macro_f1"], abs=1e-6)

@@ -10,7 +10,7 @@ from PIL import Image
 
 from featurestore import SampleStatus
 from stages.sources import SourceError, build_manifest
-from stages.sources.labels import EXPRESSION_INDEX, view_map
+from stages.sources.labels import EXPRESSION_INDEX, expression_view
 
 
 def _jpg(path):
@@ -62,8 +62,9 @@ def test_affectnet_crops_views_and_missing_va(tmp_path):
     assert m.labels["landmarks"].shape == (3, 68, 2) and np.isnan(m.labels["landmarks"][2]).all()
     assert list(m.labels["split"]) == ["train", "train", "val"]
     # 7-class view drops contempt; 8-class keeps it
-    assert view_map("basic7")[EXPRESSION_INDEX["contempt"]] == -1
-    assert view_map("affectnet8")[EXPRESSION_INDEX["contempt"]] == 7
+    assert EXPRESSION_INDEX["contempt"] not in expression_view("basic7") and len(expression_view("basic7")) == 7
+    assert expression_view("affectnet8") == list(range(8))
+    assert expression_view("happy, 6") == [EXPRESSION_INDEX["happiness"], 6]
 
 
 def test_affectnet_bad_header_and_bad_value(tmp_path):

@@ -8,8 +8,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+import affectflow
 from featurestore import FeatureStore, GroupReader
 from flows.extract import DatasetConfig, EncoderConfig, extract_features
+from flows.results import head_results
 from flows.train import HeadConfig, train_heads
 from heads.trainer import predict
 from stages.encoders import create_encoder
@@ -110,6 +112,52 @@ def test_heads_train_by_the_datasets_protocol_and_rerun_is_skipped(blendshapes, 
     assert done["summary"] == again["summary"] and "report" in done["runs"][0]
     more_seeds = [configs[0].model_copy(update={"seeds": [0, 1, 2]})]
     assert not plan_done(plan_heads(more_seeds, fstore), fstore)  # seed 2 is not trained
+
+    # the store's results table: every run, seeds aggregated exactly as training summarised them
+    stored = {(r["head"], r["task"]): r for r in head_results(fstore)}
+    assert set(stored) == {(s["head"], s["task"]) for s in result["summary"]}
+    for s in result["summary"]:
+        row = stored[(s["head"], s["task"])]
+        assert (row["test"], row["seeds"], sorted(row["paths"])) == (s["test"], s["seeds"], sorted(s["paths"]))
+    frame = affectflow.results(fstore, task="fer")
+    assert sorted(frame["head"]) == ["aura", "linear"] and list(frame.loc[frame["head"] == "aura", "runs"]) == [2]
+    assert float(frame.loc[frame["head"] == "aura", "headline_mean"].iloc[0]) == aura_summary["test"]["macro_f1"][0]
+
+
+def test_a_feature_group_as_a_table_with_its_labels_and_its_exports(blendshapes, tmp_path):
+    """One row per sample: the features beside the source's labels, split and subject, and the
+    group's own status; NumPy and Parquet exports hold the same rows."""
+    import pyarrow.parquet as pq
+
+    from featurestore.tables import export_npz, export_parquet
+
+    fstore, features = blendshapes
+    reader = GroupReader.open(fstore, features)
+    source = GroupReader.open(fstore, reader.meta["source_path"])
+    frame = affectflow.table(fstore, "generated/mediapipe", arrays=["blendshapes"])
+    assert len(frame) == reader.step.n_samples and (frame["status"] == "ok").sum() == reader.ok_mask().sum()
+    np.testing.assert_array_equal(frame["expression"], source.numpy("expression"))
+    np.testing.assert_array_equal(frame["subject"], source.numpy("subject"))
+    np.testing.assert_array_equal(frame[["valence", "arousal"]].to_numpy(), source.numpy("va"))
+    au_names = source.meta["au_names"]
+    np.testing.assert_array_equal(frame[au_names].to_numpy(), source.numpy("au"))
+    blend = reader.numpy("blendshapes")
+    np.testing.assert_array_equal(frame[[f"blendshapes_{i}" for i in range(blend.shape[1])]].to_numpy(), blend)
+    with pytest.raises(KeyError, match="no array"):
+        affectflow.arrays(fstore, features, arrays=["global"])
+
+    npz = np.load(export_npz(fstore, features, tmp_path / "g.npz"))
+    np.testing.assert_array_equal(npz["blendshapes"], blend)
+    np.testing.assert_array_equal(npz["split"], source.numpy("split"))
+    parquet = pq.read_table(export_parquet(fstore, features, tmp_path / "g.parquet"))
+    assert (
+        parquet.num_rows == len(blend)
+        and json.loads(parquet.schema.metadata[b"affectflow"])["affectflow_path"] == features
+    )
+    np.testing.assert_array_equal(
+        np.stack(parquet.column("blendshapes").to_numpy(zero_copy_only=False)), blend.astype(np.float32)
+    )
+    assert list(parquet.column("status").to_pylist()) == list(frame["status"])
 
 
 def test_evaluate_rebuilds_the_split_and_matches_the_stored_test_metrics(blendshapes, tmp_path):

@@ -21,6 +21,7 @@ EXPRESSIONS: tuple[str, ...] = (
     "contempt",
 )
 EXPRESSION_INDEX = {name: i for i, name in enumerate(EXPRESSIONS)}
+VA_NAMES: tuple[str, ...] = ("valence", "arousal")  # the ``va`` array's two columns
 MISSING = -1
 
 # RAF-DB basic: 1..7 = Surprise, Fear, Disgust, Happiness, Sadness, Anger, Neutral.
@@ -101,9 +102,17 @@ def expression_from_name(name: str) -> int:
     return EXPRESSION_INDEX[canonical]
 
 
-def view_map(view: str) -> list[int]:
-    """Canonical index → index inside ``view`` (−1 where the view drops the class)."""
-    if view not in EXPRESSION_VIEWS:
-        raise ValueError(f"unknown expression view {view!r}; known: {sorted(EXPRESSION_VIEWS)}")
-    names = EXPRESSION_VIEWS[view]
-    return [names.index(n) if n in names else MISSING for n in EXPRESSIONS]
+def expression_view(view: str | None) -> list[int] | None:
+    """The canonical expression indices a head uses: a named view (``basic7``, ``affectnet8``), a
+    comma-separated list of class names or canonical indices, or None (every class the data has)."""
+    if view is None:
+        return None
+    if view in EXPRESSION_VIEWS:
+        return [EXPRESSION_INDEX[name] for name in EXPRESSION_VIEWS[view]]
+    indices = []
+    for part in (p.strip() for p in view.split(",")):
+        index = int(part) if part.isdigit() else expression_from_name(part)
+        if not 0 <= index < len(EXPRESSIONS):
+            raise ValueError(f"expression index {index} outside 0–{len(EXPRESSIONS) - 1} ({', '.join(EXPRESSIONS)})")
+        indices.append(index)
+    return indices

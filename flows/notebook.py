@@ -1,0 +1,63 @@
+"""The store from a notebook: a feature group as a table with its labels, and the head runs.
+
+Each function takes the store as a URL (with ``storage_options``) or an open ``FeatureStore``, and
+a group as a selector (``rafdb/open_clip``: the only complete match) or its full path::
+
+    import affectflow
+    df = affectflow.table("./store", "generated/efficientnet-lite0", arrays=["global"])
+    ok = df[df.status == "ok"]                 # features global_0 … global_1279, expression, split, subject …
+    runs = affectflow.results("./store", task="fer")   # one row per head variant, mean ± std over seeds
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from featurestore import FeatureStore
+from featurestore.selectors import select_group
+from featurestore.tables import aligned_arrays
+from featurestore.tables import table as group_table
+from flows.results import head_results, results_frame
+
+
+def _open(store: str | FeatureStore, storage_options: dict[str, Any] | None) -> FeatureStore:
+    return store if isinstance(store, FeatureStore) else FeatureStore(store, storage_options or {})
+
+
+def arrays(
+    store: str | FeatureStore,
+    group: str,
+    arrays: list[str] | None = None,
+    storage_options: dict[str, Any] | None = None,
+    folder: str = "features",
+) -> dict[str, np.ndarray]:
+    """The group's arrays (``arrays``, or all) and its source's labels, split, subject, path, row-aligned;
+    ``status`` as text (``ok``, ``no_face`` …)."""
+    fstore = _open(store, storage_options)
+    return aligned_arrays(fstore, select_group(fstore, group, folder).path, arrays)
+
+
+def table(
+    store: str | FeatureStore,
+    group: str,
+    arrays: list[str] | None = None,
+    storage_options: dict[str, Any] | None = None,
+    folder: str = "features",
+):
+    """The same rows as :func:`arrays` as a pandas DataFrame: a vector array is one column per
+    component (``AU1`` …, ``valence``/``arousal``, ``global_0`` …), higher-dimensional ones a column of arrays."""
+    fstore = _open(store, storage_options)
+    return group_table(fstore, select_group(fstore, group, folder).path, arrays)
+
+
+def results(
+    store: str | FeatureStore = "./store",
+    dataset: str | None = None,
+    task: str | None = None,
+    head: str | None = None,
+    storage_options: dict[str, Any] | None = None,
+):
+    """Every head run in the store as a pandas DataFrame (what ``affectflow results`` prints)."""
+    return results_frame(head_results(_open(store, storage_options), dataset=dataset, task=task, head=head))
