@@ -267,8 +267,9 @@ def _demo_heads(fstore) -> None:
     store = fstore.url
     result = train_heads_here(demo_head_configs(fstore), store=store, storage_options=fstore.storage_options)
     for run in result["runs"]:
-        if "report" in run:
-            console.print(run["report"])
+        for key in ("report", "graph_report"):
+            if key in run:
+                console.print(run[key])
     _print_training(result, store)
 
 
@@ -336,13 +337,14 @@ def train(
     ] = None,
     report: Annotated[bool, typer.Option(help="write the interpretability report of archetype heads")] = True,
     test_fold: Annotated[
-        int | None,
+        list[int],
         typer.Option(
             "--test-fold",
             "--fold",
-            help="the test fold (DISFA/BP4D's own, or of --folds) [default: 1, or every fold with --folds]",
+            help="test fold(s), repeatable: DISFA/BP4D's own or of --folds; the folds pool into mean ± std "
+            "[default: 1, or every fold with --folds]",
         ),
-    ] = None,
+    ] = [],
     folds: Annotated[
         int | None,
         typer.Option(
@@ -388,7 +390,7 @@ def train(
                 options=_head_options(options, h, head),
             )
             for h in head
-            for fold in ([test_fold] if test_fold is not None else range(1, folds + 1) if folds else [1])
+            for fold in (test_fold or (range(1, folds + 1) if folds else [1]))
         ]
         result = train_heads_here(
             configs, store=store, storage_options=_options(storage_option, "--storage-option"), device=device
@@ -421,6 +423,8 @@ def _print_training(result: dict, store: str) -> None:
     for run in result["runs"]:
         if "report" in run:
             console.print(f"report: {store}/{run['path']}/report.md (+ nearest-*.png, map.png, audit.csv)")
+        if "graph_report" in run:
+            console.print(f"graphs: {store}/{run['path']}/graph.md (+ graph-au_expression.png, graph-au_au.png, *.csv)")
 
 
 @app.command()

@@ -76,4 +76,6 @@ def demo_heads_plan(fstore: FeatureStore, dataset: str = "generated") -> list[di
     plan += [
         {"head": head, "task": "au", "features": image, "array": "global", "options": {}} for head in ("linear", "mlp")
     ]
+    # CausalAffect's AU → expression graph on the blendshapes, whose AU rule the generator knows
+    plan.append({"head": "causal", "task": "au_fer", "features": faces, "array": "blendshapes", "options": {}})
     return plan

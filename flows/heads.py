@@ -128,6 +128,8 @@ def train_one(store: FeatureStore, planned: PlannedHead, device: str | None, pro
 
             write_report(store, group.path)
         run["report"] = store.get_file(group.path, "report.md").decode()
+    if store.has_file(group.path, "graph.md"):  # a graph head: its strongest edges per target
+        run["graph_report"] = store.get_file(group.path, "graph.md").decode()
     return run
 
 
@@ -148,6 +150,8 @@ def summarise(runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
             for k in names
         }
         dates = [r["completed_at"] for r in rs if r["completed_at"]]
+        # several test folds (k-fold, DISFA/BP4D's own) pool into the mean ± std with the seeds
+        test_folds = sorted({r["test_fold"] for r in rs})
         out.append(
             {
                 "head": head,
@@ -158,8 +162,7 @@ def summarise(runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
                 "options": rs[0]["options"],
                 "train": rs[0]["train"],
                 "seeds": sorted({r["seed"] for r in rs}),
-                # k-fold: the test folds pooled into the mean ± std (with the seeds)
-                "folds": sorted({r["test_fold"] for r in rs}) if rs[0]["folds"] else None,
+                "folds": test_folds if len(test_folds) > 1 or rs[0]["folds"] else None,
                 "headline": get_task(task_name).headline,
                 "test": stats,
                 "k_stable": [r["metrics"]["k_stable"] for r in rs],

@@ -37,3 +37,8 @@ class Head(nn.Module):
         """After training: keep the archetypes the training set (``x``, ``y``) uses; K_stable per output
         space (None: no codebook)."""
         return None
+
+    def graphs(self) -> dict[str, torch.Tensor]:
+        """The global graphs the head learns (name → matrix, sources as rows; heads/graph_report.py
+        names them): CausalAffect's ``au_au`` and ``au_expression``; most heads have none."""
+        return {}

@@ -54,3 +54,31 @@ def au_branch_losses(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor
     keep = labels >= 0
     bce = F.binary_cross_entropy_with_logits(logits, labels.clamp(min=0).float(), reduction="none")
     return (bce * keep).sum(-1) / keep.sum(-1).clamp(min=1)
+
+
+def rbf_gram(x: torch.Tensor) -> torch.Tensor:
+    """RBF kernel matrices exp(−‖xᵢ − xⱼ‖² / σ²) of samples ``x`` (..., n, d), one per leading index,
+    σ² by the median heuristic: the median of the pairwise squared distances i < j (not
+    differentiated: the bandwidth is a choice of scale, not a parameter)."""
+    sq = torch.cdist(x, x).square()
+    upper = torch.triu_indices(x.shape[-2], x.shape[-2], 1, device=x.device)
+    sigma2 = sq.detach()[..., upper[0], upper[1]].median(dim=-1).values.clamp(min=1e-6)
+    return torch.exp(-sq / sigma2[..., None, None])
+
+
+def centred(gram: torch.Tensor) -> torch.Tensor:
+    """H K H with H = I − 11ᵀ/n: the kernel matrix with row and column means removed."""
+    return gram - gram.mean(-1, keepdim=True) - gram.mean(-2, keepdim=True) + gram.mean((-2, -1), keepdim=True)
+
+
+def hsic(gram_x: torch.Tensor, gram_y: torch.Tensor) -> torch.Tensor:
+    """The biased empirical HSIC tr(K H L H) / (n − 1)² of kernel matrices K, L (..., n, n).
+    tr(K H L H) = Σᵢⱼ (HKH)ᵢⱼ Lⱼᵢ, so one centred matrix and an elementwise product give it in O(n²)."""
+    n = gram_x.shape[-1]
+    return (centred(gram_x) * gram_y.transpose(-2, -1)).sum((-2, -1)) / (n - 1) ** 2
+
+
+def dag_penalty(w: torch.Tensor) -> torch.Tensor:
+    """NOTEARS' acyclicity measure h(W) = tr(exp(W ∘ W)) − d: zero exactly when the weighted graph
+    ``w`` (d × d) has no directed cycle, positive otherwise; ∇h = exp(W ∘ W)ᵀ ∘ 2W."""
+    return torch.linalg.matrix_exp(w * w).diagonal().sum() - w.shape[-1]

@@ -71,3 +71,23 @@ def va_metrics(pred: np.ndarray, target: np.ndarray) -> dict[str, float]:
             float(np.sqrt(np.mean((pred[keep, d] - target[keep, d]) ** 2))) if keep.any() else float("nan")
         )
     return out
+
+
+def graph_metrics(estimate: np.ndarray, truth: np.ndarray, threshold: float = 0.0) -> dict[str, float]:
+    """A learned signed graph against a known one (both d × d, entry [i, j] the edge i → j): edges are
+    the entries with |w| > ``threshold``. SHD counts the edge additions, deletions and reversals that
+    turn one skeleton into the other (a reversal once, as in NOTEARS / DAGMA's ``count_accuracy``);
+    signed precision / recall count an edge correct only where it exists in both with the same sign."""
+    est = np.sign(np.where(np.abs(estimate) > threshold, estimate, 0.0))
+    true = np.sign(np.where(np.abs(truth) > threshold, truth, 0.0))
+    e, t = est != 0, true != 0
+    skeleton_e, skeleton_t = np.tril(e | e.T, -1), np.tril(t | t.T, -1)
+    reversed_ = e & ~t & t.T  # an estimated edge whose reverse is the true one
+    shd = int((skeleton_e & ~skeleton_t).sum() + (skeleton_t & ~skeleton_e).sum() + reversed_.sum())
+    correct = int(((est == true) & e).sum())
+    return {
+        "shd": float(shd),
+        "signed_precision": correct / max(int(e.sum()), 1),
+        "signed_recall": correct / max(int(t.sum()), 1),
+        "edges": float(e.sum()),
+    }

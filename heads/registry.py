@@ -27,8 +27,9 @@ from heads.base import Head
 from heads.tasks import get_task
 
 PLUGIN_GROUP = "affectflow.heads"
-# Fields of a head's config that the head step fills in itself, never given as options.
-FIXED_FIELDS = ("task", "in_dim", "n_outputs")
+# Fields of a head's config that the head step fills in itself, never given as options
+# (``label_names``: the task's output names, for heads whose structure follows them).
+FIXED_FIELDS = ("task", "in_dim", "n_outputs", "label_names")
 
 
 @dataclass(frozen=True)
@@ -58,10 +59,12 @@ class HeadEntry:
         """``options`` over what the training ``preset`` sets for this head (the user's win)."""
         return {**self.presets.get(preset, {}), **options}
 
-    def make_config(self, task: str, in_dim: int, n_outputs: int, options: dict[str, Any]) -> Any:
+    def make_config(
+        self, task: str, in_dim: int, n_outputs: int, options: dict[str, Any], label_names: tuple[str, ...] = ()
+    ) -> Any:
         """The head's config from user options, refusing names it does not have."""
         self.check(task, options)
-        fixed = {"task": task, "in_dim": in_dim, "n_outputs": n_outputs}
+        fixed = {"task": task, "in_dim": in_dim, "n_outputs": n_outputs, "label_names": tuple(label_names)}
         fields = {f.name for f in dataclasses.fields(self.config)}
         try:
             return self.config(**{k: v for k, v in fixed.items() if k in fields}, **options)
@@ -119,10 +122,19 @@ def list_heads() -> list[str]:
     return sorted(HEADS)
 
 
-def create_head(name: str, task: str, in_dim: int, n_outputs: int, n_patches: int = 0, **options: Any) -> Head:
-    """Build head ``name`` for ``task`` on ``in_dim``-wide inputs (``n_patches`` tokens when patched)."""
+def create_head(
+    name: str,
+    task: str,
+    in_dim: int,
+    n_outputs: int,
+    n_patches: int = 0,
+    label_names: tuple[str, ...] = (),
+    **options: Any,
+) -> Head:
+    """Build head ``name`` for ``task`` on ``in_dim``-wide inputs (``n_patches`` tokens when patched;
+    ``label_names``: the outputs' names)."""
     entry = get_head(name)
-    config = entry.make_config(task, in_dim, n_outputs, options)
+    config = entry.make_config(task, in_dim, n_outputs, options, label_names)
     if "patch" not in entry.inputs:
         if n_patches:
             raise ValueError(f"head {name!r} reads {', '.join(entry.inputs)} features, not patch tokens")

@@ -11,6 +11,7 @@ producing one value. Archetype heads build one codebook per output space ("branc
 
 from __future__ import annotations
 
+import re
 from abc import ABC, abstractmethod
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -377,3 +378,61 @@ class ActionUnits(Task):
 
     def score01(self, out):
         return torch.sigmoid(out)
+
+
+@register_task
+class ActionUnitsAndExpression(Task):
+    """AU occurrence and the basic expression together (CausalAffect's graph heads): outputs are the
+    M AU logits then the C expression logits; labels (B, M + 1) are the AUs (1/0, −1 missing) then
+    the expression index (−1 missing). A sample counts when it has any label: datasets that code
+    only AUs or only expressions train one head together, each loss on what is labelled."""
+
+    name = "au_fer"
+    headline = "joint_f1"
+
+    def labels(self, source: LabelSource, expressions: list[int] | None = None) -> Labels:
+        has_au = "au" in source.names()
+        has_expression = "expression" in source.names()
+        if not (has_au or has_expression):
+            raise ValueError(f"{source.path} has neither AU nor expression labels")
+        if has_au:
+            aus = ActionUnits().labels(source)
+        else:
+            n = source.numpy("path").shape[0]
+            aus = Labels(np.zeros((n, 0), np.int64), np.zeros(n, bool), [])
+        expression = Expression().labels(source, expressions)
+        y = np.concatenate([aus.y, expression.y[:, None]], axis=1)
+        return Labels(y, aus.labelled | expression.labelled, [*aus.names, *expression.names])
+
+    @staticmethod
+    def split(n_outputs: int, target_width: int) -> tuple[int, int]:
+        """(M AUs, C classes) from the outputs' and the labels' widths (M + C and M + 1)."""
+        m = target_width - 1
+        return m, n_outputs - m
+
+    @staticmethod
+    def n_aus(names: list[str] | tuple[str, ...]) -> int:
+        """How many of the outputs' names are AUs (they come first; FACS names are ``AU<n>``)."""
+        return sum(1 for name in names if re.fullmatch(r"AU\d+", name))
+
+    def loss(self, out, target, weights, alpha=1.0):
+        m = target.shape[1] - 1
+        return au_loss(out[:, :m], target[:, :m]) + expression_loss(out[:, m:], target[:, m], weights)
+
+    def branch_loss(self, out, target, weights, alpha=1.0):
+        raise TypeError("au_fer has no archetype branches")
+
+    def class_weights(self, y_train, n_outputs):
+        m, c = self.split(n_outputs, y_train.shape[1])
+        return class_weights(y_train[:, m], c)
+
+    def metrics(self, outputs, target, names):
+        m, c = self.split(outputs.shape[1], target.shape[1])
+        au = au_metrics((outputs[:, :m] > 0).astype(int), target[:, :m], names[:m]) if m else {"mean_f1": float("nan")}
+        expression = expression_metrics(outputs[:, m:].argmax(-1), target[:, m], c, names[m:] if names else None)
+        scores = [v for v in (au["mean_f1"], expression["macro_f1"]) if np.isfinite(v)]
+        return {**au, **expression, "joint_f1": float(np.mean(scores)) if scores else float("nan")}
+
+    def answer(self, outputs, names):
+        m = self.n_aus(names)
+        return {**ActionUnits().answer(outputs[:m], names[:m]), **Expression().answer(outputs[m:], names[m:])}

@@ -17,7 +17,9 @@ import torch
 
 from featurestore import FeatureStore, GroupReader, Step, StepGroup, StepOutput, StepSpec, canonical_json
 from heads.data import TaskData
+from heads.graph_report import graph_files
 from heads.registry import create_head, get_head
+from heads.tasks import get_task
 from heads.trainer import TrainConfig, evaluate, fit, predict, seed_everything
 from stages.head_data import load_task_data
 
@@ -78,11 +80,11 @@ def stored_metrics(store: FeatureStore, path: str) -> dict[str, Any] | None:
 
 
 def variant(params: dict[str, Any]) -> str:
-    """What makes runs of one head comparable: the spec without the seed (and without the test
-    fold under k-fold, whose folds pool into one mean ± std)."""
-    params = {**params, "train": {k: v for k, v in params["train"].items() if k != "seed"}}
-    if params.get("folds") is not None:
-        params.pop("test_fold")
+    """What makes runs of one head comparable: the spec without the seed and the test fold. Runs
+    that differ only in those are seeds and folds of one protocol (DISFA's and BP4D's three folds,
+    k-fold's k), pooled into one mean ± std."""
+    params = {k: v for k, v in params.items() if k != "test_fold"}
+    params["train"] = {k: v for k, v in params["train"].items() if k != "seed"}
     return canonical_json(params)
 
 
@@ -149,7 +151,9 @@ def train_head(
         n_patches = x_train.shape[1] if x_train.ndim == 3 else 0
         seed_everything(train.seed)  # the initial weights too: a key always gives the same head
         try:
-            model = create_head(head, task, int(x_train.shape[-1]), data.n_outputs, n_patches, **options)
+            model = create_head(
+                head, task, int(x_train.shape[-1]), data.n_outputs, n_patches, tuple(data.label_names), **options
+            )
         except ValueError as err:
             raise ValueError(f"{head} on {features_path} [{array}]: {err}") from None
         result = fit(model, task, (x_train, data.y["train"]), (data.x["val"], data.y["val"]), data.n_outputs, train)
@@ -191,6 +195,11 @@ def train_head(
             "config.json": json.dumps(config, indent=1).encode(),
             "metrics.json": json.dumps(metrics, indent=1).encode(),
         }
+        if graphs := {name: g.cpu().numpy() for name, g in model.graphs().items()}:
+            m = get_task(task).n_aus(data.label_names)
+            names, y_train = data.label_names, data.y["train"].numpy()
+            files.update(graph_files(graphs, names[:m], names[m:], y_train[:, :m]))
+            meta["graphs"] = sorted(graphs)
         return StepOutput(arrays, meta, files)
 
     group, state = store.run_step(step, fit_head)
@@ -211,7 +220,13 @@ def load_head(store: FeatureStore, path: str) -> tuple[torch.nn.Module, dict[str
     config = json.loads(store.get_file(path, "config.json"))
     get_head(config["head"], module=config.get("module"))
     model = create_head(
-        config["head"], config["task"], config["in_dim"], config["n_outputs"], config["n_patches"], **config["options"]
+        config["head"],
+        config["task"],
+        config["in_dim"],
+        config["n_outputs"],
+        config["n_patches"],
+        tuple(config["labels"]),
+        **config["options"],
     )
     model.load_state_dict(safetensors.torch.load(store.get_file(path, "model.safetensors")))
     return model.eval(), config

@@ -1,0 +1,262 @@
+"""CausalAffect: signed AU→AU and AU→expression causal graphs over disentangled AU features.
+
+From a cached image feature z (standardised), one small head per AU gives an AU feature fᵢ
+(``feature_dim``, 64) and a base logit a⁰ᵢ. The graph stage then predicts:
+
+* **GC**, the global graph: signed edge weights W_AA (M × M, zero diagonal; [j, i] is AU j → AU i)
+  and W_AE (M × C; [i, c] is AU i → class c), initialised in ±``init_range``, both signs allowed.
+  AU logits aᵢ = a⁰ᵢ + Σⱼ σ(a⁰ⱼ) W_AA[j, i]; expression logits e_c = g Σᵢ σ(aᵢ) W_AE[i, c] + b_c,
+  g > 0 a learned gain (starting at ``expression_gain``; exported graphs are g · W_AE).
+* **SAC**, the sample-adaptive graph: ``sac_layers`` layers of signed multi-head attention
+  (``sac_heads``) over the AU features, whose scores tanh(q·k/√d) ∈ [−1, 1] are per-sample signed
+  edges (a token never attends to itself); the last layer's mean over heads S (B × M × M) adds
+  s_A Σⱼ S[i, j] σ(a⁰ⱼ) to aᵢ. For AU→expression, learned expression prototypes (``feature_dim``)
+  are the queries: edges E = tanh(P·K(t)/√d) (B × C × M), and class c adds
+  ⟨P_c, Σᵢ E[c, i] σ(aᵢ) V(tᵢ) / M⟩ / √d. With both GC and SAC off (the ablation's backbone), a
+  linear readout of the AU features gives the expression logits.
+* **Dis**, disentanglement by HSIC (RBF kernels, median-heuristic bandwidth, tr(KHLH)/(n − 1)²):
+  λ_IB · mean HSIC(fᵢ, z) (an information bottleneck), − λ_align · mean HSIC(fᵢ, yᵢ) with yᵢ the AU's
+  label, or its pseudo-label 1[σ(a⁰ᵢ) > ½] where unlabelled (a delta kernel on labels), and
+  λ_dec · mean_{i≠j} HSIC(fᵢ, fⱼ), on the first ``hsic_samples`` (128) of each shuffled batch.
+* **DAG**, the soft acyclicity penalty λ_DAG · h(W_AA), h(W) = tr(exp(W ∘ W)) − M: reciprocal pairs
+  are discouraged, not forbidden.
+* **CF**, counterfactual intervention: per batch, a source AU s and ε ~ N(0, σ²) per sample. The
+  intervention adds ε to f_s and g_t W_AA[s, t] ε to every other fₜ, where the gate
+  g_t = sigmoid(γ (|W_AA[s, t]| − τ)) says how much of an edge s → t there is; the graph stage runs
+  again on the intervened features. A consistency loss Σₜ (1 − g_t) Δₜ² keeps targets unchanged
+  where the gate says "no edge", a discrepancy loss Σₜ g_t max(0, m − |Δₜ|) makes them move by the
+  margin where it says "edge", both on the AU logits and on the SAC tokens (‖Δ‖/√d), λ 0.5 each.
+
+Every module is a switch of :class:`CausalConfig` (``use_dis``, ``use_gc``, ``use_sac``, ``use_cf``,
+``use_dag``), so the paper's ablation is one sweep. Losses are taken only on labelled entries: AU
+BCE on labelled (sample, AU) pairs, class-weighted expression CE where an expression is labelled.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from heads.base import Head
+from heads.losses import au_loss, centred, dag_penalty, expression_loss, hsic, rbf_gram
+from heads.registry import register_head
+from heads.standardise import InputNorm
+from heads.tasks import Task, get_task
+
+
+@dataclass
+class CausalConfig:
+    task: str = "au_fer"
+    in_dim: int = 0
+    n_outputs: int = 0
+    label_names: tuple[str, ...] = ()  # the AU names, then the classes (filled in by the head step)
+    feature_dim: int = 64
+    use_dis: bool = True
+    use_gc: bool = True
+    use_sac: bool = True
+    use_cf: bool = True
+    use_dag: bool = True
+    init_range: float = 0.01
+    expression_gain: float = 10.0  # initial g in e = g · σ(a) W_AE (learned, kept positive)
+    lambda_ib: float = 1.0
+    lambda_align: float = 1.0
+    lambda_decorrelate: float = 0.2
+    hsic_samples: int = 128  # Dis's HSIC on the first n of each shuffled batch (0: all; O(n²) per AU)
+    lambda_dag: float = 0.5
+    sac_heads: int = 8
+    sac_layers: int = 2
+    cf_sigma: float = 0.2
+    cf_gamma: float = 10.0
+    cf_threshold: float = 0.1  # τ: the edge strength where the gate is half open (the paper leaves it open)
+    cf_margin: float = 1.0
+    lambda_consist: float = 0.5
+    lambda_discrep: float = 0.5
+
+
+def intervene(
+    features: torch.Tensor, source: int, eps: torch.Tensor, gate: torch.Tensor, weight: torch.Tensor
+) -> torch.Tensor:
+    """AU features (B, M, d) after adding ``eps`` (B, d) to the source AU's and ``gate[t] · weight[t]
+    · eps`` to every other AU t's: the intervention reaches a target only through its gated edge."""
+    push = torch.where(torch.arange(features.shape[1], device=features.device) == source, 1.0, gate * weight)
+    return features + push[None, :, None] * eps[:, None, :]
+
+
+class SignedAttention(nn.Module):
+    """Multi-head self-attention whose scores are signed, tanh(q·k/√d) ∈ [−1, 1] instead of a softmax,
+    so a source AU can excite (+) or inhibit (−) a target; the diagonal is zero (no self-edges)."""
+
+    def __init__(self, dim: int, heads: int):
+        super().__init__()
+        if dim % heads:
+            raise ValueError(f"feature_dim {dim} is not a multiple of sac_heads {heads}")
+        self.heads = heads
+        self.qkv = nn.Linear(dim, 3 * dim)
+        self.out = nn.Linear(dim, dim)
+        self.norm = nn.LayerNorm(dim)
+
+    def forward(self, tokens: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(tokens after the layer, edges (B, M, M) [target, source] averaged over heads)."""
+        b, m, d = tokens.shape
+        q, k, v = self.qkv(tokens).reshape(b, m, 3, self.heads, d // self.heads).permute(2, 0, 3, 1, 4)
+        off_diagonal = 1.0 - torch.eye(m, device=tokens.device)
+        scores = torch.tanh(q @ k.transpose(-2, -1) / math.sqrt(d // self.heads)) * off_diagonal
+        mixed = (scores @ v) / max(m - 1, 1)  # a signed sum over the other tokens, scaled to a mean
+        tokens = self.norm(tokens + self.out(mixed.transpose(1, 2).reshape(b, m, d)))
+        return tokens, scores.mean(1)
+
+
+class CausalHead(Head):
+    def __init__(self, task: Task | str, in_dim: int, n_outputs: int, config: CausalConfig):
+        super().__init__()
+        self.task, self.config = get_task(task), config
+        self.m = self.task.n_aus(config.label_names)
+        self.c = n_outputs - self.m
+        if self.m < 2 or self.c < 2:
+            raise ValueError(f"a causal graph needs ≥ 2 AUs and ≥ 2 classes; the labels have {self.m} and {self.c}")
+        m, c, d = self.m, self.c, config.feature_dim
+        self.norm = InputNorm(in_dim)
+        # Dis: one small head per AU, stacked into one batched product
+        self.au_in = nn.Parameter(torch.randn(m, in_dim, d) / math.sqrt(in_dim))
+        self.au_in_bias = nn.Parameter(torch.zeros(m, d))
+        self.au_out = nn.Parameter(torch.randn(m, d) / math.sqrt(d))
+        self.au_out_bias = nn.Parameter(torch.zeros(m))
+        r = config.init_range
+        self.w_aa = nn.Parameter(torch.empty(m, m).uniform_(-r, r))
+        self.w_ae = nn.Parameter(torch.empty(m, c).uniform_(-r, r))
+        # W_AE starts at ±0.01 (the paper's initialisation): a positive learned gain, in log form so
+        # its sign never flips an edge's, lets the expression logits reach useful sizes in the few
+        # hundred steps a small dataset gives, without changing which edges are strong
+        self.expression_log_gain = nn.Parameter(torch.tensor(math.log(config.expression_gain)))
+        self.register_buffer("off_diagonal", 1.0 - torch.eye(m))
+        self.sac = nn.ModuleList(SignedAttention(d, config.sac_heads) for _ in range(config.sac_layers))
+        self.sac_scale = nn.Parameter(torch.zeros(()))  # SAC's AU→AU messages start silent
+        self.prototypes = nn.Parameter(torch.randn(c, d) / math.sqrt(d))
+        self.proto_key = nn.Linear(d, d)
+        self.proto_value = nn.Linear(d, d)
+        self.expression_bias = nn.Parameter(torch.zeros(c))
+        # the backbone row of the ablation: no graph at all, the AU features read out linearly
+        self.readout = nn.Linear(m * d, c) if not (config.use_gc or config.use_sac) else None
+
+    # -- the graph ---------------------------------------------------------------------------------
+    @property
+    def au_expression_graph(self) -> torch.Tensor:
+        """g · W_AE: [i, c] is the signed edge AU i → class c, in logits of c per unit of AU i's probability."""
+        return self.expression_log_gain.exp() * self.w_ae
+
+    @property
+    def au_graph(self) -> torch.Tensor:
+        """W_AA with its diagonal held at zero: [j, i] is the signed edge AU j → AU i."""
+        return self.w_aa * self.off_diagonal
+
+    def au_features(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(standardised input z (B, D), AU features f (B, M, d))."""
+        z = self.norm(x)
+        return z, F.gelu(torch.einsum("bd,mdk->bmk", z, self.au_in) + self.au_in_bias)
+
+    def graph_stage(self, f: torch.Tensor) -> dict[str, torch.Tensor]:
+        """AU features → base and final AU logits, expression logits, SAC tokens and edges."""
+        cfg = self.config
+        a0 = (f * self.au_out).sum(-1) + self.au_out_bias
+        p0 = torch.sigmoid(a0)
+        a, tokens, edges_aa = a0, f, None
+        if cfg.use_sac:
+            for layer in self.sac:
+                tokens, edges_aa = layer(tokens)
+            a = a + self.sac_scale * torch.einsum("bij,bj->bi", edges_aa, p0)
+        if cfg.use_gc:
+            a = a + p0 @ self.au_graph
+        p = torch.sigmoid(a)
+        e = self.expression_bias.expand(a.shape[0], -1)
+        edges_ae = None
+        if cfg.use_gc:
+            e = e + p @ self.au_expression_graph
+        if cfg.use_sac:
+            d = f.shape[-1]
+            edges_ae = torch.tanh(torch.einsum("cd,bmd->bcm", self.prototypes, self.proto_key(tokens)) / math.sqrt(d))
+            context = torch.einsum("bcm,bm,bmd->bcd", edges_ae, p, self.proto_value(tokens)) / self.m
+            e = e + torch.einsum("bcd,cd->bc", context, self.prototypes) / math.sqrt(d)
+        if self.readout is not None:
+            e = e + self.readout(f.flatten(1))
+        return {"a0": a0, "au": a, "expression": e, "tokens": tokens, "edges_aa": edges_aa, "edges_ae": edges_ae}
+
+    def predict(self, x: torch.Tensor) -> tuple[torch.Tensor, None]:
+        out = self.graph_stage(self.au_features(x)[1])
+        return torch.cat([out["au"], out["expression"]], 1), None
+
+    @torch.no_grad()
+    def sample_graphs(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Per-sample signed edges: ``au_au`` (B, M, M) [target, source] and ``au_expression``
+        (B, C, M) [class, AU] from SAC (None where it is off)."""
+        out = self.graph_stage(self.au_features(x)[1])
+        return {"au_au": out["edges_aa"], "au_expression": out["edges_ae"]}
+
+    # -- training ----------------------------------------------------------------------------------
+    def losses(
+        self, x: torch.Tensor, target: torch.Tensor, class_weights: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, dict[str, float]]:
+        cfg = self.config
+        z, f = self.au_features(x)
+        out = self.graph_stage(f)
+        au_target, expression_target = target[:, : self.m], target[:, self.m]
+        parts = {
+            "au": au_loss(out["au"], au_target),
+            "expression": expression_loss(out["expression"], expression_target, class_weights),
+        }
+        if cfg.use_dis and x.shape[0] > 2:
+            parts.update(self.disentanglement(z, f, out["a0"], au_target))
+        if cfg.use_dag and cfg.use_gc:
+            parts["dag"] = cfg.lambda_dag * dag_penalty(self.au_graph)
+        if cfg.use_cf and cfg.use_gc:
+            parts.update(self.counterfactual(f, out))
+        total = sum(parts.values())
+        return total, {k: float(v.detach()) for k, v in parts.items()}
+
+    def disentanglement(
+        self, z: torch.Tensor, f: torch.Tensor, a0: torch.Tensor, au_target: torch.Tensor
+    ) -> dict[str, torch.Tensor]:
+        cfg = self.config
+        if cfg.hsic_samples:  # the batch is shuffled: its first n are a random subset
+            z, f, a0, au_target = (t[: cfg.hsic_samples] for t in (z, f, a0, au_target))
+        n = z.shape[0]
+        k_f = rbf_gram(f.transpose(0, 1))  # (M, n, n)
+        k_z = rbf_gram(z)
+        pseudo = (a0.detach() > 0).long()
+        label = torch.where(au_target >= 0, au_target, pseudo).T.float()  # (M, n)
+        k_y = (label[:, :, None] == label[:, None, :]).float()  # a delta kernel on the AU's label
+        # every pair's HSIC at once: ⟨HKᵢH, Kⱼ⟩ / (n − 1)², one (M × n²) · (n² × M) product
+        pairwise = centred(k_f).flatten(1) @ k_f.flatten(1).T / (n - 1) ** 2
+        return {
+            "hsic_ib": cfg.lambda_ib * hsic(k_f, k_z[None]).mean(),
+            "hsic_align": -cfg.lambda_align * hsic(k_f, k_y).mean(),
+            "hsic_decorrelate": cfg.lambda_decorrelate * pairwise[self.off_diagonal.bool()].mean(),
+        }
+
+    def counterfactual(self, f: torch.Tensor, out: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        cfg = self.config
+        source = int(torch.randint(self.m, (1,)))
+        eps = torch.randn(f.shape[0], f.shape[-1], device=f.device) * cfg.cf_sigma
+        weight = self.au_graph[source]
+        gate = torch.sigmoid(cfg.cf_gamma * (weight.abs() - cfg.cf_threshold))
+        cf = self.graph_stage(intervene(f, source, eps, gate, weight))
+        targets = torch.arange(self.m, device=f.device) != source
+        d_logit = (cf["au"] - out["au"])[:, targets]
+        d_token = (cf["tokens"] - out["tokens"]).norm(dim=-1)[:, targets] / math.sqrt(f.shape[-1])
+        g = gate[targets]
+        consist = sum(((1 - g) * delta.square()).mean() for delta in (d_logit, d_token))
+        discrep = sum((g * F.relu(cfg.cf_margin - delta.abs())).mean() for delta in (d_logit, d_token))
+        return {"cf_consist": cfg.lambda_consist * consist, "cf_discrep": cfg.lambda_discrep * discrep}
+
+    def graphs(self) -> dict[str, torch.Tensor]:
+        """The global signed graphs: ``au_au`` (M × M, [source, target]) and ``au_expression`` (M × C)."""
+        return {"au_au": self.au_graph.detach(), "au_expression": self.au_expression_graph.detach()}
+
+
+@register_head("causal", version=1, config=CausalConfig, tasks=("au_fer",), inputs=("global",))
+def causal(task: Task | str, in_dim: int, n_outputs: int, config: CausalConfig) -> CausalHead:
+    """CausalAffect's graph head on cached features (the encoder frozen; see heads/causal.py)."""
+    return CausalHead(task, in_dim, n_outputs, config)
