@@ -8,6 +8,8 @@ import platform
 import sys
 from pathlib import Path
 
+import numpy as np
+
 REPO = Path(__file__).resolve().parents[1]
 
 # A script's own directory (bench/) is first on sys.path, where bench/heads.py would shadow the
@@ -16,6 +18,9 @@ REPO = Path(__file__).resolve().parents[1]
 # __mp_main__), and with it this module.
 sys.path[:] = [str(REPO)] + [p for p in sys.path if Path(p or ".").resolve() not in (REPO, REPO / "bench")]
 sys.path.append(str(REPO / "bench"))
+
+
+AUS = ["AU1", "AU2", "AU4", "AU5", "AU6", "AU9", "AU12", "AU15", "AU17", "AU20", "AU25", "AU26"]  # DISFA's 12
 
 
 def machine() -> dict:
@@ -114,3 +119,72 @@ def code_digest() -> str:
     for name in sorted(files):
         digest.update(name.encode() + b"\0" + (REPO / name).read_bytes() + b"\0")
     return digest.hexdigest()
+
+
+def write_cached_features(
+    store, n: int, dim: int, seed: int = 0, shares: tuple[float, ...] | None = None, expression: float = 0.3
+) -> str:
+    """A source and a complete float16 feature group of ``n`` synthetic samples (expressions drawn
+    uniformly, or with ``shares``; ``expression`` is the length of the expression direction, against
+    noise of ~0.04 along any one direction); returns its path."""
+    from featurestore import Step, StepOutput, StepSpec, step_key
+    from stages.extract import write_source
+    from stages.sources.base import Manifest
+
+    rng = np.random.default_rng(seed)
+    n_subjects, classes = 400, 7
+    subject = rng.integers(0, n_subjects, n)
+    strength, expression = (
+        expression,
+        rng.choice(classes, n, p=np.asarray(shares) / np.sum(shares)) if shares else rng.integers(0, classes, n),
+    )
+    prototypes = (rng.random((classes, len(AUS))) < 0.3).astype(float)
+    au = (rng.random((n, len(AUS))) < 0.1 + 0.75 * prototypes[expression]).astype(np.int64)
+    centres = rng.uniform(-0.7, 0.7, (classes, 2))
+    va = np.clip(centres[expression] + rng.normal(0, 0.2, (n, 2)), -1, 1).astype(np.float32)
+    directions = rng.normal(size=(classes + len(AUS) + 2 + n_subjects, dim))
+    directions /= np.linalg.norm(directions, axis=1, keepdims=True)  # unit directions; noise of norm ~1.5
+    x = (
+        strength * directions[expression]
+        + 0.25 * au @ directions[classes : classes + len(AUS)]
+        + 0.4 * va @ directions[classes + len(AUS) : classes + len(AUS) + 2]
+        + 0.8 * directions[classes + len(AUS) + 2 + subject]
+        + 1.5 / np.sqrt(dim) * rng.normal(size=(n, dim))
+    )
+    x /= np.linalg.norm(x, axis=1, keepdims=True)
+    order = rng.permutation(n_subjects)
+    split_of = np.empty(n_subjects, dtype=object)
+    split_of[order[: int(0.7 * n_subjects)]] = "train"
+    split_of[order[int(0.7 * n_subjects) : int(0.85 * n_subjects)]] = "val"
+    split_of[order[int(0.85 * n_subjects) :]] = "test"
+    options = {"n": n, "dim": dim, "seed": seed}
+    if shares:
+        options["shares"] = list(shares)
+    if strength != 0.3:
+        options["expression"] = strength
+    manifest = Manifest(
+        dataset="bench-heads",
+        source="synthetic",
+        version=1,
+        options=options,
+        root=Path("."),
+        key=step_key(StepSpec("source", 1, {"synthetic": options}), []),
+        paths=[f"sample{i:05d}" for i in range(n)],
+        status=np.zeros(n, np.int8),
+        labels={
+            "expression": expression.astype(np.int64),
+            "va": va,
+            "au": au.astype(np.int8),  # the AUs coded, in FACS order (AUS), as sources store them
+            "subject": np.array([f"s{s:03d}" for s in subject]),
+            "split": split_of[subject].astype(str),
+        },
+        au_annotated=AUS,
+    )
+    source, _ = write_source(store, manifest)
+    spec = StepSpec("extract", 1, {"encoder": "synthetic-clip-like", **options})
+    step = Step("features", spec, (source.key,), "features", ("bench-heads", "synthetic-clip-like"))
+    meta = {"dataset": "bench-heads", "encoder": "synthetic-clip-like", "source_path": source.path}
+    group, _ = store.run_step(
+        step, lambda: StepOutput({"global": x.astype(np.float16), "status": np.zeros(n, np.int8)}, meta)
+    )
+    return group.path

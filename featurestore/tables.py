@@ -5,8 +5,9 @@ split, subject and path beside the features, with the group's own per-sample sta
 as the source's and adds what extraction found) as its label text (``ok``, ``no_face`` …).
 :func:`table` makes that a pandas DataFrame: a vector array becomes one column per component,
 named from the group's metadata (``au_names`` → ``AU1, AU2 …``; ``va_names`` → ``valence,
-arousal``) or ``<array>_<i>``; arrays of more dimensions (spatial tokens, landmarks) stay one
-column of per-row arrays. :func:`export_npz` and :func:`export_parquet` write the same rows.
+arousal``; ``blendshape_names`` → MediaPipe's 52 names) or ``<array>_<i>``; arrays of more
+dimensions (spatial tokens, landmarks) stay one column of per-row arrays. :func:`export_npz` and
+:func:`export_parquet` write the same rows.
 """
 
 from __future__ import annotations
@@ -44,8 +45,9 @@ def aligned_arrays(store: FeatureStore, path: str, arrays: list[str] | None = No
 
 
 def column_names(meta: dict[str, Any], name: str, width: int) -> list[str]:
-    """``<name>_names`` from the group's (or its source's) metadata when it fits, else ``name_i``."""
-    names = meta.get(f"{name}_names")
+    """``<name>_names`` (or the singular's: the face encoder's ``blendshape_names``) from the group's
+    or its source's metadata when it fits, else ``name_i``."""
+    names = meta.get(f"{name}_names", meta.get(f"{name.removesuffix('s')}_names"))
     return list(names) if names is not None and len(names) == width else [f"{name}_{i}" for i in range(width)]
 
 
