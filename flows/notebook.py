@@ -19,11 +19,15 @@ from featurestore import FeatureStore
 from featurestore.selectors import select_group
 from featurestore.tables import aligned_arrays
 from featurestore.tables import table as group_table
-from flows.results import head_results, results_frame
+from flows.results import head_results, open_store, results_frame
 
 
-def _open(store: str | FeatureStore, storage_options: dict[str, Any] | None) -> FeatureStore:
-    return store if isinstance(store, FeatureStore) else FeatureStore(store, storage_options or {})
+def _group_path(
+    store: str | FeatureStore, group: str, storage_options: dict[str, Any] | None, folder: str
+) -> tuple[FeatureStore, str]:
+    """(the open store, the path of the one complete group ``group`` names)."""
+    fstore = open_store(store, storage_options)
+    return fstore, select_group(fstore, group, folder).path
 
 
 def arrays(
@@ -35,8 +39,7 @@ def arrays(
 ) -> dict[str, np.ndarray]:
     """The group's arrays (``arrays``, or all) and its source's labels, split, subject, path, row-aligned;
     ``status`` as text (``ok``, ``no_face`` …)."""
-    fstore = _open(store, storage_options)
-    return aligned_arrays(fstore, select_group(fstore, group, folder).path, arrays)
+    return aligned_arrays(*_group_path(store, group, storage_options, folder), arrays)
 
 
 def table(
@@ -48,8 +51,7 @@ def table(
 ):
     """The same rows as :func:`arrays` as a pandas DataFrame: a vector array is one column per
     component (``AU1`` …, ``valence``/``arousal``, ``global_0`` …), higher-dimensional ones a column of arrays."""
-    fstore = _open(store, storage_options)
-    return group_table(fstore, select_group(fstore, group, folder).path, arrays)
+    return group_table(*_group_path(store, group, storage_options, folder), arrays)
 
 
 def results(
@@ -60,4 +62,4 @@ def results(
     storage_options: dict[str, Any] | None = None,
 ):
     """Every head run in the store as a pandas DataFrame (what ``affectflow results`` prints)."""
-    return results_frame(head_results(_open(store, storage_options), dataset=dataset, task=task, head=head))
+    return results_frame(head_results(store, storage_options, dataset=dataset, task=task, head=head))

@@ -17,6 +17,11 @@ from heads.trainer import TrainConfig
 from stages.head_steps import stored_runs
 
 
+def open_store(store: str | FeatureStore, storage_options: dict[str, Any] | None = None) -> FeatureStore:
+    """A store given as a URL (with ``storage_options``) or already open."""
+    return store if isinstance(store, FeatureStore) else FeatureStore(store, storage_options or {})
+
+
 def head_results(
     store: str | FeatureStore = "./store",
     storage_options: dict[str, Any] | None = None,
@@ -25,8 +30,7 @@ def head_results(
     head: str | None = None,
 ) -> list[dict[str, Any]]:
     """The summary rows (``flows.heads.summarise``) of every complete head step, oldest first."""
-    fstore = store if isinstance(store, FeatureStore) else FeatureStore(store, storage_options or {})
-    rows = summarise(stored_runs(fstore, dataset, task, head))
+    rows = summarise(stored_runs(open_store(store, storage_options), dataset, task, head))
     return sorted(rows, key=lambda r: (r["completed_at"] or "", r["head"], r["task"]))
 
 

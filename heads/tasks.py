@@ -396,11 +396,11 @@ class ActionUnitsAndExpression(Task):
         if not (has_au or has_expression):
             raise ValueError(f"{source.path} has neither AU nor expression labels")
         if has_au:
-            aus = ActionUnits().labels(source)
+            aus = get_task("au").labels(source)
         else:
             n = source.numpy("path").shape[0]
             aus = Labels(np.zeros((n, 0), np.int64), np.zeros(n, bool), [])
-        expression = Expression().labels(source, expressions)
+        expression = get_task("fer").labels(source, expressions)
         y = np.concatenate([aus.y, expression.y[:, None]], axis=1)
         return Labels(y, aus.labelled | expression.labelled, [*aus.names, *expression.names])
 
@@ -435,4 +435,4 @@ class ActionUnitsAndExpression(Task):
 
     def answer(self, outputs, names):
         m = self.n_aus(names)
-        return {**ActionUnits().answer(outputs[:m], names[:m]), **Expression().answer(outputs[m:], names[m:])}
+        return {**get_task("au").answer(outputs[:m], names[:m]), **get_task("fer").answer(outputs[m:], names[m:])}
