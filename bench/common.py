@@ -79,10 +79,10 @@ def marks(name: str) -> tuple[str, str]:
     return f"<!-- bench:{name}:begin -->", f"<!-- bench:{name}:end -->"
 
 
-def demo_store(work: Path):
-    """The demo's generated catalogue (20 subjects × 42 faces; 8 × 7 in a smoke run) extracted with the
-    demo's encoders through the real flow into ``work/store``, as ``make demo`` does; returns the
-    FeatureStore."""
+def demo_store(work: Path, encoders: tuple[str, ...] | None = None):
+    """The demo's generated catalogue (20 subjects × 42 faces; 10 × 7 in a smoke run) extracted with the
+    demo's encoders (or only ``encoders``) through the real flow into ``work/store``, as ``make demo``
+    does; returns the FeatureStore."""
     from featurestore import FeatureStore
     from flows.demo import DEMO_IMAGE_ENCODERS, DEMO_PER_SUBJECT
     from flows.extract import DatasetConfig, EncoderConfig, extract_features
@@ -90,12 +90,12 @@ def demo_store(work: Path):
     from stages.synthetic.face_generator import write_generated_dataset
 
     face = create_encoder("mediapipe-face").load()
-    # a smoke run: 8 subjects × every expression once
-    size = {"per_subject": 7, "n_morphs": 3, "n_lfw": 5} if SMOKE else {"per_subject": DEMO_PER_SUBJECT}
+    # a smoke run: 10 subjects (two each of test and val) × every expression once
+    size = {"per_subject": 7, "n_morphs": 3, "n_lfw": 7} if SMOKE else {"per_subject": DEMO_PER_SUBJECT}
     root, _ = write_generated_dataset(work / "generated", face.find_face, **size)
     extract_features(
         datasets=[DatasetConfig(layout="csv", root=str(root), name="generated")],
-        encoders=[EncoderConfig(**e) for e in DEMO_IMAGE_ENCODERS],
+        encoders=[EncoderConfig(**e) for e in DEMO_IMAGE_ENCODERS if encoders is None or e["name"] in encoders],
         store=str(work / "store"),
     )
     return FeatureStore(str(work / "store"))

@@ -267,9 +267,10 @@ def _demo_heads(fstore) -> None:
     store = fstore.url
     result = train_heads_here(demo_head_configs(fstore), store=store, storage_options=fstore.storage_options)
     for run in result["runs"]:
-        for key in ("report", "graph_report"):
-            if key in run:
-                console.print(run[key])
+        if text := run.get("report") or run.get("graph_report"):  # a graph head's report starts with its graph.md
+            console.print(text)
+        if "graph_report" in run:
+            console.print(f"AU → expression heatmap: {store}/{run['path']}/graph-au_expression.png")
     _print_training(result, store)
 
 
@@ -313,10 +314,13 @@ def _heads(fstore, selectors: list[str]) -> list[str]:
 @app.command()
 def train(
     features: Annotated[
-        str,
-        typer.Option(help="feature group: DATASET/ENCODER (the only complete match, e.g. rafdb/open_clip) or its path"),
+        list[str],
+        typer.Option(
+            help="feature group: DATASET/ENCODER (the only complete match, e.g. rafdb/open_clip) or its path; "
+            "repeated: one head trained on every dataset together (e.g. disfa/open_clip and rafdb/open_clip)"
+        ),
     ],
-    task: Annotated[str, typer.Option(help="fer, va or au")],
+    task: Annotated[str, typer.Option(help="fer, va, au or au_fer")],
     head: Annotated[list[str], typer.Option(help="aura, linear, mlp or a plugin's head (repeatable)")] = ["aura"],
     array: Annotated[str, typer.Option(help="feature array: global, patch_proj, blendshapes, mfcc …")] = "global",
     option: Annotated[
@@ -374,7 +378,7 @@ def train(
             HeadConfig(
                 head=h,
                 task=task,
-                features=features,
+                features=features[0] if len(features) == 1 else features,
                 array=array,
                 seeds=seed,
                 preset=preset,
@@ -422,7 +426,8 @@ def _print_training(result: dict, store: str) -> None:
     console.print(f"protocol: {result['summary'][0]['protocol']}")
     for run in result["runs"]:
         if "report" in run:
-            console.print(f"report: {store}/{run['path']}/report.md (+ nearest-*.png, map.png, audit.csv)")
+            beside = "samples.json, audit.csv" if "graph_report" in run else "nearest-*.png, map.png, audit.csv"
+            console.print(f"report: {store}/{run['path']}/report.md (+ {beside})")
         if "graph_report" in run:
             console.print(f"graphs: {store}/{run['path']}/graph.md (+ graph-au_expression.png, graph-au_au.png, *.csv)")
 
@@ -431,19 +436,36 @@ def _print_training(result: dict, store: str) -> None:
 def report(
     head: Annotated[
         list[str],
-        typer.Argument(help="trained archetype heads: DATASET/aura-TASK (every complete match) or heads/… paths"),
+        typer.Argument(
+            help="trained archetype or graph heads: DATASET/aura-TASK, DATASET/causal-au_fer (every complete match) "
+            "or heads/… paths"
+        ),
     ],
     store: StoreOpt = "./store",
     storage_option: StorageOpt = [],
     force: Annotated[bool, typer.Option(help="rewrite reports that exist (else they are kept and shown)")] = False,
+    prototypes: Annotated[
+        Path | None,
+        typer.Option(help="graph heads: your AU-set table (columns expression, kind, aus) instead of EMFACS's"),
+    ] = None,
+    sample: Annotated[
+        list[str],
+        typer.Option(help="graph heads: a source row (or DATASET:ROW) whose sub-graph to show [default: 1 per class]"),
+    ] = [],
 ) -> None:
-    """Interpretability report of archetype heads: Table-3 usage, thumbnail sheets, 2-D map, annotation audit."""
+    """Interpretability report of archetype heads (Table-3 usage, thumbnail sheets, 2-D map, annotation
+    audit) or graph heads (graphs, FACS prototypes, per-sample sub-graphs, label audit)."""
     from flows.train import head_reports
 
     try:
         paths = _heads(_store(store, storage_option), head)
         reports = head_reports(
-            paths, store=store, storage_options=_options(storage_option, "--storage-option"), force=force
+            paths,
+            store=store,
+            storage_options=_options(storage_option, "--storage-option"),
+            force=force,
+            prototypes=str(prototypes) if prototypes else None,
+            samples=sample or None,
         )
     except (ValueError, KeyError) as err:
         _fail(err)

@@ -24,14 +24,23 @@ from featurestore.selectors import select_group
 from heads.registry import get_head
 from heads.tasks import get_task
 from heads.trainer import KNOBS, TrainConfig
-from stages.head_steps import head_run, head_spec, head_step, train_head, uses_archetypes
+from stages.head_steps import (
+    feature_paths,
+    has_report,
+    head_run,
+    head_spec,
+    head_step,
+    train_head,
+    uses_archetypes,
+)
 
 
 class HeadConfig(BaseModel):
     head: str = Field(description="registered head: aura, linear, mlp, or a plugin's")
     task: str = Field(description="fer, va, au, or a plugin's task")
-    features: str = Field(
-        description="feature group: its path (features/<dataset>/<encoder>/<key>) or a selector (<dataset>/<encoder>)"
+    features: str | list[str] = Field(
+        description="feature group: its path (features/<dataset>/<encoder>/<key>) or a selector (<dataset>/<encoder>);"
+        " several groups of one encoder: one head trained on all their datasets together"
     )
     array: str = Field("global", description="feature array: global, patch_proj, blendshapes …")
     options: dict[str, Any] = Field(default_factory=dict, description="the head's options (its config's fields)")
@@ -76,7 +85,8 @@ def plan_heads(configs: list[HeadConfig], store: FeatureStore) -> list[PlannedHe
     for h in configs:
         get_head(h.head).check(h.task, h.head_options)
         # a readable selector (rafdb/open_clip) or the path: the plan names the one complete group
-        h = h.model_copy(update={"features": select_group(store, h.features, "features").path})
+        paths = [select_group(store, f, "features").path for f in feature_paths(h.features)]
+        h = h.model_copy(update={"features": paths[0] if len(paths) == 1 else paths})
         for seed in h.seeds:
             spec = head_spec(
                 h.head,
@@ -97,7 +107,9 @@ def plan_done(plan: list[PlannedHead], store: FeatureStore) -> bool:
     for p in plan:
         if not store.is_complete(p.step):
             return False
-        if p.config.report and uses_archetypes(store.open_step(p.step.path).meta):
+        meta = store.open_step(p.step.path).meta
+        joint = not isinstance(p.config.features, str)  # no archetype report: see train_one
+        if p.config.report and has_report(meta) and not (joint and uses_archetypes(meta)):
             if not store.has_file(p.step.path, "report.md"):
                 return False
     return True
@@ -122,7 +134,13 @@ def train_one(store: FeatureStore, planned: PlannedHead, device: str | None, pro
     assert group.key == planned.step.key, "the plan and the step disagree on the key"
     run = head_run(store, group, state, metrics)
     run["step_seconds"] = time.perf_counter() - t0  # the head step: store reads, training, writes
-    if h.report and run["uses_archetypes"]:
+    joint = not isinstance(h.features, str)
+    if h.report and run["uses_archetypes"] and joint:
+        # the archetype report's thumbnails, audit and nearest samples read one dataset's source
+        run["report"] = (
+            f"No archetype report for `{group.path}`: it trained on several datasets; train one per dataset."
+        )
+    elif h.report and has_report(group.meta):
         if not store.has_file(group.path, "report.md"):
             from stages.head_reports import write_report  # matplotlib and thumbnails: only for reports
 
@@ -244,7 +262,7 @@ _STORES: dict[tuple[str, str], FeatureStore] = {}
 
 
 def train(
-    features: str,
+    features: str | list[str],
     task: str,
     head: str = "aura",
     *,

@@ -26,13 +26,21 @@ def train_head_task(store_url: str, storage_options: dict, planned: PlannedHead,
 
 
 @task(cache_policy=NO_CACHE, task_run_name="report {head_path}")
-def head_report_task(store_url: str, storage_options: dict, head_path: str, force: bool = False) -> dict[str, Any]:
-    """The interpretability report beside the checkpoint (kept when it exists), as an artifact too."""
+def head_report_task(
+    store_url: str,
+    storage_options: dict,
+    head_path: str,
+    force: bool = False,
+    prototypes: str | None = None,
+    samples: list[str] | None = None,
+) -> dict[str, Any]:
+    """The interpretability report beside the checkpoint (kept when it exists and nothing new is
+    asked of it), as an artifact too."""
     fstore = FeatureStore(store_url, storage_options)
-    if force or not fstore.has_file(head_path, "report.md"):
-        write_report(fstore, head_path)
+    if force or prototypes or samples or not fstore.has_file(head_path, "report.md"):
+        write_report(fstore, head_path, prototypes=prototypes, samples=samples)
     text = fstore.get_file(head_path, "report.md").decode()
-    create_markdown_artifact(markdown=text, key="head-report", description=f"archetype report of {head_path}")
+    create_markdown_artifact(markdown=text, key="head-report", description=f"report of {head_path}")
     return {"path": head_path, "markdown": text}
 
 
@@ -107,7 +115,13 @@ def evaluate_heads(
 
 @flow(name="head-report", log_prints=True)
 def head_reports(
-    paths: list[str], store: str = "./store", storage_options: dict[str, Any] | None = None, force: bool = False
+    paths: list[str],
+    store: str = "./store",
+    storage_options: dict[str, Any] | None = None,
+    force: bool = False,
+    prototypes: str | None = None,
+    samples: list[str] | None = None,
 ) -> list[dict[str, Any]]:
-    """Write (or, with ``force``, rewrite) the interpretability reports of trained archetype heads."""
-    return [head_report_task(store, storage_options or {}, path, force) for path in paths]
+    """Write (or, with ``force``, rewrite) the reports of trained archetype and graph heads; a graph
+    head's with a user's ``prototypes`` table and chosen ``samples`` (stages/head_reports.py)."""
+    return [head_report_task(store, storage_options or {}, path, force, prototypes, samples) for path in paths]

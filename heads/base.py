@@ -42,3 +42,9 @@ class Head(nn.Module):
         """The global graphs the head learns (name → matrix, sources as rows; heads/graph_report.py
         names them): CausalAffect's ``au_au`` and ``au_expression``; most heads have none."""
         return {}
+
+    def explain(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+        """A graph head's per-sample evidence (the graph report's sub-graphs and label audit):
+        ``au``, ``expression`` probabilities, ``contribution`` (B, C, M) of each AU to each class
+        logit and ``messages`` (B, M, M) [source, target] between AUs."""
+        raise TypeError(f"{type(self).__name__} learns no graph: it has no per-sample evidence to explain")

@@ -195,6 +195,40 @@ class CausalHead(Head):
         out = self.graph_stage(self.au_features(x)[1])
         return {"au_au": out["edges_aa"], "au_expression": out["edges_ae"]}
 
+    @torch.no_grad()
+    def explain(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Per sample, the additive evidence behind its outputs:
+
+        * ``contribution`` (B, C, M): AU i's part of class c's logit, g·W_AE[i, c]·σ(aᵢ) (GC) plus
+          E[c, i]·σ(aᵢ)·⟨P_c, V(tᵢ)⟩ / (M √d) (SAC); a class logit is the sum over AUs plus its bias
+          (and, in the ablation's backbone, the linear readout's term, which no AU owns);
+        * ``messages`` (B, M, M) [source j, target i]: AU j's part of AU i's logit, σ(a⁰ⱼ)·W_AA[j, i]
+          (GC) plus s_A·S[i, j]·σ(a⁰ⱼ) (SAC); an AU logit is the sum over sources plus its base logit;
+        * ``au``, ``au_base`` and ``expression`` (probabilities) and ``base_logit`` a⁰, ``bias``."""
+        f = self.au_features(x)[1]
+        out = self.graph_stage(f)
+        p, p0 = torch.sigmoid(out["au"]), torch.sigmoid(out["a0"])
+        b = x.shape[0]
+        contribution = x.new_zeros(b, self.c, self.m)
+        messages = x.new_zeros(b, self.m, self.m)
+        if self.config.use_gc:
+            contribution += self.au_expression_graph.T[None] * p[:, None, :]
+            messages += p0[:, :, None] * self.au_graph[None]
+        if self.config.use_sac:
+            d = f.shape[-1]
+            value = torch.einsum("bmd,cd->bcm", self.proto_value(out["tokens"]), self.prototypes) / math.sqrt(d)
+            contribution += out["edges_ae"] * p[:, None, :] * value / self.m
+            messages += self.sac_scale * out["edges_aa"].transpose(1, 2) * p0[:, :, None]
+        return {
+            "contribution": contribution,
+            "messages": messages,
+            "au": p,
+            "au_base": p0,
+            "base_logit": out["a0"],
+            "expression": torch.softmax(out["expression"], -1),
+            "bias": self.expression_bias.detach(),
+        }
+
     # -- training ----------------------------------------------------------------------------------
     def losses(
         self, x: torch.Tensor, target: torch.Tensor, class_weights: torch.Tensor | None = None

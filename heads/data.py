@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import torch
@@ -16,3 +16,7 @@ class TaskData:
     n_outputs: int
     label_names: list[str]
     protocol: str
+    # several datasets trained together: their names, and per split each row's dataset (an index
+    # into ``datasets``); ``rows`` are then indices into each row's own source
+    datasets: list[str] = field(default_factory=list)
+    dataset: dict[str, np.ndarray] | None = None

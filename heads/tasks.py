@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import re
 from abc import ABC, abstractmethod
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar, Protocol
 
@@ -53,6 +53,15 @@ class Task(ABC):
     @abstractmethod
     def labels(self, source: LabelSource, expressions: list[int] | None = None) -> Labels:
         """This task's labels of every sample of ``source`` (``expressions``: a class view)."""
+
+    def merge(self, parts: list[Labels], classes: Sequence[str]) -> list[Labels]:
+        """Several datasets' labels in one output space, for one head trained on all of them
+        (``classes``: the canonical expression names, the order classes take). By default the
+        datasets must have the same outputs; tasks whose datasets code different subsets (AUs,
+        classes) take the union, a dataset's outputs it does not code missing (−1)."""
+        if any(p.names != parts[0].names for p in parts):
+            raise ValueError(f"task {self.name!r} needs the same outputs in every dataset: {[p.names for p in parts]}")
+        return parts
 
     def n_branches(self, n_outputs: int) -> int:
         """Output spaces: 1 for a categorical task, else one per output."""
@@ -170,6 +179,34 @@ def get_task(task: str | Task) -> Task:
     return TASKS[task]
 
 
+def _au_order(name: str) -> tuple[int, str]:
+    match = re.fullmatch(r"AU(\d+)", name)
+    return (int(match[1]) if match else 1 << 30, name)
+
+
+def merge_columns(parts: list[Labels]) -> list[Labels]:
+    """Per-output labels (B, n) of several datasets in the union of their outputs (AUs in FACS
+    order), −1 where a dataset does not code one."""
+    names = sorted({n for p in parts for n in p.names}, key=_au_order)
+    merged = []
+    for p in parts:
+        y = np.full((p.y.shape[0], len(names)), -1, p.y.dtype)
+        y[:, [names.index(n) for n in p.names]] = p.y
+        merged.append(Labels(y, p.labelled, names))
+    return merged
+
+
+def merge_classes(parts: list[Labels], classes: Sequence[str]) -> list[Labels]:
+    """Class indices (B,) of several datasets in the union of their classes, in ``classes``' order."""
+    order = {name: k for k, name in enumerate(classes)}
+    names = sorted({n for p in parts for n in p.names}, key=lambda n: (order.get(n, len(order)), n))
+    merged = []
+    for p in parts:
+        lookup = np.array([names.index(n) for n in p.names] or [0], np.int64)
+        merged.append(Labels(np.where(p.y >= 0, lookup[np.clip(p.y, 0, None)], -1), p.labelled, names))
+    return merged
+
+
 def _bins(label: np.ndarray, edges: tuple[float, ...]) -> list[tuple[str, np.ndarray]]:
     out = []
     for lo, hi in zip(edges[:-1], edges[1:]):
@@ -207,6 +244,9 @@ class Expression(Task):
         remap[classes] = np.arange(len(classes))
         y = np.where(raw >= 0, remap[np.clip(raw, 0, None)], -1)
         return Labels(y, y >= 0, [names[c] for c in classes])
+
+    def merge(self, parts, classes):
+        return merge_classes(parts, classes)
 
     def loss(self, out, target, weights, alpha=1.0):
         return expression_loss(out, target, weights)
@@ -328,6 +368,9 @@ class ActionUnits(Task):
         y = source.numpy("au")[:, columns].astype(np.int64)
         return Labels(y, (y >= 0).any(1), list(annotated))
 
+    def merge(self, parts, classes):
+        return merge_columns(parts)
+
     def loss(self, out, target, weights, alpha=1.0):
         return au_loss(out, target)
 
@@ -403,6 +446,16 @@ class ActionUnitsAndExpression(Task):
         expression = get_task("fer").labels(source, expressions)
         y = np.concatenate([aus.y, expression.y[:, None]], axis=1)
         return Labels(y, aus.labelled | expression.labelled, [*aus.names, *expression.names])
+
+    def merge(self, parts, classes):
+        """AUs in the union of the datasets' AUs, classes in the union of their classes."""
+        m = [self.n_aus(p.names) for p in parts]
+        aus = merge_columns([Labels(p.y[:, :k], p.labelled, p.names[:k]) for p, k in zip(parts, m)])
+        expression = merge_classes([Labels(p.y[:, k], p.labelled, p.names[k:]) for p, k in zip(parts, m)], classes)
+        return [
+            Labels(np.concatenate([a.y, e.y[:, None]], 1), p.labelled, [*a.names, *e.names])
+            for p, a, e in zip(parts, aus, expression)
+        ]
 
     @staticmethod
     def split(n_outputs: int, target_width: int) -> tuple[int, int]:

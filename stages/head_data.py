@@ -22,7 +22,7 @@ import torch
 
 from featurestore import FeatureStore, GroupReader, SampleStatus
 from heads.data import TaskData
-from heads.tasks import Task, get_task
+from heads.tasks import Labels, Task, get_task
 
 
 def _subject_slice(rows: np.ndarray, subjects: np.ndarray, fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
@@ -56,11 +56,13 @@ def task_data(
     val_fraction: float = 0.15,
     seed: int = 0,
     folds: int | None = None,
+    labels: Labels | None = None,
 ) -> TaskData:
     """The splits of ``features`` for ``task`` by the dataset's protocol (see the module docstring);
-    ``folds`` asks for k-fold, ``test_fold`` (1-based) picks the test fold."""
+    ``folds`` asks for k-fold, ``test_fold`` (1-based) picks the test fold; ``labels``: the task's
+    labels of ``source`` already in a joint output space (:func:`joint_task_data`)."""
     task = get_task(task)
-    labels = task.labels(source, expressions)
+    labels = labels or task.labels(source, expressions)
     y, labelled, names = labels.y, labels.labelled, labels.names
     usable = np.flatnonzero(labelled & (features.status() == SampleStatus.OK))
     subjects = source.numpy("subject")
@@ -118,13 +120,51 @@ def task_data(
     )
 
 
+def joint_task_data(
+    parts: list[tuple[GroupReader, GroupReader]],
+    task: Task | str,
+    array: str = "global",
+    expressions: list[int] | None = None,
+    test_fold: int = 1,
+    seed: int = 0,
+    folds: int | None = None,
+) -> TaskData:
+    """Several datasets' (features, source) as one training set for one head: each dataset split by
+    its own protocol, its labels in the union of the datasets' outputs (an AU or a class a dataset
+    does not code is missing there, −1, and no loss is taken on it), the splits concatenated with
+    each row's dataset recorded (the trainer balances batches across them)."""
+    task = get_task(task)
+    dims = {features.path: features.shape(array)[1:] for features, _ in parts}
+    if len({tuple(d) for d in dims.values()}) > 1:
+        raise ValueError(f"one head over several datasets needs features of one shape: {dims}")
+    vocabularies = {tuple(source.meta["expressions"]) for _, source in parts}
+    if len(vocabularies) > 1:
+        raise ValueError(f"the datasets' canonical expression spaces differ: {sorted(vocabularies)}")
+    merged = task.merge([task.labels(source, expressions) for _, source in parts], list(vocabularies.pop()))
+    datas = [
+        task_data(features, source, task, array, expressions, test_fold, seed=seed, folds=folds, labels=labels)
+        for (features, source), labels in zip(parts, merged)
+    ]
+    splits = ("train", "val", "test")
+    return TaskData(
+        x={k: torch.cat([d.x[k] for d in datas]) for k in splits},
+        y={k: torch.cat([d.y[k] for d in datas]) for k in splits},
+        rows={k: np.concatenate([d.rows[k] for d in datas]) for k in splits},
+        n_outputs=datas[0].n_outputs,
+        label_names=datas[0].label_names,
+        protocol="; ".join(f"{features.meta['dataset']}: {d.protocol}" for (features, _), d in zip(parts, datas)),
+        datasets=[features.meta["dataset"] for features, _ in parts],
+        dataset={k: np.concatenate([np.full(d.rows[k].size, i) for i, d in enumerate(datas)]) for k in splits},
+    )
+
+
 _LOADED: OrderedDict[tuple, TaskData] = OrderedDict()
 _LOADED_MAX = 4  # a few feature groups' splits: the same features retrained with other heads and seeds
 
 
 def load_task_data(
     store: FeatureStore,
-    features_path: str,
+    features_path: str | list[str],
     task: str,
     array: str = "global",
     expressions: list[int] | None = None,
@@ -132,16 +172,21 @@ def load_task_data(
     seed: int = 0,
     folds: int | None = None,
 ) -> TaskData:
-    """:func:`task_data` of a complete feature group, kept for the next call in this process: a
-    group's content never changes under its key, so retraining another head (or seed) on the same
-    features reads nothing again. The tensors are shared: heads and the trainer never write them."""
-    features = GroupReader.open(store, features_path)
-    key = (store.url, features.step.key, task, array, tuple(expressions or ()), test_fold, seed, folds)
+    """:func:`task_data` of a complete feature group (:func:`joint_task_data` of several), kept for
+    the next call in this process: a group's content never changes under its key, so retraining
+    another head (or seed) on the same features reads nothing again. The tensors are shared: heads
+    and the trainer never write them."""
+    paths = [features_path] if isinstance(features_path, str) else list(features_path)
+    groups = [GroupReader.open(store, path) for path in paths]
+    key = (store.url, *(g.step.key for g in groups), task, array, tuple(expressions or ()), test_fold, seed, folds)
     if key in _LOADED:
         _LOADED.move_to_end(key)
         return _LOADED[key]
-    source = GroupReader.open(store, features.meta["source_path"])
-    data = task_data(features, source, task, array, expressions, test_fold, seed=seed, folds=folds)
+    parts = [(g, GroupReader.open(store, g.meta["source_path"])) for g in groups]
+    if len(parts) == 1:
+        data = task_data(*parts[0], task, array, expressions, test_fold, seed=seed, folds=folds)
+    else:
+        data = joint_task_data(parts, task, array, expressions, test_fold, seed, folds)
     _LOADED[key] = data
     while len(_LOADED) > _LOADED_MAX:
         _LOADED.popitem(last=False)

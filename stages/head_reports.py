@@ -1,24 +1,47 @@
-"""The report step of an archetype head: reads its checkpoint, data and thumbnails, writes the files
-that ``heads/report.py`` builds beside the checkpoint."""
+"""The report step of a trained head: reads its checkpoint and data, writes the files that the pure
+builders make beside the checkpoint — an archetype head's (``heads/report.py``: usage, thumbnail
+sheets, map, annotation audit) or a graph head's (``heads/graph_report.py``: graphs, FACS prototypes,
+per-sample sub-graphs, label audit)."""
 
 from __future__ import annotations
 
 import json
 from typing import Any
 
-from featurestore import FeatureStore
+import numpy as np
+
+from featurestore import FeatureStore, GroupReader
+from heads.graph_report import (
+    audit_csv,
+    audit_markdown,
+    graph_files,
+    label_audit,
+    sample_subgraph,
+    samples_markdown,
+)
 from heads.report import analyse, report_files, sheet_rows
 from heads.tasks import get_task
 from stages.head_steps import head_data, load_head
+from stages.sources.labels import expression_prototypes
 from stages.thumbnails import thumbnails, to_image
 
 
-def write_report(store: FeatureStore, head_path: str, n_nearest: int = 8, thumb_size: int = 64) -> dict[str, Any]:
-    """Build every report file of an archetype head beside its checkpoint; returns the summary."""
+def write_report(
+    store: FeatureStore,
+    head_path: str,
+    n_nearest: int = 8,
+    thumb_size: int = 64,
+    prototypes: str | None = None,
+    samples: list[str] | None = None,
+) -> dict[str, Any]:
+    """Build every report file of an archetype or graph head beside its checkpoint (``report.md``
+    first among them); returns the summary. ``prototypes`` and ``samples``: see :func:`write_graph_report`."""
     model, config = load_head(store, head_path)  # first: it registers a plugin head's task too
+    if model.graphs():
+        return write_graph_report(store, head_path, prototypes, samples)
     params, source, data = head_data(store, head_path)
     if not model.uses_archetypes:
-        raise ValueError(f"{head_path} is a {config['head']} head: the report needs an archetype head (aura)")
+        raise ValueError(f"{head_path} is a {config['head']} head: reports are for archetype (aura) and graph heads")
     task = get_task(params["task"])
     branches = analyse(model, data, task, n_nearest)
     rows = sheet_rows(branches)  # decoded once: AU branches share most of their nearest samples
@@ -45,3 +68,86 @@ def read_archetypes(store: FeatureStore, head_path: str) -> dict[str, Any]:
     if not store.has_file(head_path, "archetypes.json"):
         write_report(store, head_path)
     return json.loads(store.get_file(head_path, "archetypes.json"))
+
+
+def write_graph_report(
+    store: FeatureStore, head_path: str, prototypes: str | None = None, samples: list[str] | None = None
+) -> dict[str, Any]:
+    """A graph head's report: its global graph files again (with ``prototypes``, a user's AU-set
+    table with the packaged one's columns, instead of the EMFACS table), ``samples.json`` with the
+    sub-graphs of chosen samples (``samples``: source rows, ``DATASET:ROW`` for a head trained on
+    several datasets; by default each class's most confident correctly predicted test sample), and
+    the label audit of every labelled sample (``audit.csv``); ``report.md`` puts them together."""
+    model, config = load_head(store, head_path)
+    params, _, data = head_data(store, head_path)
+    task = get_task(params["task"])
+    names = data.label_names
+    m = task.n_aus(names)
+    aus, classes = names[:m], names[m:]
+    meta = GroupReader.open(store, head_path).meta
+    datasets = data.datasets or [meta["dataset"]]
+    sources = [GroupReader.open(store, p) for p in meta.get("source_paths", [meta["source_path"]])]
+    paths = [source.numpy("path") for source in sources]
+    evidence, where = {}, []  # every split's rows explained, in one order
+    for split in ("train", "val", "test"):
+        parts = [model.explain(chunk) for chunk in data.x[split].split(1024)]
+        evidence[split] = {k: np.concatenate([p[k].numpy() for p in parts]) for k in parts[0] if k != "bias"}
+        owner = data.dataset[split] if data.dataset else np.zeros(data.rows[split].size, int)
+        where += [(split, k, int(d), int(r)) for k, (d, r) in enumerate(zip(owner, data.rows[split]))]
+
+    def located(split: str, k: int, d: int, row: int) -> dict[str, Any]:
+        return {"dataset": datasets[d], "split": split, "row": row, "path": str(paths[d][row])}
+
+    def one(split: str, k: int) -> dict[str, np.ndarray]:
+        return {name: values[k] for name, values in evidence[split].items()}
+
+    files = graph_files(
+        {k: v.numpy() for k, v in model.graphs().items()},
+        aus,
+        classes,
+        data.y["train"].numpy()[:, :m],
+        expression_prototypes(prototypes),
+    )
+    chosen = _chosen_samples(samples, where, datasets) if samples else _gallery(where, evidence, data, m)
+    subgraphs = [located(*w) | sample_subgraph(one(w[0], w[1]), aus, classes) for w in chosen]
+    flagged, checked = [], 0
+    for split in ("train", "val", "test"):
+        labels = data.y[split].numpy()[:, m]
+        checked += int((labels >= 0).sum())
+        mine = [w for w in where if w[0] == split]
+        for f in label_audit(evidence[split]["contribution"], evidence[split]["expression"], labels, aus, classes):
+            flagged.append(located(*mine[f.pop("index")]) | f)
+    flagged.sort(key=lambda f: -f["au_gap"])
+    files["samples.json"] = json.dumps(subgraphs, indent=1).encode()
+    files["audit.csv"] = audit_csv(flagged)
+    report = [files["graph.md"].decode(), *samples_markdown(subgraphs), *audit_markdown(flagged, checked)]
+    files["report.md"] = "\n".join(report).encode()
+    for name, payload in files.items():
+        store.put_file(head_path, name, payload)
+    return {"path": head_path, "samples": subgraphs, "audit": flagged, "checked": checked}
+
+
+def _gallery(where: list[tuple], evidence: dict, data, m: int) -> list[tuple]:
+    """Per class, the test sample predicted as it most confidently among those labelled so."""
+    test = [w for w in where if w[0] == "test"]
+    probabilities = evidence["test"]["expression"]
+    labels = data.y["test"].numpy()[:, m]
+    best: dict[int, tuple[float, tuple]] = {}
+    for k, w in enumerate(test):
+        c = int(probabilities[k].argmax())
+        if labels[k] == c and probabilities[k, c] > best.get(c, (-1.0, None))[0]:
+            best[c] = (float(probabilities[k, c]), w)
+    return [best[c][1] for c in sorted(best)]
+
+
+def _chosen_samples(samples: list[str], where: list[tuple], datasets: list[str]) -> list[tuple]:
+    """``ROW`` or ``DATASET:ROW`` (source rows) → their place among the head's explained rows."""
+    index = {(datasets[d], row): (split, k, d, row) for split, k, d, row in where}
+    chosen = []
+    for sample in samples:
+        dataset, _, row = str(sample).rpartition(":")
+        key = (dataset or datasets[0], int(row))
+        if key not in index:
+            raise ValueError(f"sample {sample}: not a labelled, usable row of {' or '.join(datasets)} for this head")
+        chosen.append(index[key])
+    return chosen

@@ -8,6 +8,7 @@ beside them ``model.safetensors``, ``config.json`` and ``metrics.json``. Nothing
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from dataclasses import asdict
 from typing import Any
 
@@ -22,6 +23,7 @@ from heads.registry import create_head, get_head
 from heads.tasks import get_task
 from heads.trainer import TrainConfig, evaluate, fit, predict, seed_everything
 from stages.head_data import load_task_data
+from stages.sources.labels import expression_prototypes
 
 HEAD_STEP = "train-head"
 # The step's version is the head's own (``@register_head(version=…)``). They start at 5, the shared
@@ -58,17 +60,33 @@ def head_spec(
     )
 
 
-def head_step(store: FeatureStore, features_path: str, spec: StepSpec) -> Step:
-    """``heads/<dataset>/<head>-<task>/<key>``: the head's spec over a feature group and its source."""
-    features = GroupReader.open(store, features_path)
-    source_key = GroupReader.open(store, features.meta["source_path"]).step.key
+JOINT = "__"  # between the dataset names of a head trained on several ("+" is not a safe store path)
+
+
+def feature_paths(features: str | Sequence[str]) -> list[str]:
+    """One feature group's path, or several's (one head trained on several datasets), as a list."""
+    return [features] if isinstance(features, str) else list(features)
+
+
+def head_step(store: FeatureStore, features_path: str | Sequence[str], spec: StepSpec) -> Step:
+    """``heads/<dataset>/<head>-<task>/<key>``: the head's spec over a feature group and its source;
+    over several groups (one head trained on several datasets), keyed on every group and source,
+    under ``heads/<dataset>__<dataset>…``."""
+    groups = [GroupReader.open(store, path) for path in feature_paths(features_path)]
+    sources = [GroupReader.open(store, g.meta["source_path"]).step.key for g in groups]
+    inputs = (groups[0].step.key, sources[0]) if len(groups) == 1 else (*(g.step.key for g in groups), *sources)
     part = f"{spec.params['head']}-{spec.params['task']}"
-    return Step("head", spec, (features.step.key, source_key), "heads", (features.meta["dataset"], part))
+    return Step("head", spec, inputs, "heads", (JOINT.join(g.meta["dataset"] for g in groups), part))
 
 
 def uses_archetypes(head_meta: dict[str, Any]) -> bool:
     """Whether a head step's head has a codebook (reports, predict's deciding archetypes)."""
     return head_meta.get("uses_archetypes", head_meta["head"] == "aura")  # groups written before it was recorded
+
+
+def has_report(head_meta: dict[str, Any]) -> bool:
+    """Whether a head step's head has a report: archetype heads' and graph heads' (``affectflow report``)."""
+    return uses_archetypes(head_meta) or bool(head_meta.get("graphs"))
 
 
 def stored_metrics(store: FeatureStore, path: str) -> dict[str, Any] | None:
@@ -105,7 +123,7 @@ def head_run(
         "key": group.key,
         "metrics": metrics or json.loads(store.get_file(group.path, "metrics.json")),
         "dataset": meta["dataset"],
-        "features": meta["features_path"],
+        "features": " + ".join(meta.get("features_paths", [meta["features_path"]])),
         "array": params["array"],
         "options": params["options"],
         "train": {k: v for k, v in params["train"].items() if k != "seed"},
@@ -130,7 +148,7 @@ def stored_runs(
 
 def train_head(
     store: FeatureStore,
-    features_path: str,
+    features_path: str | Sequence[str],
     head: str,
     task: str,
     array: str = "global",
@@ -140,13 +158,15 @@ def train_head(
     test_fold: int = 1,
     folds: int | None = None,
 ) -> tuple[StepGroup, str, dict[str, Any]]:
-    """Train (or skip) one head; returns (group, "skipped" | "new", metrics)."""
+    """Train (or skip) one head on one feature group, or on several groups of one encoder (datasets
+    trained together, each split by its own protocol); returns (group, "skipped" | "new", metrics)."""
     options, train = dict(options or {}), train or TrainConfig()
+    paths = feature_paths(features_path)
     spec = head_spec(head, task, array, options, train, expressions, test_fold, folds)
-    step = head_step(store, features_path, spec)
+    step = head_step(store, paths, spec)
 
     def fit_head() -> StepOutput:
-        data = load_task_data(store, features_path, task, array, expressions, test_fold, train.seed, folds)
+        data = load_task_data(store, paths, task, array, expressions, test_fold, train.seed, folds)
         x_train = data.x["train"]
         n_patches = x_train.shape[1] if x_train.ndim == 3 else 0
         seed_everything(train.seed)  # the initial weights too: a key always gives the same head
@@ -155,11 +175,15 @@ def train_head(
                 head, task, int(x_train.shape[-1]), data.n_outputs, n_patches, tuple(data.label_names), **options
             )
         except ValueError as err:
-            raise ValueError(f"{head} on {features_path} [{array}]: {err}") from None
-        result = fit(model, task, (x_train, data.y["train"]), (data.x["val"], data.y["val"]), data.n_outputs, train)
+            raise ValueError(f"{head} on {', '.join(paths)} [{array}]: {err}") from None
+        groups = data.dataset["train"] if data.dataset else None
+        result = fit(
+            model, task, (x_train, data.y["train"]), (data.x["val"], data.y["val"]), data.n_outputs, train, groups
+        )
         outputs = predict(model, data.x["test"])
+        y_test = data.y["test"].numpy()
         metrics = {
-            "test": evaluate(task, outputs, data.y["test"].numpy(), data.n_outputs, data.label_names),
+            "test": evaluate(task, outputs, y_test, data.n_outputs, data.label_names),
             "val": result.val,
             "train_seconds": result.seconds,
             "best_epoch": result.best_epoch,
@@ -169,6 +193,12 @@ def train_head(
             "protocol": data.protocol,
             "samples": {k: int(v.size) for k, v in data.rows.items()},
         }
+        if data.dataset:  # several datasets: each one's test rows scored apart too
+            metrics["test_by_dataset"] = {
+                name: evaluate(task, outputs[mine], y_test[mine], data.n_outputs, data.label_names)
+                for i, name in enumerate(data.datasets)
+                if (mine := data.dataset["test"] == i).any()
+            }
         config = {
             "head": head,
             "task": task,
@@ -180,16 +210,21 @@ def train_head(
             "labels": data.label_names,
             "module": get_head(head).build.__module__,  # where it registers: a plugin head loads without --plugin
         }
+        sources = [GroupReader.open(store, path).meta["source_path"] for path in paths]
         meta = {
             "dataset": step.parts[0],
-            "features_path": features_path,
-            "source_path": GroupReader.open(store, features_path).meta["source_path"],
+            "features_path": paths[0],
+            "source_path": sources[0],
+            # several datasets: every group and source, and each test row's dataset (the "dataset" array)
+            **({"features_paths": paths, "source_paths": sources} if len(paths) > 1 else {}),
             "head": head,
             "task": task,
             "labels": data.label_names,
             "uses_archetypes": model.uses_archetypes,  # it has a codebook: reports, predict's archetypes
         }
         arrays = {"outputs": outputs, "archetype": _archetypes(model, data.x["test"]), "row": data.rows["test"]}
+        if data.dataset:
+            arrays["dataset"] = data.dataset["test"].astype(np.int32)
         files = {
             "model.safetensors": safetensors.torch.save(model.state_dict()),
             "config.json": json.dumps(config, indent=1).encode(),
@@ -198,7 +233,7 @@ def train_head(
         if graphs := {name: g.cpu().numpy() for name, g in model.graphs().items()}:
             m = get_task(task).n_aus(data.label_names)
             names, y_train = data.label_names, data.y["train"].numpy()
-            files.update(graph_files(graphs, names[:m], names[m:], y_train[:, :m]))
+            files.update(graph_files(graphs, names[:m], names[m:], y_train[:, :m], expression_prototypes()))
             meta["graphs"] = sorted(graphs)
         return StepOutput(arrays, meta, files)
 
@@ -240,7 +275,7 @@ def head_data(store: FeatureStore, path: str) -> tuple[dict[str, Any], GroupRead
     source = GroupReader.open(store, head.meta["source_path"])
     data = load_task_data(
         store,
-        head.meta["features_path"],
+        head.meta.get("features_paths", head.meta["features_path"]),
         params["task"],
         params["array"],
         params["expressions"],

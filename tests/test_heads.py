@@ -778,3 +778,47 @@ def test_the_fast_preset_trains_with_a_sixteenth_of_the_training_set_per_batch(m
         TrainConfig(epochs=1, batch_size=200, progress=False),
     )
     assert fixed.batch_size == 200 and len(steps) == 4
+
+
+def test_datasets_trained_together_share_the_union_of_their_outputs():
+    """AU-only and expression-only datasets (DISFA beside RAF-DB) in one au_fer output space: AUs in
+    FACS order, classes in canonical order, what a dataset does not code missing (−1), by hand."""
+    from heads.tasks import Labels
+
+    task = get_task("au_fer")
+    au_only = Labels(np.array([[1, 0, -1], [0, 1, -1]]), np.ones(2, bool), ["AU12", "AU4"])
+    expression_only = Labels(np.array([[1], [0], [-1]]), np.array([True, True, False]), ["happiness", "neutral"])
+    both = Labels(np.array([[1, 0], [0, -1]]), np.ones(2, bool), ["AU1", "anger"])
+    classes = ["neutral", "happiness", "sadness", "surprise", "fear", "disgust", "anger", "contempt"]
+    a, e, b = task.merge([au_only, expression_only, both], classes)
+    assert a.names == e.names == b.names == ["AU1", "AU4", "AU12", "neutral", "happiness", "anger"]
+    np.testing.assert_array_equal(a.y, [[-1, 0, 1, -1], [-1, 1, 0, -1]])
+    # its own class 1 is neutral, 0 happiness: renumbered into the union
+    np.testing.assert_array_equal(e.y, [[-1, -1, -1, 0], [-1, -1, -1, 1], [-1, -1, -1, -1]])
+    np.testing.assert_array_equal(b.y, [[1, -1, -1, 2], [0, -1, -1, -1]])
+    np.testing.assert_array_equal(e.labelled, [True, True, False])
+    # the other tasks: the union of AUs (au), of classes (fer); va needs the same outputs everywhere
+    (x,) = get_task("au").merge([Labels(np.array([[1]]), np.ones(1, bool), ["AU6"])], classes)
+    assert x.names == ["AU6"]
+    with pytest.raises(ValueError, match="same outputs"):
+        get_task("va").merge(
+            [Labels(np.zeros((1, 2)), np.ones(1, bool), ["valence", "arousal"])] * 2
+            + [Labels(np.zeros((1, 1)), np.ones(1, bool), ["valence"])],
+            classes,
+        )
+
+
+def test_batches_over_several_datasets_hold_equal_shares_and_cover_the_largest_once():
+    from heads.trainer import epoch_batches
+
+    groups = np.array([0] * 100 + [1] * 30 + [2] * 10)
+    batches = epoch_batches(groups.size, 30, torch.Generator().manual_seed(0), groups)
+    counts = np.array([np.bincount(groups[b.numpy()], minlength=3) for b in batches])
+    assert (counts == 10).all() and len(batches) == 10  # 10 per dataset; 100 rows of the largest / 10
+    largest = np.concatenate([b.numpy() for b in batches])
+    assert sorted(largest[largest < 100].tolist()) == list(range(100))  # each row of the largest once
+    assert set(largest[largest >= 130].tolist()) == set(range(130, 140))  # the smallest cycles
+    assert any(groups[b.numpy()[:10]].min() != groups[b.numpy()[:10]].max() for b in batches)  # mixed order
+    # one dataset: a shuffled pass over the rows, the batches the trainer always made
+    single = epoch_batches(50, 16, torch.Generator().manual_seed(3))
+    torch.testing.assert_close(torch.cat(single), torch.randperm(50, generator=torch.Generator().manual_seed(3)))

@@ -45,6 +45,32 @@ FACS_AUS: tuple[int, ...] = tuple(FACS_NAMES)
 AU_NAMES: tuple[str, ...] = tuple(f"AU{n}" for n in FACS_AUS)
 
 
+def expression_prototypes(path: str | Path | None = None) -> dict[str, list[tuple[str, frozenset[str]]]]:
+    """Expression → its (kind, AU set) rows, ``kind`` prototype or variant, from the packaged EMFACS
+    table (data/emfacs_prototypes.csv, which cites its sources) or a user's file with the same columns
+    (expression, kind, aus: "1+2+5+26/27", "a/b" one of a or b, so one row per alternative)."""
+    import itertools
+
+    path = Path(path) if path else Path(__file__).parent / "data" / "emfacs_prototypes.csv"
+    lines = path.read_text().splitlines()
+    out: dict[str, list[tuple[str, frozenset[str]]]] = {}
+    body = [(n, line) for n, line in enumerate(lines, 1) if line.strip() and not line.startswith("#")]
+    reader = csv.DictReader(line for _, line in body)
+    for (n, _), row in zip(body[1:], reader):
+        where = f"{path}:{n}"
+        if row.get("expression") not in EXPRESSION_INDEX:
+            raise ValueError(f"{where}: expression {row.get('expression')!r} is not one of {', '.join(EXPRESSIONS)}")
+        if row.get("kind") not in ("prototype", "variant"):
+            raise ValueError(f"{where}: kind {row.get('kind')!r} is not prototype or variant")
+        choices = [part.split("/") for part in (row.get("aus") or "").split("+")]
+        codes = [[au_code(c) for c in choice] for choice in choices]
+        if not all(is_facs(c) for choice in codes for c in choice):
+            raise ValueError(f"{where}: AUs {row.get('aus')!r} are not FACS action units joined by + and /")
+        for combination in itertools.product(*codes):
+            out.setdefault(row["expression"], []).append((row["kind"], frozenset(f"AU{c}" for c in combination)))
+    return out
+
+
 def au_code(name: str) -> int | None:
     """``"AU12"`` / ``"au12"`` / ``"12"`` / ``"1.2e+01"`` → 12; None when it is not an AU number."""
     text = str(name).strip().upper().removeprefix("AU")

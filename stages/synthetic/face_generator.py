@@ -463,3 +463,39 @@ def write_generated_dataset(
         )
         writer.writerows(rows)
     return root, {"subjects": len(subjects), "per_subject": per_subject, "candidates": report}
+
+
+def write_partial_labels(root: str | Path, out: str | Path, half: int, keep: str) -> Path:
+    """Half of a generated dataset's subjects with only one kind of label, over the same images
+    (hard-linked: a dataset's files lie under its root): the two halves of a partial-label setting,
+    an AU dataset beside an expression dataset (CausalAffect's multi-dataset training).
+
+    ``half`` 0 or 1: every other subject of each split, so both halves keep train, val and test
+    subjects; ``keep`` ``"au"`` (the AU and intensity columns, no expression or VA) or
+    ``"expression"`` (expression and VA, no AU columns at all, as RAF-DB). What it is not: two
+    datasets of different domains; the halves share the generator, identities' looks and encoder."""
+    import os
+    import shutil
+
+    root, out = Path(root), Path(out)
+    if keep not in ("au", "expression") or half not in (0, 1):
+        raise ValueError(f"half 0 or 1 and keep 'au' or 'expression', not {half!r} and {keep!r}")
+    with open(root / "manifest.csv", newline="") as f:
+        rows = list(csv.DictReader(f))
+    subjects: dict[str, list[str]] = {}
+    for row in rows:
+        split = subjects.setdefault(row["split"], [])
+        if row["subject"] not in split:
+            split.append(row["subject"])
+    mine = {s for split in subjects.values() for k, s in enumerate(split) if k % 2 == half}
+    is_au = [c.removeprefix("intensity_").startswith("AU") for c in rows[0]]
+    drop = {"expression", "valence", "arousal"} if keep == "au" else {c for c, au in zip(rows[0], is_au) if au}
+    columns = [c for c in rows[0] if c not in drop]
+    out.mkdir(parents=True, exist_ok=True)
+    if not (out / "img").exists():
+        shutil.copytree(root / "img", out / "img", copy_function=os.link)
+    with open(out / "manifest.csv", "w", newline="") as f:
+        writer = csv.DictWriter(f, columns, extrasaction="ignore")
+        writer.writeheader()
+        writer.writerows(row for row in rows if row["subject"] in mine)
+    return out
