@@ -11,9 +11,16 @@ import sys
 import time
 from pathlib import Path
 
-import numpy as np
-import pytest
-from PIL import Image
+# Under pytest-xdist (`make test` runs two workers): each worker keeps to one core, and so do the
+# processes its tests start (they inherit it), so two workers share the two cores. Without this,
+# torch's OpenMP team in one worker spins against the other's and both slow many times over.
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    for _threads in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
+        os.environ[_threads] = "1"
+
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
+from PIL import Image  # noqa: E402
 
 # Before Prefect is imported anywhere: isolate its home and keep its server offline-quiet.
 _SESSION_TMP = Path(os.environ.get("AFFECTFLOW_TEST_TMP", "/tmp")) / f"affectflow-tests-{os.getpid()}"

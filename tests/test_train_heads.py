@@ -298,10 +298,13 @@ def test_the_causal_graph_recovers_the_generators_au_rule_and_matches_the_probes
     from stages.synthetic.face_generator import PROTOTYPES
 
     fstore, features = blendshapes
-    train = TrainConfig.preset("fast", lr=3e-3, batch_size=32, warmup_epochs=0, patience=10, epochs=80, seed=0)
-    group, _, metrics = train_head(fstore, features, "causal", "au_fer", "blendshapes", {}, train)
-    probe_fer = train_head(fstore, features, "linear", "fer", "blendshapes", {}, train)[2]["test"]
-    probe_au = train_head(fstore, features, "linear", "au", "blendshapes", {}, train)[2]["test"]
+    runs = {"causal": [], "fer": [], "au": []}
+    for seed in (0, 1, 2):  # 168 training faces: one seed's scores move by a few hundredths
+        train = TrainConfig.preset("fast", lr=3e-3, batch_size=32, warmup_epochs=0, patience=10, epochs=80, seed=seed)
+        runs["causal"].append(train_head(fstore, features, "causal", "au_fer", "blendshapes", {}, train))
+        runs["fer"].append(train_head(fstore, features, "linear", "fer", "blendshapes", {}, train)[2]["test"])
+        runs["au"].append(train_head(fstore, features, "linear", "au", "blendshapes", {}, train)[2]["test"])
+    group, _, metrics = runs["causal"][0]
     model, config = load_head(fstore, group.path)
     graph = model.graphs()["au_expression"].numpy()
     aus, classes = config["labels"][: model.m], config["labels"][model.m :]
@@ -317,13 +320,17 @@ def test_the_causal_graph_recovers_the_generators_au_rule_and_matches_the_probes
         assert rule_mean > 0 and max(excluded) < 0.5 * rule_mean, (name, dict(zip(aus, graph[:, c].round(3))))
     # measured: precision@k 1.0 for every class (the rule's AUs are exactly each class's top edges)
     assert min(precision.values()) >= 0.75 and np.mean(list(precision.values())) >= 0.9, precision
-    # and the scores of probes on the same features (0.459 vs 0.459 macro-F1, 0.678 vs 0.652 AU F1 at
-    # seed 0; over 3 seeds 0.432 vs 0.432 and 0.656 vs 0.649): within 0.02, the seeds' spread on 56 test faces
-    test = metrics["test"]
-    assert test["macro_f1"] >= probe_fer["macro_f1"] - 0.02 and test["mean_f1"] >= probe_au["mean_f1"] - 0.02, (
-        test,
-        probe_fer,
-        probe_au,
+    # and, over 3 seeds, the scores of probes on the same features (measured with one thread per
+    # process, as `make test` runs: 0.437 vs 0.432 macro-F1, 0.640 vs 0.649 AU F1); within 0.02.
+    # At the demo's size (bench/causal.py, 3 seeds) the full head is at or above both probes.
+    causal = {k: np.mean([r[2]["test"][k] for r in runs["causal"]]) for k in ("macro_f1", "mean_f1")}
+    probe = {
+        "macro_f1": np.mean([r["macro_f1"] for r in runs["fer"]]),
+        "mean_f1": np.mean([r["mean_f1"] for r in runs["au"]]),
+    }
+    assert causal["macro_f1"] >= probe["macro_f1"] - 0.02 and causal["mean_f1"] >= probe["mean_f1"] - 0.02, (
+        causal,
+        probe,
     )
     assert fstore.get_file(group.path, "graph-au_expression.png")[:4] == b"\x89PNG"
     csv_rows = fstore.get_file(group.path, "graph-au_expression.csv").decode().splitlines()
