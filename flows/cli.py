@@ -320,7 +320,7 @@ def train(
             "repeated: one head trained on every dataset together (e.g. disfa/open_clip and rafdb/open_clip)"
         ),
     ],
-    task: Annotated[str, typer.Option(help="fer, va, au or au_fer")],
+    task: Annotated[str, typer.Option(help="fer, va, au, au_fer or rank")],
     head: Annotated[list[str], typer.Option(help="aura, linear, mlp or a plugin's head (repeatable)")] = ["aura"],
     array: Annotated[str, typer.Option(help="feature array: global, patch_proj, blendshapes, mfcc …")] = "global",
     option: Annotated[
@@ -329,7 +329,9 @@ def train(
     ] = [],
     plugin: Annotated[list[str], typer.Option(help="module to import first: its heads and tasks register")] = [],
     seed: Annotated[list[int], typer.Option(help="seeds; several give mean ± std (repeatable)")] = [0],
-    preset: Annotated[str, typer.Option(help="training preset: fast, or paper (AURA's lr 1e-4, batch 256)")] = "fast",
+    preset: Annotated[
+        str, typer.Option(help="training preset: fast, paper (AURA's lr 1e-4, batch 256) or lasca (MLPClassifier's)")
+    ] = "fast",
     epochs: Annotated[int | None, typer.Option(help="[default: the preset's, fast 100, paper 200]")] = None,
     batch_size: Annotated[
         int | None, typer.Option(help="[default: the preset's, fast: the training set / 16 within 32–512, paper 256]")

@@ -45,7 +45,9 @@ class HeadConfig(BaseModel):
     array: str = Field("global", description="feature array: global, patch_proj, blendshapes …")
     options: dict[str, Any] = Field(default_factory=dict, description="the head's options (its config's fields)")
     seeds: list[int] = Field(default_factory=lambda: [0])
-    preset: str = Field("fast", description="training preset: fast (the default) or paper (AURA's lr 1e-4)")
+    preset: str = Field(
+        "fast", description="training preset: fast (the default), paper (AURA's lr 1e-4) or lasca (MLPClassifier's)"
+    )
     epochs: int | None = Field(None, description="None: the preset's")
     batch_size: int | None = None
     lr: float | None = None

@@ -82,3 +82,11 @@ def dag_penalty(w: torch.Tensor) -> torch.Tensor:
     """NOTEARS' acyclicity measure h(W) = tr(exp(W ∘ W)) − d: zero exactly when the weighted graph
     ``w`` (d × d) has no directed cycle, positive otherwise; ∇h = exp(W ∘ W)ᵀ ∘ 2W."""
     return torch.linalg.matrix_exp(w * w).diagonal().sum() - w.shape[-1]
+
+
+def preference_loss(logits: torch.Tensor, rises: torch.Tensor) -> torch.Tensor:
+    """Binary cross-entropy of "the affect rises" over the labelled pairs (NaN labels excluded)."""
+    keep = torch.isfinite(rises)
+    if not keep.any():
+        return logits.sum() * 0.0
+    return F.binary_cross_entropy_with_logits(logits[keep], rises[keep])

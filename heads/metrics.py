@@ -1,4 +1,4 @@
-"""The one metrics module: expression, AU and valence/arousal scores on numpy arrays.
+"""The one metrics module: expression, AU, valence/arousal and preference scores on numpy arrays.
 
 F1 and accuracy are counted from a confusion matrix with numpy, to scikit-learn's definitions
 (``zero_division=0``; tests compare them with ``sklearn.metrics`` on random labels): importing
@@ -59,6 +59,13 @@ def au_metrics(pred: np.ndarray, target: np.ndarray, names: list[str]) -> dict[s
     scores = [v for v in out.values() if np.isfinite(v)]
     out["mean_f1"] = float(np.mean(scores)) if scores else float("nan")
     return out
+
+
+def preference_metrics(logits: np.ndarray, target: np.ndarray) -> dict[str, float]:
+    """Accuracy of "the affect rises" (logit > 0) over the labelled pairs (NaN labels excluded)."""
+    keep = np.isfinite(target)
+    correct = (logits[keep] > 0) == (target[keep] > 0.5)
+    return {"accuracy": float(correct.mean()) if keep.any() else float("nan"), "n": int(keep.sum())}
 
 
 def va_metrics(pred: np.ndarray, target: np.ndarray) -> dict[str, float]:

@@ -20,8 +20,8 @@ from typing import Any, ClassVar, Protocol
 import numpy as np
 import torch
 
-from heads.losses import au_branch_losses, au_loss, class_weights, expression_loss, va_loss
-from heads.metrics import au_metrics, expression_metrics, va_metrics
+from heads.losses import au_branch_losses, au_loss, class_weights, expression_loss, preference_loss, va_loss
+from heads.metrics import au_metrics, expression_metrics, preference_metrics, va_metrics
 
 
 class LabelSource(Protocol):
@@ -489,3 +489,31 @@ class ActionUnitsAndExpression(Task):
     def answer(self, outputs, names):
         m = self.n_aus(names)
         return {**get_task("au").answer(outputs[:m], names[:m]), **get_task("fer").answer(outputs[m:], names[m:])}
+
+
+@register_task
+class Preference(Task):
+    """LaScA's preference: from the difference of two windows' features, whether valence or arousal
+    rises from the first to the second (one logit; labels 1 / 0, NaN missing), read from a pairs
+    group's ``label`` array; binary cross-entropy, scored by accuracy."""
+
+    name = "rank"
+    headline = "accuracy"
+
+    def labels(self, source: LabelSource, expressions: list[int] | None = None) -> Labels:
+        if "label" not in source.names():
+            raise ValueError(f"{source.path} is not a pairs group: the rank task reads its 'label' array")
+        y = source.numpy("label").astype(np.float32).reshape(-1, 1)
+        return Labels(y, np.isfinite(y[:, 0]), [f"{source.meta.get('affect', 'affect')} rises"])
+
+    def loss(self, out, target, weights, alpha=1.0):
+        return preference_loss(out[:, 0], target[:, 0].float())
+
+    def branch_loss(self, out, target, weights, alpha=1.0):
+        raise TypeError("rank has no archetype branches")
+
+    def metrics(self, outputs, target, names):
+        return preference_metrics(outputs[:, 0], target[:, 0])
+
+    def answer(self, outputs, names):
+        return {names[0] if names else "rises": float(1 / (1 + np.exp(-outputs[0])))}

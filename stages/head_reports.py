@@ -42,6 +42,8 @@ def write_report(
     params, source, data = head_data(store, head_path)
     if not model.uses_archetypes:
         raise ValueError(f"{head_path} is a {config['head']} head: reports are for archetype (aura) and graph heads")
+    if data.dataset is not None:  # its thumbnails, nearest samples and audit read one dataset's source
+        raise ValueError(f"{head_path} trained on {' and '.join(data.datasets)}: archetype reports are per dataset")
     task = get_task(params["task"])
     branches = analyse(model, data, task, n_nearest)
     rows = sheet_rows(branches)  # decoded once: AU branches share most of their nearest samples

@@ -385,6 +385,16 @@ def test_an_au_only_and_an_expression_only_dataset_train_one_causal_head(blendsh
     assert by_dataset["au-only"]["n"] == 0 and np.isfinite(by_dataset["au-only"]["mean_f1"])
     assert by_dataset["expression-only"]["n"] > 0 and np.isnan(by_dataset["expression-only"]["mean_f1"])
     assert train_head(fstore, [au_only, expression_only], "causal", "au_fer", "blendshapes", {}, train)[1] == "skipped"
+    # a dataset without the task's labels is an error naming it; an archetype head over two
+    # datasets trains, and its report (one dataset's images) is refused with the reason
+    with pytest.raises(ValueError, match="au-only.*empty split"):
+        train_head(fstore, [au_only, expression_only], "linear", "fer", "blendshapes", {}, train)
+    quick = TrainConfig.preset("fast", epochs=2, warmup_epochs=1, batch_size=32)
+    aura = train_head(fstore, [full, expression_only], "aura", "fer", "blendshapes", {}, quick)[0]
+    from stages.head_reports import write_report
+
+    with pytest.raises(ValueError, match="archetype reports are per dataset"):
+        write_report(fstore, aura.path)
 
     full_group, _, full_metrics = train_head(fstore, full, "causal", "au_fer", "blendshapes", {}, train)
     model, config = load_head(fstore, joint.path)

@@ -1,0 +1,118 @@
+"""LaScA's language side, before any model: window features → salient cues → prompts.
+
+* **Normalisation**: min–max per feature with the training fold's statistics only (:func:`minmax_fit`);
+  a feature constant in training maps to 0.
+* **Salience** (:func:`salient_mask`): per window, its normalised values are split in two by Otsu's
+  threshold (scikit-image's ``threshold_otsu`` over the window's distinct values: the split
+  maximising the between-group variance); the upper group is salient. A window whose values are
+  all equal has no salient feature.
+* **Lexicon** (:func:`read_cue_lexicon`): every blendshape and voice feature → a short phrase (a
+  physical cue, then an affect cue), from the packaged, versioned data file or a user's; ``name``
+  is the feature-name lexicon of the paper's lexicon ablation. Its content digest keys what is
+  built from it.
+* **Templates** (:func:`window_prompts`): the phrases of the salient features in the lexicon's order,
+  a facial prompt, an audio prompt, and a multimodal prompt joining them with one terminal marker.
+  Deterministic: the same mask always gives the same text.
+"""
+
+from __future__ import annotations
+
+import csv
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import xxhash
+
+MODALITIES = ("face", "audio")
+LEXICON_KINDS = ("phrase", "name")  # the paper's lexicon ablation: affect-aware phrases or feature names
+
+
+@dataclass(frozen=True)
+class CueLexicon:
+    features: tuple[str, ...]  # in the file's order: the order cues take in a prompt
+    modality: dict[str, str]
+    phrase: dict[str, str]
+    name: dict[str, str]
+    digest: str  # xxh3-128 of the file's bytes
+
+    def text(self, feature: str, kind: str = "phrase") -> str:
+        if kind not in LEXICON_KINDS:
+            raise ValueError(f"lexicon kind {kind!r} is not one of {LEXICON_KINDS}")
+        return getattr(self, kind)[feature]
+
+
+def read_cue_lexicon(path: str | Path | None = None) -> CueLexicon:
+    """The packaged lexicon (``stages/sources/data/lasca_lexicon.csv``) or a user's file with its
+    columns (feature, modality, phrase, name); a bad row is an error naming its line."""
+    path = Path(path) if path else Path(__file__).parent / "sources" / "data" / "lasca_lexicon.csv"
+    raw = path.read_bytes()
+    lines = raw.decode("utf-8").splitlines()
+    body = [(n, line) for n, line in enumerate(lines, 1) if line.strip() and not line.startswith("#")]
+    features, modality, phrase, name = [], {}, {}, {}
+    for (n, _), row in zip(body[1:], csv.DictReader(line for _, line in body)):
+        where = f"{path}:{n}"
+        feature = (row.get("feature") or "").strip()
+        if not feature or feature in modality:
+            raise ValueError(f"{where}: feature {feature!r} is empty or repeated")
+        if row.get("modality") not in MODALITIES:
+            raise ValueError(f"{where}: modality {row.get('modality')!r} is not one of {MODALITIES}")
+        if not (row.get("phrase") or "").strip() or not (row.get("name") or "").strip():
+            raise ValueError(f"{where}: {feature} needs a phrase and a name")
+        features.append(feature)
+        modality[feature], phrase[feature], name[feature] = row["modality"], row["phrase"].strip(), row["name"].strip()
+    if not features:
+        raise ValueError(f"{path}: no rows (columns feature, modality, phrase, name)")
+    return CueLexicon(tuple(features), modality, phrase, name, xxhash.xxh3_128_hexdigest(raw))
+
+
+def minmax_fit(x_train: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(minimum, range) per feature over the training windows (NaN rows ignored; range 1 where constant)."""
+    low, high = np.nanmin(x_train, 0), np.nanmax(x_train, 0)
+    span = high - low
+    return low, np.where(span > 0, span, 1.0)
+
+
+def minmax_apply(x: np.ndarray, fitted: tuple[np.ndarray, np.ndarray]) -> np.ndarray:
+    """Windows scaled by the training statistics: [0, 1] inside the training range, beyond it outside."""
+    low, span = fitted
+    return (x - low) / span
+
+
+def salient_mask(x: np.ndarray) -> np.ndarray:
+    """Per window (row), the features above Otsu's threshold on that window's normalised values."""
+    from skimage.filters import threshold_otsu
+
+    mask = np.zeros(x.shape, bool)
+    for i, row in enumerate(x):
+        values = row[np.isfinite(row)]
+        if values.size < 2 or values.min() == values.max():
+            continue  # nothing stands out of a flat window
+        # the window's distinct values as the histogram: Otsu's split between two of them, exactly
+        # (256 bins would put a value that shares the threshold's bin on either side)
+        distinct, counts = np.unique(values, return_counts=True)
+        mask[i] = np.isfinite(row) & (row > threshold_otsu(hist=(counts, distinct)))
+    return mask
+
+
+def window_prompts(
+    mask: np.ndarray, features: list[str], lexicon: CueLexicon, kind: str = "phrase"
+) -> dict[str, list[str]]:
+    """The facial, audio and multimodal prompt of every window (row of ``mask`` over ``features``):
+    the salient features' texts in the lexicon's order, joined by "; ", one terminal marker."""
+    if missing := [f for f in features if f not in lexicon.modality]:
+        raise ValueError(f"features without a lexicon entry: {missing[:5]}{' …' if len(missing) > 5 else ''}")
+    rank = {f: k for k, f in enumerate(lexicon.features)}
+    order = sorted(range(len(features)), key=lambda j: rank[features[j]])
+    out: dict[str, list[str]] = {"face": [], "audio": [], "multimodal": []}
+    for row in mask:
+        cues = {
+            m: [lexicon.text(features[j], kind) for j in order if row[j] and lexicon.modality[features[j]] == m]
+            for m in MODALITIES
+        }
+        face = f"The face shows {'; '.join(cues['face'])}" if cues["face"] else "The face shows nothing salient"
+        audio = f"The voice shows {'; '.join(cues['audio'])}" if cues["audio"] else "The voice shows nothing salient"
+        out["face"].append(face + ".")
+        out["audio"].append(audio + ".")
+        out["multimodal"].append(f"{face}; {audio[0].lower()}{audio[1:]}.")
+    return out
