@@ -133,6 +133,10 @@ def plan_extraction(
 ) -> ExtractionPlan:
     """Parse and fingerprint each dataset (stat-cached) and key every step from it."""
     built = [(c, create_encoder(c.name, **c.options)) for c in _encoder_order(encoders)]
+    if text_only := [enc.name for _, enc in built if enc.modality == "text"]:
+        raise ValueError(
+            f"{', '.join(text_only)}: sentence encoders embed prompts, not frames (stages/prompt_cache.py)"
+        )
     for _, enc in built:
         enc.weights_digest()  # fail fast: weights missing or unreadable
     text_encoders = [(cfg, enc) for cfg, enc in built if enc.has_text_tower]

@@ -1,4 +1,5 @@
-"""LaScA's preference pairs: which way valence or arousal moves between consecutive windows.
+"""LaScA's preference pairs: which way valence or arousal moves between consecutive windows, and
+the keyed step that stores them for a windows group.
 
 Consecutive windows (by start time) of the same video form a pair when the affect changes by more
 than τ relative to where it was: |a_{t+1} − a_t| / max(|a_t|, ε) > τ, ε keeping a start near zero
@@ -13,6 +14,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
+
+from featurestore import FeatureStore, GroupReader, Step, StepGroup, StepOutput, StepSpec
 
 EPSILON = 1e-3  # on the [−1, 1] affect scale: a change from 0 to 0.001 is not "infinitely large"
 
@@ -50,3 +53,54 @@ def preference_pairs(
         unlabelled_windows=int((~np.isfinite(affect)).sum()),
         below_threshold=int((candidates & ~keep).sum()),
     )
+
+
+# -- the step: (windows group, affect, τ) → pairs/<dataset>/<encoder>/<window>/<affect>-<τ>/<key> -------
+PAIRS_STEP = "pairs"
+PAIRS_STEP_VERSION = 1
+AFFECTS = ("valence", "arousal")  # the windows' ``va`` columns
+
+
+def pairs_step(windows: StepGroup, affect: str, tau: float, epsilon: float = EPSILON) -> Step:
+    """Keyed on the windows group and (affect, τ, ε): a new τ makes new pairs, and nothing upstream."""
+    if affect not in AFFECTS:
+        raise ValueError(f"affect {affect!r} is not one of {AFFECTS}")
+    spec = StepSpec(PAIRS_STEP, PAIRS_STEP_VERSION, {"affect": affect, "tau": tau, "epsilon": epsilon})
+    meta = windows.meta
+    where = (meta["dataset"], meta["encoder"], meta["window"], f"{affect}-{tau:g}")
+    return Step("pairs", spec, (windows.key,), "pairs", where)
+
+
+def compute_pairs(
+    store: FeatureStore, windows: StepGroup, affect: str, tau: float, epsilon: float = EPSILON
+) -> tuple[StepGroup, str]:
+    """Write (or skip) the pairs of a windows group; windows without features take part in none.
+    Arrays: ``first``, ``second``, ``label`` (1.0 rises), and the pair's ``video``, ``subject`` and
+    ``split`` (those of its windows: a pair never spans two videos)."""
+
+    def build() -> StepOutput:
+        reader = GroupReader(windows)
+        value = reader.numpy("va")[:, AFFECTS.index(affect)].astype(np.float64)
+        value = np.where(reader.ok_mask(), value, np.nan)
+        pairs = preference_pairs(reader.numpy("video"), reader.numpy("start"), value, tau, epsilon)
+        if not pairs.first.size:
+            raise ValueError(f"{windows.path}: no consecutive windows change {affect} by more than τ = {tau:g}")
+        arrays = {
+            "first": pairs.first.astype(np.int64),
+            "second": pairs.second.astype(np.int64),
+            "label": pairs.label.astype(np.float32),
+            **{k: reader.numpy(k)[pairs.first] for k in ("video", "subject", "split")},
+        }
+        meta = {
+            "dataset": windows.meta["dataset"],
+            "encoder": windows.meta["encoder"],
+            "window": windows.meta["window"],
+            "windows_path": windows.path,
+            "affect": affect,
+            "tau": tau,
+            "windows_without_label_or_features": pairs.unlabelled_windows,
+            "changes_at_most_tau": pairs.below_threshold,
+        }
+        return StepOutput(arrays, meta)
+
+    return store.run_step(pairs_step(windows, affect, tau, epsilon), build)

@@ -116,7 +116,7 @@ def test_the_learner_is_mlpclassifiers_twin_layers_penalty_and_accuracy():
     assert sizes == [(68, 34), (34, 17), (17, 1)]
     x, y = torch.randn(8, 68), torch.tensor([[1.0], [0.0]] * 4)
     total, parts = head.losses(x, y)
-    weights = sum(float((m.weight**2).sum()) for m in head.body if isinstance(m, torch.nn.Linear))
+    weights = sum(float(m.weight.detach().square().sum()) for m in head.body if isinstance(m, torch.nn.Linear))
     assert parts["l2"] == pytest.approx(0.5 * 1.0 * weights / 8, rel=1e-5)
 
     # pairs whose direction is a noisy nonlinear function of the feature difference
@@ -143,3 +143,86 @@ def test_the_learner_is_mlpclassifiers_twin_layers_penalty_and_accuracy():
     twin_accuracy, sklearn_accuracy = np.mean(twin_accuracy), np.mean(sklearn_accuracy)
     # measured: 0.815 against 0.828 (seeds 0–2)
     assert abs(twin_accuracy - sklearn_accuracy) <= 0.02 and twin_accuracy > 0.75, (twin_accuracy, sklearn_accuracy)
+
+
+def test_the_packaged_sentence_transformer_embeds_prompts_offline_and_others_name_their_path_form():
+    from stages.encoders import EncoderError, create_encoder
+
+    encoder = create_encoder("all-MiniLM-L6-v2").load()
+    a, b, c = encoder.encode_text(
+        ["left lip corner up, happy", "right lip corner up, happy", "jaw shifted left, uneasy"]
+    ).numpy()
+    assert a.shape == (384,) and np.linalg.norm(a) == pytest.approx(1.0, abs=1e-4)  # the model normalises
+    assert a @ b > a @ c  # a real model: the two smiles are nearer each other than to the jaw
+    with pytest.raises(EncoderError, match="path=/path/to/all-mpnet-base-v2"):
+        create_encoder("all-mpnet-base-v2")
+    with pytest.raises(EncoderError, match="embeds prompts, not frames"):
+        encoder.encode_batch([np.zeros((8, 8, 3), np.uint8)])
+    from flows.extract import EncoderConfig, plan_extraction
+
+    with pytest.raises(ValueError, match="embed prompts, not frames"):
+        plan_extraction([], [EncoderConfig(name="all-MiniLM-L6-v2")])
+
+
+def test_each_unique_prompt_is_embedded_once_and_a_second_window_set_reuses_the_cache(tmp_path):
+    from featurestore import FeatureStore
+    from stages.encoders import create_encoder
+    from stages.prompt_cache import embed_prompts
+
+    encoder = create_encoder("all-MiniLM-L6-v2").load()
+    encoded: list[str] = []
+    direct = encoder.encode_text
+
+    def counting(prompts):
+        encoded.extend(prompts)
+        return direct(prompts)
+
+    encoder.encode_text = counting
+    store = FeatureStore(tmp_path / "store")
+    lexicon = read_cue_lexicon()
+    rng = np.random.default_rng(0)
+    features = ["mouthSmileLeft", "browInnerUp", "jawOpen", "rms"]
+    masks = rng.random((200, 4)) > 0.5  # 200 windows, at most 16 distinct prompts
+    first = window_prompts(masks, features, lexicon)["multimodal"]
+    vectors, new = embed_prompts(store, encoder, first)
+    assert new == len(set(first)) == len(encoded) and sorted(encoded) == sorted(set(first))
+    np.testing.assert_allclose(vectors[0], direct([first[0]]).numpy()[0], atol=2e-3)  # float16 in the store
+    # the same 50 windows with one more feature that is never salient there, and one window where it is
+    more = np.vstack([np.c_[masks[:50], np.zeros(50, bool)], np.ones((1, 5), bool)])
+    again = window_prompts(more, [*features, "f0"], lexicon)["multimodal"]
+    encoded.clear()
+    vectors2, new2 = embed_prompts(store, encoder, again)
+    unseen = set(again) - set(first)
+    assert new2 == len(unseen) == 1 and set(encoded) == unseen  # only what no earlier set embedded
+    np.testing.assert_array_equal(vectors2[:50], vectors[:50])
+
+
+def test_the_pairs_step_is_keyed_on_its_windows_and_tau_and_skips_windows_without_features(tmp_path):
+    from featurestore import FeatureStore, GroupReader, Step, StepOutput, StepSpec
+    from stages.pairs import compute_pairs
+
+    store = FeatureStore(tmp_path / "store")
+    va = np.array([[0.1, 0.50], [0.1, 0.60], [0.1, 0.65], [0.1, 0.30], [0.1, 0.0], [0.1, 0.4]], np.float32)
+    table = {
+        "va": va,
+        "video": np.array(["a", "a", "a", "a", "b", "b"]),
+        "start": np.array([0.0, 5.0, 10.0, 15.0, 0.0, 5.0]),
+        "subject": np.array(["s1"] * 4 + ["s2"] * 2),
+        "split": np.array(["train"] * 6),
+        "status": np.array([0, 0, 0, 0, 0, 3], np.int8),  # the last window has no features
+        "status_detail": np.array([""] * 5 + ["no frame of the window has features"]),
+    }
+    meta = {"dataset": "clips", "encoder": "mediapipe-face", "window": "5s"}
+    step = Step("windows", StepSpec("windows", 1, {"length": 5}), ("k",), "windows", ("clips", "mediapipe-face", "5s"))
+    windows, _ = store.run_step(step, lambda: StepOutput(table, meta))
+    group, state = compute_pairs(store, windows, "arousal", 0.10)
+    assert state == "new" and group.path.startswith("pairs/clips/mediapipe-face/5s/arousal-0.1/")
+    pairs = GroupReader(group)
+    got = sorted(zip(pairs.numpy("first").tolist(), pairs.numpy("second").tolist(), pairs.numpy("label").tolist()))
+    assert got == [(0, 1, 1.0), (1, 0, 0.0), (2, 3, 0.0), (3, 2, 1.0)]  # b's only pair needs the featureless window
+    assert group.meta["windows_without_label_or_features"] == 1 and group.meta["changes_at_most_tau"] == 1
+    assert compute_pairs(store, windows, "arousal", 0.10)[1] == "skipped"
+    other, state = compute_pairs(store, windows, "arousal", 0.05)  # 0.60 → 0.65 is +8 %: now a pair
+    assert state == "new" and other.key != group.key and GroupReader(other).numpy("first").size == 6
+    with pytest.raises(ValueError, match="no consecutive windows change valence"):
+        compute_pairs(store, windows, "valence", 0.10)

@@ -1,6 +1,6 @@
 """Frozen encoders. Importing this package registers every built-in encoder."""
 
-from stages.encoders import efficientnet_lite, face_landmarker, open_clip_encoder, voice  # noqa: F401  (registration)
+from stages.encoders import efficientnet_lite, face_landmarker, open_clip_encoder, sentence, voice  # noqa: F401  (registration)
 from stages.encoders.base import (
     EncodedBatch,
     Encoder,
