@@ -24,6 +24,8 @@ from pathlib import Path
 import numpy as np
 import xxhash
 
+from featurestore import FeatureStore, GroupReader, Step, StepGroup, StepOutput, StepSpec
+
 MODALITIES = ("face", "audio")
 LEXICON_KINDS = ("phrase", "name")  # the paper's lexicon ablation: affect-aware phrases or feature names
 
@@ -116,3 +118,75 @@ def window_prompts(
         out["audio"].append(audio + ".")
         out["multimodal"].append(f"{face}; {audio[0].lower()}{audio[1:]}.")
     return out
+
+
+# -- the step: (windows groups of one video set, lexicon, fold) → prompts/<dataset>/<window>/<key> --------
+PROMPTS_STEP = "prompts"
+PROMPTS_STEP_VERSION = 1
+VOICE_ARRAYS = ("mfcc", "rms", "f0")  # the voice encoder's window arrays, in this order
+
+
+def window_features(groups: list[GroupReader]) -> tuple[np.ndarray, list[str], np.ndarray]:
+    """(values (N, F), feature names, rows every group has features for) of windows groups over the
+    same videos and window (a face group's blendshapes, a voice group's MFCCs, RMS and f0)."""
+    columns, names, ok = [], [], np.ones(groups[0].shape("status")[0], bool)
+    for group in groups:
+        ok &= group.ok_mask()
+        if "blendshapes" in group.names():
+            columns.append(group.numpy("blendshapes"))
+            names += list(group.meta["blendshape_names"])
+        for array in (a for a in VOICE_ARRAYS if a in group.names()):
+            values = group.numpy(array)
+            columns.append(values)
+            names += [f"{array}_{k}" for k in range(values.shape[1])] if array == "mfcc" else [array]
+    if not columns:
+        raise ValueError(f"{[g.path for g in groups]}: no blendshapes or voice features to describe")
+    return np.concatenate(columns, 1).astype(np.float64), names, ok
+
+
+def prompts_step(windows: list[StepGroup], lexicon: CueLexicon, kind: str, folds: int, test_fold: int) -> Step:
+    """Keyed on the windows groups, the lexicon's content and kind, and the fold whose training
+    windows give the min–max statistics: a new lexicon re-runs prompts onward, a new τ does not."""
+    spec = StepSpec(PROMPTS_STEP, PROMPTS_STEP_VERSION, {"kind": kind, "folds": folds, "test_fold": test_fold})
+    inputs = (*sorted(g.key for g in windows), f"lexicon:{lexicon.digest}")
+    meta = windows[0].meta
+    return Step("prompts", spec, inputs, "prompts", (meta["dataset"], meta["window"]))
+
+
+def compute_prompts(
+    store: FeatureStore,
+    windows: list[StepGroup],
+    lexicon: CueLexicon,
+    kind: str = "phrase",
+    folds: int = 15,
+    test_fold: int = 1,
+) -> tuple[StepGroup, str]:
+    """Each window's salient features and its facial, audio and multimodal prompts, normalised with
+    the statistics of the training windows of subject-exclusive fold ``test_fold`` of ``folds``
+    (fewer folds when the videos have fewer subjects). Windows without features get empty prompts."""
+    from stages.head_data import subject_folds
+
+    def build() -> StepOutput:
+        readers = [GroupReader(g) for g in windows]
+        if len({g.meta["window"] for g in windows}) > 1 or len({r.shape("status")[0] for r in readers}) > 1:
+            raise ValueError(f"{[g.path for g in windows]}: prompts need windows of one length over the same videos")
+        x, names, ok = window_features(readers)
+        subjects = readers[0].numpy("subject")
+        k = min(folds, len(np.unique(subjects)))
+        train = ok & (subject_folds(subjects, k) != test_fold)
+        mask = salient_mask(minmax_apply(x, minmax_fit(x[train]))) & ok[:, None]
+        prompts = window_prompts(mask, names, lexicon, kind)
+        arrays = {m: np.where(ok, np.array(p, dtype=str), "") for m, p in prompts.items()}
+        arrays["salient"] = mask
+        meta = {
+            "dataset": windows[0].meta["dataset"],
+            "window": windows[0].meta["window"],
+            "windows_paths": [g.path for g in windows],
+            "features": names,
+            "lexicon": lexicon.digest,
+            "folds": k,
+            "test_fold": test_fold,
+        }
+        return StepOutput(arrays, meta)
+
+    return store.run_step(prompts_step(windows, lexicon, kind, folds, test_fold), build)

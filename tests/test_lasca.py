@@ -226,3 +226,59 @@ def test_the_pairs_step_is_keyed_on_its_windows_and_tau_and_skips_windows_withou
     assert state == "new" and other.key != group.key and GroupReader(other).numpy("first").size == 6
     with pytest.raises(ValueError, match="no consecutive windows change valence"):
         compute_pairs(store, windows, "valence", 0.10)
+
+
+def test_the_prompts_step_normalises_with_its_training_fold_and_is_keyed_on_the_lexicon(tmp_path):
+    from featurestore import FeatureStore, GroupReader, Step, StepOutput, StepSpec
+    from stages.head_data import subject_folds
+    from stages.prompts import compute_prompts
+
+    store = FeatureStore(tmp_path / "store")
+    rng = np.random.default_rng(0)
+    n = 12
+    common = {
+        "video": np.repeat([f"v{i}" for i in range(4)], 3),
+        "start": np.tile([0.0, 5.0, 10.0], 4),
+        "subject": np.repeat([f"s{i}" for i in range(4)], 3),
+        "split": np.array([""] * n),
+        "va": np.zeros((n, 2), np.float32),
+        "status": np.zeros(n, np.int8),
+        "status_detail": np.array([""] * n),
+    }
+    face = {**common, "blendshapes": rng.random((n, 52)).astype(np.float32)}
+    face["status"] = np.array([0] * 11 + [3], np.int8)  # the last window has no face
+    voice = {
+        **common,
+        "mfcc": rng.standard_normal((n, 15)).astype(np.float32),
+        "rms": rng.random((n, 1)),
+        "f0": rng.random((n, 1)),
+    }
+
+    def windows(name, table, extra):
+        meta = {"dataset": "clips", "encoder": name, "window": "5s", **extra}
+        step = Step("windows", StepSpec("windows", 1, {}), (name,), "windows", ("clips", name, "5s"))
+        return store.run_step(step, lambda: StepOutput(table, meta))[0]
+
+    groups = [windows("mediapipe-face", face, {"blendshape_names": BLENDSHAPE_NAMES}), windows("mfcc", voice, {})]
+    lexicon = read_cue_lexicon()
+    group, state = compute_prompts(store, groups, lexicon, folds=2, test_fold=1)
+    assert state == "new" and group.path.startswith("prompts/clips/5s/")
+    prompts = GroupReader(group)
+    # by hand: min–max over the windows of fold 2's subjects (fold 1 is the test fold), then Otsu per window
+    x = np.concatenate([face["blendshapes"], voice["mfcc"], voice["rms"], voice["f0"]], 1).astype(np.float64)
+    ok = face["status"] == 0
+    train = ok & (subject_folds(common["subject"], 2) != 1)
+    names = [*BLENDSHAPE_NAMES, *(f"mfcc_{k}" for k in range(15)), "rms", "f0"]
+    expected = window_prompts(salient_mask(minmax_apply(x, minmax_fit(x[train]))), names, lexicon)
+    assert prompts.numpy("multimodal")[:11].tolist() == expected["multimodal"][:11]
+    assert prompts.numpy("face")[11] == "" and not prompts.numpy("salient")[11].any()  # no face: no prompt
+    assert compute_prompts(store, groups, lexicon, folds=2, test_fold=1)[1] == "skipped"
+    other = compute_prompts(store, groups, lexicon, folds=2, test_fold=2)[0]  # the other fold's statistics
+    assert other.key != group.key
+    mine = tmp_path / "mine.csv"
+    rows = ["feature,modality,phrase,name"] + [
+        f"{f},{lexicon.modality[f]},{f} moves a lot,{lexicon.name[f]}" for f in names
+    ]
+    mine.write_text("\n".join(rows) + "\n")
+    renamed = compute_prompts(store, groups, read_cue_lexicon(mine), folds=2, test_fold=1)[0]
+    assert renamed.key != group.key and "moves a lot" in GroupReader(renamed).numpy("face")[0]
