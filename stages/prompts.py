@@ -126,22 +126,25 @@ PROMPTS_STEP_VERSION = 1
 VOICE_ARRAYS = ("mfcc", "rms", "f0")  # the voice encoder's window arrays, in this order
 
 
-def window_features(groups: list[GroupReader]) -> tuple[np.ndarray, list[str], np.ndarray]:
-    """(values (N, F), feature names, rows every group has features for) of windows groups over the
-    same videos and window (a face group's blendshapes, a voice group's MFCCs, RMS and f0)."""
-    columns, names, ok = [], [], np.ones(groups[0].shape("status")[0], bool)
+def window_features(groups: list[GroupReader]) -> tuple[np.ndarray, list[str], list[str], np.ndarray]:
+    """(values (N, F), feature names, each feature's modality, rows every group has features for) of
+    windows groups over the same videos and window (a face group's blendshapes, a voice group's
+    MFCCs, RMS and f0)."""
+    columns, names, modalities, ok = [], [], [], np.ones(groups[0].shape("status")[0], bool)
     for group in groups:
         ok &= group.ok_mask()
         if "blendshapes" in group.names():
             columns.append(group.numpy("blendshapes"))
             names += list(group.meta["blendshape_names"])
+            modalities += ["face"] * columns[-1].shape[1]
         for array in (a for a in VOICE_ARRAYS if a in group.names()):
             values = group.numpy(array)
             columns.append(values)
             names += [f"{array}_{k}" for k in range(values.shape[1])] if array == "mfcc" else [array]
+            modalities += ["audio"] * values.shape[1]
     if not columns:
         raise ValueError(f"{[g.path for g in groups]}: no blendshapes or voice features to describe")
-    return np.concatenate(columns, 1).astype(np.float64), names, ok
+    return np.concatenate(columns, 1).astype(np.float64), names, modalities, ok
 
 
 def prompts_step(windows: list[StepGroup], lexicon: CueLexicon, kind: str, folds: int, test_fold: int) -> Step:
@@ -170,7 +173,7 @@ def compute_prompts(
         readers = [GroupReader(g) for g in windows]
         if len({g.meta["window"] for g in windows}) > 1 or len({r.shape("status")[0] for r in readers}) > 1:
             raise ValueError(f"{[g.path for g in windows]}: prompts need windows of one length over the same videos")
-        x, names, ok = window_features(readers)
+        x, names, _, ok = window_features(readers)
         subjects = readers[0].numpy("subject")
         k = min(folds, len(np.unique(subjects)))
         train = ok & (subject_folds(subjects, k) != test_fold)

@@ -282,3 +282,71 @@ def test_the_prompts_step_normalises_with_its_training_fold_and_is_keyed_on_the_
     mine.write_text("\n".join(rows) + "\n")
     renamed = compute_prompts(store, groups, read_cue_lexicon(mine), folds=2, test_fold=1)[0]
     assert renamed.key != group.key and "moves a lot" in GroupReader(renamed).numpy("face")[0]
+
+
+def test_the_learner_learns_the_direction_of_arousal_from_window_differences(tmp_path):
+    """Windows whose jaw opening and loudness follow a smooth arousal trajectory (20 subjects, one
+    5-minute video each, the other features noise): the features-only and fused learners call the
+    direction of held-out subjects' arousal changes well above chance (measured 0.787 and 0.867;
+    text only 0.550, not asserted: whether text helps is for the real grid to report). What the
+    data is not: faces or voices; the pairs' relative-change rule keeps tiny changes near zero
+    arousal, which no feature can call, so accuracy stays below 1."""
+    from featurestore import FeatureStore, Step, StepOutput, StepSpec
+    from heads.registry import create_head
+    from heads.trainer import TrainConfig, evaluate, fit, predict
+    from stages.encoders import create_encoder
+    from stages.lasca_data import lasca_task_data
+    from stages.pairs import compute_pairs
+    from stages.prompts import compute_prompts
+
+    store = FeatureStore(tmp_path / "store")
+    rng = np.random.default_rng(0)
+    subjects, per = 20, 60
+    n = subjects * per
+    arousal = np.concatenate([np.cumsum(rng.normal(0, 0.15, per)) for _ in range(subjects)])
+    arousal = np.tanh(arousal)
+    common = {
+        "video": np.repeat([f"v{i}" for i in range(subjects)], per),
+        "start": np.tile(np.arange(per) * 5.0, subjects),
+        "subject": np.repeat([f"s{i}" for i in range(subjects)], per),
+        "split": np.array([""] * n),
+        "va": np.stack([np.zeros(n), arousal], 1).astype(np.float32),
+        "status": np.zeros(n, np.int8),
+        "status_detail": np.array([""] * n),
+    }
+    blend = rng.random((n, 52)) * 0.3
+    blend[:, BLENDSHAPE_NAMES.index("jawOpen")] = 0.5 + 0.45 * arousal + rng.normal(0, 0.01, n)
+    voice_rms = (0.5 + 0.45 * arousal + rng.normal(0, 0.01, n))[:, None]
+    face = {**common, "blendshapes": blend.astype(np.float32)}
+    voice = {
+        **common,
+        "mfcc": rng.standard_normal((n, 15)).astype(np.float32),
+        "rms": voice_rms,
+        "f0": rng.random((n, 1)),
+    }
+
+    def windows(name, table, extra):
+        meta = {"dataset": "clips", "encoder": name, "window": "5s", **extra}
+        step = Step("windows", StepSpec("windows", 1, {}), (name,), "windows", ("clips", name, "5s"))
+        return store.run_step(step, lambda: StepOutput(table, meta))[0]
+
+    groups = [windows("mediapipe-face", face, {"blendshape_names": BLENDSHAPE_NAMES}), windows("mfcc", voice, {})]
+    prompts = compute_prompts(store, groups, read_cue_lexicon(), folds=4, test_fold=1)[0]
+    pairs = compute_pairs(store, groups[0], "arousal", 0.2)[0]
+    encoder = create_encoder("all-MiniLM-L6-v2").load()
+    accuracy = {}
+    for variant in ("features", "text", "fused"):
+        data = lasca_task_data(store, prompts, pairs, variant, "both", encoder)
+        assert not set(data.rows["test"]) & set(data.rows["train"])
+        __import__("torch").manual_seed(0)
+        head = create_head("lasca", "rank", int(data.x["train"].shape[1]), 1, 0, tuple(data.label_names))
+        fit(
+            head,
+            "rank",
+            (data.x["train"], data.y["train"]),
+            (data.x["val"], data.y["val"]),
+            1,
+            TrainConfig.preset("lasca", progress=False),
+        )
+        accuracy[variant] = evaluate("rank", predict(head, data.x["test"]), data.y["test"].numpy(), 1)["accuracy"]
+    assert accuracy["features"] > 0.75 and accuracy["fused"] > 0.75, accuracy
