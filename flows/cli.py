@@ -330,7 +330,11 @@ def train(
     plugin: Annotated[list[str], typer.Option(help="module to import first: its heads and tasks register")] = [],
     seed: Annotated[list[int], typer.Option(help="seeds; several give mean ± std (repeatable)")] = [0],
     preset: Annotated[
-        str, typer.Option(help="training preset: fast, paper (AURA's lr 1e-4, batch 256) or lasca (MLPClassifier's)")
+        str,
+        typer.Option(
+            help="training preset: fast, paper (AURA's lr 1e-4, batch 256), causal (CausalAffect's AdamW) "
+            "or lasca (MLPClassifier's)"
+        ),
     ] = "fast",
     epochs: Annotated[int | None, typer.Option(help="[default: the preset's, fast 100, paper 200]")] = None,
     batch_size: Annotated[

@@ -46,7 +46,9 @@ class HeadConfig(BaseModel):
     options: dict[str, Any] = Field(default_factory=dict, description="the head's options (its config's fields)")
     seeds: list[int] = Field(default_factory=lambda: [0])
     preset: str = Field(
-        "fast", description="training preset: fast (the default), paper (AURA's lr 1e-4) or lasca (MLPClassifier's)"
+        "fast",
+        description="training preset: fast (the default), paper (AURA's lr 1e-4), causal (CausalAffect's AdamW) "
+        "or lasca (MLPClassifier's)",
     )
     epochs: int | None = Field(None, description="None: the preset's")
     batch_size: int | None = None

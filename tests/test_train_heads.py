@@ -278,6 +278,8 @@ def test_training_presets_and_overrides_reach_the_trainer():
     assert chosen.head_options == {"ctx_samples": 64}
     assert HeadConfig(head="aura", task="fer", features="f").head_options == {}
     assert HeadConfig(head="mlp", task="fer", features="f", preset="paper").head_options == {}
+    causal = HeadConfig(head="causal", task="au_fer", features="f", preset="causal").train_config(0, None)
+    assert (causal.lr, causal.weight_decay, causal.batch_size) == (1e-4, 1e-5, 60)  # the paper's AdamW, 60 a dataset
     fast = HeadConfig(head="aura", task="fer", features="f").train_config(0, None)
     assert fast == TrainConfig(seed=0) and (fast.lr, fast.batch_size, fast.patience) == (1e-3, None, 5)
     from heads.trainer import auto_batch_size  # fast's batch: n / 16 within 32–512
