@@ -254,6 +254,7 @@ def main() -> None:
         if args.part == "speed":
             return
         seeds = list(range(1 if SMOKE else args.seeds))
+        faces = None  # the demo's faces, built once for both parts that read them
         if args.part in ("all", "ablation"):
             if SMOKE:  # the same code on the synthetic features: no face extraction
                 table = {
@@ -269,7 +270,8 @@ def main() -> None:
                 }
             publish("causal_ablation", table, ablation_table(table))
         if args.part in ("all", "partial"):
-            faces = demo_store(work, encoders=("mediapipe-face",))
+            if faces is None:
+                faces = demo_store(work, encoders=("mediapipe-face",))
             (group,) = [g for g in faces.list_steps("features/generated/mediapipe-face") if g.is_complete]
             result = {**partial_labels(faces, work / "generated", work, group.path, seeds), "machine": machine()}
             publish("causal_partial", result, partial_table(result))

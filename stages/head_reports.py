@@ -9,6 +9,7 @@ import json
 from typing import Any
 
 import numpy as np
+import torch
 
 from featurestore import FeatureStore, GroupReader
 from heads.graph_report import (
@@ -38,7 +39,7 @@ def write_report(
     first among them); returns the summary. ``prototypes`` and ``samples``: see :func:`write_graph_report`."""
     model, config = load_head(store, head_path)  # first: it registers a plugin head's task too
     if model.graphs():
-        return write_graph_report(store, head_path, prototypes, samples)
+        return write_graph_report(store, head_path, prototypes, samples, model)
     params, source, data = head_data(store, head_path)
     if not model.uses_archetypes:
         raise ValueError(f"{head_path} is a {config['head']} head: reports are for archetype (aura) and graph heads")
@@ -73,14 +74,19 @@ def read_archetypes(store: FeatureStore, head_path: str) -> dict[str, Any]:
 
 
 def write_graph_report(
-    store: FeatureStore, head_path: str, prototypes: str | None = None, samples: list[str] | None = None
+    store: FeatureStore,
+    head_path: str,
+    prototypes: str | None = None,
+    samples: list[str] | None = None,
+    model: torch.nn.Module | None = None,
 ) -> dict[str, Any]:
     """A graph head's report: its global graph files again (with ``prototypes``, a user's AU-set
     table with the packaged one's columns, instead of the EMFACS table), ``samples.json`` with the
     sub-graphs of chosen samples (``samples``: source rows, ``DATASET:ROW`` for a head trained on
     several datasets; by default each class's most confident correctly predicted test sample), and
-    the label audit of every labelled sample (``audit.csv``); ``report.md`` puts them together."""
-    model, config = load_head(store, head_path)
+    the label audit of every labelled sample (``audit.csv``); ``report.md`` puts them together.
+    ``model``: the head already loaded (write_report's), else it is loaded here."""
+    model = model if model is not None else load_head(store, head_path)[0]
     params, _, data = head_data(store, head_path)
     task = get_task(params["task"])
     names = data.label_names

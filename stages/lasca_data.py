@@ -54,19 +54,19 @@ def lasca_task_data(
     subjects = windows[0].numpy("subject")
     fold = subject_folds(subjects, meta["folds"])
     train_windows = ok & (fold != meta["test_fold"])
+    reader = GroupReader(pairs)
+    first, second, label = reader.numpy("first"), reader.numpy("second"), reader.numpy("label")
     parts = []
     if variant in ("features", "fused"):
         parts.append(np.nan_to_num(minmax_apply(x, minmax_fit(x[train_windows]))[:, keep]))
     if variant in ("text", "fused"):
         texts = GroupReader(prompts).numpy(MODALITY_PROMPTS[modality]).tolist()
-        used = sorted({i for p in ("first", "second") for i in GroupReader(pairs).numpy(p).tolist()})
+        used = sorted(set(first.tolist()) | set(second.tolist()))
         vectors, _ = embed_prompts(store, encoder, [texts[i] for i in used])
         s = np.zeros((len(texts), vectors.shape[1]), np.float32)
         s[used] = vectors
         parts.append(s)
     z = np.concatenate(parts, 1).astype(np.float32)
-    reader = GroupReader(pairs)
-    first, second, label = reader.numpy("first"), reader.numpy("second"), reader.numpy("label")
     usable = ok[first] & ok[second]
     pair_fold = fold[first]
     test = np.flatnonzero(usable & (pair_fold == meta["test_fold"]))

@@ -15,14 +15,14 @@ import numpy as np
 
 from featurestore import FeatureStore, GroupReader
 from stages.encoders import Encoder
-from stages.lexicon import embed_lexicon, lexicon_step
+from stages.lexicon import embed_lexicon
 
 CACHE = "prompt-cache"
 
 
 def cached_vectors(store: FeatureStore, encoder: Encoder) -> dict[str, np.ndarray]:
     """Every prompt this model has embedded in ``store`` → its vector."""
-    params = lexicon_step(encoder, ["_"], CACHE).spec.params
+    params = encoder.text_spec_params()  # what lexicon_step keys a prompt's embedding on
     known: dict[str, np.ndarray] = {}
     for group in store.list_steps(f"lexicon/{CACHE}/{encoder.name}"):
         if not group.is_complete or group.meta["spec"]["params"] != params:
