@@ -40,4 +40,5 @@ bench: install
 	$(BIN)/python bench/demo_heads.py
 	$(BIN)/python bench/retrain.py
 	$(BIN)/python bench/causal.py
+	$(BIN)/python bench/lasca.py
 	$(BIN)/python bench/demo.py

@@ -35,6 +35,8 @@ def readme_table(r: dict) -> str:
     ]
     for row in r["rows"]:
         features = row["features"].split("/")[2] + ("" if row["array"] == "global" else f" `{row['array']}`")
+        if row["task"] == "rank":  # a LaScA learner: its modality and variant over the videos' 5 s windows
+            features = "5 s windows, {} {}".format(*row["array"].split("-"))
         lines.append(f"| {row['head']} | {row['task']} | {features} | {row['headline']} {row['mean']:.3f} |")
     return "\n".join([*lines, END])
 
@@ -52,7 +54,7 @@ def main() -> None:
         )
         seconds = time.perf_counter() - t0
         order = {"aura": 0, "linear": 1, "mlp": 2}
-        rows = sorted(head_results(str(work / "store")), key=lambda r: (r["task"], order.get(r["head"], 9)))
+        rows = sorted(head_results(str(work / "store")), key=lambda r: (r["task"], order.get(r["head"], 9), r["array"]))
         r = {
             "code_digest": code_digest(),
             "machine": machine(),

@@ -225,8 +225,9 @@ def demo(
 ) -> None:
     """The main job end to end, offline: write the demo catalogues (real photos; generated labelled
     faces and videos), extract them, list the store, then train AURA, a linear probe and an MLP for
-    expressions, valence–arousal and AUs on the generated faces and print the AURA reports."""
-    from flows.demo import demo_extractions
+    expressions, valence–arousal and AUs and CausalAffect's graph head on the generated faces, print
+    their reports, and run a small LaScA grid on the videos' windows."""
+    from flows.demo import DEMO_VIDEOS, demo_extractions
     from stages.encoders import create_encoder
     from stages.synthetic.demo_catalogue import write_demo_catalogue
     from stages.synthetic.face_generator import write_generated_dataset
@@ -244,7 +245,7 @@ def demo(
         f"generated labelled faces: {generated}/manifest.csv — {report['subjects']} subjects × "
         f"{report['per_subject']} images"
     )
-    videos, video_report = write_generated_videos(data / "videos", faces.find_face)
+    videos, video_report = write_generated_videos(data / "videos", faces.find_face, **DEMO_VIDEOS)
     console.print(
         f"generated labelled videos: {videos} — {video_report['videos']} × {video_report['seconds']:g} s at "
         f"{video_report['fps']} fps, audio: {', '.join(video_report['audio'])}"
@@ -257,6 +258,7 @@ def demo(
     _accepted_per_subject(fstore, "generated")
     ls(store=store, storage_option=storage_option)
     _demo_heads(fstore)
+    _demo_lasca(fstore)
 
 
 def _demo_heads(fstore) -> None:
@@ -272,6 +274,15 @@ def _demo_heads(fstore) -> None:
         if "graph_report" in run:
             console.print(f"AU → expression heatmap: {store}/{run['path']}/graph-au_expression.png")
     _print_training(result, store)
+
+
+def _demo_lasca(fstore) -> None:
+    """The demo's small LaScA grid on the generated videos' windows (flows/demo.py), printed."""
+    from flows.demo import demo_lasca_grid
+    from flows.lasca import lasca_grid
+
+    result = lasca_grid(demo_lasca_grid(), fstore.url, fstore.storage_options)
+    console.print(result["report"])
 
 
 def _accepted_per_subject(fstore, dataset: str) -> None:
@@ -436,6 +447,56 @@ def _print_training(result: dict, store: str) -> None:
             console.print(f"report: {store}/{run['path']}/report.md (+ {beside})")
         if "graph_report" in run:
             console.print(f"graphs: {store}/{run['path']}/graph.md (+ graph-au_expression.png, graph-au_au.png, *.csv)")
+
+
+@app.command()
+def lasca(
+    dataset: Annotated[str, typer.Option(help="video dataset in the store with face and voice windows")],
+    window: Annotated[list[str], typer.Option(help="window sets, e.g. 3s (repeatable)")] = ["3s", "5s"],
+    tau: Annotated[list[float], typer.Option(help="relative-change thresholds τ (repeatable)")] = [0.1, 0.2],
+    modality: Annotated[list[str], typer.Option(help="face, audio, both (repeatable)")] = ["face", "audio", "both"],
+    variant: Annotated[list[str], typer.Option(help="features, text, fused, pretrained (repeatable)")] = [
+        "features",
+        "text",
+        "fused",
+        "pretrained",
+    ],
+    text_model: Annotated[
+        list[str], typer.Option(help="sentence-transformers (repeatable); `affectflow encoders` lists them")
+    ] = ["all-MiniLM-L6-v2"],
+    affect: Annotated[list[str], typer.Option(help="valence, arousal (repeatable)")] = ["valence", "arousal"],
+    folds: Annotated[int, typer.Option(help="subject-exclusive folds (fewer when there are fewer subjects)")] = 15,
+    pretrained: Annotated[str, typer.Option(help="visual encoder of the pretrained row")] = "efficientnet-lite0",
+    lexicon: Annotated[Path | None, typer.Option(help="your cue lexicon CSV (feature,modality,phrase,name)")] = None,
+    lexicon_kind: Annotated[str, typer.Option(help="phrase, or name (the lexicon ablation)")] = "phrase",
+    out: Annotated[Path | None, typer.Option(help="write the tables here (markdown)")] = None,
+    store: StoreOpt = "./store",
+    storage_option: StorageOpt = [],
+) -> None:
+    """LaScA's grid: preference learners of valence/arousal change between consecutive windows, per
+    modality × window × τ × variant × sentence-transformer × affect × fold (each a keyed step), printed
+    in the paper's table layout with Wilcoxon tests and the prompt statistics."""
+    from flows.lasca import run_lasca
+    from stages.lasca_steps import LascaGrid
+
+    try:
+        grid = LascaGrid(
+            dataset,
+            tuple(window),
+            tuple(tau),
+            tuple(modality),
+            tuple(variant),
+            tuple(text_model),
+            tuple(affect),
+            folds,
+            pretrained,
+            str(lexicon) if lexicon else None,
+            lexicon_kind,
+        )
+        result = run_lasca(grid, store, _options(storage_option, "--storage-option"), out)
+    except (ValueError, KeyError) as err:
+        _fail(err)
+    console.print(result["report"])
 
 
 @app.command()

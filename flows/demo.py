@@ -6,6 +6,8 @@ MediaPipe blendshapes. AUs: AURA on EfficientNet-Lite0's 7 × 7 spatial tokens t
 path (the paper's AU setting: a light transformer over patch tokens, one projector per AU), and the
 linear probe and MLP on the same map average-pooled (the group's ``global``).
 
+LaScA: a small grid (:func:`demo_lasca_grid`) on the generated videos' 5 s windows.
+
 The catalogue is small (about 500 training images), so the heads train on the ``fast`` preset's
 lr 1e-3 with batches of 32 (16 per epoch; the preset's 512 would be one step an epoch), archetype
 resets for 10 warm-up epochs, and the patience and epoch cap small sets need (15, 200).
@@ -21,6 +23,9 @@ from featurestore import FeatureStore, GroupReader
 DEMO_PER_SUBJECT = 42
 DEMO_IMAGE_ENCODERS = [{"name": "efficientnet-lite0", "options": {"tokens": True}}, {"name": "mediapipe-face"}]
 DEMO_TRAIN = {"batch_size": 32, "lr": 1e-3, "warmup_epochs": 10, "patience": 15, "epochs": 200}
+# the generated videos: 8 subjects × 1 minute, a new expression every 4 s (LaScA's pairs need the
+# 5 s windows' arousal to move), speech following arousal
+DEMO_VIDEOS = {"n_videos": 8, "seconds": 60.0, "fps": 5, "key_every": 4.0}
 
 
 def demo_extractions(data: str = "./demo-data") -> dict[str, dict[str, Any]]:
@@ -42,6 +47,16 @@ def demo_extractions(data: str = "./demo-data") -> dict[str, dict[str, Any]]:
             "windows": [{"length": 3.0}, {"length": 5.0}],
         },
     }
+
+
+def demo_lasca_grid(dataset: str = "videos"):
+    """The demo's small LaScA grid: arousal on 5 s windows, τ 20 %, features and fused per modality,
+    4 subject-exclusive folds (the paper's full grid: ``affectflow lasca`` with its defaults)."""
+    from stages.lasca_steps import LascaGrid  # here: the CLI imports this module, and it imports torch
+
+    return LascaGrid(
+        dataset, ("5s",), (0.2,), ("face", "audio", "both"), ("features", "fused"), affects=("arousal",), folds=4
+    )
 
 
 def _latest(fstore: FeatureStore, prefix: str, array: str) -> str:

@@ -12,9 +12,11 @@ from prefect.cache_policies import NO_CACHE
 from featurestore import FeatureStore
 from flows.demo import HEAD_PLANS
 from flows.heads import HeadConfig, PlannedHead, plan_heads, results, train_one
+from flows.lasca import lasca_grid
 from heads.tasks import get_task
 from stages.head_reports import write_report
 from stages.head_steps import evaluate_head
+from stages.lasca_steps import LascaGrid
 
 
 @task(cache_policy=NO_CACHE, task_run_name="{planned.config.head}-{planned.config.task} seed {planned.seed}")
@@ -125,3 +127,15 @@ def head_reports(
     """Write (or, with ``force``, rewrite) the reports of trained archetype and graph heads; a graph
     head's with a user's ``prototypes`` table and chosen ``samples`` (stages/head_reports.py)."""
     return [head_report_task(store, storage_options or {}, path, force, prototypes, samples) for path in paths]
+
+
+@flow(name="lasca-grid", log_prints=True)
+def lasca_grid_flow(
+    grid: dict[str, Any], store: str = "./store", storage_options: dict[str, Any] | None = None, out: str | None = None
+) -> dict[str, Any]:
+    """LaScA's grid (``stages.lasca_steps.LascaGrid``'s fields) over the store's windows: every
+    learner a keyed step; the accuracy and significance tables and the prompt statistics as an
+    artifact (and written to ``out``)."""
+    result = lasca_grid(LascaGrid(**grid), store, storage_options or {}, out)
+    create_markdown_artifact(markdown=result["report"], key="lasca-grid", description=f"LaScA grid on {store}")
+    return result

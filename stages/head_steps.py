@@ -23,6 +23,7 @@ from heads.registry import create_head, get_head
 from heads.tasks import get_task
 from heads.trainer import TrainConfig, evaluate, fit, predict, seed_everything
 from stages.head_data import load_task_data
+from stages.lasca_data import lasca_data_of
 from stages.sources.labels import expression_prototypes
 
 HEAD_STEP = "train-head"
@@ -167,49 +168,6 @@ def train_head(
 
     def fit_head() -> StepOutput:
         data = load_task_data(store, paths, task, array, expressions, test_fold, train.seed, folds)
-        x_train = data.x["train"]
-        n_patches = x_train.shape[1] if x_train.ndim == 3 else 0
-        seed_everything(train.seed)  # the initial weights too: a key always gives the same head
-        try:
-            model = create_head(
-                head, task, int(x_train.shape[-1]), data.n_outputs, n_patches, tuple(data.label_names), **options
-            )
-        except ValueError as err:
-            raise ValueError(f"{head} on {', '.join(paths)} [{array}]: {err}") from None
-        groups = data.dataset["train"] if data.dataset else None
-        result = fit(
-            model, task, (x_train, data.y["train"]), (data.x["val"], data.y["val"]), data.n_outputs, train, groups
-        )
-        outputs = predict(model, data.x["test"])
-        y_test = data.y["test"].numpy()
-        metrics = {
-            "test": evaluate(task, outputs, y_test, data.n_outputs, data.label_names),
-            "val": result.val,
-            "train_seconds": result.seconds,
-            "best_epoch": result.best_epoch,
-            "batch_size": result.batch_size,
-            "epochs_run": result.epochs_run,
-            "k_stable": result.k_stable,
-            "protocol": data.protocol,
-            "samples": {k: int(v.size) for k, v in data.rows.items()},
-        }
-        if data.dataset:  # several datasets: each one's test rows scored apart too
-            metrics["test_by_dataset"] = {
-                name: evaluate(task, outputs[mine], y_test[mine], data.n_outputs, data.label_names)
-                for i, name in enumerate(data.datasets)
-                if (mine := data.dataset["test"] == i).any()
-            }
-        config = {
-            "head": head,
-            "task": task,
-            "array": array,
-            "options": options,
-            "in_dim": int(x_train.shape[-1]),
-            "n_outputs": data.n_outputs,
-            "n_patches": n_patches,
-            "labels": data.label_names,
-            "module": get_head(head).build.__module__,  # where it registers: a plugin head loads without --plugin
-        }
         sources = [GroupReader.open(store, path).meta["source_path"] for path in paths]
         meta = {
             "dataset": step.parts[0],
@@ -217,28 +175,88 @@ def train_head(
             "source_path": sources[0],
             # several datasets: every group and source, and each test row's dataset (the "dataset" array)
             **({"features_paths": paths, "source_paths": sources} if len(paths) > 1 else {}),
-            "head": head,
-            "task": task,
-            "labels": data.label_names,
-            "uses_archetypes": model.uses_archetypes,  # it has a codebook: reports, predict's archetypes
         }
-        arrays = {"outputs": outputs, "archetype": _archetypes(model, data.x["test"]), "row": data.rows["test"]}
-        if data.dataset:
-            arrays["dataset"] = data.dataset["test"].astype(np.int32)
-        files = {
-            "model.safetensors": safetensors.torch.save(model.state_dict()),
-            "config.json": json.dumps(config, indent=1).encode(),
-            "metrics.json": json.dumps(metrics, indent=1).encode(),
-        }
-        if graphs := {name: g.cpu().numpy() for name, g in model.graphs().items()}:
-            m = get_task(task).n_aus(data.label_names)
-            names, y_train = data.label_names, data.y["train"].numpy()
-            files.update(graph_files(graphs, names[:m], names[m:], y_train[:, :m], expression_prototypes()))
-            meta["graphs"] = sorted(graphs)
-        return StepOutput(arrays, meta, files)
+        return fit_head_output(head, task, array, options, train, data, meta, f"{head} on {', '.join(paths)} [{array}]")
 
     group, state = store.run_step(step, fit_head)
     return group, state, json.loads(store.get_file(step.path, "metrics.json"))
+
+
+def fit_head_output(
+    head: str,
+    task: str,
+    array: str,
+    options: dict[str, Any],
+    train: TrainConfig,
+    data: TaskData,
+    meta: dict[str, Any],
+    what: str,
+) -> StepOutput:
+    """Train a head on loaded splits, the one way every head step does: the test predictions (and
+    deciding archetypes), checkpoint, config, metrics, and a graph head's graph files. ``meta``
+    says where the data came from; ``what`` names the run in errors."""
+    x_train = data.x["train"]
+    n_patches = x_train.shape[1] if x_train.ndim == 3 else 0
+    seed_everything(train.seed)  # the initial weights too: a key always gives the same head
+    try:
+        model = create_head(
+            head, task, int(x_train.shape[-1]), data.n_outputs, n_patches, tuple(data.label_names), **options
+        )
+    except ValueError as err:
+        raise ValueError(f"{what}: {err}") from None
+    groups = data.dataset["train"] if data.dataset else None
+    result = fit(model, task, (x_train, data.y["train"]), (data.x["val"], data.y["val"]), data.n_outputs, train, groups)
+    outputs = predict(model, data.x["test"])
+    y_test = data.y["test"].numpy()
+    metrics = {
+        "test": evaluate(task, outputs, y_test, data.n_outputs, data.label_names),
+        "val": result.val,
+        "train_seconds": result.seconds,
+        "best_epoch": result.best_epoch,
+        "batch_size": result.batch_size,
+        "epochs_run": result.epochs_run,
+        "k_stable": result.k_stable,
+        "protocol": data.protocol,
+        "samples": {k: int(v.size) for k, v in data.rows.items()},
+    }
+    if data.dataset:  # several datasets: each one's test rows scored apart too
+        metrics["test_by_dataset"] = {
+            name: evaluate(task, outputs[mine], y_test[mine], data.n_outputs, data.label_names)
+            for i, name in enumerate(data.datasets)
+            if (mine := data.dataset["test"] == i).any()
+        }
+    config = {
+        "head": head,
+        "task": task,
+        "array": array,
+        "options": options,
+        "in_dim": int(x_train.shape[-1]),
+        "n_outputs": data.n_outputs,
+        "n_patches": n_patches,
+        "labels": data.label_names,
+        "module": get_head(head).build.__module__,  # where it registers: a plugin head loads without --plugin
+    }
+    meta = {
+        **meta,
+        "head": head,
+        "task": task,
+        "labels": data.label_names,
+        "uses_archetypes": model.uses_archetypes,  # it has a codebook: reports, predict's deciding archetypes
+    }
+    arrays = {"outputs": outputs, "archetype": _archetypes(model, data.x["test"]), "row": data.rows["test"]}
+    if data.dataset:
+        arrays["dataset"] = data.dataset["test"].astype(np.int32)
+    files = {
+        "model.safetensors": safetensors.torch.save(model.state_dict()),
+        "config.json": json.dumps(config, indent=1).encode(),
+        "metrics.json": json.dumps(metrics, indent=1).encode(),
+    }
+    if graphs := {name: g.cpu().numpy() for name, g in model.graphs().items()}:
+        m = get_task(task).n_aus(data.label_names)
+        names, y_train = data.label_names, data.y["train"].numpy()
+        files.update(graph_files(graphs, names[:m], names[m:], y_train[:, :m], expression_prototypes()))
+        meta["graphs"] = sorted(graphs)
+    return StepOutput(arrays, meta, files)
 
 
 @torch.no_grad()
@@ -273,6 +291,8 @@ def head_data(store: FeatureStore, path: str) -> tuple[dict[str, Any], GroupRead
     head = GroupReader.open(store, path)
     params = head.meta["spec"]["params"]
     source = GroupReader.open(store, head.meta["source_path"])
+    if "pairs_path" in head.meta:  # a LaScA learner: its splits come from prompts and pairs
+        return params, source, lasca_data_of(store, head)
     data = load_task_data(
         store,
         head.meta.get("features_paths", head.meta["features_path"]),

@@ -122,7 +122,7 @@ def window_prompts(
 
 # -- the step: (windows groups of one video set, lexicon, fold) → prompts/<dataset>/<window>/<key> --------
 PROMPTS_STEP = "prompts"
-PROMPTS_STEP_VERSION = 1
+PROMPTS_STEP_VERSION = 2  # 2: the cue of each feature and its modality in the meta
 VOICE_ARRAYS = ("mfcc", "rms", "f0")  # the voice encoder's window arrays, in this order
 
 
@@ -173,7 +173,7 @@ def compute_prompts(
         readers = [GroupReader(g) for g in windows]
         if len({g.meta["window"] for g in windows}) > 1 or len({r.shape("status")[0] for r in readers}) > 1:
             raise ValueError(f"{[g.path for g in windows]}: prompts need windows of one length over the same videos")
-        x, names, _, ok = window_features(readers)
+        x, names, modalities, ok = window_features(readers)
         subjects = readers[0].numpy("subject")
         k = min(folds, len(np.unique(subjects)))
         train = ok & (subject_folds(subjects, k) != test_fold)
@@ -186,7 +186,10 @@ def compute_prompts(
             "window": windows[0].meta["window"],
             "windows_paths": [g.path for g in windows],
             "features": names,
+            "modalities": modalities,
+            "cues": [lexicon.text(f, kind) for f in names],  # what explanations show for each feature
             "lexicon": lexicon.digest,
+            "kind": kind,
             "folds": k,
             "test_fold": test_fold,
         }

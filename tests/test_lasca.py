@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import dataclasses
+import shutil
+
 import numpy as np
 import pytest
 
@@ -276,16 +279,123 @@ def test_the_learner_learns_the_direction_of_arousal_from_window_differences(tmp
     data is not: faces or voices; the pairs' relative-change rule keeps tiny changes near zero
     arousal, which no feature can call, so accuracy stays below 1."""
     from featurestore import FeatureStore
-    from heads.registry import create_head
-    from heads.trainer import TrainConfig, evaluate, fit, predict
     from stages.encoders import create_encoder
-    from stages.lasca_data import lasca_task_data
+    from stages.head_steps import evaluate_head
+    from stages.lasca_steps import train_lasca
     from stages.pairs import compute_pairs
     from stages.prompts import compute_prompts
 
     store = FeatureStore(tmp_path / "store")
+    groups = _arousal_windows(store, subjects=20, per=60)
+    prompts = compute_prompts(store, groups, read_cue_lexicon(), folds=4, test_fold=1)[0]
+    pairs = compute_pairs(store, groups[0], "arousal", 0.2)[0]
+    encoder = create_encoder("all-MiniLM-L6-v2").load()
+    accuracy = {}
+    for variant in ("features", "text", "fused"):
+        group, state, metrics = train_lasca(store, prompts, pairs, variant, "both", encoder=encoder)
+        assert state == "new" and group.path.startswith("heads/clips/lasca-rank/")
+        accuracy[variant] = metrics["test"]["accuracy"]
+        # the keyed learner rebuilds its splits like every head: evaluation gives the stored number
+        assert evaluate_head(store, group.path)["metrics"]["accuracy"] == pytest.approx(accuracy[variant])
+    assert accuracy["features"] > 0.75 and accuracy["fused"] > 0.75, accuracy
+    assert train_lasca(store, prompts, pairs, "fused", "both", encoder=encoder)[1] == "skipped"
+
+
+def test_the_grid_trains_each_cell_and_fold_once_tau_reruns_pairs_and_learners_only_and_tables_it(tmp_path):
+    from typer.testing import CliRunner
+
+    from featurestore import FeatureStore, GroupReader
+    from flows.cli import app
+    from heads.lasca_table import grid_tables, paired_p, prompt_tables
+    from stages.lasca_steps import LascaGrid, explain_pair, run_lasca_grid
+
+    store = FeatureStore(tmp_path / "store")
+    groups = _arousal_windows(store, subjects=8, per=30)
+    _visual_windows(store, groups[0])
+    grid = LascaGrid(
+        "clips", ("5s",), (0.1,), ("face", "both"), ("features", "pretrained"), affects=("arousal",), folds=3
+    )
+    out = run_lasca_grid(store, grid)
+    records = out["records"]
+    # face: features and the visual encoder; both: features (the pretrained row is visual only); × 3 folds
+    assert len(records) == 3 * 3 and {r["state"] for r in records} == {"new"}
+    assert {(r["modality"], r["variant"]) for r in records} == {
+        ("face", "features"),
+        ("face", "pretrained"),
+        ("both", "features"),
+    }
+    assert {r["fold"] for r in records} == {1, 2, 3} and out["pairs"] == {"5s arousal τ=0.1": _n_pairs(store)}
+    again = run_lasca_grid(store, grid)["records"]
+    assert {r["state"] for r in again} == {"skipped"} and [r["path"] for r in again] == [r["path"] for r in records]
+    prompts_before = {g.path for g in store.list_steps("prompts")}
+    moved = run_lasca_grid(store, dataclasses.replace(grid, taus=(0.2,)))["records"]
+    assert {r["state"] for r in moved} == {"new"}  # a new τ: new pairs and learners …
+    assert {g.path for g in store.list_steps("prompts")} == prompts_before  # … and the same prompts
+
+    # the command runs the same grid: every learner is found done, the tables written where asked
+    command = ["lasca", "--dataset", "clips", "--window", "5s", "--tau", "0.1", "--modality", "face", "--modality"]
+    command += ["both", "--variant", "features", "--variant", "pretrained", "--affect", "arousal", "--folds", "3"]
+    done = CliRunner().invoke(app, [*command, "--store", str(tmp_path / "store"), "--out", str(tmp_path / "g.md")])
+    assert done.exit_code == 0, done.output
+    assert "9 learners (0 trained now" in (tmp_path / "g.md").read_text()
+    bad = CliRunner().invoke(app, [*command[:-2], "--folds", "1", "--store", str(tmp_path / "store")])
+    assert bad.exit_code != 0 and "folds 1 (≥ 2)" in bad.output
+
+    table = grid_tables(records)
+    cells = {(r["modality"], r["variant"], r["fold"]): r["accuracy"] for r in records}
+    means = {(m, v): np.mean([cells[m, v, f] for f in (1, 2, 3)]) for m, v, _ in cells}
+    (best_modality, best_variant) = best = max(means, key=means.get)
+    label = "pretrained (efficientnet-lite0)" if best_variant == "pretrained" else "features"
+    assert f"| {best_modality} | {label} | **{means[best]:.3f}** |" in table
+    assert "with 3 folds no difference can reach p < 0.05" in table  # exact p ≥ 2 / 2³: never significant
+    # paired Wilcoxon by hand: differences +1, +2, +3 … all one sign over 3 folds: p = 2 / 2³
+    assert paired_p({1: 0.6, 2: 0.7, 3: 0.8}, {1: 0.5, 2: 0.5, 3: 0.5}) == pytest.approx(0.25)
+    assert paired_p({1: 0.5, 2: 0.6}, {1: 0.5, 2: 0.6}) == 1.0
+    stats = prompt_tables(out["prompts"])
+    assert "| 5s | multimodal | 240 |" in stats and "Most frequent multimodal prompts, 5s windows:" in stats
+
+    # an explanation: the cues that appeared / disappeared between the pair's windows, by hand
+    head = next(r["path"] for r in records if r["modality"] == "face" and r["variant"] == "features")
+    meta = GroupReader.open(store, head).meta
+    prompts, pairs = GroupReader.open(store, meta["prompts_path"]), GroupReader.open(store, meta["pairs_path"])
+    why = explain_pair(store, head, 0)
+    first, second = why["windows"]
+    salient, face = prompts.numpy("salient"), [m == "face" for m in prompts.meta["modalities"]]
+    appeared = [
+        c for j, c in enumerate(prompts.meta["cues"]) if face[j] and salient[second, j] and not salient[first, j]
+    ]
+    assert why["appeared"] == appeared and all(c in why["prompts"][1] for c in appeared)
+    assert (first, second) == (pairs.numpy("first")[0], pairs.numpy("second")[0])
+    assert why["predicted"] == ("rises" if why["probability_rises"] >= 0.5 else "falls")
+    assert why["label"] == ("rises" if pairs.numpy("label")[0] == 1 else "falls")
+
+
+def _n_pairs(store) -> int:
+    from featurestore import GroupReader
+
+    (group,) = [g for g in store.list_steps("pairs") if g.is_complete]
+    return int(GroupReader(group).shape("label")[0])
+
+
+def _visual_windows(store, face):
+    """A visual encoder's windows over the face windows' videos: a 64-d ``global`` whose first
+    component follows arousal (the pretrained row's input)."""
+    from featurestore import GroupReader, Step, StepOutput, StepSpec
+
+    reader = GroupReader(face)
+    table = {k: reader.numpy(k) for k in ("video", "start", "subject", "split", "va", "status", "status_detail")}
+    rng = np.random.default_rng(1)
+    table["global"] = rng.random((table["va"].shape[0], 64)).astype(np.float32)
+    table["global"][:, 0] = table["va"][:, 1]
+    meta = {"dataset": "clips", "encoder": "efficientnet-lite0", "window": "5s"}
+    step = Step("windows", StepSpec("windows", 1, {}), ("visual",), "windows", ("clips", "efficientnet-lite0", "5s"))
+    return store.run_step(step, lambda: StepOutput(table, meta))[0]
+
+
+def _arousal_windows(store, subjects: int, per: int):
+    """Face and voice windows whose jaw opening and loudness follow a smooth arousal random walk
+    (one video per subject, the other features noise)."""
     rng = np.random.default_rng(0)
-    subjects, per = 20, 60
     n = subjects * per
     arousal = np.tanh(np.concatenate([np.cumsum(rng.normal(0, 0.15, per)) for _ in range(subjects)]))
     blend = rng.random((n, 52)) * 0.3
@@ -295,26 +405,7 @@ def test_the_learner_learns_the_direction_of_arousal_from_window_differences(tmp
         "rms": (0.5 + 0.45 * arousal + rng.normal(0, 0.01, n))[:, None],
         "f0": rng.random((n, 1)),
     }
-    groups, _ = _face_and_voice_windows(store, subjects, per, arousal, blend, voice)
-    prompts = compute_prompts(store, groups, read_cue_lexicon(), folds=4, test_fold=1)[0]
-    pairs = compute_pairs(store, groups[0], "arousal", 0.2)[0]
-    encoder = create_encoder("all-MiniLM-L6-v2").load()
-    accuracy = {}
-    for variant in ("features", "text", "fused"):
-        data = lasca_task_data(store, prompts, pairs, variant, "both", encoder)
-        assert not set(data.rows["test"]) & set(data.rows["train"])
-        __import__("torch").manual_seed(0)
-        head = create_head("lasca", "rank", int(data.x["train"].shape[1]), 1, 0, tuple(data.label_names))
-        fit(
-            head,
-            "rank",
-            (data.x["train"], data.y["train"]),
-            (data.x["val"], data.y["val"]),
-            1,
-            TrainConfig.preset("lasca", progress=False),
-        )
-        accuracy[variant] = evaluate("rank", predict(head, data.x["test"]), data.y["test"].numpy(), 1)["accuracy"]
-    assert accuracy["features"] > 0.75 and accuracy["fused"] > 0.75, accuracy
+    return _face_and_voice_windows(store, subjects, per, arousal, blend, voice)[0]
 
 
 def _face_and_voice_windows(store, subjects: int, per: int, arousal, blendshapes, voice: dict, face_status=None):
@@ -344,3 +435,20 @@ def _face_and_voice_windows(store, subjects: int, per: int, arousal, blendshapes
         step = Step("windows", StepSpec("windows", 1, {}), (name,), "windows", ("clips", name, "5s"))
         groups.append(store.run_step(step, lambda table=table, meta=meta: StepOutput(table, meta))[0])
     return groups, common["subject"]
+
+
+@pytest.mark.skipif(not shutil.which("espeak-ng"), reason="espeak-ng speaks the generated videos (make install)")
+def test_the_generated_voice_is_louder_and_higher_when_arousal_is_higher():
+    import librosa
+
+    from stages.synthetic.face_videos import espeak_settings, speech
+
+    assert espeak_settings(-1) == (40, 20, 120) and espeak_settings(1) == (180, 85, 230)
+    assert espeak_settings(0) == (110, 52, 175) and espeak_settings(3) == espeak_settings(1)  # clipped
+    rate, seconds = 16000, 3.0
+    samples, kind = speech(np.array([-0.8, 0.8]), seconds, rate, 0)
+    assert kind == "espeak-ng" and samples.size == 2 * seconds * rate
+    calm, aroused = samples[: int(seconds * rate)], samples[int(seconds * rate) :]
+    rms = [float(np.sqrt(np.mean(s[np.abs(s) > 1e-4] ** 2))) for s in (calm, aroused)]
+    f0 = [float(np.nanmedian(librosa.pyin(s, fmin=60, fmax=400, sr=rate)[0])) for s in (calm, aroused)]
+    assert rms[1] > 2 * rms[0] and f0[1] > 1.2 * f0[0], (rms, f0)

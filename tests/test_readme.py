@@ -35,7 +35,13 @@ def test_the_readme_demo_table_is_what_this_commits_demo_printed():
     )
     assert demo.readme_table(result) in README.read_text(), "the README's demo table is not bench/results/demo.json's"
     trained = {(h, t) for h in ("aura", "linear", "mlp") for t in ("fer", "va", "au")} | {("causal", "au_fer")}
-    assert {(r["head"], r["task"]) for r in result["rows"]} == trained  # every head `make demo` trains
+    assert {(r["head"], r["task"]) for r in result["rows"]} == trained | {
+        ("lasca", "rank")
+    }  # every head `make demo` trains
+    # LaScA's demo grid: features and fused for each modality (flows/demo.py's demo_lasca_grid)
+    assert sorted(r["array"] for r in result["rows"] if r["task"] == "rank") == [
+        f"{m}-{v}" for m in ("audio", "both", "face") for v in ("features", "fused")
+    ]
 
 
 def walkthrough() -> str:

@@ -4,8 +4,16 @@ Each video follows one subject through smooth AU-intensity trajectories: keyfram
 ``key_every`` seconds drawn as in :func:`face_generator.sample_intensities` (a random expression),
 eased with a cosine between keyframes, so expression, AU occurrence and valence/arousal change
 smoothly and are known for every frame. The sound is real synthetic speech from Debian's
-``espeak-ng`` when it is installed; otherwise a voice-like signal (a glottal harmonic series with
-an intonation contour and syllable envelope) that is *not* speech — the report says which.
+``espeak-ng`` when it is installed, one sentence per keyframe interval whose loudness, pitch and rate
+follow the interval's mean arousal (:func:`espeak_settings`), so arousal is carried by the face and
+the voice; otherwise a voice-like signal (a glottal harmonic series with an intonation contour and
+syllable envelope) that is *not* speech and does not follow arousal — the report says which.
+
+What the videos are not: people talking. The voice does not move the lips, its words carry no
+affect, and valence reaches the voice only through arousal (a happy and an angry face of equal
+arousal sound the same). Valence and arousal follow the face's expression, which changes only at
+the FACS prototypes' AU thresholds, so within an interval they are smooth, between prototypes
+they step.
 
 Layout written (the ``videofolder`` source reads it)::
 
@@ -32,6 +40,12 @@ from stages.synthetic.face_generator import (
     sample_intensities,
 )
 
+# LaScA's corpus: 20 subjects × 6 minutes at 3 fps, a new expression every 4 s (so a 5 s window's
+# arousal moves). Six minutes, not the two the issue asks at least: ~2,300 pairs per 5 s cell, where
+# the paper's learner (25 iterations of batches of 200) stays at chance on the 17 voice features
+# with the ~700 pairs of two minutes (scikit-learn's MLPClassifier itself: 0.49; 0.63 at ~2,000)
+LASCA_VIDEOS = {"n_videos": 20, "seconds": 360.0, "fps": 3, "key_every": 4.0}
+
 SENTENCES = [
     "The weather was lovely this morning, so we walked along the river.",
     "I really did not expect to see you here today.",
@@ -40,22 +54,37 @@ SENTENCES = [
 ]
 
 
-def speech(seconds: float, sample_rate: int, index: int) -> tuple[np.ndarray, str]:
-    """(mono float32 samples of exactly ``seconds``, "espeak-ng" | "synthesised")."""
-    n = int(round(seconds * sample_rate))
-    if shutil.which("espeak-ng"):
-        import librosa
+# espeak-ng's loudness (-a, 0–200), pitch (-p, 0–99) and rate (-s, words per minute) at arousal −1 and +1:
+# calm speech is quiet, low and slow, aroused speech loud, high and fast
+AMPLITUDE, PITCH, RATE = (40, 180), (20, 85), (120, 230)
 
-        with tempfile.TemporaryDirectory() as tmp:
-            wav = Path(tmp) / "speech.wav"
-            text = " ".join(SENTENCES[(index + k) % len(SENTENCES)] for k in range(3))
-            subprocess.run(
-                ["espeak-ng", "-w", str(wav), "-s", "150", "-v", "en", text], check=True, capture_output=True
-            )
+
+def espeak_settings(arousal: float) -> tuple[int, int, int]:
+    """(amplitude, pitch, words per minute) of speech at ``arousal`` ∈ [−1, 1] (clipped), linear between the ends."""
+    t = (float(np.clip(arousal, -1, 1)) + 1) / 2
+    return tuple(int(round(low + t * (high - low))) for low, high in (AMPLITUDE, PITCH, RATE))
+
+
+def speech(segment_arousal: np.ndarray, segment_seconds: float, sample_rate: int, index: int) -> tuple[np.ndarray, str]:
+    """(mono float32 samples, "espeak-ng" | "synthesised"): one sentence per segment of ``segment_seconds``,
+    spoken with the loudness, pitch and rate of the segment's mean arousal, cut or padded with silence to
+    the segment; the voice-like fallback (no espeak-ng) ignores arousal."""
+    per = int(round(segment_seconds * sample_rate))
+    if not shutil.which("espeak-ng"):
+        return _voice_like(per * len(segment_arousal), sample_rate, index), "synthesised"
+    import librosa
+
+    parts = []
+    with tempfile.TemporaryDirectory() as tmp:
+        wav = Path(tmp) / "speech.wav"
+        for k, arousal in enumerate(segment_arousal):
+            amplitude, pitch, rate = espeak_settings(arousal)
+            text = SENTENCES[(index + k) % len(SENTENCES)]
+            command = ["espeak-ng", "-w", str(wav), "-a", str(amplitude), "-p", str(pitch), "-s", str(rate)]
+            subprocess.run([*command, "-v", "en", text], check=True, capture_output=True)
             samples, _ = librosa.load(wav, sr=sample_rate, mono=True)
-        samples = np.resize(samples, n) if samples.size < n else samples[:n]
-        return samples.astype(np.float32), "espeak-ng"
-    return _voice_like(n, sample_rate, index), "synthesised"
+            parts.append(np.pad(samples[:per], (0, max(0, per - samples.size))))
+    return np.concatenate(parts).astype(np.float32), "espeak-ng"
 
 
 def _voice_like(n: int, sample_rate: int, seed: int) -> np.ndarray:
@@ -106,21 +135,18 @@ def write_generated_videos(
         folder.mkdir(parents=True, exist_ok=True)
         name = f"{subject.name}_v{v:02d}"
         intensities = trajectory(n_frames, fps, key_every, rng)
-        samples, kind = speech(seconds, sample_rate, v)
+        labels = [labels_from_intensities(dict(zip(AUS, values.tolist()))) for values in intensities]
+        rows = [
+            [i, round(i / fps, 6), lab.expression, lab.valence, lab.arousal, *[lab.aus[au] for au in AUS]]
+            for i, lab in enumerate(labels)
+        ]
+        # the voice follows the face's arousal: one sentence per keyframe interval, spoken at its mean
+        arousal = np.array([lab.arousal for lab in labels])
+        per_segment = max(1, int(round(key_every * fps)))
+        segments = [arousal[k : k + per_segment].mean() for k in range(0, n_frames, per_segment)]
+        samples, kind = speech(np.array(segments), per_segment / fps, sample_rate, v)
+        samples = samples[: int(round(seconds * sample_rate))]
         audio_kinds.add(kind)
-        rows = []
-        for i, values in enumerate(intensities):
-            labels = labels_from_intensities(dict(zip(AUS, values.tolist())))
-            rows.append(
-                [
-                    i,
-                    round(i / fps, 6),
-                    labels.expression,
-                    labels.valence,
-                    labels.arousal,
-                    *[labels.aus[au] for au in AUS],
-                ]
-            )
         if not (folder / f"{name}.mp4").exists():
             frames = (subject.render(dict(zip(AUS, values.tolist()))) for values in intensities)
             write_video(folder / f"{name}.mp4", frames, fps, (samples, sample_rate))

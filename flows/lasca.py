@@ -1,0 +1,72 @@
+"""LaScA's grid, run here or as the ``lasca-grid`` flow: every learner a keyed step, the tables as a
+markdown file and, in a flow run, an artifact.
+
+:func:`lasca_grid` works without Prefect (the embedded default, the demo); with a server configured
+(``PREFECT_API_URL``) ``affectflow lasca`` runs the ``lasca-grid`` flow (flows/train.py), which
+records the run and publishes the tables.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+from featurestore import FeatureStore
+from heads.lasca_table import grid_tables, prompt_tables
+from heads.trainer import TrainConfig
+from stages.lasca_steps import LascaGrid, run_lasca_grid
+
+
+def grid_markdown(grid: LascaGrid, out: dict[str, Any], seconds: float) -> str:
+    """The report: the accuracy and p-value tables, the pairs per set, the prompt statistics."""
+    trained = sum(r["state"] == "new" for r in out["records"])
+    pairs = "\n".join(f"| {name} | {n} |" for name, n in out["pairs"].items())
+    return "\n".join(
+        [
+            f"# LaScA grid · {grid.dataset}",
+            "",
+            f"{len(out['records'])} learners ({trained} trained now, the rest keyed and skipped) in {seconds:.1f} s.",
+            "",
+            grid_tables(out["records"], grid.pretrained_encoder),
+            "",
+            "## Pairs (both orders) per window set, affect and τ",
+            "",
+            "| set | pairs |",
+            "|---|---|",
+            pairs,
+            "",
+            "## Prompts (training statistics of fold 1)",
+            "",
+            prompt_tables(out["prompts"]),
+        ]
+    )
+
+
+def lasca_grid(
+    grid: LascaGrid,
+    store: str = "./store",
+    storage_options: dict[str, Any] | None = None,
+    out: str | Path | None = None,
+    progress: bool = False,
+) -> dict[str, Any]:
+    """Run (or read back) the grid; returns its records and report, written to ``out`` when given."""
+    fstore = FeatureStore(store, storage_options or {})
+    t0 = time.perf_counter()
+    result = run_lasca_grid(fstore, grid, TrainConfig.preset("lasca", progress=progress))
+    seconds = time.perf_counter() - t0
+    report = grid_markdown(grid, result, seconds)
+    if out is not None:
+        Path(out).write_text(report + "\n")
+    return {**result, "report": report, "seconds": seconds}
+
+
+def run_lasca(grid: LascaGrid, store: str, storage_options: dict[str, Any], out: str | Path | None) -> dict[str, Any]:
+    """What ``affectflow lasca`` runs: the ``lasca-grid`` flow with a Prefect server configured, else here."""
+    if os.environ.get("PREFECT_API_URL"):
+        from flows.train import lasca_grid_flow
+
+        return lasca_grid_flow(asdict(grid), store, storage_options, str(out) if out else None)
+    return lasca_grid(grid, store, storage_options, out)

@@ -1,0 +1,301 @@
+"""LaScA's learner as a keyed head step, the paper's grid over it, and pair explanations.
+
+A learner is one ``lasca`` head on the ``rank`` task, trained on one (prompts fold, pairs, variant,
+modality[, sentence-transformer][, visual windows]) by the one trainer (``fit_head_output``), under
+``heads/<dataset>/lasca-rank/<key>``. Its key holds the prompts and pairs groups' keys (so a new τ
+re-runs pairs and learners, a new lexicon prompts onward), the text model's weights and the head's
+spec, so results, evaluation and the run records treat it like every head.
+
+The grid (:func:`run_lasca_grid`) walks modality × window × τ × variant × sentence-transformer ×
+affect × fold: prompts per (window, fold), pairs per (window, affect, τ), prompt embeddings through
+the store's cache, one learner per cell and fold. Every piece is a keyed step, so a rerun trains
+only what is new.
+"""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from featurestore import FeatureStore, GroupReader, Step, StepGroup, StepSpec
+from heads.registry import get_head
+from heads.trainer import TrainConfig
+from stages.encoders import Encoder, create_encoder
+from stages.head_steps import HEAD_STEP, fit_head_output, head_spec, load_head
+from stages.lasca_data import MODALITY_PROMPTS, VARIANTS, lasca_data_of, lasca_task_data
+from stages.pairs import AFFECTS, compute_pairs
+from stages.prompts import compute_prompts, read_cue_lexicon
+
+LASCA_HEAD, RANK_TASK = "lasca", "rank"
+TEXT_VARIANTS = ("text", "fused")
+
+
+def text_encoder_ref(encoder: Encoder) -> dict[str, Any]:
+    """How to rebuild a sentence encoder (name, and its folder when it is not the packaged one)."""
+    return {"name": encoder.name, "path": str(encoder.path)}
+
+
+def lasca_step(
+    prompts: StepGroup,
+    pairs: StepGroup,
+    variant: str,
+    modality: str,
+    train: TrainConfig,
+    options: dict[str, Any],
+    encoder: Encoder | None,
+    pretrained: StepGroup | None,
+) -> Step:
+    """``heads/<dataset>/lasca-rank/<key>``: keyed on the prompts fold, the pairs, the visual windows
+    (pretrained variant), the text model's weights and the head's spec."""
+    base = head_spec(LASCA_HEAD, RANK_TASK, f"{modality}-{variant}", options, train, None, prompts.meta["test_fold"])
+    params = {
+        **base.params,
+        "folds": prompts.meta["folds"],
+        "variant": variant,
+        "modality": modality,
+        "text": encoder.text_spec_params() if variant in TEXT_VARIANTS else None,
+    }
+    inputs = (prompts.key, pairs.key, *((pretrained.key,) if pretrained is not None else ()))
+    spec = StepSpec(HEAD_STEP, get_head(LASCA_HEAD).version, params)
+    return Step("head", spec, inputs, "heads", (prompts.meta["dataset"], f"{LASCA_HEAD}-{RANK_TASK}"))
+
+
+def train_lasca(
+    store: FeatureStore,
+    prompts: StepGroup,
+    pairs: StepGroup,
+    variant: str,
+    modality: str,
+    train: TrainConfig | None = None,
+    options: dict[str, Any] | None = None,
+    encoder: Encoder | None = None,
+    pretrained: StepGroup | None = None,
+) -> tuple[StepGroup, str, dict[str, Any]]:
+    """Train (or skip) one LaScA learner; returns (group, "skipped" | "new", metrics)."""
+    train = train or TrainConfig.preset("lasca", progress=False)
+    options = get_head(LASCA_HEAD).preset_options("lasca", dict(options or {}))
+    step = lasca_step(prompts, pairs, variant, modality, train, options, encoder, pretrained)
+
+    def fit() -> Any:
+        text = encoder if variant in TEXT_VARIANTS else None
+        data = lasca_task_data(store, prompts, pairs, variant, modality, text, pretrained, seed=train.seed)
+        meta = {
+            "dataset": prompts.meta["dataset"],
+            "features_path": pairs.path,  # what the run records list as the head's input
+            "source_path": pairs.meta["windows_path"],
+            "prompts_path": prompts.path,
+            "pairs_path": pairs.path,
+            "pretrained_path": pretrained.path if pretrained is not None else None,
+            "text_encoder": text_encoder_ref(text) if text is not None else None,
+            "variant": variant,
+            "modality": modality,
+            "window": pairs.meta["window"],
+            "affect": pairs.meta["affect"],
+            "tau": pairs.meta["tau"],
+        }
+        what = f"lasca {variant}/{modality} on {pairs.path}"
+        return fit_head_output(LASCA_HEAD, RANK_TASK, f"{modality}-{variant}", options, train, data, meta, what)
+
+    group, state = store.run_step(step, fit)
+    return group, state, json.loads(store.get_file(step.path, "metrics.json"))
+
+
+# -- the grid ---------------------------------------------------------------------------------------
+FACE_ARRAY, VOICE_ARRAY = "blendshapes", "mfcc"
+
+
+@dataclass(frozen=True)
+class LascaGrid:
+    """What the paper's grid sweeps (each a tuple; the defaults are the paper's, one sentence model)."""
+
+    dataset: str
+    windows: tuple[str, ...] = ("3s", "5s")
+    taus: tuple[float, ...] = (0.1, 0.2)
+    modalities: tuple[str, ...] = ("face", "audio", "both")
+    variants: tuple[str, ...] = ("features", "text", "fused", "pretrained")
+    text_models: tuple[str, ...] = ("all-MiniLM-L6-v2",)
+    affects: tuple[str, ...] = ("valence", "arousal")
+    folds: int = 15
+    pretrained_encoder: str = "efficientnet-lite0"
+    lexicon: str | None = None  # a user's lexicon file; None: the packaged one
+    lexicon_kind: str = "phrase"
+    options: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        for name, given, known in (
+            ("modalities", self.modalities, tuple(MODALITY_PROMPTS)),
+            ("variants", self.variants, VARIANTS),
+            ("affects", self.affects, AFFECTS),
+        ):
+            if not given or set(given) - set(known):
+                raise ValueError(f"{name} {list(given)}: choose from {', '.join(known)}")
+        if not self.windows or not self.taus or min(self.taus) < 0 or self.folds < 2:
+            raise ValueError(f"windows {self.windows}, τ {self.taus} (≥ 0) and folds {self.folds} (≥ 2) are needed")
+        if set(self.variants) & set(TEXT_VARIANTS) and not self.text_models:
+            raise ValueError("the text and fused variants need a sentence-transformer (text_models)")
+
+
+def latest_windows(store: FeatureStore, dataset: str, window: str, array: str, encoder: str | None = None) -> StepGroup:
+    """The latest complete windows group of ``dataset`` at ``window`` with ``array`` (of ``encoder``)."""
+    found = [
+        g
+        for g in store.list_steps(f"windows/{dataset}")
+        if g.is_complete
+        and g.meta["window"] == window
+        and (encoder is None or g.meta["encoder"] == encoder)
+        and array in GroupReader(g).names()
+    ]
+    if not found:
+        raise ValueError(
+            f"no complete {window} windows group of {dataset} with {array!r}"
+            f"{f' from {encoder}' if encoder else ''} in {store.url}: extract the videos with windows first"
+        )
+    return found[-1]
+
+
+def run_lasca_grid(
+    store: FeatureStore,
+    grid: LascaGrid,
+    train: TrainConfig | None = None,
+    on_cell: Callable[[dict[str, Any]], None] | None = None,
+) -> dict[str, Any]:
+    """Every learner of the grid (trained or skipped) as records, with the pair counts and the
+    prompt statistics of each window set; ``on_cell`` sees each record as it lands."""
+    train = train or TrainConfig.preset("lasca", progress=False)
+    lexicon = read_cue_lexicon(grid.lexicon)
+    encoders = {name: create_encoder(name) for name in grid.text_models if _needs_text(grid)}
+    records, prompt_stats, pair_counts = [], {}, {}
+    for window in grid.windows:
+        face = latest_windows(store, grid.dataset, window, FACE_ARRAY)
+        voice = latest_windows(store, grid.dataset, window, VOICE_ARRAY)
+        visual = (
+            latest_windows(store, grid.dataset, window, "global", grid.pretrained_encoder)
+            if "pretrained" in grid.variants
+            else None
+        )
+        subjects = GroupReader(face).numpy("subject")
+        k = min(grid.folds, len(np.unique(subjects)))
+        pairs = {}
+        for affect in grid.affects:
+            for tau in grid.taus:
+                pairs[affect, tau], _ = compute_pairs(store, face, affect, tau)
+                pair_counts[f"{window} {affect} τ={tau:g}"] = int(GroupReader(pairs[affect, tau]).shape("label")[0])
+        for test_fold in range(1, k + 1):
+            prompts, _ = compute_prompts(store, [face, voice], lexicon, grid.lexicon_kind, k, test_fold)
+            if test_fold == 1:
+                prompt_stats[window] = prompt_statistics(GroupReader(prompts))
+            for cell in _cells(grid):
+                modality, variant, text_model, affect, tau = cell
+                group, state, metrics = train_lasca(
+                    store,
+                    prompts,
+                    pairs[affect, tau],
+                    variant,
+                    modality,
+                    train,
+                    grid.options,
+                    encoders.get(text_model),
+                    visual if variant == "pretrained" else None,
+                )
+                record = {
+                    "modality": modality,
+                    "variant": variant,
+                    "text_model": text_model,
+                    "window": window,
+                    "affect": affect,
+                    "tau": tau,
+                    "fold": test_fold,
+                    "accuracy": metrics["test"]["accuracy"],
+                    "pairs": metrics["samples"],
+                    "state": state,
+                    "path": group.path,
+                }
+                records.append(record)
+                if on_cell:
+                    on_cell(record)
+    return {"records": records, "prompts": prompt_stats, "pairs": pair_counts, "folds": grid.folds}
+
+
+def _needs_text(grid: LascaGrid) -> bool:
+    return any(v in TEXT_VARIANTS for v in grid.variants)
+
+
+def _cells(grid: LascaGrid):
+    """(modality, variant, text model | None, affect, τ) of one fold; pretrained is visual: face only."""
+    for modality in grid.modalities:
+        for variant in grid.variants:
+            if variant == "pretrained" and modality != "face":
+                continue
+            for text_model in grid.text_models if variant in TEXT_VARIANTS else (None,):
+                for affect in grid.affects:
+                    for tau in grid.taus:
+                        yield modality, variant, text_model, affect, tau
+
+
+def prompt_statistics(prompts: GroupReader, top: int = 5) -> dict[str, Any]:
+    """Per prompt kind (face, audio, multimodal): windows, unique prompts, the ``top`` most frequent
+    with their counts, and a histogram of how many windows share a prompt (1, 2–4, 5–9, 10–49, ≥ 50)."""
+    out = {}
+    for kind in MODALITY_PROMPTS.values():
+        texts = [t for t in prompts.numpy(kind).tolist() if t]
+        counts = Counter(texts)
+        bins = {"1": 0, "2–4": 0, "5–9": 0, "10–49": 0, "≥50": 0}
+        for n in counts.values():
+            bins["1" if n == 1 else "2–4" if n < 5 else "5–9" if n < 10 else "10–49" if n < 50 else "≥50"] += 1
+        out[kind] = {"windows": len(texts), "unique": len(counts), "top": counts.most_common(top), "histogram": bins}
+    return out
+
+
+# -- explanations -----------------------------------------------------------------------------------
+def explain_pair(store: FeatureStore, head_path: str, pair: int) -> dict[str, Any]:
+    """For pair ``pair`` (row of the learner's pairs group): the salient cues that appeared and
+    disappeared from the first window to the second (the prompts' phrases, of the learner's
+    modality), the learner's predicted direction and probability, and the label."""
+    import torch
+
+    head = GroupReader.open(store, head_path)
+    meta = head.meta
+    prompts, pairs = GroupReader.open(store, meta["prompts_path"]), GroupReader.open(store, meta["pairs_path"])
+    if not 0 <= pair < pairs.shape("label")[0]:
+        raise ValueError(f"{meta['pairs_path']} has {pairs.shape('label')[0]} pairs, not a pair {pair}")
+    first, second = int(pairs.numpy("first")[pair]), int(pairs.numpy("second")[pair])
+    salient, phrases = prompts.numpy("salient"), prompts.meta["cues"]
+    modality = meta["modality"]
+    shown = [j for j, m in enumerate(prompts.meta["modalities"]) if modality in ("both", m)]
+
+    def cues(mask: np.ndarray) -> list[str]:
+        return [phrases[j] for j in shown if mask[j]]
+
+    data = lasca_data_of(store, head)
+    x = _pair_input(data, pair)
+    model, _ = load_head(store, head_path)
+    with torch.no_grad():
+        logit = float(model.predict(x[None])[0][0, 0])
+    probability = 1 / (1 + np.exp(-logit))
+    return {
+        "pair": pair,
+        "windows": [first, second],
+        "video": str(pairs.numpy("video")[pair]),
+        "affect": meta["affect"],
+        "appeared": cues(salient[second] & ~salient[first]),
+        "disappeared": cues(salient[first] & ~salient[second]),
+        "kept": cues(salient[first] & salient[second]),
+        "predicted": "rises" if probability >= 0.5 else "falls",
+        "probability_rises": round(float(probability), 4),
+        "label": "rises" if pairs.numpy("label")[pair] == 1 else "falls",
+        "prompts": [str(prompts.numpy(MODALITY_PROMPTS[modality])[w]) for w in (first, second)],
+    }
+
+
+def _pair_input(data, pair: int):
+    """Δz of one pair, from whichever split holds it (a pair with a window without features is in none)."""
+    for split, rows in data.rows.items():
+        where = np.flatnonzero(rows == pair)
+        if where.size:
+            return data.x[split][int(where[0])]
+    raise ValueError(f"pair {pair} has a window without features: it is in no split")
