@@ -139,9 +139,12 @@ def main() -> None:
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--smoke", action="store_true", help="tiny sizes, nothing published")
-    parser.parse_args()
+    parser.add_argument("--work", type=Path, help="keep the corpus and its store here (a rerun reuses them)")
+    args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
-        work = Path(tmp)
+        work = args.work or Path(tmp)
+        shutil.rmtree(work / "store-recompute", ignore_errors=True)
+        shutil.rmtree(work / "scale", ignore_errors=True)
         store, corpus = corpus_store(work)
         grid = LascaGrid("lasca", folds=3 if SMOKE else 15)
         if SMOKE:

@@ -90,3 +90,43 @@ def preference_loss(logits: torch.Tensor, rises: torch.Tensor) -> torch.Tensor:
     if not keep.any():
         return logits.sum() * 0.0
     return F.binary_cross_entropy_with_logits(logits[keep], rises[keep])
+
+
+def occurrence_weights(labels: torch.Tensor) -> torch.Tensor:
+    """FAUD-CLIP's AU weights: w_i ∝ 1 / r_i (r_i AU i's occurrence rate over the labelled rows of
+    ``labels`` (N, m), −1 / NaN missing), normalised to mean 1; an AU that never occurs gets the
+    largest weight any occurring AU has (1 / 0 would swamp the rest)."""
+    y = torch.nan_to_num(labels.float(), nan=-1.0)
+    labelled = y >= 0
+    rate = (y.clamp(min=0) * labelled).sum(0) / labelled.sum(0).clamp(min=1)
+    inverse = torch.where(rate > 0, 1 / rate.clamp(min=1e-12), torch.zeros_like(rate))
+    inverse = torch.where(rate > 0, inverse, inverse.max() if (rate > 0).any() else torch.ones_like(rate))
+    return inverse / inverse.mean()
+
+
+def asymmetric_au_loss(logits: torch.Tensor, labels: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
+    """Weighted asymmetric BCE over the labelled (row, AU) entries:
+    −mean w_i [y log p + (1 − y) · p · log(1 − p)], the negative term scaled by the prediction p
+    itself (a confident negative costs little, a confident false positive a lot)."""
+    y = torch.nan_to_num(labels.float(), nan=-1.0)
+    keep = y >= 0
+    if not keep.any():
+        return logits.sum() * 0.0
+    p = torch.sigmoid(logits)
+    log_p, log_not_p = F.logsigmoid(logits), F.logsigmoid(-logits)
+    y = y.clamp(min=0)
+    entry = -weights * (y * log_p + (1 - y) * p * log_not_p)
+    return entry[keep].mean()
+
+
+def dice_au_loss(logits: torch.Tensor, labels: torch.Tensor, weights: torch.Tensor, eps: float = 1.0) -> torch.Tensor:
+    """Weighted dice over the batch, per AU: mean_i w_i (1 − (2 Σ y p + ε) / (Σ y² + Σ p² + ε)), the sums
+    over the rows labelled for AU i (ε = 1 smooths an AU absent from the batch)."""
+    y = torch.nan_to_num(labels.float(), nan=-1.0)
+    keep = (y >= 0).float()
+    if not keep.any():
+        return logits.sum() * 0.0
+    p, y = torch.sigmoid(logits) * keep, y.clamp(min=0) * keep
+    dice = (2 * (y * p).sum(0) + eps) / ((y * y).sum(0) + (p * p).sum(0) + eps)
+    present = keep.sum(0) > 0
+    return (weights * (1 - dice))[present].mean()
