@@ -14,14 +14,36 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-from featurestore import FeatureStore
+from featurestore import FeatureStore, GroupReader
 from heads.lasca_table import grid_tables, prompt_tables
 from heads.trainer import TrainConfig
-from stages.lasca_steps import LascaGrid, run_lasca_grid
+from stages.lasca_steps import LascaGrid, explain_pair, run_lasca_grid
 
 
-def grid_markdown(grid: LascaGrid, out: dict[str, Any], seconds: float) -> str:
-    """The report: the accuracy and p-value tables, the pairs per set, the prompt statistics."""
+def explanations_markdown(store: FeatureStore, records: list[dict[str, Any]], n: int = 3) -> str:
+    """Why the best fold-1 learner called its first ``n`` test pairs as it did: the cues that appeared
+    and disappeared between the two windows."""
+    best = max((r for r in records if r["fold"] == 1), key=lambda r: r["accuracy"])
+    pairs = GroupReader.open(store, best["path"]).numpy("row")[:n]
+    lines = [
+        f"Learner `{best['path']}` ({best['modality']}, {best['variant']}, {best['window']}, {best['affect']}, "
+        f"τ {best['tau']:g}; fold-1 accuracy {best['accuracy']:.3f}), its first test pairs:",
+        "",
+    ]
+    for pair in pairs.tolist():
+        why = explain_pair(store, best["path"], int(pair))
+        appeared, disappeared = ("; ".join(why[k]) or "nothing" for k in ("appeared", "disappeared"))
+        lines.append(
+            f"* pair {pair} ({why['video']}, windows {why['windows'][0]} → {why['windows'][1]}): predicted "
+            f"{why['affect']} {why['predicted']} (p = {why['probability_rises']:.2f}), labelled {why['label']}; "
+            f"appeared: {appeared}; disappeared: {disappeared}"
+        )
+    return "\n".join(lines)
+
+
+def grid_markdown(grid: LascaGrid, out: dict[str, Any], seconds: float, explanations: str) -> str:
+    """The report: the accuracy and p-value tables, the pairs per set, the prompt statistics, and
+    explanations of a few pairs."""
     trained = sum(r["state"] == "new" for r in out["records"])
     pairs = "\n".join(f"| {name} | {n} |" for name, n in out["pairs"].items())
     return "\n".join(
@@ -41,6 +63,10 @@ def grid_markdown(grid: LascaGrid, out: dict[str, Any], seconds: float) -> str:
             "## Prompts (training statistics of fold 1)",
             "",
             prompt_tables(out["prompts"]),
+            "",
+            "## Explanations",
+            "",
+            explanations,
         ]
     )
 
@@ -57,7 +83,7 @@ def lasca_grid(
     t0 = time.perf_counter()
     result = run_lasca_grid(fstore, grid, TrainConfig.preset("lasca", progress=progress))
     seconds = time.perf_counter() - t0
-    report = grid_markdown(grid, result, seconds)
+    report = grid_markdown(grid, result, seconds, explanations_markdown(fstore, result["records"]))
     if out is not None:
         Path(out).write_text(report + "\n")
     return {**result, "report": report, "seconds": seconds}

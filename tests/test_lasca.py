@@ -11,6 +11,7 @@ import pytest
 from stages.encoders.face_landmarker import BLENDSHAPE_NAMES
 from stages.pairs import preference_pairs
 from stages.prompts import minmax_apply, minmax_fit, read_cue_lexicon, salient_mask, window_prompts
+from stages.synthetic.windows import write_face_and_voice_windows
 
 
 def _otsu_by_hand(values: list[float]) -> set[int]:
@@ -246,7 +247,7 @@ def test_the_prompts_step_normalises_with_its_training_fold_and_is_keyed_on_the_
         "f0": rng.random((n, 1)),
     }
     no_face = np.array([0] * 11 + [3], np.int8)  # the last window has no face
-    groups, subjects = _face_and_voice_windows(store, 4, 3, np.zeros(n), blendshapes, voice, no_face)
+    groups, subjects = write_face_and_voice_windows(store, 4, 3, np.zeros(n), blendshapes, voice, no_face)
     lexicon = read_cue_lexicon()
     group, state = compute_prompts(store, groups, lexicon, folds=2, test_fold=1)
     assert state == "new" and group.path.startswith("prompts/clips/5s/")
@@ -405,36 +406,7 @@ def _arousal_windows(store, subjects: int, per: int):
         "rms": (0.5 + 0.45 * arousal + rng.normal(0, 0.01, n))[:, None],
         "f0": rng.random((n, 1)),
     }
-    return _face_and_voice_windows(store, subjects, per, arousal, blend, voice)[0]
-
-
-def _face_and_voice_windows(store, subjects: int, per: int, arousal, blendshapes, voice: dict, face_status=None):
-    """A face and a voice windows group over the same ``subjects`` × ``per`` windows (one video per
-    subject, 5 s apart), written as the windows step writes them: what the prompts step reads."""
-    from featurestore import Step, StepOutput, StepSpec
-
-    n = subjects * per
-    common = {
-        "video": np.repeat([f"v{i}" for i in range(subjects)], per),
-        "start": np.tile(np.arange(per) * 5.0, subjects),
-        "subject": np.repeat([f"s{i}" for i in range(subjects)], per),
-        "split": np.array([""] * n),
-        "va": np.stack([np.zeros(n), arousal], 1).astype(np.float32),
-        "status": np.zeros(n, np.int8),
-        "status_detail": np.array([""] * n),
-    }
-    face = {**common, "blendshapes": blendshapes.astype(np.float32)}
-    if face_status is not None:
-        face["status"] = face_status
-    groups = []
-    for name, table, extra in (
-        ("mediapipe-face", face, {"blendshape_names": BLENDSHAPE_NAMES}),
-        ("mfcc", {**common, **voice}, {}),
-    ):
-        meta = {"dataset": "clips", "encoder": name, "window": "5s", **extra}
-        step = Step("windows", StepSpec("windows", 1, {}), (name,), "windows", ("clips", name, "5s"))
-        groups.append(store.run_step(step, lambda table=table, meta=meta: StepOutput(table, meta))[0])
-    return groups, common["subject"]
+    return write_face_and_voice_windows(store, subjects, per, arousal, blend, voice)[0]
 
 
 @pytest.mark.skipif(not shutil.which("espeak-ng"), reason="espeak-ng speaks the generated videos (make install)")
