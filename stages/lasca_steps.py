@@ -52,6 +52,8 @@ def lasca_step(
 ) -> Step:
     """``heads/<dataset>/lasca-rank/<key>``: keyed on the prompts fold, the pairs, the visual windows
     (pretrained variant), the text model's weights and the head's spec."""
+    if variant in TEXT_VARIANTS and encoder is None:
+        raise ValueError(f"the {variant} variant embeds prompts: it needs a sentence encoder")
     base = head_spec(LASCA_HEAD, RANK_TASK, f"{modality}-{variant}", options, train, None, prompts.meta["test_fold"])
     params = {
         **base.params,

@@ -300,6 +300,8 @@ def test_the_learner_learns_the_direction_of_arousal_from_window_differences(tmp
         assert evaluate_head(store, group.path)["metrics"]["accuracy"] == pytest.approx(accuracy[variant])
     assert accuracy["features"] > 0.75 and accuracy["fused"] > 0.75, accuracy
     assert train_lasca(store, prompts, pairs, "fused", "both", encoder=encoder)[1] == "skipped"
+    with pytest.raises(ValueError, match="the text variant embeds prompts"):
+        train_lasca(store, prompts, pairs, "text", "both")  # no sentence encoder: a clear error
 
 
 def test_the_grid_trains_each_cell_and_fold_once_tau_reruns_pairs_and_learners_only_and_tables_it(tmp_path):
