@@ -41,4 +41,5 @@ bench: install
 	$(BIN)/python bench/retrain.py
 	$(BIN)/python bench/causal.py
 	$(BIN)/python bench/lasca.py
+	$(BIN)/python bench/faud.py
 	$(BIN)/python bench/demo.py

@@ -273,6 +273,8 @@ def _demo_heads(fstore) -> None:
             console.print(text)
         if "graph_report" in run:
             console.print(f"AU → expression heatmap: {store}/{run['path']}/graph-au_expression.png")
+        if fstore.has_file(run["path"], "attention.png"):
+            console.print(f"AU attention sheet: {store}/{run['path']}/attention.png")
     _print_training(result, store)
 
 
@@ -343,8 +345,8 @@ def train(
     preset: Annotated[
         str,
         typer.Option(
-            help="training preset: fast, paper (AURA's lr 1e-4, batch 256), causal (CausalAffect's AdamW) "
-            "or lasca (MLPClassifier's)"
+            help="training preset: fast, paper (AURA's lr 1e-4, batch 256), causal (CausalAffect's AdamW), "
+            "lasca (MLPClassifier's) or faud (FAUD-CLIP's AdamW and cosine schedule)"
         ),
     ] = "fast",
     epochs: Annotated[int | None, typer.Option(help="[default: the preset's, fast 100, paper 200]")] = None,
@@ -504,8 +506,8 @@ def report(
     head: Annotated[
         list[str],
         typer.Argument(
-            help="trained archetype or graph heads: DATASET/aura-TASK, DATASET/causal-au_fer (every complete match) "
-            "or heads/… paths"
+            help="trained archetype, graph or attention-map heads: DATASET/aura-TASK, DATASET/causal-au_fer, "
+            "DATASET/faud-au (every complete match) or heads/… paths"
         ),
     ],
     store: StoreOpt = "./store",
@@ -521,7 +523,8 @@ def report(
     ] = [],
 ) -> None:
     """Interpretability report of archetype heads (Table-3 usage, thumbnail sheets, 2-D map, annotation
-    audit) or graph heads (graphs, FACS prototypes, per-sample sub-graphs, label audit)."""
+    audit), graph heads (graphs, FACS prototypes, per-sample sub-graphs, label audit) or attention-map
+    heads (FAUD-CLIP: each AU's map over faces, and how much of it falls on the AU's face region)."""
     from flows.train import head_reports
 
     try:

@@ -4,7 +4,8 @@
 Expressions and valence–arousal: AURA, the linear probe and the MLP on the generated faces'
 MediaPipe blendshapes. AUs: AURA on EfficientNet-Lite0's 7 × 7 spatial tokens through its patch
 path (the paper's AU setting: a light transformer over patch tokens, one projector per AU), and the
-linear probe and MLP on the same map average-pooled (the group's ``global``).
+linear probe and MLP on the same map average-pooled (the group's ``global``), and FAUD-CLIP's
+behaviour-prompted detector on the same tokens (its attention sheet in its report).
 
 LaScA: a small grid (:func:`demo_lasca_grid`) on the generated videos' 5 s windows.
 
@@ -71,7 +72,7 @@ def demo_head_configs(fstore: FeatureStore) -> list:
     in the store."""
     from flows.heads import HeadConfig  # here: the CLI imports this module, and flows.heads imports torch
 
-    return [HeadConfig(**entry, **DEMO_TRAIN) for entry in demo_heads_plan(fstore)]
+    return [HeadConfig(**{**DEMO_TRAIN, **entry}) for entry in demo_heads_plan(fstore)]
 
 
 # head plans a `train-heads` run can name instead of listing heads (the deployment's `plan`)
@@ -79,7 +80,7 @@ HEAD_PLANS = {"demo": demo_head_configs}
 
 
 def demo_heads_plan(fstore: FeatureStore, dataset: str = "generated") -> list[dict[str, Any]]:
-    """(head, task, features, array, options) of every demo head."""
+    """(head, task, features, array, options[, training knobs]) of every demo head."""
     faces = _latest(fstore, f"features/{dataset}/mediapipe-face", "blendshapes")
     image = _latest(fstore, f"features/{dataset}/efficientnet-lite0", "spatial")
     plan = [
@@ -93,4 +94,16 @@ def demo_heads_plan(fstore: FeatureStore, dataset: str = "generated") -> list[di
     ]
     # CausalAffect's AU → expression graph on the blendshapes, whose AU rule the generator knows
     plan.append({"head": "causal", "task": "au_fer", "features": faces, "array": "blendshapes", "options": {}})
+    # FAUD-CLIP on the spatial tokens with the packaged sentence-transformer's fixed prompt embeddings;
+    # its preset's cosine schedule over 40 epochs, at the demo's lr and batch
+    plan.append(
+        {
+            "head": "faud",
+            "task": "au",
+            "features": image,
+            "array": "spatial",
+            "options": {"context": 0},
+            **{"preset": "faud", "lr": 1e-3, "batch_size": 32, "epochs": 40, "patience": 10, "warmup_epochs": 1},
+        }
+    )
     return plan

@@ -47,15 +47,15 @@ class HeadConfig(BaseModel):
     seeds: list[int] = Field(default_factory=lambda: [0])
     preset: str = Field(
         "fast",
-        description="training preset: fast (the default), paper (AURA's lr 1e-4), causal (CausalAffect's AdamW) "
-        "or lasca (MLPClassifier's)",
+        description="training preset: fast (the default), paper (AURA's lr 1e-4), causal (CausalAffect's AdamW), "
+        "lasca (MLPClassifier's) or faud (FAUD-CLIP's AdamW and cosine schedule)",
     )
     epochs: int | None = Field(None, description="None: the preset's")
     batch_size: int | None = None
     lr: float | None = None
     patience: int | None = None
     warmup_epochs: int | None = None
-    report: bool = Field(True, description="write the interpretability report (archetype heads)")
+    report: bool = Field(True, description="write the head's report (archetype, graph and attention-map heads)")
     expressions: list[int] | None = Field(None, description="canonical expression indices to use (a view)")
     test_fold: int = Field(1, description="the test fold: of the dataset's own folds (DISFA, BP4D) or of k-fold")
     folds: int | None = Field(None, description="k-fold (subject-exclusive) on a dataset without an official split")

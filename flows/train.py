@@ -124,7 +124,7 @@ def head_reports(
     prototypes: str | None = None,
     samples: list[str] | None = None,
 ) -> list[dict[str, Any]]:
-    """Write (or, with ``force``, rewrite) the reports of trained archetype and graph heads; a graph
+    """Write (or, with ``force``, rewrite) the reports of trained archetype, graph and attention-map heads; a graph
     head's with a user's ``prototypes`` table and chosen ``samples`` (stages/head_reports.py)."""
     return [head_report_task(store, storage_options or {}, path, force, prototypes, samples) for path in paths]
 

@@ -3,12 +3,28 @@
 from __future__ import annotations
 
 from abc import abstractmethod
+from dataclasses import dataclass
 from typing import ClassVar
 
 import torch
 from torch import nn
 
 from heads.tasks import Task
+
+
+@dataclass
+class PromptText:
+    """What a text-reading head (``@register_head(inputs=(…, "text"))``) is given: one prompt per
+    output, as frozen embeddings (n, dim) computed once, or as a frozen text ``tower`` that embeds the
+    prompts behind learnable context vectors (CoOp): ``tower(context (M, token_dim)) → (n, dim)``.
+    The step builds it (heads/ does no I/O); a stored head is rebuilt with neither, its last
+    embeddings and its context being in its weights."""
+
+    n: int
+    dim: int
+    token_dim: int = 0  # the width of the tower's token embeddings (the context vectors')
+    embeddings: torch.Tensor | None = None
+    tower: nn.Module | None = None
 
 
 class Head(nn.Module):
@@ -18,6 +34,7 @@ class Head(nn.Module):
 
     task: Task
     uses_archetypes: ClassVar[bool] = False
+    draws_maps: ClassVar[bool] = False  # it has per-output attention maps on the token grid (its report draws them)
 
     @abstractmethod
     def losses(
@@ -42,6 +59,10 @@ class Head(nn.Module):
         """The global graphs the head learns (name → matrix, sources as rows; heads/graph_report.py
         names them): CausalAffect's ``au_au`` and ``au_expression``; most heads have none."""
         return {}
+
+    def attention_maps(self, x: torch.Tensor) -> torch.Tensor:
+        """Each output's attention on the token grid (B, n_outputs, h, w), for heads that ``draws_maps``."""
+        raise TypeError(f"{type(self).__name__} has no attention maps")
 
     def explain(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
         """A graph head's per-sample evidence (the graph report's sub-graphs and label audit):

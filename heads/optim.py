@@ -10,6 +10,7 @@ kernel get ``torch.optim.AdamW`` itself.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable
 
 import torch
@@ -69,8 +70,31 @@ class FusedAdamW:
         )
 
 
-def adamw(params: Iterable[torch.nn.Parameter], lr: float, weight_decay: float, device: torch.device):
+def adamw(
+    params: Iterable[torch.nn.Parameter],
+    lr: float,
+    weight_decay: float,
+    device: torch.device,
+    betas: tuple[float, float] = (0.9, 0.999),
+):
     """The trainer's optimiser: the fused kernel where torch has one, else torch.optim.AdamW."""
     if device.type in FUSED_DEVICES:
-        return FusedAdamW(params, lr=lr, weight_decay=weight_decay)
-    return torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay)
+        return FusedAdamW(params, lr=lr, weight_decay=weight_decay, betas=betas)
+    return torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay, betas=betas)
+
+
+def set_lr(optimiser, lr: float) -> None:
+    """The learning rate of either kind of optimiser :func:`adamw` returns."""
+    if isinstance(optimiser, FusedAdamW):
+        optimiser.lr = lr
+    else:
+        for group in optimiser.param_groups:
+            group["lr"] = lr
+
+
+def cosine_lr(base: float, step: int, steps: int, warmup_steps: int) -> float:
+    """Linear warm-up to ``base`` over ``warmup_steps``, then cosine decay to 0 at ``steps``."""
+    if step < warmup_steps:
+        return base * (step + 1) / warmup_steps
+    progress = (step - warmup_steps) / max(1, steps - warmup_steps)
+    return base * 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))

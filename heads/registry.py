@@ -8,7 +8,8 @@ A head module declares, at the point of definition::
 ``version`` is the head's step version (bump it when its numerics change: old checkpoints are then
 not reused); ``config`` is the dataclass of its options (``--option`` values; every other name is
 refused with the valid ones listed); ``tasks`` are the task names it serves; ``inputs`` the kinds of
-cached input it reads (``global`` vectors, ``patch`` tokens …); ``presets`` the options a training
+cached input it reads (``global`` vectors, ``patch`` tokens; ``text``: prompts per output, given
+as ``text=PromptText`` by the step); ``presets`` the options a training
 preset changes for this head (AURA: ``paper`` feeds the contextualiser the whole batch). This module knows no head: the
 package imports the built-in ones, and users' heads arrive as plugins — modules named in the
 ``affectflow.heads`` entry-point group of an installed package, or given as ``--plugin module``.
@@ -23,7 +24,7 @@ from dataclasses import dataclass
 from importlib.metadata import entry_points
 from typing import Any
 
-from heads.base import Head
+from heads.base import Head, PromptText
 from heads.tasks import get_task
 
 PLUGIN_GROUP = "affectflow.heads"
@@ -54,6 +55,11 @@ class HeadEntry:
         if unknown := sorted(set(options) - set(self.options)):
             valid = ", ".join(self.options) or "none"
             raise ValueError(f"head {self.name!r} has no option {', '.join(unknown)}; its options: {valid}")
+
+    def option_values(self, options: dict[str, Any]) -> dict[str, Any]:
+        """Every option's value: ``options`` over the config's defaults."""
+        defaults = {f.name: f.default for f in dataclasses.fields(self.config) if f.name not in FIXED_FIELDS}
+        return {**defaults, **options}
 
     def preset_options(self, preset: str, options: dict[str, Any]) -> dict[str, Any]:
         """``options`` over what the training ``preset`` sets for this head (the user's win)."""
@@ -129,14 +135,20 @@ def create_head(
     n_outputs: int,
     n_patches: int = 0,
     label_names: tuple[str, ...] = (),
+    text: PromptText | None = None,
     **options: Any,
 ) -> Head:
     """Build head ``name`` for ``task`` on ``in_dim``-wide inputs (``n_patches`` tokens when patched;
-    ``label_names``: the outputs' names)."""
+    ``label_names``: the outputs' names; ``text``: their prompts, for heads that read text)."""
     entry = get_head(name)
     config = entry.make_config(task, in_dim, n_outputs, options, label_names)
-    if "patch" not in entry.inputs:
-        if n_patches:
-            raise ValueError(f"head {name!r} reads {', '.join(entry.inputs)} features, not patch tokens")
-        return entry.build(task=task, in_dim=in_dim, n_outputs=n_outputs, config=config)
-    return entry.build(task=task, in_dim=in_dim, n_outputs=n_outputs, config=config, n_patches=n_patches)
+    extra: dict[str, Any] = {}
+    if "patch" in entry.inputs:
+        extra["n_patches"] = n_patches
+    elif n_patches:
+        raise ValueError(f"head {name!r} reads {', '.join(entry.inputs)} features, not patch tokens")
+    if "text" in entry.inputs:
+        if text is None:
+            raise ValueError(f"head {name!r} reads prompts: it needs text=PromptText(…)")
+        extra["text"] = text
+    return entry.build(task=task, in_dim=in_dim, n_outputs=n_outputs, config=config, **extra)

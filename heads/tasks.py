@@ -20,7 +20,15 @@ from typing import Any, ClassVar, Protocol
 import numpy as np
 import torch
 
-from heads.losses import au_branch_losses, au_loss, class_weights, expression_loss, preference_loss, va_loss
+from heads.losses import (
+    au_branch_losses,
+    au_loss,
+    class_weights,
+    expression_loss,
+    occurrence_weights,
+    preference_loss,
+    va_loss,
+)
 from heads.metrics import au_metrics, expression_metrics, preference_metrics, va_metrics
 
 
@@ -372,7 +380,10 @@ class ActionUnits(Task):
         return merge_columns(parts)
 
     def loss(self, out, target, weights, alpha=1.0):
-        return au_loss(out, target)
+        return au_loss(out, target)  # unweighted: the weights serve heads whose losses take them (FAUD)
+
+    def class_weights(self, y_train, n_outputs):
+        return occurrence_weights(y_train)
 
     def branch_loss(self, out, target, weights, alpha=1.0):
         return au_branch_losses(out, target).sum()

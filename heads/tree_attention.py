@@ -55,6 +55,12 @@ def children(
     return index.flatten(-2), valid.flatten(-2)
 
 
+# Up to this many regions a level is scored in full and masked to the chosen children rather than
+# read out region by region: the same numbers (a test compares the two), and on 2 CPUs the 7 × 7
+# grid's head trains ~2× faster; past it the read-out keeps the cost sub-quadratic.
+DENSE_MAX = 64
+
+
 class TreeAttention(nn.Module):
     """Multi-head coarse-to-fine attention of queries over a token grid (see the module docstring)."""
 
@@ -67,6 +73,8 @@ class TreeAttention(nn.Module):
         self.kv = nn.Linear(dim, 2 * dim)
         self.out = nn.Linear(dim, dim)
         self.level_logits = nn.Parameter(torch.zeros(levels))
+        # levels of at most this many regions are scored densely and masked (see forward)
+        self.dense_max = DENSE_MAX
 
     def level_weights(self) -> torch.Tensor:
         return torch.softmax(self.level_logits, 0)
@@ -76,13 +84,20 @@ class TreeAttention(nn.Module):
         return x.view(b, n, self.heads, dim // self.heads).transpose(1, 2)  # (B, H, n, d)
 
     def forward(
-        self, queries: torch.Tensor, tokens: torch.Tensor, grid: tuple[int, int], maps: bool = False
+        self,
+        queries: torch.Tensor,
+        tokens: torch.Tensor,
+        grid: tuple[int, int],
+        maps: bool = False,
+        values: torch.Tensor | None = None,
     ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
         """``queries`` (B, Q, D) over ``tokens`` (B, h·w, D) → (B, Q, D); with ``maps``, also each
-        query's attention on the grid (B, H, Q, h·w), summing to 1 per query and head."""
+        query's attention on the grid (B, H, Q, h·w), summing to 1 per query and head. ``values``:
+        other tokens on the same grid to read once the keys (``tokens``) have chosen where."""
         b, nq, dim = queries.shape
         q = self._split(self.q(queries))
-        k, v = self.kv(tokens).chunk(2, -1)
+        k = self.kv(tokens).chunk(2, -1)[0]
+        v = self.kv(tokens if values is None else values).chunk(2, -1)[1]
         pyramid_k = pool_pyramid(self._split(k), grid, self.levels)
         pyramid_v = pool_pyramid(self._split(v), grid, self.levels)
         levels = len(pyramid_k)
@@ -95,20 +110,37 @@ class TreeAttention(nn.Module):
         output = weights[-1] * (attention @ pyramid_v[-1][0])
         grid_map = self._spread(attention, None, shape, grid, levels - 1) * weights[-1] if maps else None
         kept = scores.topk(min(self.top_k, scores.shape[-1]), -1).indices
+        rows = torch.arange(b * self.heads, device=q.device).view(b, self.heads, 1, 1)
         for level in range(levels - 2, -1, -1):
             fine = pyramid_k[level][1]
             index, valid = children(kept, shape, fine)  # (B, H, Q, C)
-            c = index.shape[-1]
-            flat = index.reshape(b, self.heads, nq * c, 1)
-            keys = pyramid_k[level][0].gather(2, flat.expand(-1, -1, -1, q.shape[-1])).view(b, self.heads, nq, c, -1)
-            values = pyramid_v[level][0].gather(2, flat.expand(-1, -1, -1, q.shape[-1])).view(b, self.heads, nq, c, -1)
-            scores = (q.unsqueeze(3) * keys).sum(-1) * scale
-            scores = scores.masked_fill(~valid, float("-inf"))
-            attention = scores.softmax(-1)
-            output = output + weights[level] * (attention.unsqueeze(-1) * values).sum(3)
-            if maps:
-                grid_map = grid_map + weights[level] * self._spread(attention, index, fine, grid, level)
-            kept = index.gather(-1, scores.topk(min(self.top_k, c), -1).indices)
+            c, n_fine = index.shape[-1], fine[0] * fine[1]
+            keys, values = pyramid_k[level][0], pyramid_v[level][0]
+            if n_fine <= self.dense_max:
+                # a small level: score every region with one matmul and mask all but the children
+                # (the same attention; on a CPU much faster than reading the children out)
+                # counted, not written: an invalid child's clamped index may be a valid child's too
+                allowed = torch.zeros(*index.shape[:-1], n_fine, dtype=torch.int32, device=q.device)
+                allowed = allowed.scatter_add_(-1, index, valid.int()) > 0
+                scores = ((q @ keys.transpose(-1, -2)) * scale).masked_fill(~allowed, float("-inf"))
+                attention = scores.softmax(-1)
+                output = output + weights[level] * (attention @ values)
+                if maps:
+                    grid_map = grid_map + weights[level] * self._spread(attention, None, fine, grid, level)
+                kept = scores.topk(min(self.top_k, c), -1).indices
+            else:
+                # the children's keys and values, read by one index_select over the flattened level
+                # (on CPU twice as fast as gather with an expanded index, forward and backward)
+                flat = (rows * n_fine + index).reshape(-1)
+                kv = torch.cat([keys, values], -1).reshape(b * self.heads * n_fine, -1)
+                keys, values = kv.index_select(0, flat).view(b, self.heads, nq, c, -1).chunk(2, -1)
+                scores = (keys @ q.unsqueeze(-1)).squeeze(-1) * scale
+                scores = scores.masked_fill(~valid, float("-inf"))
+                attention = scores.softmax(-1)
+                output = output + weights[level] * (attention.unsqueeze(-2) @ values).squeeze(-2)
+                if maps:
+                    grid_map = grid_map + weights[level] * self._spread(attention, index, fine, grid, level)
+                kept = index.gather(-1, scores.topk(min(self.top_k, c), -1).indices)
             shape = fine
         output = self.out(output.transpose(1, 2).reshape(b, nq, dim))
         return (output, grid_map) if maps else output

@@ -22,9 +22,10 @@ from heads.graph_report import (
 )
 from heads.report import analyse, report_files, sheet_rows
 from heads.tasks import get_task
+from heads.trainer import predict
 from stages.head_steps import head_data, load_head
 from stages.sources.labels import expression_prototypes
-from stages.thumbnails import thumbnails, to_image
+from stages.thumbnails import placeholder, thumbnails, to_image
 
 
 def write_report(
@@ -40,9 +41,14 @@ def write_report(
     model, config = load_head(store, head_path)  # first: it registers a plugin head's task too
     if model.graphs():
         return write_graph_report(store, head_path, prototypes, samples, model)
+    if model.draws_maps:
+        return write_map_report(store, head_path, model)
     params, source, data = head_data(store, head_path)
     if not model.uses_archetypes:
-        raise ValueError(f"{head_path} is a {config['head']} head: reports are for archetype (aura) and graph heads")
+        raise ValueError(
+            f"{head_path} is a {config['head']} head: "
+            "reports are for archetype (aura), graph (causal) and attention-map (faud) heads"
+        )
     if data.dataset is not None:  # its thumbnails, nearest samples and audit read one dataset's source
         raise ValueError(f"{head_path} trained on {' and '.join(data.datasets)}: archetype reports are per dataset")
     task = get_task(params["task"])
@@ -159,3 +165,97 @@ def _chosen_samples(samples: list[str], where: list[tuple], datasets: list[str])
             raise ValueError(f"sample {sample}: not a labelled, usable row of {' or '.join(datasets)} for this head")
         chosen.append(index[key])
     return chosen
+
+
+def _landmarks(store: FeatureStore, source_path: str, dataset: str) -> np.ndarray | None:
+    """Face-mesh landmarks (rows, 478, 3) of a source, from its latest complete face-landmark group."""
+    groups = [
+        g
+        for g in store.list_steps(f"features/{dataset}")
+        if g.is_complete and g.meta.get("source_path") == source_path and "landmarks" in GroupReader(g).names()
+    ]
+    return GroupReader(groups[-1]).numpy("landmarks").astype(np.float32) if groups else None
+
+
+def _picture_sizes(source: GroupReader, rows: np.ndarray) -> np.ndarray:
+    """(width, height) of what each row's encoders saw: its crop box, else its image file; NaN for
+    video frames and unreadable files (left out of the measure)."""
+    from PIL import Image
+
+    from stages.thumbnails import dataset_root
+
+    names = set(source.names())
+    sizes = np.full((rows.size, 2), np.nan)
+    if "frame" in names:
+        return sizes
+    base, paths = dataset_root(source), source.numpy("path")
+    crops = source.numpy("crop") if "crop" in names else np.full((len(paths), 4), np.nan)
+    for k, row in enumerate(rows):
+        if np.isfinite(crops[row]).all():
+            sizes[k] = crops[row][2:4]
+            continue
+        try:
+            with Image.open(base / str(paths[row])) as image:
+                sizes[k] = image.size
+        except OSError:
+            pass
+    return sizes
+
+
+def write_map_report(
+    store: FeatureStore, head_path: str, model: torch.nn.Module, n_faces: int = 8, size: int = 96
+) -> dict[str, Any]:
+    """A map head's report (FAUD-CLIP): ``attention.png``, each AU's attention map over test faces
+    (per AU, its most confident detected test face), and ``locality.json``: how much of each AU's
+    map falls on the face region it acts in (heads/attention_report.py), measured on every test face
+    with face-mesh landmarks in the store (MediaPipe's group of the same source) and a plain image
+    file (the landmarks are mapped into the encoder's centred square crop)."""
+    from PIL import Image
+
+    from heads.attention_report import landmark_cells, locality, locality_markdown, map_sheet
+    from stages.face_regions import AU_REGIONS, into_centre_crop, region_points
+
+    params, source, data = head_data(store, head_path)
+    names = data.label_names
+    x, rows = data.x["test"], data.rows["test"]
+    maps = torch.cat([model.attention_maps(chunk) for chunk in x.split(256)]).numpy()
+    probs = 1 / (1 + np.exp(-predict(model, x)))
+    chosen = list(dict.fromkeys(int(probs[:, j].argmax()) for j in range(len(names))))[:n_faces]
+    pictures = thumbnails(source, [int(rows[k]) for k in chosen], size)
+    captions = []
+    for k in chosen:
+        found = [names[j] for j in np.flatnonzero(probs[k] >= 0.5)]
+        captions.append(
+            f"row {int(rows[k])}\n" + " ".join(found[:4]) + ("\n" + " ".join(found[4:8]) if found[4:] else "")
+        )
+    faces = [pictures[int(rows[k])] for k in chosen]
+    faces = [Image.fromarray(p) if p is not None else Image.fromarray(placeholder(size)) for p in faces]
+    files = {"attention.png": map_sheet(maps[chosen], faces, names, captions, size)}
+    measured: list[dict[str, Any]] = []
+    landmarks = _landmarks(store, source.path, GroupReader.open(store, head_path).meta["dataset"])
+    n_measured = 0
+    if landmarks is not None:
+        sizes = _picture_sizes(source, rows)
+        ok = np.isfinite(sizes).all(1) & np.isfinite(landmarks[rows]).all((1, 2))
+        if ok.any():
+            points = region_points(landmarks[rows[ok]])
+            grid = maps.shape[-2:]
+            regions = {
+                name: landmark_cells(into_centre_crop(p, sizes[ok, 0:1], sizes[ok, 1:2]), grid)
+                for name, p in points.items()
+            }
+            measured, n_measured = locality(maps[ok], regions, AU_REGIONS, names), int(ok.sum())
+    files["locality.json"] = json.dumps({"faces": n_measured, "aus": measured}, indent=1).encode()
+    report = [
+        f"# Attention maps of `{head_path}`",
+        "",
+        "Each AU's attention on the token grid over the test faces it is most confident about "
+        "(brighter: more attention).",
+        "",
+        "![attention](attention.png)",
+        *locality_markdown(measured, n_measured),
+    ]
+    files["report.md"] = "\n".join(report).encode()
+    for name, payload in files.items():
+        store.put_file(head_path, name, payload)
+    return {"path": head_path, "locality": measured, "faces": n_measured}

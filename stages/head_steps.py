@@ -17,11 +17,13 @@ import safetensors.torch
 import torch
 
 from featurestore import FeatureStore, GroupReader, Step, StepGroup, StepOutput, StepSpec, canonical_json
+from heads.base import PromptText
 from heads.data import TaskData
 from heads.graph_report import graph_files
 from heads.registry import create_head, get_head
 from heads.tasks import get_task
-from heads.trainer import TrainConfig, evaluate, fit, predict, seed_everything
+from heads.trainer import LATER_KNOBS, TrainConfig, evaluate, fit, predict, seed_everything
+from stages.au_prompts import prompt_text, text_inputs
 from stages.head_data import load_task_data
 from stages.lasca_data import lasca_data_of
 from stages.sources.labels import expression_prototypes
@@ -43,10 +45,17 @@ def head_spec(
     folds: int | None = None,
 ) -> StepSpec:
     # where it runs and whether it shows a bar do not change the result; everything else does
-    knobs = {k: v for k, v in asdict(train).items() if k not in ("device", "progress")}
+    entry = get_head(head)
+    # a head that reads prompts: the prompt file's digest and the text encoder's spec
+    text = text_inputs(entry.option_values(options)) if "text" in entry.inputs else None
+    knobs = {
+        k: v
+        for k, v in asdict(train).items()
+        if k not in ("device", "progress") and not (k in LATER_KNOBS and v == LATER_KNOBS[k])
+    }
     return StepSpec(
         HEAD_STEP,
-        get_head(head).version,
+        entry.version,
         {
             "head": head,
             "task": task,
@@ -57,6 +66,7 @@ def head_spec(
             "test_fold": test_fold,
             # only when asked for: the keys of heads trained without k-fold stay what they were
             **({"folds": folds} if folds is not None else {}),
+            **({"text": text} if text is not None else {}),
         },
     )
 
@@ -86,8 +96,9 @@ def uses_archetypes(head_meta: dict[str, Any]) -> bool:
 
 
 def has_report(head_meta: dict[str, Any]) -> bool:
-    """Whether a head step's head has a report: archetype heads' and graph heads' (``affectflow report``)."""
-    return uses_archetypes(head_meta) or bool(head_meta.get("graphs"))
+    """Whether a head step's head has a report: archetype heads', graph heads' and the attention
+    maps of heads that draw them (``affectflow report``)."""
+    return uses_archetypes(head_meta) or bool(head_meta.get("graphs")) or head_meta.get("draws_maps", False)
 
 
 def stored_metrics(store: FeatureStore, path: str) -> dict[str, Any] | None:
@@ -163,6 +174,8 @@ def train_head(
     trained together, each split by its own protocol); returns (group, "skipped" | "new", metrics)."""
     options, train = dict(options or {}), train or TrainConfig()
     paths = feature_paths(features_path)
+    entry = get_head(head)
+    entry.check(task, options)
     spec = head_spec(head, task, array, options, train, expressions, test_fold, folds)
     step = head_step(store, paths, spec)
 
@@ -176,7 +189,9 @@ def train_head(
             # several datasets: every group and source, and each test row's dataset (the "dataset" array)
             **({"features_paths": paths, "source_paths": sources} if len(paths) > 1 else {}),
         }
-        return fit_head_output(head, task, array, options, train, data, meta, f"{head} on {', '.join(paths)} [{array}]")
+        text = prompt_text(store, entry.option_values(options), data.label_names) if "text" in entry.inputs else None
+        what = f"{head} on {', '.join(paths)} [{array}]"
+        return fit_head_output(head, task, array, options, train, data, meta, what, text)
 
     group, state = store.run_step(step, fit_head)
     return group, state, json.loads(store.get_file(step.path, "metrics.json"))
@@ -191,16 +206,18 @@ def fit_head_output(
     data: TaskData,
     meta: dict[str, Any],
     what: str,
+    text: PromptText | None = None,
 ) -> StepOutput:
     """Train a head on loaded splits, the one way every head step does: the test predictions (and
     deciding archetypes), checkpoint, config, metrics, and a graph head's graph files. ``meta``
-    says where the data came from; ``what`` names the run in errors."""
+    says where the data came from; ``what`` names the run in errors; ``text``: the outputs' prompts
+    for heads that read them."""
     x_train = data.x["train"]
     n_patches = x_train.shape[1] if x_train.ndim == 3 else 0
     seed_everything(train.seed)  # the initial weights too: a key always gives the same head
     try:
         model = create_head(
-            head, task, int(x_train.shape[-1]), data.n_outputs, n_patches, tuple(data.label_names), **options
+            head, task, int(x_train.shape[-1]), data.n_outputs, n_patches, tuple(data.label_names), text, **options
         )
     except ValueError as err:
         raise ValueError(f"{what}: {err}") from None
@@ -235,6 +252,8 @@ def fit_head_output(
         "n_patches": n_patches,
         "labels": data.label_names,
         "module": get_head(head).build.__module__,  # where it registers: a plugin head loads without --plugin
+        # the prompts' shape: a stored text head is rebuilt without its text tower
+        **({"text": {"n": text.n, "dim": text.dim, "token_dim": text.token_dim}} if text else {}),
     }
     meta = {
         **meta,
@@ -242,6 +261,7 @@ def fit_head_output(
         "task": task,
         "labels": data.label_names,
         "uses_archetypes": model.uses_archetypes,  # it has a codebook: reports, predict's deciding archetypes
+        "draws_maps": model.draws_maps,  # it has attention maps: its report draws them
     }
     arrays = {"outputs": outputs, "archetype": _archetypes(model, data.x["test"]), "row": data.rows["test"]}
     if data.dataset:
@@ -279,6 +299,7 @@ def load_head(store: FeatureStore, path: str) -> tuple[torch.nn.Module, dict[str
         config["n_outputs"],
         config["n_patches"],
         tuple(config["labels"]),
+        PromptText(**config["text"]) if "text" in config else None,
         **config["options"],
     )
     model.load_state_dict(safetensors.torch.load(store.get_file(path, "model.safetensors")))

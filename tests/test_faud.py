@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -110,3 +111,221 @@ def test_occurrence_weights_asymmetric_and_dice_losses_by_hand():
     # an AU that never occurs takes the largest weight of those that do, not 1 / 0
     never = occurrence_weights(torch.tensor([[1.0, 0.0], [0.0, 0.0]]))
     assert torch.isfinite(never).all() and never[0] == never[1]
+
+
+def test_the_dense_and_the_read_out_paths_of_a_level_are_the_same_attention():
+    torch.manual_seed(0)
+    tree = TreeAttention(16, heads=2, levels=3, top_k=2)
+    queries, tokens = torch.randn(2, 9, 16), torch.randn(2, 196, 16)
+    dense = tree(queries, tokens, (14, 14), maps=True)
+    tree.dense_max = 0  # every level read out region by region
+    sparse = tree(queries, tokens, (14, 14), maps=True)
+    for a, b in zip(dense, sparse):
+        torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-5)
+
+
+def test_cosine_schedule_warms_up_then_decays_to_zero():
+    from heads.optim import cosine_lr
+
+    assert [cosine_lr(1.0, s, 10, 2) for s in (0, 1)] == [0.5, 1.0]
+    assert cosine_lr(1.0, 2, 10, 2) == 1.0 and cosine_lr(1.0, 6, 10, 2) == pytest.approx(0.5)
+    assert cosine_lr(1.0, 10, 10, 2) == pytest.approx(0.0)
+
+
+def test_every_facs_au_has_a_behaviour_prompt_and_a_missing_one_is_named(tmp_path):
+    from stages.au_prompts import au_prompts, behaviours
+    from stages.sources.labels import AU_NAMES
+
+    assert set(behaviours()) == set(AU_NAMES)
+    assert "lip" in au_prompts(["AU12"])[0] and "brow" in au_prompts(["AU4"])[0]
+    own = tmp_path / "mine.csv"
+    own.write_text("au,region,behaviour\n12,lips,a smile\n")
+    assert au_prompts(["AU12"], str(own)) == ["a smile"]
+    with pytest.raises(ValueError, match="no behaviour for AU4"):
+        au_prompts(["AU12", "AU4"], str(own))
+
+
+@pytest.mark.parametrize("encoder", ["test-clip-tiny", "all-MiniLM-L6-v2"])
+def test_a_context_tower_without_context_is_the_text_encoder_and_trains_only_its_context(encoder):
+    from stages.encoders import create_encoder
+
+    prompts = ["the corners of the lips are pulled up", "the eyebrows are drawn down and together"]
+    enc = create_encoder(encoder)
+    tower = enc.context_tower(prompts)
+    with torch.no_grad():
+        torch.testing.assert_close(
+            tower(torch.zeros(0, tower.token_dim)), enc.encode_text(prompts), atol=1e-5, rtol=1e-5
+        )
+    context = torch.randn(4, tower.token_dim, requires_grad=True)
+    tower(context).square().sum().backward()
+    assert context.grad.abs().sum() > 0
+    assert all(not p.requires_grad and p.grad is None for p in tower.parameters())
+
+
+AUS = ("AU1", "AU4", "AU12", "AU15")
+# where each AU shows on a 4 × 4 grid: the brows' top row, the mouth's bottom row
+AU_CELLS = {"AU1": [0, 1], "AU4": [2, 3], "AU12": [12, 13], "AU15": [14, 15]}
+
+
+def _token_grids(store, n: int = 800, dim: int = 16) -> str:
+    """A source with AU labels and a feature group of 4 × 4 token grids in which each present AU
+    adds its own pattern to its own cells (and nowhere else) over noise and a per-subject offset."""
+    from featurestore import Step, StepOutput, StepSpec, step_key
+    from stages.extract import write_source
+    from stages.sources.base import Manifest
+
+    rng = np.random.default_rng(0)
+    au = (rng.random((n, len(AUS))) < 0.35).astype(np.int8)
+    patterns = rng.normal(size=(len(AUS), dim))
+    patterns /= np.linalg.norm(patterns, axis=1, keepdims=True)
+    subject = np.arange(n) % 40
+    x = rng.normal(0, 0.6, (n, 16, dim)) + rng.normal(0, 0.5, (40, 1, dim))[subject]
+    for j, name in enumerate(AUS):
+        x[:, AU_CELLS[name]] += 1.5 * au[:, j, None, None] * patterns[j]
+    manifest = Manifest(
+        dataset="grids",
+        source="synthetic",
+        version=1,
+        options={"n": n},
+        root=Path("."),
+        key=step_key(StepSpec("source", 1, {"grids": n}), []),
+        paths=[f"s{i}" for i in range(n)],
+        status=np.zeros(n, np.int8),
+        labels={
+            "expression": np.full(n, -1, np.int8),
+            "va": np.full((n, 2), np.nan, np.float32),
+            "au": au,
+            "subject": subject.astype(str),
+            "split": np.array(["train"] * 28 + ["val"] * 6 + ["test"] * 6)[subject],
+        },
+        au_annotated=list(AUS),
+    )
+    source, _ = write_source(store, manifest)
+    step = Step(
+        "features", StepSpec("extract", 1, {"grids": dim}), (source.key,), "features", ("grids", "grid-encoder")
+    )
+    meta = {"dataset": "grids", "encoder": "grid-encoder", "source_path": source.path}
+    arrays = {"spatial": x.astype(np.float16), "global": x.mean(1).astype(np.float16), "status": np.zeros(n, np.int8)}
+    group, _ = store.run_step(step, lambda: StepOutput(arrays, meta))
+    return group.path
+
+
+def test_faud_learns_aus_looks_where_they_show_and_embeds_fixed_prompts_once(tmp_path, monkeypatch):
+    """Through the real head step with the packaged sentence-transformer: fixed prompts are encoded
+    once for two trainings (the prompt cache), the head detects the AUs, each AU's tree-attention
+    map puts more mass on the cells where the AU shows than a uniform map would, and the stored head
+    rebuilds without its text encoder and predicts the same."""
+    from featurestore import FeatureStore
+    from heads.attention_report import locality
+    from heads.trainer import TrainConfig, predict
+    from stages.encoders.sentence import SentenceEncoder
+    from stages.head_steps import head_data, load_head, train_head
+
+    calls = []
+    encode_text = SentenceEncoder.encode_text
+    monkeypatch.setattr(SentenceEncoder, "encode_text", lambda self, p: calls.append(len(p)) or encode_text(self, p))
+    store = FeatureStore(str(tmp_path / "store"))
+    features = _token_grids(store)
+    # no blocks: the tokens stay local, so an AU can be read only where it shows
+    options = {"context": 0, "width": 32, "layers": 0, "levels": 2, "top_k": 1, "interaction": False}
+    train = TrainConfig.preset("faud", epochs=60, lr=1e-2, patience=30, progress=False)
+    group, state, metrics = train_head(store, features, "faud", "au", "spatial", options, train)
+    assert state == "new" and calls == [4], calls
+    # the AUs show in two cells of sixteen: the probe on the pooled grid barely sees them (0.49 measured)
+    probe = train_head(store, features, "linear", "au", "global", {}, TrainConfig(progress=False))[2]
+    assert metrics["test"]["mean_f1"] > max(0.65, probe["test"]["mean_f1"] + 0.15), (metrics["test"], probe["test"])
+    again = train_head(store, features, "faud", "au", "spatial", options, TrainConfig.preset("faud", seed=1, epochs=2))
+    assert again[1] == "new" and calls == [4]  # the second training read the cached embeddings
+    model, config = load_head(store, group.path)
+    assert config["text"] == {"n": 4, "dim": 384, "token_dim": 0}
+    _, _, data = head_data(store, group.path)
+    np.testing.assert_allclose(predict(model, data.x["test"]), _outputs(store, group.path), atol=1e-4, rtol=1e-3)
+    maps = model.attention_maps(data.x["test"]).numpy()
+    regions = {}
+    for name, cells in AU_CELLS.items():
+        mask = np.zeros((maps.shape[0], 4, 4), bool)
+        mask.reshape(-1, 16)[:, cells] = True
+        regions[name] = mask
+    measured = locality(maps, regions, {a: a for a in AUS}, list(AUS))
+    # the coarse level spreads its share over 2 × 2 cells, half of them the AU's: the ratio is at most 2 there
+    assert all(r["ratio"] > 1.25 for r in measured), [(r["au"], round(r["ratio"], 2)) for r in measured]
+
+
+def _outputs(store, path: str) -> np.ndarray:
+    from featurestore import GroupReader
+
+    return GroupReader.open(store, path).numpy("outputs")
+
+
+def test_learnable_context_reaches_the_context_not_the_tower_and_the_head_rebuilds_without_it():
+    from heads.base import PromptText
+    from heads.registry import create_head
+    from stages.au_prompts import au_prompts
+    from stages.encoders import create_encoder
+
+    enc = create_encoder("all-MiniLM-L6-v2").load()
+    tower = enc.context_tower(au_prompts(list(AUS)))
+    text = PromptText(4, enc.text_dim, tower.token_dim, tower=tower)
+    torch.manual_seed(0)
+    head = create_head("faud", "au", 16, 4, 16, AUS, text, width=32, layers=1, levels=2, context=4)
+    x, y = torch.randn(8, 16, 16), (torch.rand(8, 4) < 0.5).long()
+    loss, parts = head.losses(x, y, torch.ones(4))
+    loss.backward()
+    assert head.context.grad.abs().sum() > 0 and set(parts) == {"asymmetric", "dice"}
+    assert all(p.grad is None and not p.requires_grad for p in tower.parameters())
+    assert not any(k.startswith("tower") for k in head.state_dict())  # the frozen tower is not in the weights
+    head.eval()
+    expected = head.predict(x)[0]
+    stored = create_head(
+        "faud",
+        "au",
+        16,
+        4,
+        16,
+        AUS,
+        PromptText(4, enc.text_dim, tower.token_dim),
+        width=32,
+        layers=1,
+        levels=2,
+        context=4,
+    )
+    stored.load_state_dict(head.state_dict())
+    torch.testing.assert_close(stored.eval().predict(x)[0], expected)
+
+
+@pytest.mark.parametrize("attention", ["tree", "self", "cbam", "activation", "none"])
+def test_every_attention_variant_trains_and_maps_sum_to_one(attention):
+    from heads.base import PromptText
+    from heads.registry import create_head
+
+    torch.manual_seed(0)
+    text = PromptText(4, 8, embeddings=torch.randn(4, 8))
+    head = create_head("faud", "au", 16, 4, 49, AUS, text, width=32, layers=2, attention=attention, context=0)
+    x, y = torch.randn(6, 49, 16), (torch.rand(6, 4) < 0.5).long()
+    loss, _ = head.losses(x, y, torch.ones(4))
+    loss.backward()
+    assert torch.isfinite(loss) and head.embed.weight.grad.abs().sum() > 0
+    if attention == "none":
+        with pytest.raises(ValueError, match="no attention maps"):
+            head.attention_maps(x)
+    else:
+        torch.testing.assert_close(head.attention_maps(x).sum((-1, -2)), torch.ones(6, 4))
+    with pytest.raises(ValueError, match="square token grid"):
+        create_head("faud", "au", 16, 4, 12, AUS, text, context=0)
+
+
+def test_locality_counts_the_mass_inside_landmark_cells_against_a_uniform_map():
+    from heads.attention_report import landmark_cells, locality
+    from stages.face_regions import into_centre_crop
+
+    # two landmarks in a 2 × 2 grid: cells (0, 0) and (1, 1)
+    cells = landmark_cells(np.array([[[0.1, 0.2], [0.9, 0.6]]]), (2, 2))
+    assert cells[0].tolist() == [[True, False], [False, True]]
+    maps = np.array([[[[0.5, 0.1], [0.1, 0.3]]]])  # one sample, one AU: 0.8 of its mass on those cells
+    (row,) = locality(maps, {"mouth": cells}, {"AU12": "mouth"}, ["AU12"])
+    assert row["mass"] == pytest.approx(0.8) and row["uniform"] == 0.5 and row["ratio"] == pytest.approx(1.6)
+    # a 200 × 100 picture's centred 100 × 100 crop: x 0.5 stays the centre, x 0.25 is its left edge
+    np.testing.assert_allclose(
+        into_centre_crop(np.array([[[0.5, 0.5], [0.25, 0.1]]]), np.array([[200]]), np.array([[100]])),
+        [[[0.5, 0.5], [0.0, 0.1]]],
+    )

@@ -34,7 +34,10 @@ def test_the_readme_demo_table_is_what_this_commits_demo_printed():
         "the code changed since bench/results/demo.json: run `python bench/demo.py` to refresh the README's demo table"
     )
     assert demo.readme_table(result) in README.read_text(), "the README's demo table is not bench/results/demo.json's"
-    trained = {(h, t) for h in ("aura", "linear", "mlp") for t in ("fer", "va", "au")} | {("causal", "au_fer")}
+    trained = {(h, t) for h in ("aura", "linear", "mlp") for t in ("fer", "va", "au")} | {
+        ("causal", "au_fer"),
+        ("faud", "au"),
+    }
     assert {(r["head"], r["task"]) for r in result["rows"]} == trained | {
         ("lasca", "rank")
     }  # every head `make demo` trains

@@ -104,6 +104,12 @@ class Encoder(ABC):
     def encode_text(self, prompts: list[str]) -> torch.Tensor:
         raise EncoderError(f"encoder {self.name!r} has no text tower")
 
+    def context_tower(self, prompts: list[str]) -> torch.nn.Module:
+        """The frozen text tower as a module that embeds ``prompts`` behind learnable context vectors
+        (CoOp): ``forward(context (M, token_dim)) → (len(prompts), text_dim)``, with ``token_dim``;
+        with M = 0 it equals :meth:`encode_text`. Its parameters never take gradients."""
+        raise EncoderError(f"encoder {self.name!r} cannot embed prompts behind learnable context vectors")
+
 
 class ImageEncoder(Encoder):
     """A torch image model over fixed-size normalised pixels."""
@@ -130,10 +136,13 @@ class ImageEncoder(Encoder):
             self._std = torch.tensor(self.preprocess.std, device=self.device).view(1, 3, 1, 1)
         return self
 
-    @torch.inference_mode()
     def encode(self, pixels_u8: torch.Tensor) -> dict[str, torch.Tensor]:
         """uint8 (B, H, W, 3) → outputs, normalised here so decode workers stay cheap."""
-        self.load()
+        self.load()  # outside inference mode: weights made there could never join autograd (a text tower's context)
+        return self._encode(pixels_u8)
+
+    @torch.inference_mode()
+    def _encode(self, pixels_u8: torch.Tensor) -> dict[str, torch.Tensor]:
         x = pixels_u8.to(self.device, non_blocking=True).permute(0, 3, 1, 2).float().div_(255.0)
         return {k: v.float().cpu() for k, v in self.forward((x - self._mean) / self._std).items()}
 

@@ -125,12 +125,47 @@ class OpenClipEncoder(ImageEncoder):
             "patch_proj": visual.ln_post(raw) @ visual.proj,
         }
 
-    @torch.inference_mode()
     def encode_text(self, prompts: list[str]) -> torch.Tensor:
         """Text-tower embeddings (unnormalised) of ``prompts``, in the same space as ``global``."""
-        self.load()
+        self.load()  # outside inference mode (see ImageEncoder.encode)
         tokens = open_clip.get_tokenizer(self.arch)(prompts).to(self.device)
-        return self.model.encode_text(tokens).float().cpu()
+        with torch.inference_mode():
+            return self.model.encode_text(tokens).float().cpu()
+
+    def context_tower(self, prompts: list[str]) -> ClipContextTower:
+        self.load()
+        return ClipContextTower(self.model, open_clip.get_tokenizer(self.arch), prompts)
+
+
+class ClipContextTower(torch.nn.Module):
+    """CLIP's text tower with M learnable context vectors after the start token (CoOp):
+    [SOT, ctx_1 … ctx_M, prompt tokens, EOT] → the transformer → the EOT token → the projection."""
+
+    def __init__(self, model: torch.nn.Module, tokenizer, prompts: list[str]):
+        super().__init__()
+        if getattr(model, "text_pool_type", "argmax") != "argmax" or not hasattr(model, "token_embedding"):
+            raise EncoderError("learnable context needs a CLIP text tower pooled at its end token")
+        self.model = model
+        self.token_dim = int(model.token_embedding.weight.shape[1])
+        self.prompts = list(prompts)
+        self.tokenizer = tokenizer
+        for p in self.model.parameters():
+            p.requires_grad_(False)
+
+    def forward(self, context: torch.Tensor) -> torch.Tensor:
+        m, model = context.shape[0], self.model
+        length = model.positional_embedding.shape[0]
+        # the prompts tokenised into what the context leaves of the tower's length
+        text = self.tokenizer(self.prompts, context_length=length - m).to(context.device)
+        cast = model.transformer.get_cast_dtype()
+        embedded = model.token_embedding(text).to(cast)
+        n = embedded.shape[0]
+        x = torch.cat([embedded[:, :1], context.to(cast).expand(n, -1, -1), embedded[:, 1:]], 1)
+        x = model.transformer(x + model.positional_embedding.to(cast), attn_mask=model.attn_mask)
+        x = model.ln_final(x)
+        pooled = x[torch.arange(n, device=x.device), text.argmax(-1) + m]  # the end token, moved by M
+        projection = model.text_projection
+        return projection(pooled) if isinstance(projection, torch.nn.Linear) else pooled @ projection
 
 
 @register_encoder("open_clip")
