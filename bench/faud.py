@@ -162,7 +162,11 @@ def accuracy(store, seeds: list[int], work: Path) -> dict:
     # a smoke run: the full head (learnable context) and the tree variant (whose maps the report measures)
     rows = {k: v for k, v in ABLATION.items() if not SMOKE or k == "+ learnable prompts (full)"}
     ablation = {name: runs("faud", "spatial", options) for name, options in rows.items()}
-    variants = {v: runs("faud", "spatial", {"attention": v, "context": 0}) for v in VARIANTS[: 1 if SMOKE else None]}
+    # the "+ tree attention" row's options with each attention kind: its tree row is the same steps
+    variants = {
+        v: runs("faud", "spatial", {"attention": v, "interaction": True, "context": 0})
+        for v in VARIANTS[: 1 if SMOKE else None]
+    }
     return {"seeds": seeds, "folds": folds, "train": train, "probe": probe, "ablation": ablation, "variants": variants}
 
 
