@@ -128,3 +128,18 @@ def test_the_rationale_orders_aus_by_evidence_and_an_ablated_au_leaves_it():
     model = LinearReasoner(torch.eye(3), torch.tensor([[4.0, 0.0], [0.0, 0.0], [0.0, 0.0]]))
     x = torch.full((1, 3), 3.0)  # every AU on
     assert rationale_audit(model, x, [[0, 1]], threshold=0.05) == 0.5
+
+
+def test_the_pain_structure_follows_pspi_and_structures_become_matrices(tmp_path):
+    from stages.faithfulness_structures import load_structure, prototype_structure, pspi, structure_matrix
+
+    pain = load_structure()
+    assert pain == {"pain": {f"AU{a}": 1 for a in (4, 6, 7, 9, 10, 43)}}
+    assert pspi({4: 3, 6: 2, 7: 4, 9: 1, 10: 0, 43: 1}) == 3 + 4 + 1 + 1
+    assert pspi({12: 5}) == 0 and pspi({4: 5, 6: 5, 10: 5, 43: 1}) == 16
+    g = structure_matrix({**pain, **prototype_structure()}, ["pain", "happiness"], ["AU4", "AU6", "AU12"])
+    assert g.tolist() == [[1, 1, 0], [0, 1, 1]]
+    bad = tmp_path / "g.csv"
+    bad.write_text("class,au,sign\npain,AU4,2\n")
+    with pytest.raises(ValueError, match="g.csv:2"):
+        load_structure(bad)
