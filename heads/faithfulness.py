@@ -37,11 +37,16 @@ def do(model: AuReasoner, x: torch.Tensor, au: int, value: float, aus: torch.Ten
     return model.from_aus(intervened, x)
 
 
-def effects(model: AuReasoner, x: torch.Tensor) -> torch.Tensor:
-    """(B, M, C): p(c | do(AU_i = 1)) − p(c | do(AU_i = 0)) for every sample, AU and class."""
+def effects(model: AuReasoner, x: torch.Tensor, on: str = "logit") -> torch.Tensor:
+    """(B, M, C): the class's logit (``on="logit"``) or probability (``"probability"``) under
+    do(AU_i = 1) minus under do(AU_i = 0), for every sample, AU and class. Logits by default: the
+    softmax couples the classes, so in probability every AU that raises a competitor "moves" every
+    other class too, and a structure of the AUs that *raise* a class would count those as unfaithful."""
+    if on not in ("logit", "probability"):
+        raise ValueError(f"effects on logit or probability, not {on!r}")
     a = model.au_layer(x)
-    moves = [do(model, x, i, 1.0, a).softmax(-1) - do(model, x, i, 0.0, a).softmax(-1) for i in range(a.shape[1])]
-    return torch.stack(moves, 1)
+    read = (lambda z: z) if on == "logit" else (lambda z: z.softmax(-1))
+    return torch.stack([read(do(model, x, i, 1.0, a)) - read(do(model, x, i, 0.0, a)) for i in range(a.shape[1])], 1)
 
 
 def invoked(effect: torch.Tensor, labels: torch.Tensor, n_classes: int, threshold: float) -> torch.Tensor:
