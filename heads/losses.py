@@ -130,3 +130,25 @@ def dice_au_loss(logits: torch.Tensor, labels: torch.Tensor, weights: torch.Tens
     dice = (2 * (y * p).sum(0) + eps) / ((y * y).sum(0) + (p * p).sum(0) + eps)
     present = keep.sum(0) > 0
     return (weights * (1 - dice))[present].mean()
+
+
+def circumplex_costs(positions: torch.Tensor) -> torch.Tensor:
+    """C[i, j]: the Euclidean distance between classes i and j at ``positions`` (C, 2) (valence, arousal)."""
+    return torch.cdist(positions[None].double(), positions[None].double())[0].to(positions.dtype)
+
+
+def transport_cost(logits: torch.Tensor, target: torch.Tensor, cost: torch.Tensor) -> torch.Tensor:
+    """Per sample, the optimal-transport cost between the target distribution and the softmax
+    prediction p under ``cost`` (C, C). Class labels (B,) (−1: unlabelled, cost 0): the target is one
+    class y and the only plan moves every p_j from y, so the cost is Σ_j p_j C[y, j]. Soft targets
+    (B, C), rows summing to 1: POT's exact network-simplex solver (``ot.emd2``), whose gradient with
+    respect to p is its dual potential."""
+    p = logits.softmax(-1)
+    if target.ndim == 1:
+        labelled = target >= 0
+        rows = cost[target.clamp(min=0)]  # (B, C): C[y, ·]
+        return torch.where(labelled, (p * rows).sum(-1), torch.zeros_like(p[:, 0]))
+    import ot  # POT: only soft targets need it
+
+    c = cost.double()
+    return torch.stack([ot.emd2(t.double() / t.sum(), q.double(), c) for t, q in zip(target, p)]).to(p.dtype)
