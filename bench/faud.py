@@ -53,7 +53,7 @@ def epoch_seconds(n: int, side: int, dim: int) -> float:
     x = torch.randn(n, side * side, dim)
     y = (torch.rand(n, len(AUS)) < 0.3).long()
     text = PromptText(len(AUS), 384, embeddings=torch.randn(len(AUS), 384))
-    head = create_head("faud", "au", dim, len(AUS), side * side, tuple(AUS), text, context=0)
+    head = create_head("faud", "au", dim, len(AUS), side * side, tuple(AUS), {"text": text}, context=0)
     config = TrainConfig.preset("faud", epochs=1, progress=False)
     val = (x[:64], y[:64])
     t0 = time.perf_counter()

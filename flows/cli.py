@@ -225,8 +225,9 @@ def demo(
 ) -> None:
     """The main job end to end, offline: write the demo catalogues (real photos; generated labelled
     faces and videos), extract them, list the store, then train AURA, a linear probe and an MLP for
-    expressions, valence–arousal and AUs and CausalAffect's graph head on the generated faces, print
-    their reports, and run a small LaScA grid on the videos' windows."""
+    expressions, valence–arousal and AUs, CausalAffect's graph head, FAUD-CLIP, FACR's reasoner and an
+    MLP with the circumplex term on the generated faces, print their reports, audit the last two
+    against their controls, and run a small LaScA grid on the videos' windows."""
     from flows.demo import DEMO_VIDEOS, demo_extractions
     from stages.encoders import create_encoder
     from stages.synthetic.demo_catalogue import write_demo_catalogue
@@ -257,12 +258,13 @@ def demo(
     fstore = _store(store, storage_option)
     _accepted_per_subject(fstore, "generated")
     ls(store=store, storage_option=storage_option)
-    _demo_heads(fstore)
+    runs = _demo_heads(fstore)
+    _demo_audits(fstore, runs)
     _demo_lasca(fstore)
 
 
-def _demo_heads(fstore) -> None:
-    """The demo's heads (flows/demo.py), their reports and the summary table."""
+def _demo_heads(fstore) -> list[dict]:
+    """The demo's heads (flows/demo.py), their reports and the summary table; their runs."""
     from flows.demo import demo_head_configs
     from flows.heads import train_heads_here
 
@@ -276,6 +278,21 @@ def _demo_heads(fstore) -> None:
         if fstore.has_file(run["path"], "attention.png"):
             console.print(f"AU attention sheet: {store}/{run['path']}/attention.png")
     _print_training(result, store)
+    return result["runs"]
+
+
+def _demo_audits(fstore, runs: list[dict]) -> None:
+    """FACR's faithfulness audit of the demo's reasoner and the circumplex audit of its MLP with the
+    transport term, each against its controls on DEMO_AUDIT_SEEDS seeds, printed."""
+    from flows.audits import audit_heads_here
+    from flows.demo import DEMO_AUDIT_SEEDS
+
+    facr = [r["path"] for r in runs if r["head"] == "facr"]
+    circumplex = [r["path"] for r in runs if r["train"].get("transport") == "circumplex"]
+    for kind, paths in (("faithfulness", facr), ("circumplex", circumplex)):
+        for audit in audit_heads_here(kind, paths, fstore.url, fstore.storage_options, seeds=DEMO_AUDIT_SEEDS):
+            console.print(audit["markdown"])
+            console.print(f"{kind} audit: {fstore.url}/{audit['path']}/report.md")
 
 
 def _demo_lasca(fstore) -> None:
@@ -358,6 +375,14 @@ def train(
     warmup_epochs: Annotated[
         int | None, typer.Option(help="epochs with usage-aware archetype resets [default: fast 3, paper 5]")
     ] = None,
+    transport: Annotated[
+        str | None,
+        typer.Option(
+            help="a transport term on the class loss (fer, au_fer): circumplex (Russell's distances between the "
+            "classes, data/circumplex.csv) or uniform (every error the same cost: the control) [default: none]"
+        ),
+    ] = None,
+    transport_weight: Annotated[float | None, typer.Option(help="the transport term's weight [default: 1.0]")] = None,
     report: Annotated[bool, typer.Option(help="write the interpretability report of archetype heads")] = True,
     test_fold: Annotated[
         list[int],
@@ -406,6 +431,8 @@ def train(
                 lr=lr,
                 patience=patience,
                 warmup_epochs=warmup_epochs,
+                transport=transport,
+                transport_weight=transport_weight,
                 report=report,
                 test_fold=fold,
                 folds=folds,
@@ -542,6 +569,59 @@ def report(
     for r in reports:
         console.print(r["markdown"])
         console.print(f"files: {store}/{r['path']}/")
+
+
+@app.command()
+def audit(
+    kind: Annotated[
+        str, typer.Argument(help="faithfulness (FACR, heads with an AU layer) or circumplex (class heads)")
+    ],
+    head: Annotated[
+        list[str], typer.Argument(help="trained heads: DATASET/HEAD-TASK (every complete match) or heads/… paths")
+    ],
+    seeds: Annotated[
+        int,
+        typer.Option(
+            help="also train the head's controls on this many seeds (faithfulness: no objective, permuted G; "
+            "circumplex: uniform cost, no term) and test against them (Wilcoxon); 0: the head alone"
+        ),
+    ] = 0,
+    structure: Annotated[
+        str | None,
+        typer.Option(
+            help="faithfulness: G — prototypes, pain, generator, a (class, au, sign) CSV or a causal head's path "
+            "[default: the one the head trained with]"
+        ),
+    ] = None,
+    threshold: Annotated[float, typer.Option(help="faithfulness: the logit move that counts an AU as invoked")] = 0.5,
+    measure: Annotated[str, typer.Option(help="faithfulness: agreement as f1 or jaccard")] = "f1",
+    store: StoreOpt = "./store",
+    storage_option: StorageOpt = [],
+    json_out: Annotated[Path | None, typer.Option("--json", help="write the audits as JSON")] = None,
+) -> None:
+    """Audit trained heads: does the model reason the way its explanation claims (faithfulness), and
+    where do its errors fall on the circumplex (circumplex)? Each audit is a keyed step under audits/."""
+    from flows.train import audit_heads
+
+    try:
+        paths = _heads(_store(store, storage_option), head)
+        audits = audit_heads(
+            kind,
+            paths,
+            store=store,
+            storage_options=_options(storage_option, "--storage-option"),
+            seeds=seeds,
+            structure=structure,
+            threshold=threshold,
+            measure=measure,
+        )
+    except (ValueError, KeyError, TypeError) as err:
+        _fail(err)
+    for a in audits:
+        console.print(a["markdown"])
+        console.print(f"files: {store}/{a['path']}/ (report.md, audit.json)")
+    if json_out:
+        json_out.write_text(json.dumps([a["result"] for a in audits], indent=1, default=str))
 
 
 @app.command()

@@ -77,6 +77,7 @@ def demo_head_configs(fstore: FeatureStore) -> list:
 
 # head plans a `train-heads` run can name instead of listing heads (the deployment's `plan`)
 HEAD_PLANS = {"demo": demo_head_configs}
+DEMO_AUDIT_SEEDS = 5  # the demo's audits train each head's controls on this many seeds
 
 
 def demo_heads_plan(fstore: FeatureStore, dataset: str = "generated") -> list[dict[str, Any]]:
@@ -94,6 +95,29 @@ def demo_heads_plan(fstore: FeatureStore, dataset: str = "generated") -> list[di
     ]
     # CausalAffect's AU → expression graph on the blendshapes, whose AU rule the generator knows
     plan.append({"head": "causal", "task": "au_fer", "features": faces, "array": "blendshapes", "options": {}})
+    # FACR's reasoner with the faithfulness objective over the generator's own AU → expression rule
+    # (lr 1e-2: at the demo's 1e-3 its class map has not grown by the time validation stops improving)
+    plan.append(
+        {
+            "head": "facr",
+            "task": "au_fer",
+            "features": faces,
+            "array": "blendshapes",
+            "options": {"structure": "generator", "faithfulness_weight": 1.0},
+            "lr": 1e-2,
+        }
+    )
+    # the expression MLP again with the circumplex transport term (its controls: the audit's)
+    plan.append(
+        {
+            "head": "mlp",
+            "task": "fer",
+            "features": faces,
+            "array": "blendshapes",
+            "options": {},
+            "transport": "circumplex",
+        }
+    )
     # FAUD-CLIP on the spatial tokens with the packaged sentence-transformer's fixed prompt embeddings;
     # its preset's cosine schedule over 40 epochs, at the demo's lr and batch
     plan.append(

@@ -55,6 +55,12 @@ class HeadConfig(BaseModel):
     lr: float | None = None
     patience: int | None = None
     warmup_epochs: int | None = None
+    transport: str | None = Field(
+        None,
+        description="a transport term on the class loss (fer, au_fer): circumplex (Russell's distances between the "
+        "classes) or uniform (the same cost for every error: the control); None: none",
+    )
+    transport_weight: float | None = Field(None, description="the transport term's weight (None: 1.0)")
     report: bool = Field(True, description="write the head's report (archetype, graph and attention-map heads)")
     expressions: list[int] | None = Field(None, description="canonical expression indices to use (a view)")
     test_fold: int = Field(1, description="the test fold: of the dataset's own folds (DISFA, BP4D) or of k-fold")
@@ -283,7 +289,7 @@ def train(
     """Train one head on cached features from Python (a notebook), keyed like every head step.
 
     ``train`` holds the trainer's knobs: ``preset`` ("fast", the default, or "paper") and any of
-    ``epochs``, ``lr``, ``batch_size``, ``patience``, ``warmup_epochs`` to override it. Returns the
+    ``epochs``, ``lr``, ``batch_size``, ``patience``, ``warmup_epochs``, ``transport`` to override it. Returns the
     step's path, key, state and metrics. Loaded features and splits stay in this process for the
     next call, and the store is opened once per URL::
 

@@ -10,6 +10,7 @@ from prefect.artifacts import create_markdown_artifact
 from prefect.cache_policies import NO_CACHE
 
 from featurestore import FeatureStore
+from flows.audits import audit_heads_here
 from flows.demo import HEAD_PLANS
 from flows.heads import HeadConfig, PlannedHead, plan_heads, results, train_one
 from flows.lasca import lasca_grid
@@ -127,6 +128,27 @@ def head_reports(
     """Write (or, with ``force``, rewrite) the reports of trained archetype, graph and attention-map heads; a graph
     head's with a user's ``prototypes`` table and chosen ``samples`` (stages/head_reports.py)."""
     return [head_report_task(store, storage_options or {}, path, force, prototypes, samples) for path in paths]
+
+
+@flow(name="audit-heads", log_prints=True)
+def audit_heads(
+    audit: str,
+    paths: list[str],
+    store: str = "./store",
+    storage_options: dict[str, Any] | None = None,
+    seeds: int = 0,
+    structure: str | None = None,
+    threshold: float = 0.5,
+    measure: str = "f1",
+) -> list[dict[str, Any]]:
+    """Audit trained heads (``faithfulness`` or ``circumplex``, stages/audit_steps.py), each a keyed
+    audit step with its report as an artifact; with ``seeds`` > 1 against its controls on as many seeds."""
+    audits = audit_heads_here(audit, paths, store, storage_options, seeds, structure, threshold, measure)
+    for a in audits:
+        create_markdown_artifact(
+            markdown=a["markdown"], key=f"{audit}-audit", description=f"{audit} audit of {a['path']}"
+        )
+    return audits
 
 
 @flow(name="lasca-grid", log_prints=True)

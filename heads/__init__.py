@@ -1,3 +1,3 @@
 """Pure torch heads. The built-in heads register on import (plugins: heads/registry.py)."""
 
-from heads import aura, baselines, causal, faud, lasca  # noqa: F401  (registration)
+from heads import aura, baselines, causal, facr, faud, lasca  # noqa: F401  (registration)

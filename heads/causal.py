@@ -158,8 +158,8 @@ class CausalHead(Head):
         z = self.norm(x)
         return z, F.gelu(torch.einsum("bd,mdk->bmk", z, self.au_in) + self.au_in_bias)
 
-    def graph_stage(self, f: torch.Tensor) -> dict[str, torch.Tensor]:
-        """AU features → base and final AU logits, expression logits, SAC tokens and edges."""
+    def au_stage(self, f: torch.Tensor) -> dict[str, torch.Tensor | None]:
+        """AU features → base and final AU logits, the SAC tokens and AU → AU edges."""
         cfg = self.config
         a0 = (f * self.au_out).sum(-1) + self.au_out_bias
         p0 = torch.sigmoid(a0)
@@ -170,19 +170,40 @@ class CausalHead(Head):
             a = a + self.sac_scale * torch.einsum("bij,bj->bi", edges_aa, p0)
         if cfg.use_gc:
             a = a + p0 @ self.au_graph
-        p = torch.sigmoid(a)
-        e = self.expression_bias.expand(a.shape[0], -1)
+        return {"a0": a0, "au": a, "tokens": tokens, "edges_aa": edges_aa}
+
+    def expression_stage(
+        self, p: torch.Tensor, f: torch.Tensor, tokens: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """AU probabilities p (with the AU features and SAC tokens they came from) → expression
+        logits and AU → expression edges: the class map FACR's do() intervenes before."""
+        e = self.expression_bias.expand(p.shape[0], -1)
         edges_ae = None
-        if cfg.use_gc:
+        if self.config.use_gc:
             e = e + p @ self.au_expression_graph
-        if cfg.use_sac:
+        if self.config.use_sac:
             d = f.shape[-1]
             edges_ae = torch.tanh(torch.einsum("cd,bmd->bcm", self.prototypes, self.proto_key(tokens)) / math.sqrt(d))
             context = torch.einsum("bcm,bm,bmd->bcd", edges_ae, p, self.proto_value(tokens)) / self.m
             e = e + torch.einsum("bcd,cd->bc", context, self.prototypes) / math.sqrt(d)
         if self.readout is not None:
             e = e + self.readout(f.flatten(1))
-        return {"a0": a0, "au": a, "expression": e, "tokens": tokens, "edges_aa": edges_aa, "edges_ae": edges_ae}
+        return e, edges_ae
+
+    def graph_stage(self, f: torch.Tensor) -> dict[str, torch.Tensor]:
+        """AU features → base and final AU logits, expression logits, SAC tokens and edges."""
+        out = self.au_stage(f)
+        e, edges_ae = self.expression_stage(torch.sigmoid(out["au"]), f, out["tokens"])
+        return {**out, "expression": e, "edges_ae": edges_ae}
+
+    def au_layer(self, x: torch.Tensor) -> torch.Tensor:
+        """The AU probabilities σ(a) the expression logits are read from (FACR's AU layer)."""
+        return torch.sigmoid(self.au_stage(self.au_features(x)[1])["au"])
+
+    def from_aus(self, aus: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        """Expression logits from AU probabilities ``aus`` (intervened or not) for inputs ``x``."""
+        f = self.au_features(x)[1]
+        return self.expression_stage(aus, f, self.au_stage(f)["tokens"])[0]
 
     def predict(self, x: torch.Tensor) -> tuple[torch.Tensor, None]:
         out = self.graph_stage(self.au_features(x)[1])

@@ -42,11 +42,17 @@ def effects(model: AuReasoner, x: torch.Tensor, on: str = "logit") -> torch.Tens
     do(AU_i = 1) minus under do(AU_i = 0), for every sample, AU and class. Logits by default: the
     softmax couples the classes, so in probability every AU that raises a competitor "moves" every
     other class too, and a structure of the AUs that *raise* a class would count those as unfaithful."""
+    return effects_at(model, x, model.au_layer(x), on)
+
+
+def effects_at(model: AuReasoner, x: torch.Tensor, aus: torch.Tensor, on: str = "logit") -> torch.Tensor:
+    """:func:`effects` with the AU layer's values ``aus`` already computed."""
     if on not in ("logit", "probability"):
         raise ValueError(f"effects on logit or probability, not {on!r}")
-    a = model.au_layer(x)
     read = (lambda z: z) if on == "logit" else (lambda z: z.softmax(-1))
-    return torch.stack([read(do(model, x, i, 1.0, a)) - read(do(model, x, i, 0.0, a)) for i in range(a.shape[1])], 1)
+    return torch.stack(
+        [read(do(model, x, i, 1.0, aus)) - read(do(model, x, i, 0.0, aus)) for i in range(aus.shape[1])], 1
+    )
 
 
 def invoked(effect: torch.Tensor, labels: torch.Tensor, n_classes: int, threshold: float) -> torch.Tensor:
@@ -115,16 +121,72 @@ def verbalise(
     return f"{said} → {label}", mentioned
 
 
-def rationale_audit(model: AuReasoner, x: torch.Tensor, mentioned: list[list[int]], threshold: float) -> float:
-    """Share of the AUs the rationales mention whose ablation (a_i = 0) moves the predicted class's
-    probability by more than ``threshold`` (``mentioned``: AU indices per sample)."""
-    a = model.au_layer(x)
+def rationale_audit(
+    model: AuReasoner, x: torch.Tensor, mentioned: torch.Tensor, threshold: float, aus: torch.Tensor | None = None
+) -> tuple[float, torch.Tensor]:
+    """(share, moved): the share of the AUs the rationales mention (``mentioned`` (B, M) bool) whose
+    ablation (a_i = 0) moves the predicted class's probability by more than ``threshold``, and
+    ``moved`` (B, M) for every AU. One batched do() per AU."""
+    a = model.au_layer(x) if aus is None else aus
     base = model.from_aus(a, x).softmax(-1)
-    predicted = base.argmax(-1)
-    moved, total = 0, 0
-    for b, aus in enumerate(mentioned):
-        for i in aus:
-            ablated = do(model, x[b : b + 1], i, 0.0, a[b : b + 1]).softmax(-1)[0, predicted[b]]
-            moved += int(abs(float(base[b, predicted[b]] - ablated)) > threshold)
-            total += 1
-    return moved / total if total else float("nan")
+    predicted = base.argmax(-1, keepdim=True)
+    own = base.gather(1, predicted)[:, 0]
+    moved = torch.stack(
+        [
+            (own - do(model, x, i, 0.0, a).softmax(-1).gather(1, predicted)[:, 0]).abs() > threshold
+            for i in range(a.shape[1])
+        ],
+        1,
+    )
+    total = int(mentioned.sum())
+    return (float((moved & mentioned).sum()) / total if total else float("nan")), moved
+
+
+@torch.no_grad()
+def audit(
+    model: AuReasoner,
+    x: torch.Tensor,
+    labels: torch.Tensor,
+    structure: torch.Tensor,
+    au_names: list[str],
+    descriptions: dict[str, str],
+    class_names: list[str],
+    threshold: float = 0.5,
+    measure: str = "f1",
+    probability_threshold: float = 0.05,
+    batch_size: int = 4096,
+) -> dict:
+    """FACR's audit of a reasoner on samples ``x`` with class ``labels``: every AU × do(0), do(1) ×
+    every sample. Returns the invoked AUs (C, M), the agreement with ``structure`` per class and on
+    average, each sample's prediction and rationale (AUs by activation × their effect on the
+    predicted class), the AUs each rationale mentions and whether ablating each moves the prediction."""
+    parts: dict[str, list] = {k: [] for k in ("effect", "predicted", "mentioned", "moved", "rationale")}
+    for start in range(0, x.shape[0], batch_size):
+        xb = x[start : start + batch_size]
+        a = model.au_layer(xb)
+        effect = effects_at(model, xb, a)
+        predicted = model.from_aus(a, xb).argmax(-1)
+        own = effect.gather(2, predicted[:, None, None].expand(-1, effect.shape[1], 1))[..., 0]  # (B, M)
+        mentioned = torch.zeros_like(own, dtype=torch.bool)
+        for b in range(xb.shape[0]):
+            text, said = verbalise(a[b], own[b], au_names, descriptions, class_names[int(predicted[b])])
+            mentioned[b, [au_names.index(n) for n in said]] = True
+            parts["rationale"].append(text)
+        _, moved = rationale_audit(model, xb, mentioned, probability_threshold, a)
+        for name, value in (("effect", effect), ("predicted", predicted), ("mentioned", mentioned), ("moved", moved)):
+            parts[name].append(value)
+    effect, predicted, mentioned, moved = (torch.cat(parts[k]) for k in ("effect", "predicted", "mentioned", "moved"))
+    found = invoked(effect, labels, len(class_names), threshold)
+    per_class, mean = agreement(found, structure, measure)
+    total = int(mentioned.sum())
+    return {
+        "invoked": found,
+        "agreement": per_class,
+        "mean_agreement": mean,
+        "predicted": predicted,
+        "effect_on_predicted": effect.gather(2, predicted[:, None, None].expand(-1, effect.shape[1], 1))[..., 0],
+        "mentioned": mentioned,
+        "moved": moved,
+        "rationales": parts["rationale"],
+        "rationale_faithfulness": float((moved & mentioned).sum()) / total if total else float("nan"),
+    }

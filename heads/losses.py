@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 import torch.nn.functional as F
 
@@ -14,11 +16,33 @@ def class_weights(labels: torch.Tensor, n_classes: int) -> torch.Tensor:
     return torch.where(counts > 0, weights, torch.zeros_like(weights))
 
 
-def expression_loss(logits: torch.Tensor, labels: torch.Tensor, weights: torch.Tensor | None = None) -> torch.Tensor:
-    """Class-weighted cross-entropy, Σ w_yᵢ ℓᵢ / Σ w_yᵢ over labelled samples (label −1 is skipped)."""
+@dataclass
+class ClassLoss:
+    """The class loss the trainer hands a head in place of bare class weights when a transport term
+    is on: class-weighted cross-entropy + ``weight`` × the mean transport cost (under ``cost`` (C, C))
+    between each labelled sample's class and its prediction."""
+
+    weights: torch.Tensor | None
+    cost: torch.Tensor
+    weight: float
+
+    def to(self, device: torch.device | str) -> ClassLoss:
+        w = self.weights.to(device) if self.weights is not None else None
+        return ClassLoss(w, self.cost.to(device), self.weight)
+
+
+def expression_loss(
+    logits: torch.Tensor, labels: torch.Tensor, weights: torch.Tensor | ClassLoss | None = None
+) -> torch.Tensor:
+    """Class-weighted cross-entropy, Σ w_yᵢ ℓᵢ / Σ w_yᵢ over labelled samples (label −1 is skipped),
+    plus the transport term when ``weights`` is a :class:`ClassLoss`."""
     if not (labels >= 0).any():
         return logits.sum() * 0.0
-    return F.cross_entropy(logits, labels, weight=weights, ignore_index=-1)
+    if not isinstance(weights, ClassLoss):
+        return F.cross_entropy(logits, labels, weight=weights, ignore_index=-1)
+    ce = F.cross_entropy(logits, labels, weight=weights.weights, ignore_index=-1)
+    labelled = labels >= 0
+    return ce + weights.weight * transport_cost(logits[labelled], labels[labelled], weights.cost).mean()
 
 
 def ccc_torch(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:

@@ -8,8 +8,9 @@ A head module declares, at the point of definition::
 ``version`` is the head's step version (bump it when its numerics change: old checkpoints are then
 not reused); ``config`` is the dataclass of its options (``--option`` values; every other name is
 refused with the valid ones listed); ``tasks`` are the task names it serves; ``inputs`` the kinds of
-cached input it reads (``global`` vectors, ``patch`` tokens; ``text``: prompts per output, given
-as ``text=PromptText`` by the step); ``presets`` the options a training
+cached input it reads (``global`` vectors, ``patch`` tokens) and the resources it is handed besides
+them (``text``: a ``PromptText`` of prompts per output; ``structure``: a signed class × AU table;
+stages/head_resources.py loads, keys and describes each); ``presets`` the options a training
 preset changes for this head (AURA: ``paper`` feeds the contextualiser the whole batch). This module knows no head: the
 package imports the built-in ones, and users' heads arrive as plugins — modules named in the
 ``affectflow.heads`` entry-point group of an installed package, or given as ``--plugin module``.
@@ -19,15 +20,16 @@ from __future__ import annotations
 
 import dataclasses
 import importlib
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from importlib.metadata import entry_points
 from typing import Any
 
-from heads.base import Head, PromptText
+from heads.base import Head
 from heads.tasks import get_task
 
 PLUGIN_GROUP = "affectflow.heads"
+FEATURE_INPUTS = ("global", "patch")  # the cached arrays a head reads; every other input is a resource
 # Fields of a head's config that the head step fills in itself, never given as options
 # (``label_names``: the task's output names, for heads whose structure follows them).
 FIXED_FIELDS = ("task", "in_dim", "n_outputs", "label_names")
@@ -42,6 +44,11 @@ class HeadEntry:
     inputs: tuple[str, ...]
     build: Callable[..., Head]
     presets: dict[str, dict[str, Any]]  # per training preset, the options it changes
+
+    @property
+    def resources(self) -> tuple[str, ...]:
+        """What the head is handed besides features (``text``, ``structure`` …), in ``inputs`` order."""
+        return tuple(name for name in self.inputs if name not in FEATURE_INPUTS)
 
     @property
     def options(self) -> list[str]:
@@ -135,11 +142,12 @@ def create_head(
     n_outputs: int,
     n_patches: int = 0,
     label_names: tuple[str, ...] = (),
-    text: PromptText | None = None,
+    resources: Mapping[str, Any] | None = None,
     **options: Any,
 ) -> Head:
     """Build head ``name`` for ``task`` on ``in_dim``-wide inputs (``n_patches`` tokens when patched;
-    ``label_names``: the outputs' names; ``text``: their prompts, for heads that read text)."""
+    ``label_names``: the outputs' names; ``resources``: what the head reads besides features, by
+    name — ``{"text": PromptText(…)}`` for heads that read prompts)."""
     entry = get_head(name)
     config = entry.make_config(task, in_dim, n_outputs, options, label_names)
     extra: dict[str, Any] = {}
@@ -147,8 +155,10 @@ def create_head(
         extra["n_patches"] = n_patches
     elif n_patches:
         raise ValueError(f"head {name!r} reads {', '.join(entry.inputs)} features, not patch tokens")
-    if "text" in entry.inputs:
-        if text is None:
-            raise ValueError(f"head {name!r} reads prompts: it needs text=PromptText(…)")
-        extra["text"] = text
+    resources = dict(resources or {})
+    if missing := [r for r in entry.resources if r not in resources]:
+        raise ValueError(f"head {name!r} reads {', '.join(missing)}: give resources={{name: value}}")
+    if unused := sorted(set(resources) - set(entry.resources)):
+        raise ValueError(f"head {name!r} reads no {', '.join(unused)}")
+    extra.update(resources)
     return entry.build(task=task, in_dim=in_dim, n_outputs=n_outputs, config=config, **extra)

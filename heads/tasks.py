@@ -21,6 +21,7 @@ import numpy as np
 import torch
 
 from heads.losses import (
+    ClassLoss,
     au_branch_losses,
     au_loss,
     class_weights,
@@ -98,6 +99,14 @@ class Task(ABC):
     def from_branches(self, values: torch.Tensor) -> torch.Tensor:
         """Per output space (M, B[, C]) → per sample (B, n_outputs)."""
         return values[0] if self.categorical else values.T
+
+    def with_transport(self, weights: Any, cost: torch.Tensor, weight: float) -> ClassLoss:
+        """The loss settings with a transport term over the task's classes (heads/losses.py)."""
+        raise TypeError(f"task {self.name!r} has no classes for a transport term (fer and au_fer have)")
+
+    def transport_classes(self, names: list[str]) -> list[str]:
+        """The class names a transport cost runs over, from the outputs' names."""
+        raise TypeError(f"task {self.name!r} has no classes for a transport term (fer and au_fer have)")
 
     def class_weights(self, y_train: torch.Tensor, n_outputs: int) -> torch.Tensor | None:
         return None
@@ -264,6 +273,12 @@ class Expression(Task):
 
     def class_weights(self, y_train, n_outputs):
         return class_weights(y_train, n_outputs)
+
+    def with_transport(self, weights, cost, weight):
+        return ClassLoss(weights, cost, weight)
+
+    def transport_classes(self, names):
+        return list(names)
 
     def metrics(self, outputs, target, names):
         return expression_metrics(outputs.argmax(-1), target, len(names), names)
@@ -489,6 +504,12 @@ class ActionUnitsAndExpression(Task):
     def class_weights(self, y_train, n_outputs):
         m, c = self.split(n_outputs, y_train.shape[1])
         return class_weights(y_train[:, m], c)
+
+    def with_transport(self, weights, cost, weight):
+        return ClassLoss(weights, cost, weight)
+
+    def transport_classes(self, names):
+        return list(names[self.n_aus(names) :])
 
     def metrics(self, outputs, target, names):
         m, c = self.split(outputs.shape[1], target.shape[1])

@@ -39,6 +39,11 @@ class TrainConfig:
     # "cosine": the lr warms up linearly over ``warmup_epochs`` then decays to 0 by ``epochs`` (FAUD-CLIP's)
     schedule: str = "constant"
     beta2: float = 0.999  # AdamW's second-moment decay (FAUD-CLIP: 0.99)
+    # a transport term added to the class loss (fer, au_fer): the optimal-transport cost of moving the
+    # prediction onto the label under a class cost the step gives (``circumplex``: distances on
+    # Russell's circumplex; ``uniform``: the same mean cost between every pair, a confidence penalty)
+    transport: str = "none"
+    transport_weight: float = 1.0
     standardise: bool = True  # inputs standardised with the training split's statistics (heads/standardise.py)
     device: str | None = None
     progress: bool = True
@@ -79,8 +84,10 @@ PRESETS: dict[str, dict] = {
     },
 }
 # knobs added after heads were stored: left out of head keys at these defaults, so those keys stay
-LATER_KNOBS = {"schedule": "constant", "beta2": 0.999}
-KNOBS = ("epochs", "batch_size", "lr", "patience", "warmup_epochs")  # what a user sets per run
+LATER_KNOBS = {"schedule": "constant", "beta2": 0.999, "transport": "none", "transport_weight": 1.0}
+TRANSPORTS = ("none", "circumplex", "uniform")
+# what a user sets per run
+KNOBS = ("epochs", "batch_size", "lr", "patience", "warmup_epochs", "transport", "transport_weight")
 
 
 def auto_batch_size(n_train: int) -> int:
@@ -157,9 +164,11 @@ def fit(
     n_outputs: int,
     cfg: TrainConfig,
     groups: np.ndarray | None = None,
+    costs: torch.Tensor | None = None,
 ) -> TrainResult:
     """Train ``model`` in place; the weights of the best validation epoch are restored. ``groups``:
-    each training row's dataset, when one head trains on several (batches balanced across them)."""
+    each training row's dataset, when one head trains on several (batches balanced across them);
+    ``costs``: the class cost (C, C) of ``cfg.transport`` (the step builds it from the class names)."""
     seed_everything(cfg.seed)
     task = get_task(task)
     device = device_of(cfg.device)
@@ -169,6 +178,12 @@ def fit(
     if cfg.standardise:
         fit_input_norms(model, x_train)
     weights = task.class_weights(y_train, n_outputs)
+    if cfg.transport not in TRANSPORTS:
+        raise ValueError(f"transport {cfg.transport!r}: one of {', '.join(TRANSPORTS)}")
+    if cfg.transport != "none":
+        if costs is None:
+            raise ValueError(f"transport {cfg.transport!r} needs its class costs (fit(..., costs=C))")
+        weights = task.with_transport(weights, costs.float(), cfg.transport_weight)
     weights = weights.to(device) if weights is not None else None
     # the fused kernel: one pass over all parameters (on 2 CPUs ~8× faster than the per-tensor loop)
     optimiser = adamw(model.parameters(), cfg.lr, cfg.weight_decay, device, (0.9, cfg.beta2))

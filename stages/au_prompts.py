@@ -19,6 +19,7 @@ import xxhash
 from featurestore import FeatureStore
 from heads.base import PromptText
 from stages.encoders import create_encoder
+from stages.head_resources import Resource, register_resource
 from stages.prompt_cache import embed_prompts
 
 PACKAGED = Path(__file__).parent / "sources" / "data" / "au_behaviours.csv"
@@ -69,3 +70,15 @@ def prompt_text(store: FeatureStore, options: dict[str, Any], names: list[str]) 
         return PromptText(len(names), encoder.text_dim, tower.token_dim, tower=tower)
     vectors, _ = embed_prompts(store, encoder, prompts)
     return PromptText(len(names), vectors.shape[1], embeddings=torch.from_numpy(vectors))
+
+
+register_resource(
+    Resource(
+        "text",
+        key=text_inputs,
+        load=prompt_text,
+        # the prompts' shape: a stored text head is rebuilt without its text tower
+        describe=lambda text: {"n": text.n, "dim": text.dim, "token_dim": text.token_dim},
+        rebuild=lambda entry: PromptText(**entry),
+    )
+)

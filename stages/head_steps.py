@@ -17,14 +17,15 @@ import safetensors.torch
 import torch
 
 from featurestore import FeatureStore, GroupReader, Step, StepGroup, StepOutput, StepSpec, canonical_json
-from heads.base import PromptText
 from heads.data import TaskData
 from heads.graph_report import graph_files
 from heads.registry import create_head, get_head
 from heads.tasks import get_task
 from heads.trainer import LATER_KNOBS, TrainConfig, evaluate, fit, predict, seed_everything
-from stages.au_prompts import prompt_text, text_inputs
+from stages import au_prompts, faithfulness_structures  # noqa: F401 (they register "text", "structure")
+from stages.circumplex import transport_costs, transport_key
 from stages.head_data import load_task_data
+from stages.head_resources import describe_resources, load_resources, rebuild_resources, resource_keys
 from stages.lasca_data import lasca_data_of
 from stages.sources.labels import expression_prototypes
 
@@ -46,8 +47,8 @@ def head_spec(
 ) -> StepSpec:
     # where it runs and whether it shows a bar do not change the result; everything else does
     entry = get_head(head)
-    # a head that reads prompts: the prompt file's digest and the text encoder's spec
-    text = text_inputs(entry.option_values(options)) if "text" in entry.inputs else None
+    # what the head reads besides features: e.g. prompts (the file's digest, the text encoder's spec)
+    resources = resource_keys(entry.resources, entry.option_values(options))
     knobs = {
         k: v
         for k, v in asdict(train).items()
@@ -66,7 +67,8 @@ def head_spec(
             "test_fold": test_fold,
             # only when asked for: the keys of heads trained without k-fold stay what they were
             **({"folds": folds} if folds is not None else {}),
-            **({"text": text} if text is not None else {}),
+            **resources,
+            **transport_key(train.transport),
         },
     )
 
@@ -189,9 +191,9 @@ def train_head(
             # several datasets: every group and source, and each test row's dataset (the "dataset" array)
             **({"features_paths": paths, "source_paths": sources} if len(paths) > 1 else {}),
         }
-        text = prompt_text(store, entry.option_values(options), data.label_names) if "text" in entry.inputs else None
+        resources = load_resources(store, entry.resources, entry.option_values(options), data.label_names)
         what = f"{head} on {', '.join(paths)} [{array}]"
-        return fit_head_output(head, task, array, options, train, data, meta, what, text)
+        return fit_head_output(head, task, array, options, train, data, meta, what, resources)
 
     group, state = store.run_step(step, fit_head)
     return group, state, json.loads(store.get_file(step.path, "metrics.json"))
@@ -206,23 +208,28 @@ def fit_head_output(
     data: TaskData,
     meta: dict[str, Any],
     what: str,
-    text: PromptText | None = None,
+    resources: dict[str, Any] | None = None,
 ) -> StepOutput:
     """Train a head on loaded splits, the one way every head step does: the test predictions (and
     deciding archetypes), checkpoint, config, metrics, and a graph head's graph files. ``meta``
-    says where the data came from; ``what`` names the run in errors; ``text``: the outputs' prompts
-    for heads that read them."""
+    says where the data came from; ``what`` names the run in errors; ``resources``: what the head
+    reads besides features (stages/head_resources.py)."""
     x_train = data.x["train"]
     n_patches = x_train.shape[1] if x_train.ndim == 3 else 0
     seed_everything(train.seed)  # the initial weights too: a key always gives the same head
     try:
         model = create_head(
-            head, task, int(x_train.shape[-1]), data.n_outputs, n_patches, tuple(data.label_names), text, **options
+            head, task, int(x_train.shape[-1]), data.n_outputs, n_patches, tuple(data.label_names), resources, **options
         )
     except ValueError as err:
         raise ValueError(f"{what}: {err}") from None
     groups = data.dataset["train"] if data.dataset else None
-    result = fit(model, task, (x_train, data.y["train"]), (data.x["val"], data.y["val"]), data.n_outputs, train, groups)
+    costs = None
+    if train.transport != "none":  # the transport term's class costs, over the task's classes
+        costs = transport_costs(train.transport, get_task(task).transport_classes(data.label_names))
+    result = fit(
+        model, task, (x_train, data.y["train"]), (data.x["val"], data.y["val"]), data.n_outputs, train, groups, costs
+    )
     outputs = predict(model, data.x["test"])
     y_test = data.y["test"].numpy()
     metrics = {
@@ -252,8 +259,8 @@ def fit_head_output(
         "n_patches": n_patches,
         "labels": data.label_names,
         "module": get_head(head).build.__module__,  # where it registers: a plugin head loads without --plugin
-        # the prompts' shape: a stored text head is rebuilt without its text tower
-        **({"text": {"n": text.n, "dim": text.dim, "token_dim": text.token_dim}} if text else {}),
+        # what rebuilds its resources without their sources (the prompts' shape, a structure's table)
+        **describe_resources(resources or {}),
     }
     meta = {
         **meta,
@@ -291,7 +298,7 @@ def _archetypes(model: torch.nn.Module, x: torch.Tensor) -> np.ndarray:
 def load_head(store: FeatureStore, path: str) -> tuple[torch.nn.Module, dict[str, Any]]:
     """Rebuild a trained head from its config and safetensors weights."""
     config = json.loads(store.get_file(path, "config.json"))
-    get_head(config["head"], module=config.get("module"))
+    entry = get_head(config["head"], module=config.get("module"))
     model = create_head(
         config["head"],
         config["task"],
@@ -299,7 +306,7 @@ def load_head(store: FeatureStore, path: str) -> tuple[torch.nn.Module, dict[str
         config["n_outputs"],
         config["n_patches"],
         tuple(config["labels"]),
-        PromptText(**config["text"]) if "text" in config else None,
+        rebuild_resources(entry.resources, config),
         **config["options"],
     )
     model.load_state_dict(safetensors.torch.load(store.get_file(path, "model.safetensors")))

@@ -170,8 +170,9 @@ def test_shipped_deployments_run_as_shipped_trigger_the_heads_and_use_the_dask_c
         assert {p.stat().st_mtime_ns for p in (work / "store" / "features").rglob("c/*")} == chunk_times
         wait_for(lambda: _run_states(base, "demo-heads").count("COMPLETED") == 1, 900, "the triggered demo-heads run")
         heads = sorted(g.path for g in store.list_steps("heads"))
-        # every head of the demo's plan (AURA, probe and MLP for three tasks; the causal graph head; FAUD-CLIP)
-        assert len(heads) == len(demo_heads_plan(store)) == 11 and all(g.is_complete for g in store.list_steps("heads"))
+        # every head of the demo's plan (AURA, probe and MLP for three tasks; the causal graph head; FAUD-CLIP;
+        # FACR's reasoner; the MLP with the circumplex term)
+        assert len(heads) == len(demo_heads_plan(store)) == 13 and all(g.is_complete for g in store.list_steps("heads"))
         weights = {p: p.stat().st_mtime_ns for p in (work / "store" / "heads").rglob("model.safetensors")}
 
         run("extract-features/nightly-demo")  # nothing new: the second triggered run retrains nothing

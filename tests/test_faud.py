@@ -267,7 +267,7 @@ def test_learnable_context_reaches_the_context_not_the_tower_and_the_head_rebuil
     tower = enc.context_tower(au_prompts(list(AUS)))
     text = PromptText(4, enc.text_dim, tower.token_dim, tower=tower)
     torch.manual_seed(0)
-    head = create_head("faud", "au", 16, 4, 16, AUS, text, width=32, layers=1, levels=2, context=4)
+    head = create_head("faud", "au", 16, 4, 16, AUS, {"text": text}, width=32, layers=1, levels=2, context=4)
     x, y = torch.randn(8, 16, 16), (torch.rand(8, 4) < 0.5).long()
     loss, parts = head.losses(x, y, torch.ones(4))
     loss.backward()
@@ -283,7 +283,7 @@ def test_learnable_context_reaches_the_context_not_the_tower_and_the_head_rebuil
         4,
         16,
         AUS,
-        PromptText(4, enc.text_dim, tower.token_dim),
+        {"text": PromptText(4, enc.text_dim, tower.token_dim)},
         width=32,
         layers=1,
         levels=2,
@@ -300,7 +300,7 @@ def test_every_attention_variant_trains_and_maps_sum_to_one(attention):
 
     torch.manual_seed(0)
     text = PromptText(4, 8, embeddings=torch.randn(4, 8))
-    head = create_head("faud", "au", 16, 4, 49, AUS, text, width=32, layers=2, attention=attention, context=0)
+    head = create_head("faud", "au", 16, 4, 49, AUS, {"text": text}, width=32, layers=2, attention=attention, context=0)
     x, y = torch.randn(6, 49, 16), (torch.rand(6, 4) < 0.5).long()
     loss, _ = head.losses(x, y, torch.ones(4))
     loss.backward()
@@ -311,7 +311,7 @@ def test_every_attention_variant_trains_and_maps_sum_to_one(attention):
     else:
         torch.testing.assert_close(head.attention_maps(x).sum((-1, -2)), torch.ones(6, 4))
     with pytest.raises(ValueError, match="square token grid"):
-        create_head("faud", "au", 16, 4, 12, AUS, text, context=0)
+        create_head("faud", "au", 16, 4, 12, AUS, {"text": text}, context=0)
 
 
 def test_locality_counts_the_mass_inside_landmark_cells_against_a_uniform_map():

@@ -37,10 +37,13 @@ def test_the_readme_demo_table_is_what_this_commits_demo_printed():
     trained = {(h, t) for h in ("aura", "linear", "mlp") for t in ("fer", "va", "au")} | {
         ("causal", "au_fer"),
         ("faud", "au"),
+        ("facr", "au_fer"),
     }
     assert {(r["head"], r["task"]) for r in result["rows"]} == trained | {
         ("lasca", "rank")
     }  # every head `make demo` trains
+    # the audits: FACR's faithfulness and the circumplex term's, each against its controls
+    assert [a["audit"] for a in result["audits"]] == ["faithfulness", "circumplex"]
     # LaScA's demo grid: features and fused for each modality (flows/demo.py's demo_lasca_grid)
     assert sorted(r["array"] for r in result["rows"] if r["task"] == "rank") == [
         f"{m}-{v}" for m in ("audio", "both", "face") for v in ("features", "fused")
