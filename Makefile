@@ -42,4 +42,5 @@ bench: install
 	$(BIN)/python bench/causal.py
 	$(BIN)/python bench/lasca.py
 	$(BIN)/python bench/faud.py
+	$(BIN)/python bench/audits.py
 	$(BIN)/python bench/demo.py

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import math
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -12,6 +11,7 @@ import torch.nn.functional as F
 
 from heads.losses import asymmetric_au_loss, dice_au_loss, occurrence_weights
 from heads.tree_attention import TreeAttention, children, pool_pyramid
+from tests.conftest import write_feature_group
 
 
 def test_the_pyramid_averages_2x2_regions_and_an_odd_sides_last_region_averages_what_it_covers():
@@ -170,10 +170,6 @@ AU_CELLS = {"AU1": [0, 1], "AU4": [2, 3], "AU12": [12, 13], "AU15": [14, 15]}
 def _token_grids(store, n: int = 800, dim: int = 16) -> str:
     """A source with AU labels and a feature group of 4 × 4 token grids in which each present AU
     adds its own pattern to its own cells (and nowhere else) over noise and a per-subject offset."""
-    from featurestore import Step, StepOutput, StepSpec, step_key
-    from stages.extract import write_source
-    from stages.sources.base import Manifest
-
     rng = np.random.default_rng(0)
     au = (rng.random((n, len(AUS))) < 0.35).astype(np.int8)
     patterns = rng.normal(size=(len(AUS), dim))
@@ -182,32 +178,14 @@ def _token_grids(store, n: int = 800, dim: int = 16) -> str:
     x = rng.normal(0, 0.6, (n, 16, dim)) + rng.normal(0, 0.5, (40, 1, dim))[subject]
     for j, name in enumerate(AUS):
         x[:, AU_CELLS[name]] += 1.5 * au[:, j, None, None] * patterns[j]
-    manifest = Manifest(
-        dataset="grids",
-        source="synthetic",
-        version=1,
-        options={"n": n},
-        root=Path("."),
-        key=step_key(StepSpec("source", 1, {"grids": n}), []),
-        paths=[f"s{i}" for i in range(n)],
-        status=np.zeros(n, np.int8),
-        labels={
-            "expression": np.full(n, -1, np.int8),
-            "va": np.full((n, 2), np.nan, np.float32),
-            "au": au,
-            "subject": subject.astype(str),
-            "split": np.array(["train"] * 28 + ["val"] * 6 + ["test"] * 6)[subject],
-        },
-        au_annotated=list(AUS),
-    )
-    source, _ = write_source(store, manifest)
-    step = Step(
-        "features", StepSpec("extract", 1, {"grids": dim}), (source.key,), "features", ("grids", "grid-encoder")
-    )
-    meta = {"dataset": "grids", "encoder": "grid-encoder", "source_path": source.path}
-    arrays = {"spatial": x.astype(np.float16), "global": x.mean(1).astype(np.float16), "status": np.zeros(n, np.int8)}
-    group, _ = store.run_step(step, lambda: StepOutput(arrays, meta))
-    return group.path
+    labels = {
+        "expression": np.full(n, -1, np.int8),
+        "va": np.full((n, 2), np.nan, np.float32),
+        "au": au,
+        "subject": subject.astype(str),
+        "split": np.array(["train"] * 28 + ["val"] * 6 + ["test"] * 6)[subject],
+    }
+    return write_feature_group(store, "grids", {"spatial": x, "global": x.mean(1)}, labels, AUS)
 
 
 def test_faud_learns_aus_looks_where_they_show_and_embeds_fixed_prompts_once(tmp_path, monkeypatch):

@@ -7,19 +7,18 @@ from __future__ import annotations
 import os
 import subprocess
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 import pytest
 from torch import nn
 
 import affectflow
-from featurestore import FeatureStore, Step, StepOutput, StepSpec, step_key
+from featurestore import FeatureStore
 from heads.base import Head
 from heads.metrics import expression_metrics
 from heads.registry import register_head
 from heads.tasks import Labels, Task, register_task
-from tests.conftest import BIN, REPO
+from tests.conftest import BIN, REPO, write_feature_group
 
 
 @register_task
@@ -75,39 +74,19 @@ def toy_linear(task: str, in_dim: int, n_outputs: int, config: ToyConfig) -> Toy
 
 def _cached_features(store: FeatureStore, n: int = 600, dim: int = 8) -> str:
     """A source and a complete feature group whose first dimension carries the valence's sign."""
-    from stages.extract import write_source
-    from stages.sources.base import Manifest
-
     rng = np.random.default_rng(0)
     valence = rng.uniform(-1, 1, n).astype(np.float32)
     x = rng.normal(size=(n, dim)).astype(np.float32)
     x[:, 0] += 3 * np.sign(valence)
     subject = np.arange(n) % 30
     split = np.array(["train"] * 20 + ["val"] * 5 + ["test"] * 5)[subject]
-    manifest = Manifest(
-        dataset="toy",
-        source="synthetic",
-        version=1,
-        options={"n": n},
-        root=Path("."),
-        key=step_key(StepSpec("source", 1, {"toy": n}), []),
-        paths=[f"s{i}" for i in range(n)],
-        status=np.zeros(n, np.int8),
-        labels={
-            "expression": np.full(n, -1, np.int8),
-            "va": np.stack([valence, np.zeros(n, np.float32)], 1),
-            "subject": subject.astype(str),
-            "split": split,
-        },
-        au_annotated=[],
-    )
-    source, _ = write_source(store, manifest)
-    step = Step("features", StepSpec("extract", 1, {"toy": dim}), (source.key,), "features", ("toy", "toy-encoder"))
-    meta = {"dataset": "toy", "encoder": "toy-encoder", "source_path": source.path}
-    group, _ = store.run_step(
-        step, lambda: StepOutput({"global": x.astype(np.float16), "status": np.zeros(n, np.int8)}, meta)
-    )
-    return group.path
+    labels = {
+        "expression": np.full(n, -1, np.int8),
+        "va": np.stack([valence, np.zeros(n, np.float32)], 1),
+        "subject": subject.astype(str),
+        "split": split,
+    }
+    return write_feature_group(store, "toy", {"global": x}, labels)
 
 
 @pytest.fixture(scope="module")

@@ -393,9 +393,22 @@ def test_the_faithfulness_objective_on_the_generated_catalogue_against_its_contr
     assert au_f1["objective"] >= au_f1["no objective"] - 0.03, au_f1
     report = fstore.get_file(audit["path"], "report.md").decode()
     assert "| happiness | AU12+ |" in report and "Wilcoxon" in report and " → " in report
-    # keyed on the head steps it reads: a rerun is skipped, and its per-sample arrays are the test split's
+    # keyed on the head steps it reads: a rerun (here from the command line) is skipped
+    from typer.testing import CliRunner
+
+    from flows.cli import app
+
+    out = Path(fstore.url) / "audit.json"
+    ran = CliRunner().invoke(
+        app, ["audit", "faithfulness", group.path, "--seeds", "5", "--store", fstore.url, "--json", str(out)]
+    )
+    assert ran.exit_code == 0, ran.output
+    assert f"Mean agreement {result['mean_agreement']:.3f}" in ran.output
+    assert json.loads(out.read_text())[0]["mean_agreement"] == result["mean_agreement"]
     (again,) = audit_heads("faithfulness", [group.path], store=fstore.url, seeds=5)
     assert again["state"] == "skipped" and again["path"] == audit["path"]
+    refused = CliRunner().invoke(app, ["audit", "fairness", group.path, "--store", fstore.url])
+    assert refused.exit_code != 0 and "unknown audit 'fairness'" in refused.output
     step = GroupReader.open(fstore, audit["path"])
     inputs = step.meta["inputs"]
     assert inputs[0] == group.key and len(inputs) == 15  # 3 variants × 5 seeds
