@@ -10,9 +10,9 @@ the agreement (F1 by default, or Jaccard) between the invoked AUs and the AUs a 
 
 The faithfulness objective asks the same of training: the effect of a causal AU on its class must
 reach a margin in G's direction (hinge), the effect of an AU G marks irrelevant must stay at 0
-(absolute penalty). The verbaliser writes a rationale from a sample's AU activations and the class
-map's edge weights; an AU it mentions is one whose ablation (a_i = 0) removes its contribution, so
-ablating it removes it from the text.
+(absolute penalty), for the classes G defines. The verbaliser writes a rationale from a sample's
+AU activations and the class map's edge weights; an AU it mentions is one whose ablation (a_i = 0)
+removes its contribution, so ablating it removes it from the text.
 """
 
 from __future__ import annotations
@@ -86,9 +86,12 @@ def agreement(found: torch.Tensor, structure: torch.Tensor, measure: str = "f1")
 def faithfulness_loss(
     effect: torch.Tensor, labels: torch.Tensor, structure: torch.Tensor, margin: float
 ) -> torch.Tensor:
-    """Mean over labelled samples of: hinge max(0, margin − sign(G[y, i]) · effect_i,y) over the AUs G
-    marks causal for the sample's class y, plus |effect_i,y| over the AUs G marks irrelevant."""
+    """Mean over the labelled samples of a class G defines (any AU non-zero in its row) of: hinge
+    max(0, margin − sign(G[y, i]) · effect_i,y) over the AUs G marks causal for the sample's class y,
+    plus |effect_i,y| over the AUs G marks irrelevant. A class G leaves empty takes no loss: G says
+    nothing about it (the pain structure says nothing about happiness)."""
     keep = labels >= 0
+    keep[keep.clone()] = (structure[labels[keep]] != 0).any(1)
     if not keep.any():
         return effect.sum() * 0.0
     y = labels[keep]

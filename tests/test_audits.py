@@ -112,6 +112,12 @@ def test_the_faithfulness_loss_by_hand():
     # causal: AU1 max(0, 0.3 − 0.4) = 0, AU2 max(0, 0.3 − 0.1) = 0.2 → mean 0.1; irrelevant AU0: |0.05|
     assert float(loss) == pytest.approx(0.1 + 0.05)
     assert float(faithfulness_loss(effect, torch.tensor([-1]), structure, 0.3)) == 0.0
+    # a class G leaves empty (here class 0 once its row is cleared) takes no loss, whatever its effects
+    effect[0, :, 0] = torch.tensor([5.0, -5.0, 5.0])
+    undefined = torch.tensor([[0, 0, 0], [0, 1, -1]])
+    assert float(faithfulness_loss(effect, torch.tensor([0]), undefined, 0.3)) == 0.0
+    both = faithfulness_loss(effect.expand(2, -1, -1), torch.tensor([0, 1]), undefined, 0.3)
+    assert float(both) == pytest.approx(0.1 + 0.05)  # the mean over the one sample of a defined class
 
 
 def test_the_rationale_orders_aus_by_evidence_and_an_ablated_au_leaves_it():
@@ -165,7 +171,7 @@ def _rule_data(seed: int, n: int = 1500) -> tuple[torch.Tensor, torch.Tensor]:
 
 
 def test_the_faithfulness_objective_makes_the_reasoner_invoke_the_rule_and_a_permuted_rule_does_not_help():
-    """Over 3 seeds (the generated catalogue's test runs 5): with the objective the AUs the reasoner
+    """Over 2 seeds (the generated catalogues' tests run 5): with the objective the AUs the reasoner
     invokes agree with the rule's (F1 over the classes the rule defines) far more than without it,
     AU detection does not drop by more than 0.03, and the same objective over a rule with permuted
     AU labels gains nothing."""
@@ -178,7 +184,7 @@ def test_the_faithfulness_objective_makes_the_reasoner_invoke_the_rule_and_a_per
     permuted = torch.tensor([[0, 0, 0, 0, 0], [1, 0, 0, 0, 0], [0, 1, 0, 0, 0]])
     scores: dict[str, list[tuple[float, float]]] = {}
     for name, weight, structure in (("none", 0.0, rule), ("rule", 1.0, rule), ("permuted", 1.0, permuted)):
-        for seed in range(3):
+        for seed in range(2):
             x, y = _rule_data(seed)
             torch.manual_seed(seed)
             config = FacrConfig(label_names=names, faithfulness_weight=weight, margin=1.0)

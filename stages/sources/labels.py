@@ -19,6 +19,9 @@ EXPRESSIONS: tuple[str, ...] = (
     "disgust",
     "anger",
     "contempt",
+    # not a basic expression: the facial expression of pain (UNBC-McMaster, BioVid), scored by PSPI
+    # (stages/sources/data/pain_pspi.csv); after AffectNet's eight so their codes keep mapping to themselves
+    "pain",
 )
 EXPRESSION_INDEX = {name: i for i, name in enumerate(EXPRESSIONS)}
 VA_NAMES: tuple[str, ...] = ("valence", "arousal")  # the ``va`` array's two columns
@@ -96,7 +99,7 @@ def au_number(name: str) -> int:
 # Views select the classes a benchmark uses; other classes become missing (−1) in that view.
 EXPRESSION_VIEWS: dict[str, tuple[str, ...]] = {
     "basic7": EXPRESSIONS[:7],  # RAF-DB basic, AffectNet-7
-    "affectnet8": EXPRESSIONS,
+    "affectnet8": EXPRESSIONS[:8],
 }
 
 # Folder and CSV class names people actually use, mapped to canonical names.
@@ -117,6 +120,7 @@ SYNONYMS = {
     "anger": "anger",
     "angry": "anger",
     "contempt": "contempt",
+    "pain": "pain",
 }
 
 

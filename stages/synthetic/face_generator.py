@@ -111,6 +111,17 @@ CONTROLS: dict[str, Control] = {
 }
 CONTROL_BY_AU = {c.au: name for name, c in CONTROLS.items()}
 AUS = tuple(sorted(CONTROL_BY_AU))
+# Eye closure (AU43) is painted, not warped: a lid cannot be slid over the eyeball by moving skin
+# (a warp that lowers the upper lid onto a pinned lower one folds the image and stretches the iris).
+# The upper lid's contour is lowered by the intensity's share of the eye opening and the covered
+# part filled with the lid's own skin tone, its margin darkened as a lash line. Only the pain
+# catalogue renders it: the expression catalogue's AU set, AUS, stays as it was.
+EYE_CLOSURE = 43
+EYE_CONTOURS = (  # (upper lid, lower lid) of each eye, corner to corner
+    ((33, 246, 161, 160, 159, 158, 157, 173, 133), (33, 7, 163, 144, 145, 153, 154, 155, 133)),
+    ((263, 466, 388, 387, 386, 385, 384, 398, 362), (263, 249, 390, 373, 374, 380, 381, 382, 362)),
+)
+PAIN_AUS = tuple(sorted((*AUS, EYE_CLOSURE)))  # the pain catalogue's coded AUs
 
 # EMFACS-style prototypes restricted to the AUs a warp can show.
 PROTOTYPES: dict[str, frozenset[int]] = {
@@ -154,6 +165,55 @@ def labels_from_intensities(intensity: dict[int, float]) -> Labels:
     return Labels(name, aus, round(radius * float(np.cos(angle)), 4), round(radius * float(np.sin(angle)), 4))
 
 
+# -- pain ------------------------------------------------------------------------------------
+# PSPI = AU4 + max(AU6, AU7) + max(AU9, AU10) + AU43 (Prkachin & Solomon 2008; stages/sources/data/
+# pain_pspi.csv). A warp shows AU4, AU7, AU10 and AU43; it cannot raise cheeks (AU6) or wrinkle a
+# nose (AU9), so here max(AU6, AU7) is AU7 and max(AU9, AU10) is AU10. Intensities in [0, 1] are
+# the FACS 0–5 scale ÷ 5; AU43 counts 1 from the occurrence threshold.
+PAIN_SHOWN = (4, 7, 10, 43)
+PAIN_THRESHOLD = 4.0  # PSPI at or above it: the face is labelled pain (PSPI runs 0–16)
+NO_PAIN = ("neutral", "happiness", "surprise")  # what a no-pain face shows: no prototype needs a pain AU
+
+
+def pain_score(intensity: dict[int, float]) -> float:
+    """The PSPI of a face rendered with these intensities."""
+    from stages.faithfulness_structures import pspi
+
+    shown = {au: 5.0 * intensity.get(au, 0.0) for au in (4, 7, 10)}
+    return pspi({**shown, 43: float(intensity.get(43, 0.0) >= AU_THRESHOLD)})
+
+
+def pain_labels(intensity: dict[int, float]) -> tuple[Labels, float]:
+    """(labels, PSPI): ``pain`` when PSPI ≥ PAIN_THRESHOLD (valence, arousal unknown: NaN), else the
+    expression rule over the other AUs; AU occurrences over PAIN_AUS."""
+    score = pain_score(intensity)
+    aus = {au: int(intensity.get(au, 0.0) >= AU_THRESHOLD) for au in PAIN_AUS}
+    if score >= PAIN_THRESHOLD:
+        return Labels("pain", aus, float("nan"), float("nan")), score
+    expression = labels_from_intensities({au: intensity.get(au, 0.0) for au in AUS})
+    return Labels(expression.expression, aus, expression.valence, expression.arousal), score
+
+
+def sample_pain_intensities(pain: bool, rng: np.random.Generator) -> dict[int, float]:
+    """Intensities of a pain face (two to four of the shown PSPI AUs in [0.4, 1], PSPI ≥ the
+    threshold) or of a no-pain face (neutral, happiness or surprise, and in half of them one PSPI AU
+    partly on — never enough to change its expression — so that no single PSPI AU decides the label)."""
+    for _ in range(100):
+        if pain:
+            on = rng.choice(PAIN_SHOWN, size=int(rng.integers(2, 5)), replace=False)
+            intensity = {au: 0.0 for au in PAIN_AUS}
+            intensity.update({int(au): float(rng.uniform(0.4, 1.0)) for au in on})
+        else:
+            expression = str(rng.choice(NO_PAIN))
+            intensity = {**sample_intensities(expression, rng), 43: 0.0}
+            if rng.random() < 0.5:
+                au = int(rng.choice(PAIN_SHOWN))
+                intensity[au] = float(rng.uniform(0.3, 0.6)) if au != 43 else 1.0
+        if pain_labels(intensity)[0].expression == ("pain" if pain else expression):
+            return intensity
+    raise AssertionError(f"cannot sample a {'pain' if pain else 'no-pain'} face")
+
+
 # -- warping ---------------------------------------------------------------------------------
 def displacement_field(
     shape: tuple[int, int], src: np.ndarray, moves: np.ndarray, sigma: float, step: int = 4
@@ -188,6 +248,33 @@ def warp_image(image: np.ndarray, src: np.ndarray, dst: np.ndarray, sigma: float
     return np.clip(np.stack(channels, -1) + 0.5, 0, 255).astype(np.uint8)
 
 
+def close_eyes(image: np.ndarray, landmarks: np.ndarray, amount: float, iod: float) -> np.ndarray:
+    """AU43: each upper lid lowered over ``amount`` (0–1) of its eye's opening, the covered part
+    filled with the skin tone just above the lid and the new margin darkened (a lash line)."""
+    from skimage.draw import polygon
+
+    h, w = image.shape[:2]
+    mask = np.zeros((h, w), np.float32)
+    margin = np.zeros((h, w), np.float32)
+    colour = np.zeros((h, w, 3), np.float32)
+    for upper, lower in EYE_CONTOURS:
+        up, lo = landmarks[list(upper)], landmarks[list(lower)]
+        lid = up + min(amount, 1.0) * (lo - up)
+        rr, cc = polygon(*np.concatenate([up, lid[::-1]])[:, ::-1].T, shape=(h, w))
+        above = np.clip(np.round(up - [0, 0.04 * iod]).astype(int), 0, [w - 1, h - 1])
+        mask[rr, cc] = 1.0
+        colour[rr, cc] = np.median(image[above[:, 1], above[:, 0]].astype(np.float32), 0)
+        line = np.linspace(0, 1, 40)[:, None]
+        for a, b in zip(lid[:-1], lid[1:]):
+            x, y = np.clip(np.round(a + line * (b - a)).astype(int), 0, [w - 1, h - 1]).T
+            margin[y, x] = 1.0
+    mask = ndimage.gaussian_filter(mask, 0.8)[..., None]
+    margin = ndimage.gaussian_filter(margin, 0.6)[..., None]
+    out = image.astype(np.float32) * (1 - mask) + colour * mask
+    out *= 1 - 0.55 * np.clip(margin * 2, 0, 1)
+    return np.clip(out + 0.5, 0, 255).astype(np.uint8)
+
+
 # -- subjects --------------------------------------------------------------------------------
 @dataclass
 class Subject:
@@ -216,6 +303,8 @@ class Subject:
         for au, value in intensity.items():
             if value <= 0:
                 continue
+            if au == EYE_CLOSURE:  # painted after the warp (close_eyes)
+                continue
             control = CONTROLS[CONTROL_BY_AU[au]]
             sigmas.append(control.sigma)
             for p in control.points:
@@ -231,10 +320,19 @@ class Subject:
         return src, dst, (min(sigmas) if sigmas else 0.12) * iod
 
     def render(self, intensity: dict[int, float]) -> np.ndarray:
-        if not any(v > 0 for v in intensity.values()):
-            return self.image.copy()
-        src, dst, sigma = self.point_moves(intensity)
-        return warp_image(self.image, src, dst, sigma)
+        warped = {au: v for au, v in intensity.items() if au != EYE_CLOSURE and v > 0}
+        image = self.image.copy()
+        if warped:
+            src, dst, sigma = self.point_moves(warped)
+            image = warp_image(self.image, src, dst, sigma)
+        if intensity.get(EYE_CLOSURE, 0.0) > 0:
+            landmarks = self.landmarks.copy()
+            if warped:  # the lids where the warp put them (lid tightening moves the lower ones)
+                src, dst, _ = self.point_moves(warped)
+                for a, b in zip(src, dst):
+                    landmarks[np.all(self.landmarks == a, axis=1)] = b
+            image = close_eyes(image, landmarks, intensity[EYE_CLOSURE], self.eye_axis[2])
+        return image
 
 
 def _fit_canvas(image: np.ndarray, scale: float = 1.0, offset: tuple[int, int] = (0, 0)) -> np.ndarray:
@@ -411,6 +509,7 @@ def write_generated_dataset(
     per_subject: int = 14,
     seed: int = 0,
     shares: dict[str, float] | None = None,
+    pain: bool = False,
     **subject_options,
 ) -> tuple[Path, dict]:
     """A ``csv``-layout dataset (manifest.csv + PNGs) with AU, expression and VA labels.
@@ -418,33 +517,42 @@ def write_generated_dataset(
     Rows cycle through neutral and the prototype expressions for every subject, or follow
     ``shares`` (expression → weight, e.g. :data:`IN_THE_WILD_SHARES`) in every split; splits are
     subject-exclusive (every 5th subject is test, the next val). Deterministic for a seed.
-    Returns (root, report) with the per-subject acceptance report of :func:`build_subjects`.
+    ``pain``: the pain catalogue instead — every other row a pain face (:func:`sample_pain_intensities`),
+    AUs coded over PAIN_AUS (AU43 too), the class ``pain`` or the no-pain face's expression, and a
+    ``pspi`` column with each face's pain intensity (the store keeps the class and AUs; the PSPI
+    value stays in the manifest). Returns (root, report) with the per-subject acceptance report of
+    :func:`build_subjects`.
     """
     root = Path(root)
     (root / "img").mkdir(parents=True, exist_ok=True)
     subjects, report = build_subjects(detect, seed=seed, **subject_options)
     rng = np.random.default_rng(seed + 1)
-    expressions = _expressions(len(subjects), per_subject, shares, rng)
+    expressions = _expressions(len(subjects), per_subject, shares, rng) if not pain else []
+    coded = PAIN_AUS if pain else AUS
     rows = []
     for s_index, subject in enumerate(subjects):
         split = _split_of(s_index)
         for k in range(per_subject):
-            expression = expressions[s_index * per_subject + k]
-            intensity = sample_intensities(expression, rng)
-            labels = labels_from_intensities(intensity)
+            if pain:
+                intensity = sample_pain_intensities(k % 2 == 0, rng)
+                labels, score = pain_labels(intensity)
+            else:
+                intensity = sample_intensities(expressions[s_index * per_subject + k], rng)
+                labels, score = labels_from_intensities(intensity), None
             rel = f"img/{subject.name}_{k:03d}.png"
             if not (root / rel).exists():
                 Image.fromarray(subject.render(intensity)).save(root / rel)
+            va = ["" if labels.valence != labels.valence else v for v in (labels.valence, labels.arousal)]
             rows.append(
                 [
                     rel,
                     subject.name,
                     split,
                     labels.expression,
-                    labels.valence,
-                    labels.arousal,
-                    *[labels.aus[au] for au in AUS],
-                    *[round(intensity[au], 4) for au in AUS],
+                    *va,
+                    *[labels.aus[au] for au in coded],
+                    *[round(intensity.get(au, 0.0), 4) for au in coded],
+                    *([round(score, 3)] if pain else []),
                 ]
             )
     with open(root / "manifest.csv", "w", newline="") as f:
@@ -457,8 +565,9 @@ def write_generated_dataset(
                 "expression",
                 "valence",
                 "arousal",
-                *[f"AU{au}" for au in AUS],
-                *[f"intensity_AU{au}" for au in AUS],
+                *[f"AU{au}" for au in coded],
+                *[f"intensity_AU{au}" for au in coded],
+                *(["pspi"] if pain else []),
             ]
         )
         writer.writerows(rows)
