@@ -394,7 +394,7 @@ def test_the_faithfulness_objective_on_the_generated_catalogue_against_its_contr
     means = {variant: summary["mean_agreement"][0] for variant, summary in result["summary"].items()}
     au_f1 = {variant: summary["au_mean_f1"][0] for variant, summary in result["summary"].items()}
     tests = {(t["score"], t["variant"], t["against"]): t for t in result["tests"]}
-    # measured: agreement 1.000 / 0.469 / 0.299 (objective / none / permuted), AU F1 0.685 / 0.670 / 0.601
+    # measured (lr 1e-2, patience 8): agreement 1.000 / 0.473 / 0.249 (objective / none / permuted G)
     assert means["objective"] > means["no objective"] + 0.3, means
     assert tests[("mean_agreement", "objective", "no objective")]["p"] <= 0.05, tests
     assert means["permuted G"] <= means["no objective"] + 0.05, means
@@ -465,7 +465,7 @@ def test_the_faithfulness_objective_on_generated_pain_with_the_pspi_structure(pa
     means = {variant: summary["mean_agreement"][0] for variant, summary in result["summary"].items()}
     au_f1 = {variant: summary["au_mean_f1"][0] for variant, summary in result["summary"].items()}
     tests = {(t["score"], t["variant"], t["against"]): t for t in result["tests"]}
-    # measured: see docs/methods.md
+    # measured: agreement 0.876 / 0.477 / 0.263 (objective / none / permuted G), AU F1 0.492 / 0.483
     assert means["objective"] > means["no objective"] + 0.1, means
     assert tests[("mean_agreement", "objective", "no objective")]["p"] <= 0.05, tests
     assert means["permuted G"] <= means["no objective"] + 0.05, means
