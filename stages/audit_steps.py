@@ -33,7 +33,7 @@ from heads.metrics import affective_distance, confusion, paired_test
 from heads.tasks import get_task
 from heads.trainer import TrainConfig, evaluate, predict
 from stages.circumplex import transport_costs, transport_key
-from stages.faithfulness_structures import structure_of
+from stages.faithfulness_structures import structure_key, structure_of
 from stages.head_steps import head_data, load_head, train_head
 from stages.sources.labels import FACS_NAMES, au_number
 
@@ -288,7 +288,9 @@ def run_audit(
     of, scores, controls, markdown = AUDITS[audit_name]
     head = GroupReader.open(store, head_path)
     params = (
-        {"structure": structure, "threshold": threshold, "measure": measure}
+        # G's content, not its name: an edited structure file is a new audit
+        {"structure": structure_key({"structure": structure}) if structure else None}
+        | {"threshold": threshold, "measure": measure}
         if audit_name == "faithfulness"
         else transport_key("circumplex")  # the positions file the distances come from
     )

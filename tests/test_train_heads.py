@@ -432,6 +432,14 @@ def test_the_faithfulness_objective_on_the_generated_catalogue_against_its_contr
     assert learned[names.index("happiness") - 9, names.index("AU12")] == 1
     (graph_audit,) = audit_heads("faithfulness", [causal.path], store=fstore.url, structure="generator")
     assert 0 <= graph_audit["result"]["mean_agreement"] <= 1 and "runs" not in graph_audit["result"]
+    # G from a file is keyed by its content: the same path edited is a new audit
+    g = Path(fstore.url) / "g.csv"
+    g.write_text("class,au,sign\nhappiness,AU12,1\n")
+    (first,) = audit_heads("faithfulness", [causal.path], store=fstore.url, structure=str(g))
+    g.write_text("class,au,sign\nhappiness,AU12,1\nanger,AU4,1\n")
+    (edited,) = audit_heads("faithfulness", [causal.path], store=fstore.url, structure=str(g))
+    assert edited["state"] == "new" and edited["path"] != first["path"]
+    assert [c["class"] for c in edited["result"]["classes"] if c["defined"]] == ["happiness", "anger"]
     with pytest.raises(ValueError, match="has no AU layer"):
         linear, _, _ = train_head(fstore, features, "linear", "fer", "blendshapes", {}, TrainConfig(progress=False))
         audit_heads("faithfulness", [linear.path], store=fstore.url)
