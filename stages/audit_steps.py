@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -38,16 +39,13 @@ from stages.head_steps import head_data, load_head, train_head
 from stages.sources.labels import FACS_NAMES, au_number
 
 AUDIT_STEP = "audit"
-AUDIT_VERSIONS = {"faithfulness": 1, "circumplex": 1}
 RAREST = 2  # the circumplex audit shows the confusion rows of this many rarest classes
 
 
 def audit_step(store: FeatureStore, audit_name: str, head_paths: list[str], params: dict[str, Any]) -> Step:
     """``audits/<dataset>/<audit>/<key>`` over the head steps at ``head_paths`` (the audited one first)."""
-    if audit_name not in AUDIT_VERSIONS:
-        raise ValueError(f"unknown audit {audit_name!r}; audits: {', '.join(AUDIT_VERSIONS)}")
     heads = [GroupReader.open(store, path) for path in head_paths]
-    spec = StepSpec(AUDIT_STEP, AUDIT_VERSIONS[audit_name], {"audit": audit_name, **params})
+    spec = StepSpec(AUDIT_STEP, get_audit(audit_name).version, {"audit": audit_name, **params})
     return Step("audit", spec, tuple(h.step.key for h in heads), "audits", (heads[0].meta["dataset"], audit_name))
 
 
@@ -73,24 +71,11 @@ def retrain(store: FeatureStore, path: str, seed: int, options: dict | None = No
     return group.path
 
 
-def _classes(store: FeatureStore, path: str) -> tuple[Any, dict, Any, list[str], np.ndarray, np.ndarray]:
-    """(model, config, test split, class names, class targets, class logits) of a class head."""
-    model, config = load_head(store, path)
-    params, _, data = head_data(store, path)
-    task = get_task(params["task"])
-    classes = task.transport_classes(data.label_names)  # fer, au_fer: the class outputs' names
-    m = len(data.label_names) - len(classes)
-    y = data.y["test"].numpy()
-    target = y if y.ndim == 1 else y[:, m]
-    logits = predict(model, data.x["test"])[:, m:]
-    return model, config, data, classes, target, logits
-
-
 # -- faithfulness ------------------------------------------------------------------------------
-def faithfulness_of(
-    store: FeatureStore, path: str, structure: str | None, threshold: float, measure: str
-) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
-    """FACR's audit of the head at ``path``: (summary, per-sample arrays)."""
+def faithfulness_of(store: FeatureStore, path: str, options: dict[str, Any]) -> tuple[dict[str, Any], dict]:
+    """FACR's audit of the head at ``path`` (``options``: structure, threshold, measure): (summary,
+    per-sample arrays)."""
+    structure, threshold, measure = options["structure"], options["threshold"], options["measure"]
     model, config = load_head(store, path)
     if not (hasattr(model, "au_layer") and hasattr(model, "from_aus")):
         raise ValueError(
@@ -178,9 +163,15 @@ def faithfulness_runs(summary: dict[str, Any]) -> dict[str, float]:
 
 
 # -- circumplex --------------------------------------------------------------------------------
-def circumplex_of(store: FeatureStore, path: str) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
+def circumplex_of(store: FeatureStore, path: str, options: dict[str, Any]) -> tuple[dict[str, Any], dict]:
     """The affect geometry of the head at ``path``'s test errors: (summary, per-sample arrays)."""
-    _, config, data, classes, target, logits = _classes(store, path)
+    model, config = load_head(store, path)
+    params, _, data = head_data(store, path)
+    classes = get_task(params["task"]).transport_classes(data.label_names)  # fer, au_fer: the classes' names
+    m = len(data.label_names) - len(classes)
+    y = data.y["test"].numpy()
+    target = y if y.ndim == 1 else y[:, m]
+    logits = predict(model, data.x["test"])[:, m:]
     cost = transport_costs("circumplex", classes).numpy()
     pred = logits.argmax(-1)
     counts = confusion(pred, target, len(classes))
@@ -266,10 +257,47 @@ def summarise(runs: dict[str, list[dict[str, float]]]) -> dict[str, dict[str, li
     }
 
 
-AUDITS: dict[str, tuple[Callable, Callable, Callable, Callable]] = {
-    "faithfulness": (faithfulness_of, faithfulness_runs, faithfulness_controls, faithfulness_markdown),
-    "circumplex": (circumplex_of, circumplex_runs, circumplex_controls, circumplex_markdown),
+def faithfulness_key(options: dict[str, Any]) -> dict[str, Any]:
+    """G's content, not its name (an edited structure file is a new audit), the threshold, the measure."""
+    structure = options["structure"]
+    return {"structure": structure_key({"structure": structure}) if structure else None} | {
+        k: options[k] for k in ("threshold", "measure")
+    }
+
+
+@dataclass(frozen=True)
+class Audit:
+    """One audit kind: its step version, what of the options keys it, the audit of one head, the
+    scores compared over seeds, the controls of a head, the report."""
+
+    version: int
+    key: Callable[[dict[str, Any]], dict[str, Any]]
+    of: Callable[[FeatureStore, str, dict[str, Any]], tuple[dict[str, Any], dict]]
+    scores: Callable[[dict[str, Any]], dict[str, float]]
+    controls: Callable[[FeatureStore, str], dict[str, tuple[dict, dict]]]
+    markdown: Callable[[dict[str, Any]], str]
+
+
+AUDITS = {
+    "faithfulness": Audit(
+        1, faithfulness_key, faithfulness_of, faithfulness_runs, faithfulness_controls, faithfulness_markdown
+    ),
+    # keyed on the positions file the distances come from
+    "circumplex": Audit(
+        1,
+        lambda options: transport_key("circumplex"),
+        circumplex_of,
+        circumplex_runs,
+        circumplex_controls,
+        circumplex_markdown,
+    ),
 }
+
+
+def get_audit(name: str) -> Audit:
+    if name not in AUDITS:
+        raise ValueError(f"unknown audit {name!r}; audits: {', '.join(AUDITS)}")
+    return AUDITS[name]
 
 
 def run_audit(
@@ -283,43 +311,31 @@ def run_audit(
 ) -> tuple[StepGroup, str, dict[str, Any]]:
     """Audit the head at ``head_path`` (keyed: a rerun is skipped); with ``seeds`` > 1 its controls
     on that many seeds too. Returns (group, "skipped" | "new", the audit.json content)."""
-    if audit_name not in AUDITS:
-        raise ValueError(f"unknown audit {audit_name!r}; audits: {', '.join(AUDITS)}")
-    of, scores, controls, markdown = AUDITS[audit_name]
+    kind = get_audit(audit_name)
+    options = {"structure": structure, "threshold": threshold, "measure": measure}
     head = GroupReader.open(store, head_path)
-    params = (
-        # G's content, not its name: an edited structure file is a new audit
-        {"structure": structure_key({"structure": structure}) if structure else None}
-        | {"threshold": threshold, "measure": measure}
-        if audit_name == "faithfulness"
-        else transport_key("circumplex")  # the positions file the distances come from
-    )
     variants: dict[str, list[str]] = {}
     if seeds > 1:
         first = head.meta["spec"]["params"]["train"]["seed"]
-        for n, (name, (options, train)) in enumerate(controls(store, head_path).items()):
+        for n, (name, (head_options, train)) in enumerate(kind.controls(store, head_path).items()):
             # the first variant is the audited head's recipe: its first seed is the audited head
             variants[name] = [
-                head_path if n == 0 and i == 0 else retrain(store, head_path, first + i, options, train)
+                head_path if n == 0 and i == 0 else retrain(store, head_path, first + i, head_options, train)
                 for i in range(seeds)
             ]
     paths = [head_path, *(p for ps in variants.values() for p in ps if p != head_path)]
-    step = audit_step(store, audit_name, paths, {**params, "seeds": seeds})
+    step = audit_step(store, audit_name, paths, {**kind.key(options), "seeds": seeds})
 
     def compute() -> StepOutput:
-        call = (
-            (lambda p: of(store, p, structure, threshold, measure))
-            if audit_name == "faithfulness"
-            else (lambda p: of(store, p))
-        )
-        summary, arrays = call(head_path)
+        summary, arrays = kind.of(store, head_path, options)
         result = {"audit": audit_name, **summary}
-        if variants:
-            runs = {name: [scores(call(p)[0]) for p in ps] for name, ps in variants.items()}
+        if variants:  # the audited head is its own first run: audited once
+            audited = lambda p: summary if p == head_path else kind.of(store, p, options)[0]  # noqa: E731
+            runs = {name: [kind.scores(audited(p)) for p in ps] for name, ps in variants.items()}
             result.update(
                 {"seeds": seeds, "variants": variants, "runs": runs, "summary": summarise(runs), "tests": compare(runs)}
             )
-        files = {"audit.json": json.dumps(result, indent=1).encode(), "report.md": markdown(result).encode()}
+        files = {"audit.json": json.dumps(result, indent=1).encode(), "report.md": kind.markdown(result).encode()}
         meta = {"dataset": head.meta["dataset"], "audit": audit_name, "head_path": head_path}
         return StepOutput(arrays, meta, files)
 
