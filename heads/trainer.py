@@ -223,13 +223,14 @@ def fit(
             # while archetypes are being re-initialised the codebook is not a candidate, and
             # these epochs never count towards patience
             continue
-        if score > best + 1e-6:
-            best, best_epoch, stale = score, epoch, 0
-            best_state = copy.deepcopy(model.state_dict())
-        else:
-            stale += 1
-            if stale >= cfg.patience:
-                break
+        improved, tied = score > best + 1e-6, score >= best - 1e-6
+        if improved or tied:
+            # a tie (a saturated headline, e.g. every validation face right) keeps the later, longer
+            # trained epoch, whose outputs are the more confident, but does not reset patience
+            best, best_epoch, best_state = max(score, best), epoch, copy.deepcopy(model.state_dict())
+        stale = 0 if improved else stale + 1
+        if stale >= cfg.patience:
+            break
     if best_state is not None:  # None only when every epoch was a warm-up epoch: keep the last state
         model.load_state_dict(best_state)
     model.eval()

@@ -172,7 +172,7 @@ def test_the_label_audit_finds_faces_labelled_against_their_aus_and_sub_graphs_s
     happy = (present[:, 2] == 1) & (present[:, 3] == 1)
     expression = np.where(happy, 1, np.where(present[:, 1] == 1, 2, 0))
     # features that show the AUs and little else: nothing in them lets a head memorise a flipped face
-    x = 2.0 * present + 0.3 * rng.standard_normal((1600, 4))
+    x = 2.0 * present + 0.2 * rng.standard_normal((1600, 4))
     labels = expression.copy()
     flipped = rng.choice(np.flatnonzero(happy[:1200]), size=int(0.05 * 1200), replace=False)
     labels[flipped] = 0  # labelled neutral against clear AU evidence

@@ -113,7 +113,8 @@ def test_shipped_deployments_run_as_shipped_trigger_the_heads_and_use_the_dask_c
             + ["--preload", "stages.allocator"],
             cwd=work,
             env={k: v for k, v in env.items() if k not in SETTINGS},
-            **quiet,
+            stdout=open(tmp_path / "dask-worker.log", "w"),  # shown when a run fails
+            stderr=subprocess.STDOUT,
         )
     )
     try:
@@ -141,16 +142,19 @@ def test_shipped_deployments_run_as_shipped_trigger_the_heads_and_use_the_dask_c
             assert {k: v for k, v in shipped["parameters"].items() if k != "store"} == json.loads(json.dumps(params))
             assert shipped["parameters"]["store"] == "./store"
 
-        def run(deployment: str) -> str:
+        def run(deployment: str, client: Client | None = None) -> str:
             args = [prefect, "deployment", "run", deployment, "--watch", "--watch-timeout", "500"]
             done = subprocess.run(args, cwd=work, env=env, capture_output=True, text=True, timeout=550)
-            log = (tmp_path / "worker.log").read_text()[-4000:]
-            assert done.returncode == 0 and "Completed" in done.stdout, f"{done.stdout[-1500:]}\nworker:\n{log}"
+            if done.returncode != 0 or "Completed" not in done.stdout:
+                logs = {name: (tmp_path / name).read_text()[-4000:] for name in ("worker.log", "dask-worker.log")}
+                # what the Dask worker's tasks were doing when the run gave up
+                stacks = client.call_stack() if client is not None else {}
+                raise AssertionError(f"{done.stdout[-1500:]}\n{logs}\nDask task stacks: {stacks}")
             return done.stdout
 
         with Client(address, timeout=60) as client:
             client.wait_for_workers(1, timeout=120)
-            run("extract-features/cluster-demo")
+            run("extract-features/cluster-demo", client)
 
             def loaded_models():
                 from stages.encoders.base import _loaded

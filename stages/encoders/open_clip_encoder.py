@@ -10,18 +10,27 @@ Patch tokens come in two forms, named for what they are:
 
 from __future__ import annotations
 
+import functools
 import os
 from pathlib import Path
 from typing import Any
 
-import open_clip
 import torch
 
 from featurestore.keys import digest_json
 from stages.encoders.base import EncoderError, ImageEncoder, file_weights_digest, register_encoder
 from stages.images import Preprocess
 
-open_clip.add_model_config(Path(__file__).parent / "model_configs")
+
+@functools.cache
+def _open_clip():
+    """open_clip, imported on first use with the project's model configs added: it and torchvision
+    take ~3.5 s to import, which every process that registers encoders (each CLI command, flow run
+    and Dask worker) would otherwise pay whether or not it uses CLIP."""
+    import open_clip
+
+    open_clip.add_model_config(Path(__file__).parent / "model_configs")
+    return open_clip
 
 
 class OpenClipEncoder(ImageEncoder):
@@ -37,7 +46,7 @@ class OpenClipEncoder(ImageEncoder):
         cache_dir: str | None = None,
     ):
         super().__init__()
-        self.config = open_clip.get_model_config(arch)
+        self.config = _open_clip().get_model_config(arch)
         if self.config is None:
             raise EncoderError(f"unknown open_clip architecture {arch!r}; see open_clip.list_models()")
         self.arch, self.pretrained, self.tokens, self.seed = arch, pretrained, tokens, seed
@@ -48,12 +57,12 @@ class OpenClipEncoder(ImageEncoder):
         tag = self._tag()
         weights = tag if tag else Path(pretrained).stem if pretrained else "random"
         self.name = (name or f"open_clip-{arch}-{weights}").replace("/", "_").replace("@", "_")
-        pcfg = open_clip.get_pretrained_cfg(arch, tag) if tag else {}
+        pcfg = _open_clip().get_pretrained_cfg(arch, tag) if tag else {}
         size = vision["image_size"]
         self.preprocess = Preprocess(
             size=size if isinstance(size, int) else size[0],
-            mean=tuple(pcfg.get("mean", open_clip.OPENAI_DATASET_MEAN)),
-            std=tuple(pcfg.get("std", open_clip.OPENAI_DATASET_STD)),
+            mean=tuple(pcfg.get("mean", _open_clip().OPENAI_DATASET_MEAN)),
+            std=tuple(pcfg.get("std", _open_clip().OPENAI_DATASET_STD)),
             interpolation=pcfg.get("interpolation", "bicubic"),
             resize_mode=pcfg.get("resize_mode", "shortest"),
         )
@@ -63,8 +72,8 @@ class OpenClipEncoder(ImageEncoder):
     def _tag(self) -> str | None:
         if self.pretrained is None or os.path.isfile(self.pretrained):
             return None
-        if not open_clip.get_pretrained_cfg(self.arch, self.pretrained):
-            known = open_clip.list_pretrained_tags_by_model(self.arch)
+        if not _open_clip().get_pretrained_cfg(self.arch, self.pretrained):
+            known = _open_clip().list_pretrained_tags_by_model(self.arch)
             raise EncoderError(f"{self.arch}: {self.pretrained!r} is neither a checkpoint file nor a known tag {known}")
         return self.pretrained
 
@@ -78,8 +87,8 @@ class OpenClipEncoder(ImageEncoder):
                 self._weights_path = self.pretrained
             else:
                 try:
-                    self._weights_path = open_clip.download_pretrained(
-                        open_clip.get_pretrained_cfg(self.arch, tag), cache_dir=self.cache_dir
+                    self._weights_path = _open_clip().download_pretrained(
+                        _open_clip().get_pretrained_cfg(self.arch, tag), cache_dir=self.cache_dir
                     )
                 except Exception as err:  # network, hub or cache errors all mean the same here
                     raise EncoderError(
@@ -110,7 +119,7 @@ class OpenClipEncoder(ImageEncoder):
 
     def build(self) -> torch.nn.Module:
         torch.manual_seed(self.seed)
-        return open_clip.create_model(self.arch, pretrained=self.weights_path())
+        return _open_clip().create_model(self.arch, pretrained=self.weights_path())
 
     def forward(self, pixels: torch.Tensor) -> dict[str, torch.Tensor]:
         if not self.tokens:
@@ -128,13 +137,13 @@ class OpenClipEncoder(ImageEncoder):
     def encode_text(self, prompts: list[str]) -> torch.Tensor:
         """Text-tower embeddings (unnormalised) of ``prompts``, in the same space as ``global``."""
         self.load()  # outside inference mode (see ImageEncoder.encode)
-        tokens = open_clip.get_tokenizer(self.arch)(prompts).to(self.device)
+        tokens = _open_clip().get_tokenizer(self.arch)(prompts).to(self.device)
         with torch.inference_mode():
             return self.model.encode_text(tokens).float().cpu()
 
     def context_tower(self, prompts: list[str]) -> ClipContextTower:
         self.load()
-        return ClipContextTower(self.model, open_clip.get_tokenizer(self.arch), prompts)
+        return ClipContextTower(self.model, _open_clip().get_tokenizer(self.arch), prompts)
 
 
 class ClipContextTower(torch.nn.Module):

@@ -18,7 +18,6 @@ from typing import Any
 
 import librosa
 import numpy as np
-import scipy.signal
 
 from featurestore.status import SampleStatus
 from stages.encoders.base import EncodedBatch, Encoder, register_encoder
@@ -124,6 +123,8 @@ class VoiceEncoder(Encoder):
         pitch_track: tuple[np.ndarray, np.ndarray] | None = None,
     ) -> tuple[dict[str, np.ndarray], np.ndarray]:
         frames, inside = self.windows(samples, start, timestamps)
+        import scipy.signal  # here: its import takes ~1 s of every process that registers encoders
+
         window = scipy.signal.get_window("hann", self.win_length, fftbins=True)  # librosa's default
         power = np.abs(np.fft.rfft(frames * window, n=self.n_fft, axis=1)) ** 2  # (n, n_fft/2+1)
         mel = librosa.feature.melspectrogram(
