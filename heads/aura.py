@@ -260,9 +260,11 @@ class ArchetypeBranches(nn.Module):
     def normalised(self) -> torch.Tensor:
         return F.normalize(self.archetypes, dim=-1)
 
-    def assign(self, f_hat: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """(index of the nearest kept archetype (M, B), cosine similarities (M, B, K); −2 for pruned ones)."""
-        sims = (f_hat @ self.normalised().transpose(1, 2)).masked_fill(~self.active[:, None], -2.0)
+    def assign(self, f_hat: torch.Tensor, a_hat: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """(index of the nearest kept archetype (M, B), cosine similarities (M, B, K); −2 for pruned
+        ones). ``a_hat``: the normalised codebook when the caller has it already."""
+        a_hat = self.normalised() if a_hat is None else a_hat
+        sims = (f_hat @ a_hat.transpose(1, 2)).masked_fill(~self.active[:, None], -2.0)
         return sims.argmax(dim=-1), sims
 
     def output(self, z: torch.Tensor) -> torch.Tensor:
@@ -288,7 +290,7 @@ class ArchetypeBranches(nn.Module):
         cfg = self.cfg
         f_hat = self.embed(z)
         a_hat = self.normalised()
-        index, sims = self.assign(f_hat)
+        index, sims = self.assign(f_hat, a_hat)
         assigned = _gather(a_hat, index)
         with torch.no_grad():
             self.usage.scatter_add_(1, index, torch.ones_like(index, dtype=self.usage.dtype))
@@ -318,14 +320,17 @@ class ArchetypeBranches(nn.Module):
             a = a_hat[0][self.active[0]]
             probs = torch.softmax(self.head(a[None])[0], dim=-1)
             confidence, cls = probs.max(dim=-1)
-            present = cls.unique()
-            centres = F.normalize(torch.stack([a[cls == c].mean(0) for c in present]), dim=-1)
-            centre_of = centres[torch.searchsorted(present, cls)]
+            # class centres μ_c: the normalised sum of the class's archetypes (the direction of their
+            # mean), all classes in one matrix product rather than a loop over them
+            members = F.one_hot(cls, probs.shape[-1]).to(a.dtype)
+            centres = F.normalize(members.T @ a, dim=-1)  # (C, d); zero rows for classes no archetype decides
             if "compact" in use:
-                parts["compact"] = ((1 - confidence.detach()) * (1 - (a * centre_of).sum(-1))).mean()
-            if "separate" in use and present.numel() > 1:
+                parts["compact"] = ((1 - confidence.detach()) * (1 - (a * centres[cls]).sum(-1))).mean()
+            present = members.sum(0) > 0
+            n_present = int(present.sum())
+            if "separate" in use and n_present > 1:
                 cos = centres @ centres.T
-                off = ~torch.eye(present.numel(), dtype=torch.bool, device=a.device)
+                off = present[:, None] & present[None, :] & ~torch.eye(len(present), dtype=torch.bool, device=a.device)
                 parts["separate"] = F.relu(cos[off] - self.cfg.margin).mean()
         else:
             score = self.task.score01(self.output(a_hat))
