@@ -133,14 +133,16 @@ def probes(store, features: str, array: str, seeds: list[int]) -> dict:
 def partial_labels(store, generated: Path, work: Path, full: str, seeds: list[int]) -> dict:
     """One causal head on an AU-only half and an expression-only half of the generated faces
     (different subjects; face_generator.write_partial_labels) against the head on the fully labelled
-    catalogue, both scored on the full catalogue's test faces, per seed."""
+    catalogue and, the control for how many labels each sees, the head on the AU half's subjects
+    with every label (as many AU labels as the partial head, and as many expression labels); all
+    scored on the full catalogue's test faces, per seed."""
     from flows.demo import DEMO_TRAIN
     from flows.extract import DatasetConfig, EncoderConfig, extract_features
     from heads.trainer import TrainConfig, evaluate, predict
     from stages.head_steps import head_data, load_head, train_head
     from stages.synthetic.face_generator import write_partial_labels
 
-    halves = {"au-only": (0, "au"), "expression-only": (1, "expression")}
+    halves = {"au-only": (0, "au"), "expression-only": (1, "expression"), "half-labelled": (0, "all")}
     groups = []
     for name, (half, keep) in halves.items():
         root = write_partial_labels(generated, work / name, half, keep)
@@ -155,20 +157,23 @@ def partial_labels(store, generated: Path, work: Path, full: str, seeds: list[in
     for seed in seeds:
         config = TrainConfig(**train, seed=seed, progress=False)
         whole, _, m = train_head(store, full, "causal", "au_fer", "blendshapes", {}, config)
-        joint = train_head(store, groups, "causal", "au_fer", "blendshapes", {}, config)[0]
         _, _, data = head_data(store, whole.path)
-        model, saved = load_head(store, joint.path)
-        assert saved["labels"] == data.label_names, (saved["labels"], data.label_names)
-        scores = evaluate("au_fer", predict(model, data.x["test"]), data.y["test"].numpy(), data.n_outputs)
+        scores = {}
+        for side, inputs in (("partial", groups[:2]), ("half", groups[2])):
+            head = train_head(store, inputs, "causal", "au_fer", "blendshapes", {}, config)[0]
+            model, saved = load_head(store, head.path)
+            assert saved["labels"] == data.label_names, (saved["labels"], data.label_names)
+            scores[side] = evaluate("au_fer", predict(model, data.x["test"]), data.y["test"].numpy(), data.n_outputs)
         for k in ("joint_f1", "macro_f1", "mean_f1"):
-            runs.append({"seed": seed, "metric": k, "full": m["test"][k], "partial": scores[k]})
+            runs.append({"seed": seed, "metric": k, "full": m["test"][k], **{s: v[k] for s, v in scores.items()}})
     out = {"seeds": seeds, "train": train, "features": groups, "runs": runs}
     for k in ("joint_f1", "macro_f1", "mean_f1"):
         mine = [r for r in runs if r["metric"] == k]
-        for side in ("full", "partial"):
+        for side in ("full", "partial", "half"):
             out[f"{side}_{k}"] = [float(np.mean([r[side] for r in mine])), float(np.std([r[side] for r in mine]))]
-        gaps = [r["partial"] - r["full"] for r in mine]
-        out[f"gap_{k}"] = [float(np.mean(gaps)), float(np.std(gaps))]
+        for name, other in (("gap", "full"), ("gap_half", "half")):
+            gaps = [r["partial"] - r[other] for r in mine]
+            out[f"{name}_{k}"] = [float(np.mean(gaps)), float(np.std(gaps))]
     return out
 
 
@@ -220,15 +225,17 @@ def partial_table(r: dict) -> str:
         begin,
         "`bench/causal.py` partial labels: one causal head on an AU-only half and an expression-only half of "
         "the generated faces (different subjects, batches balanced across the two) against the head on the "
-        f"fully labelled catalogue, both scored on its test faces; mean ± std over {len(r['seeds'])} seeds.",
+        "fully labelled catalogue, and against the control with as many labels of each kind as the partial "
+        "head sees (the AU half's subjects with every label), all scored on the full catalogue's test faces; "
+        f"mean ± std over {len(r['seeds'])} seeds.",
         "",
-        "| score | fully labelled | partial labels | partial − full |",
-        "|---|---|---|---|",
+        "| score | fully labelled | half, every label | partial labels | partial − full | partial − half |",
+        "|---|---|---|---|---|---|",
     ]
     for k, name in (("joint_f1", "joint F1"), ("macro_f1", "expression macro-F1"), ("mean_f1", "AU mean F1")):
-        cells = [f"{r[f'{side}_{k}'][0]:+.3f} ± {r[f'{side}_{k}'][1]:.3f}".lstrip("+") for side in ("full", "partial")]
-        gap = r[f"gap_{k}"]
-        lines.append(f"| {name} | {cells[0]} | {cells[1]} | {gap[0]:+.3f} ± {gap[1]:.3f} |")
+        cells = [f"{r[f'{side}_{k}'][0]:.3f} ± {r[f'{side}_{k}'][1]:.3f}" for side in ("full", "half", "partial")]
+        gaps = [f"{r[g][0]:+.3f} ± {r[g][1]:.3f}" for g in (f"gap_{k}", f"gap_half_{k}")]
+        lines.append(f"| {name} | " + " | ".join(cells + gaps) + " |")
     return "\n".join([*lines, end])
 
 

@@ -580,15 +580,16 @@ def write_partial_labels(root: str | Path, out: str | Path, half: int, keep: str
     an AU dataset beside an expression dataset (CausalAffect's multi-dataset training).
 
     ``half`` 0 or 1: every other subject of each split, so both halves keep train, val and test
-    subjects; ``keep`` ``"au"`` (the AU and intensity columns, no expression or VA) or
-    ``"expression"`` (expression and VA, no AU columns at all, as RAF-DB). What it is not: two
-    datasets of different domains; the halves share the generator, identities' looks and encoder."""
+    subjects; ``keep`` ``"au"`` (the AU and intensity columns, no expression or VA),
+    ``"expression"`` (expression and VA, no AU columns at all, as RAF-DB) or ``"all"`` (every label:
+    the control holding as many labels of each kind as one half of the partial setting). What it is
+    not: two datasets of different domains; the halves share the generator, identities' looks and encoder."""
     import os
     import shutil
 
     root, out = Path(root), Path(out)
-    if keep not in ("au", "expression") or half not in (0, 1):
-        raise ValueError(f"half 0 or 1 and keep 'au' or 'expression', not {half!r} and {keep!r}")
+    if keep not in ("au", "expression", "all") or half not in (0, 1):
+        raise ValueError(f"half 0 or 1 and keep 'au', 'expression' or 'all', not {half!r} and {keep!r}")
     with open(root / "manifest.csv", newline="") as f:
         rows = list(csv.DictReader(f))
     subjects: dict[str, list[str]] = {}
@@ -598,7 +599,11 @@ def write_partial_labels(root: str | Path, out: str | Path, half: int, keep: str
             split.append(row["subject"])
     mine = {s for split in subjects.values() for k, s in enumerate(split) if k % 2 == half}
     is_au = [c.removeprefix("intensity_").startswith("AU") for c in rows[0]]
-    drop = {"expression", "valence", "arousal"} if keep == "au" else {c for c, au in zip(rows[0], is_au) if au}
+    drop = {
+        "au": {"expression", "valence", "arousal"},
+        "expression": {c for c, au in zip(rows[0], is_au) if au},
+        "all": set(),
+    }[keep]
     columns = [c for c in rows[0] if c not in drop]
     out.mkdir(parents=True, exist_ok=True)
     if not (out / "img").exists():
