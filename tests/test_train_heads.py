@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 import json
 from pathlib import Path
 
@@ -522,6 +523,13 @@ def test_an_au_only_and_an_expression_only_dataset_train_one_causal_head(blendsh
     expression_only = _extract(
         write_partial_labels(generated, tmp_path / "expression-only", 1, "expression"), "expression-only", fstore.root
     )
+    # the control bench/causal.py sets beside it: the AU half's subjects with every label
+    control = write_partial_labels(generated, tmp_path / "half-labelled", 0, "all")
+    with open(control / "manifest.csv") as f, open(tmp_path / "au-only" / "manifest.csv") as g:
+        rows, au_rows = list(csv.DictReader(f)), list(csv.DictReader(g))
+    with open(generated / "manifest.csv") as f:
+        assert list(rows[0]) == list(next(csv.DictReader(f)))  # every column kept
+    assert [r["path"] for r in rows] == [r["path"] for r in au_rows]  # the AU half's faces
     train = TrainConfig.preset("fast", lr=3e-3, batch_size=32, warmup_epochs=0, patience=10, epochs=80, seed=0)
     joint, state, metrics = train_head(fstore, [au_only, expression_only], "causal", "au_fer", "blendshapes", {}, train)
     assert state == "new" and joint.path.startswith("heads/au-only__expression-only/causal-au_fer/")
