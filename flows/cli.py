@@ -350,7 +350,7 @@ def train(
             "repeated: one head trained on every dataset together (e.g. disfa/open_clip and rafdb/open_clip)"
         ),
     ],
-    task: Annotated[str, typer.Option(help="fer, va, au, au_fer or rank")],
+    task: Annotated[str, typer.Option(help="fer, va, au, au_fer or rank (LaScA: --features names the video dataset)")],
     head: Annotated[list[str], typer.Option(help="aura, linear, mlp or a plugin's head (repeatable)")] = ["aura"],
     array: Annotated[str, typer.Option(help="feature array: global, patch_proj, blendshapes, mfcc …")] = "global",
     option: Annotated[
@@ -360,12 +360,12 @@ def train(
     plugin: Annotated[list[str], typer.Option(help="module to import first: its heads and tasks register")] = [],
     seed: Annotated[list[int], typer.Option(help="seeds; several give mean ± std (repeatable)")] = [0],
     preset: Annotated[
-        str,
+        str | None,
         typer.Option(
             help="training preset: fast, paper (AURA's lr 1e-4, batch 256), causal (CausalAffect's AdamW), "
-            "lasca (MLPClassifier's) or faud (FAUD-CLIP's AdamW and cosine schedule)"
+            "lasca (MLPClassifier's) or faud (FAUD-CLIP's AdamW and cosine schedule) [default: fast; lasca for rank]"
         ),
-    ] = "fast",
+    ] = None,
     epochs: Annotated[int | None, typer.Option(help="[default: the preset's, fast 100, paper 200]")] = None,
     batch_size: Annotated[
         int | None, typer.Option(help="[default: the preset's, fast: the training set / 16 within 32–512, paper 256]")
@@ -405,6 +405,13 @@ def train(
             help="expression view: basic7 (RAF-DB's seven), affectnet8 (+ contempt) or canonical indices 0,1,…"
         ),
     ] = None,
+    cell: Annotated[
+        list[str],
+        typer.Option(
+            help="rank task (LaScA): the grid's cell as key=value, repeatable: window (5s), affect (arousal), tau "
+            "(0.2), modality (both), variant (fused), text_model, pretrained_encoder, lexicon, lexicon_kind"
+        ),
+    ] = [],
     store: StoreOpt = "./store",
     storage_option: StorageOpt = [],
     device: Annotated[str | None, typer.Option(help="cpu, cuda (default: cuda if available)")] = None,
@@ -438,6 +445,7 @@ def train(
                 folds=folds,
                 expressions=expression_view(expressions),
                 options=_head_options(options, h, head),
+                cell=_options(cell, "--cell") or None,
             )
             for h in head
             for fold in (test_fold or (range(1, folds + 1) if folds else [1]))

@@ -17,7 +17,7 @@ from datetime import datetime, timezone
 from typing import Any
 
 import numpy as np
-from pydantic import BaseModel, Field, field_validator
+from pydantic import BaseModel, Field, field_validator, model_validator
 
 from featurestore import FeatureStore, Step
 from featurestore.selectors import select_group
@@ -33,6 +33,7 @@ from stages.head_steps import (
     train_head,
     uses_archetypes,
 )
+from stages.lasca_steps import RANK_TASK, CellInputs, cell_grid, cell_inputs, lasca_step, train_lasca
 
 
 class HeadConfig(BaseModel):
@@ -40,7 +41,8 @@ class HeadConfig(BaseModel):
     task: str = Field(description="fer, va, au, or a plugin's task")
     features: str | list[str] = Field(
         description="feature group: its path (features/<dataset>/<encoder>/<key>) or a selector (<dataset>/<encoder>);"
-        " several groups of one encoder: one head trained on all their datasets together"
+        " several groups of one encoder: one head trained on all their datasets together; for the rank task"
+        " (LaScA), the video dataset whose windows it reads"
     )
     array: str = Field("global", description="feature array: global, patch_proj, blendshapes …")
     options: dict[str, Any] = Field(default_factory=dict, description="the head's options (its config's fields)")
@@ -65,6 +67,19 @@ class HeadConfig(BaseModel):
     expressions: list[int] | None = Field(None, description="canonical expression indices to use (a view)")
     test_fold: int = Field(1, description="the test fold: of the dataset's own folds (DISFA, BP4D) or of k-fold")
     folds: int | None = Field(None, description="k-fold (subject-exclusive) on a dataset without an official split")
+    cell: dict[str, Any] | None = Field(
+        None,
+        description="rank task (LaScA): the grid's cell, any of window, affect, tau, modality, variant, text_model, "
+        "pretrained_encoder, lexicon, lexicon_kind (stages.lasca_steps.CELL_DEFAULTS fills the rest)",
+    )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _default_preset(cls, data: Any) -> Any:
+        """No preset named: fast, and for the rank task LaScA's (MLPClassifier's)."""
+        if isinstance(data, dict) and data.get("preset") is None:
+            return {**data, "preset": "lasca" if data.get("task") == RANK_TASK else "fast"}
+        return data
 
     @field_validator("preset")
     @classmethod
@@ -87,6 +102,7 @@ class PlannedHead:
     config: HeadConfig
     seed: int
     step: Step
+    lasca: CellInputs | None = None  # the rank task: the prompts and pairs its learner reads
 
 
 def plan_heads(configs: list[HeadConfig], store: FeatureStore) -> list[PlannedHead]:
@@ -94,6 +110,9 @@ def plan_heads(configs: list[HeadConfig], store: FeatureStore) -> list[PlannedHe
     plan = []
     for h in configs:
         get_head(h.head).check(h.task, h.head_options)
+        if h.task == RANK_TASK:
+            plan += _plan_lasca(h, store)
+            continue
         # a readable selector (rafdb/open_clip) or the path: the plan names the one complete group
         paths = [select_group(store, f, "features").path for f in feature_paths(h.features)]
         h = h.model_copy(update={"features": paths[0] if len(paths) == 1 else paths})
@@ -109,6 +128,21 @@ def plan_heads(configs: list[HeadConfig], store: FeatureStore) -> list[PlannedHe
                 h.folds,
             )
             plan.append(PlannedHead(h, seed, head_step(store, h.features, spec)))
+    return plan
+
+
+def _plan_lasca(h: HeadConfig, store: FeatureStore) -> list[PlannedHead]:
+    """A LaScA learner per seed on one cell and test fold: its prompts and pairs are keyed steps of
+    their own, made (or found done) now, since the learner's key holds theirs."""
+    if not isinstance(h.features, str):
+        raise ValueError("the rank task reads one video dataset's windows: give one --features (its name)")
+    inputs = cell_inputs(store, cell_grid(h.features, h.cell or {}, h.folds), h.test_fold)
+    prompts, pairs, encoder, pretrained = inputs.open(store)
+    plan = []
+    for seed in h.seeds:
+        train = h.train_config(seed, None)
+        step = lasca_step(prompts, pairs, inputs.variant, inputs.modality, train, h.head_options, encoder, pretrained)
+        plan.append(PlannedHead(h, seed, step, inputs))
     return plan
 
 
@@ -129,18 +163,17 @@ def train_one(store: FeatureStore, planned: PlannedHead, device: str | None, pro
     """Train (or skip) one planned head, then write its report when it has a codebook and one is asked for."""
     h = planned.config
     t0 = time.perf_counter()
-    group, state, metrics = train_head(
-        store,
-        h.features,
-        h.head,
-        h.task,
-        h.array,
-        h.head_options,
-        h.train_config(planned.seed, device, progress),
-        h.expressions,
-        h.test_fold,
-        h.folds,
-    )
+    train = h.train_config(planned.seed, device, progress)
+    if planned.lasca is not None:
+        prompts, pairs, encoder, pretrained = planned.lasca.open(store)
+        variant, modality = planned.lasca.variant, planned.lasca.modality
+        group, state, metrics = train_lasca(
+            store, prompts, pairs, variant, modality, train, h.head_options, encoder, pretrained
+        )
+    else:
+        group, state, metrics = train_head(
+            store, h.features, h.head, h.task, h.array, h.head_options, train, h.expressions, h.test_fold, h.folds
+        )
     assert group.key == planned.step.key, "the plan and the step disagree on the key"
     run = head_run(store, group, state, metrics)
     run["step_seconds"] = time.perf_counter() - t0  # the head step: store reads, training, writes
@@ -284,14 +317,16 @@ def train(
     device: str | None = None,
     progress: bool = False,
     report: bool = False,
+    cell: dict[str, Any] | None = None,
     **train: Any,
 ) -> TrainedHead:
     """Train one head on cached features from Python (a notebook), keyed like every head step.
 
     ``train`` holds the trainer's knobs: ``preset`` ("fast", the default, or "paper") and any of
-    ``epochs``, ``lr``, ``batch_size``, ``patience``, ``warmup_epochs``, ``transport`` to override it. Returns the
-    step's path, key, state and metrics. Loaded features and splits stay in this process for the
-    next call, and the store is opened once per URL::
+    ``epochs``, ``lr``, ``batch_size``, ``patience``, ``warmup_epochs``, ``transport`` to override it,
+    and the protocol's ``test_fold`` and ``folds``. ``cell``: the rank task's LaScA cell (``features``
+    is then the video dataset's name). Returns the step's path, key, state and metrics. Loaded
+    features and splits stay in this process for the next call, and the store is opened once per URL::
 
         import affectflow
         run = affectflow.train("features/generated/mediapipe-face/<key>", "fer", "linear", array="blendshapes")
@@ -310,6 +345,7 @@ def train(
         options=options or {},
         seeds=[seed],
         report=report,
+        cell=cell,
         **train,
     )
     (planned,) = plan_heads([config], fstore)

@@ -160,6 +160,28 @@ def latest_windows(store: FeatureStore, dataset: str, window: str, array: str, e
     return found[-1]
 
 
+@dataclass(frozen=True)
+class WindowSets:
+    """The window groups a grid reads at one window length, and its number of folds there."""
+
+    face: StepGroup
+    voice: StepGroup
+    visual: StepGroup | None  # the pretrained variant's visual-encoder windows
+    folds: int  # the grid's folds, fewer when there are fewer subjects
+
+
+def window_sets(store: FeatureStore, grid: LascaGrid, window: str) -> WindowSets:
+    face = latest_windows(store, grid.dataset, window, FACE_ARRAY)
+    voice = latest_windows(store, grid.dataset, window, VOICE_ARRAY)
+    visual = (
+        latest_windows(store, grid.dataset, window, "global", grid.pretrained_encoder)
+        if "pretrained" in grid.variants
+        else None
+    )
+    subjects = GroupReader(face).numpy("subject")
+    return WindowSets(face, voice, visual, min(grid.folds, len(np.unique(subjects))))
+
+
 def run_lasca_grid(
     store: FeatureStore,
     grid: LascaGrid,
@@ -173,15 +195,8 @@ def run_lasca_grid(
     encoders = {name: create_encoder(name) for name in grid.text_models if _needs_text(grid)}
     records, prompt_stats, pair_counts = [], {}, {}
     for window in grid.windows:
-        face = latest_windows(store, grid.dataset, window, FACE_ARRAY)
-        voice = latest_windows(store, grid.dataset, window, VOICE_ARRAY)
-        visual = (
-            latest_windows(store, grid.dataset, window, "global", grid.pretrained_encoder)
-            if "pretrained" in grid.variants
-            else None
-        )
-        subjects = GroupReader(face).numpy("subject")
-        k = min(grid.folds, len(np.unique(subjects)))
+        sets = window_sets(store, grid, window)
+        face, voice, visual, k = sets.face, sets.voice, sets.visual, sets.folds
         pairs = {}
         for affect in grid.affects:
             for tau in grid.taus:
@@ -221,6 +236,82 @@ def run_lasca_grid(
                 if on_cell:
                     on_cell(record)
     return {"records": records, "prompts": prompt_stats, "pairs": pair_counts, "folds": grid.folds}
+
+
+# -- one cell, as `affectflow train --task rank --head lasca --cell …` trains it -----------------------------
+# a cell's choices and their defaults (the issue's check: arousal, 5 s, τ 20 %, both modalities, fused)
+CELL_DEFAULTS: dict[str, Any] = {
+    "window": "5s",
+    "affect": "arousal",
+    "tau": 0.2,
+    "modality": "both",
+    "variant": "fused",
+    "text_model": "all-MiniLM-L6-v2",
+    "pretrained_encoder": "efficientnet-lite0",
+    "lexicon": None,
+    "lexicon_kind": "phrase",
+}
+
+
+def cell_grid(dataset: str, cell: dict[str, Any], folds: int | None = None) -> LascaGrid:
+    """The one-cell grid of ``cell`` (its choices over CELL_DEFAULTS) on the video ``dataset``."""
+    if unknown := sorted(set(cell) - set(CELL_DEFAULTS)):
+        raise ValueError(f"LaScA cell keys {unknown}: choose from {', '.join(CELL_DEFAULTS)}")
+    c = {**CELL_DEFAULTS, **cell}
+    return LascaGrid(
+        dataset,
+        (str(c["window"]),),
+        (float(c["tau"]),),
+        (c["modality"],),
+        (c["variant"],),
+        (c["text_model"],),
+        (c["affect"],),
+        folds or LascaGrid.folds,
+        c["pretrained_encoder"],
+        c["lexicon"],
+        c["lexicon_kind"],
+    )
+
+
+@dataclass(frozen=True)
+class CellInputs:
+    """What one learner of a one-cell grid reads, as store paths and a model name (a plan carries
+    them to the process or Prefect task that trains it)."""
+
+    prompts: str
+    pairs: str
+    pretrained: str | None
+    text_model: str | None
+    variant: str
+    modality: str
+
+    def open(self, store: FeatureStore) -> tuple[StepGroup, StepGroup, Encoder | None, StepGroup | None]:
+        encoder = create_encoder(self.text_model) if self.text_model else None
+        pretrained = store.open_step(self.pretrained) if self.pretrained else None
+        return store.open_step(self.prompts), store.open_step(self.pairs), encoder, pretrained
+
+
+def cell_inputs(store: FeatureStore, grid: LascaGrid, test_fold: int) -> CellInputs:
+    """The prompts (of ``test_fold``) and pairs a one-cell grid's learner reads, computed or found
+    done (both keyed steps), and its pretrained windows and text model where its variant needs them."""
+    (window,), (affect,), (tau,), (variant,), (modality,) = (
+        grid.windows,
+        grid.affects,
+        grid.taus,
+        grid.variants,
+        grid.modalities,
+    )
+    sets = window_sets(store, grid, window)
+    if not 1 <= test_fold <= sets.folds:
+        raise ValueError(f"test fold {test_fold}: the {grid.dataset} windows make folds 1–{sets.folds}")
+    if variant == "pretrained" and modality != "face":
+        raise ValueError("the pretrained variant reads a visual encoder's windows: modality face only")
+    lexicon = read_cue_lexicon(grid.lexicon)
+    prompts, _ = compute_prompts(store, [sets.face, sets.voice], lexicon, grid.lexicon_kind, sets.folds, test_fold)
+    pairs, _ = compute_pairs(store, sets.face, affect, tau)
+    text = grid.text_models[0] if variant in TEXT_VARIANTS else None
+    visual = sets.visual.path if variant == "pretrained" else None
+    return CellInputs(prompts.path, pairs.path, visual, text, variant, modality)
 
 
 def _needs_text(grid: LascaGrid) -> bool:

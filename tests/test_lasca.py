@@ -373,6 +373,49 @@ def test_the_grid_trains_each_cell_and_fold_once_tau_reruns_pairs_and_learners_o
     assert why["label"] == ("rises" if pairs.numpy("label")[0] == 1 else "falls")
 
 
+@pytest.mark.usefixtures("prefect_harness")
+def test_a_lasca_cell_trains_through_affectflow_train_the_python_api_and_the_flow_keyed_as_the_grid_keys_it(tmp_path):
+    """One cell of the grid through the one training entry: `affectflow train --task rank --head
+    lasca --cell …` trains a learner per fold with LaScA's preset, summarised like every head (mean ±
+    std over the folds); the grid then finds the same steps done, the Python API reads one back, and
+    the train-heads flow trains another cell. A cell that names no valid choice is a clear error."""
+    import json
+
+    from typer.testing import CliRunner
+
+    import affectflow
+    from featurestore import FeatureStore
+    from flows.cli import app
+    from stages.lasca_steps import LascaGrid, run_lasca_grid
+
+    store = FeatureStore(tmp_path / "store")
+    _arousal_windows(store, subjects=8, per=30)
+    cell = {"window": "5s", "affect": "arousal", "tau": 0.1, "modality": "both", "variant": "features"}
+    args = ["train", "--features", "clips", "--task", "rank", "--head", "lasca", "--folds", "3"]
+    args += [a for k, v in cell.items() for a in ("--cell", f"{k}={v}")]
+    done = CliRunner().invoke(app, [*args, "--store", str(store.root), "--json", str(tmp_path / "t.json")])
+    assert done.exit_code == 0, done.output
+    result = json.loads((tmp_path / "t.json").read_text())
+    runs = result["runs"]
+    assert {r["state"] for r in runs} == {"new"} and sorted(r["test_fold"] for r in runs) == [1, 2, 3]
+    assert all(r["train"]["epochs"] == 25 and r["train"]["batch_size"] == 200 for r in runs)  # the lasca preset
+    (row,) = result["summary"]
+    assert row["head"] == "lasca" and row["headline"] == "accuracy" and row["folds"] == [1, 2, 3]
+    grid = LascaGrid("clips", ("5s",), (0.1,), ("both",), ("features",), affects=("arousal",), folds=3)
+    again = run_lasca_grid(store, grid)["records"]
+    assert {r["state"] for r in again} == {"skipped"}
+    assert sorted(r["path"] for r in again) == sorted(r["path"] for r in runs)
+    run = affectflow.train("clips", "rank", "lasca", store=str(store.root), cell=cell, folds=3, test_fold=2)
+    assert run.state == "skipped" and run.path in {r["path"] for r in runs}
+    from flows.train import HeadConfig, train_heads
+
+    config = HeadConfig(head="lasca", task="rank", features="clips", cell={**cell, "tau": 0.2}, folds=3, test_fold=3)
+    (flowed,) = train_heads([config], store=str(store.root))["runs"]
+    assert flowed["state"] == "new" and flowed["path"] not in {r["path"] for r in runs} and flowed["test_fold"] == 3
+    bad = CliRunner().invoke(app, [*args, "--cell", "variant=poetry", "--store", str(store.root)])
+    assert bad.exit_code != 0 and "variants ['poetry']" in bad.output
+
+
 def _n_pairs(store) -> int:
     from featurestore import GroupReader
 
