@@ -81,6 +81,12 @@ class HeadConfig(BaseModel):
             return {**data, "preset": "lasca" if data.get("task") == RANK_TASK else "fast"}
         return data
 
+    @model_validator(mode="after")
+    def _cell_is_for_rank(self) -> HeadConfig:
+        if self.cell is not None and self.task != RANK_TASK:
+            raise ValueError(f"a cell is LaScA's (task rank), not the {self.task} task's")
+        return self
+
     @field_validator("preset")
     @classmethod
     def _known_preset(cls, name: str) -> str:

@@ -414,6 +414,9 @@ def test_a_lasca_cell_trains_through_affectflow_train_the_python_api_and_the_flo
     assert flowed["state"] == "new" and flowed["path"] not in {r["path"] for r in runs} and flowed["test_fold"] == 3
     bad = CliRunner().invoke(app, [*args, "--cell", "variant=poetry", "--store", str(store.root)])
     assert bad.exit_code != 0 and "variants ['poetry']" in bad.output
+    fer = [a if a != "rank" else "fer" for a in args]  # a cell given to another task is refused, not ignored
+    bad = CliRunner().invoke(app, [*fer, "--store", str(store.root)])
+    assert bad.exit_code != 0 and "a cell is LaScA's (task rank)" in bad.output
 
 
 def _n_pairs(store) -> int:
