@@ -507,6 +507,10 @@ def lasca(
     lexicon: Annotated[Path | None, typer.Option(help="your cue lexicon CSV (feature,modality,phrase,name)")] = None,
     lexicon_kind: Annotated[str, typer.Option(help="phrase, or name (the lexicon ablation)")] = "phrase",
     out: Annotated[Path | None, typer.Option(help="write the tables here (markdown)")] = None,
+    workers: Annotated[
+        int | None,
+        typer.Option(help="processes training learners side by side [default: one per core when ≥ 16 each]"),
+    ] = None,
     store: StoreOpt = "./store",
     storage_option: StorageOpt = [],
 ) -> None:
@@ -530,7 +534,7 @@ def lasca(
             str(lexicon) if lexicon else None,
             lexicon_kind,
         )
-        result = run_lasca(grid, store, _options(storage_option, "--storage-option"), out)
+        result = run_lasca(grid, store, _options(storage_option, "--storage-option"), out, workers)
     except (ValueError, KeyError) as err:
         _fail(err)
     console.print(result["report"])

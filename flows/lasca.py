@@ -50,7 +50,8 @@ def grid_markdown(grid: LascaGrid, out: dict[str, Any], seconds: float, explanat
         [
             f"# LaScA grid · {grid.dataset}",
             "",
-            f"{len(out['records'])} learners ({trained} trained now, the rest keyed and skipped) in {seconds:.1f} s.",
+            f"{len(out['records'])} learners ({trained} trained now, the rest keyed and skipped) in {seconds:.1f} s"
+            f" ({out['workers']} process{'es' if out['workers'] > 1 else ''}).",
             "",
             grid_tables(out["records"], grid.pretrained_encoder),
             "",
@@ -77,11 +78,13 @@ def lasca_grid(
     storage_options: dict[str, Any] | None = None,
     out: str | Path | None = None,
     progress: bool = False,
+    workers: int | None = None,
 ) -> dict[str, Any]:
-    """Run (or read back) the grid; returns its records and report, written to ``out`` when given."""
+    """Run (or read back) the grid, its learners in ``workers`` processes (None: one per core when
+    enough are new); returns its records and report, written to ``out`` when given."""
     fstore = FeatureStore(store, storage_options or {})
     t0 = time.perf_counter()
-    result = run_lasca_grid(fstore, grid, TrainConfig.preset("lasca", progress=progress))
+    result = run_lasca_grid(fstore, grid, TrainConfig.preset("lasca", progress=progress), workers)
     seconds = time.perf_counter() - t0
     report = grid_markdown(grid, result, seconds, explanations_markdown(fstore, result["records"]))
     if out is not None:
@@ -89,10 +92,16 @@ def lasca_grid(
     return {**result, "report": report, "seconds": seconds}
 
 
-def run_lasca(grid: LascaGrid, store: str, storage_options: dict[str, Any], out: str | Path | None) -> dict[str, Any]:
+def run_lasca(
+    grid: LascaGrid,
+    store: str,
+    storage_options: dict[str, Any],
+    out: str | Path | None,
+    workers: int | None = None,
+) -> dict[str, Any]:
     """What ``affectflow lasca`` runs: the ``lasca-grid`` flow with a Prefect server configured, else here."""
     if os.environ.get("PREFECT_API_URL"):
         from flows.train import lasca_grid_flow
 
-        return lasca_grid_flow(asdict(grid), store, storage_options, str(out) if out else None)
-    return lasca_grid(grid, store, storage_options, out)
+        return lasca_grid_flow(asdict(grid), store, storage_options, str(out) if out else None, workers)
+    return lasca_grid(grid, store, storage_options, out, workers=workers)

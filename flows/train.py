@@ -153,11 +153,16 @@ def audit_heads(
 
 @flow(name="lasca-grid", log_prints=True)
 def lasca_grid_flow(
-    grid: dict[str, Any], store: str = "./store", storage_options: dict[str, Any] | None = None, out: str | None = None
+    grid: dict[str, Any],
+    store: str = "./store",
+    storage_options: dict[str, Any] | None = None,
+    out: str | None = None,
+    workers: int | None = None,
 ) -> dict[str, Any]:
     """LaScA's grid (``stages.lasca_steps.LascaGrid``'s fields) over the store's windows: every
-    learner a keyed step; the accuracy and significance tables and the prompt statistics as an
-    artifact (and written to ``out``)."""
-    result = lasca_grid(LascaGrid(**grid), store, storage_options or {}, out)
+    learner a keyed step, trained in ``workers`` processes (None: one per core when enough are
+    new); the accuracy and significance tables and the prompt statistics as an artifact (and
+    written to ``out``)."""
+    result = lasca_grid(LascaGrid(**grid), store, storage_options or {}, out, workers=workers)
     create_markdown_artifact(markdown=result["report"], key="lasca-grid", description=f"LaScA grid on {store}")
     return result

@@ -69,7 +69,7 @@ def lasca_task_data(
         parts.append(np.nan_to_num(_pretrained_features(pretrained, windows[0], train_windows)))
         ok = ok & GroupReader(pretrained).ok_mask()
     if variant in ("text", "fused"):
-        parts.append(_prompt_vectors(store, prompts.path, MODALITY_PROMPTS[modality], encoder))
+        parts.append(prompt_vectors(store, prompts.path, MODALITY_PROMPTS[modality], encoder))
     z = np.concatenate(parts, 1).astype(np.float32)
     usable = ok[first] & ok[second]
     pair_fold = fold[first]
@@ -114,7 +114,7 @@ def _window_table(store: FeatureStore, paths: tuple[str, ...], folds: int):
 
 
 @functools.lru_cache(maxsize=24)
-def _prompt_vectors(store: FeatureStore, prompts_path: str, kind: str, encoder: Encoder) -> np.ndarray:
+def prompt_vectors(store: FeatureStore, prompts_path: str, kind: str, encoder: Encoder) -> np.ndarray:
     """The embedding of every window's ``kind`` prompt (zeros where the window has none), through
     the store's prompt cache."""
     texts = GroupReader.open(store, prompts_path).numpy(kind).tolist()

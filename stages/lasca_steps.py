@@ -14,20 +14,24 @@ only what is new.
 
 from __future__ import annotations
 
+import functools
 import json
+import multiprocessing
+import os
 from collections import Counter
-from collections.abc import Callable
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
+import torch
 
 from featurestore import FeatureStore, GroupReader, Step, StepGroup, StepSpec
 from heads.registry import get_head
 from heads.trainer import TrainConfig
 from stages.encoders import Encoder, create_encoder
 from stages.head_steps import HEAD_STEP, fit_head_output, head_spec, load_head
-from stages.lasca_data import MODALITY_PROMPTS, VARIANTS, lasca_data_of, lasca_task_data
+from stages.lasca_data import MODALITY_PROMPTS, VARIANTS, lasca_data_of, lasca_task_data, prompt_vectors
 from stages.pairs import AFFECTS, compute_pairs
 from stages.prompts import compute_prompts, read_cue_lexicon
 
@@ -183,17 +187,15 @@ def window_sets(store: FeatureStore, grid: LascaGrid, window: str) -> WindowSets
 
 
 def run_lasca_grid(
-    store: FeatureStore,
-    grid: LascaGrid,
-    train: TrainConfig | None = None,
-    on_cell: Callable[[dict[str, Any]], None] | None = None,
+    store: FeatureStore, grid: LascaGrid, train: TrainConfig | None = None, workers: int | None = None
 ) -> dict[str, Any]:
     """Every learner of the grid (trained or skipped) as records, with the pair counts and the
-    prompt statistics of each window set; ``on_cell`` sees each record as it lands."""
+    prompt statistics of each window set. The learners train in ``workers`` processes (None: one
+    per CPU core when there are enough learners to train, see :func:`learner_workers`)."""
     train = train or TrainConfig.preset("lasca", progress=False)
     lexicon = read_cue_lexicon(grid.lexicon)
-    encoders = {name: create_encoder(name) for name in grid.text_models if _needs_text(grid)}
-    records, prompt_stats, pair_counts = [], {}, {}
+    learners: list[tuple[CellInputs, dict[str, Any]]] = []
+    prompt_stats, pair_counts = {}, {}
     for window in grid.windows:
         sets = window_sets(store, grid, window)
         face, voice, visual, k = sets.face, sets.voice, sets.visual, sets.folds
@@ -206,36 +208,117 @@ def run_lasca_grid(
             prompts, _ = compute_prompts(store, [face, voice], lexicon, grid.lexicon_kind, k, test_fold)
             if test_fold == 1:
                 prompt_stats[window] = prompt_statistics(GroupReader(prompts))
-            for cell in _cells(grid):
-                modality, variant, text_model, affect, tau = cell
-                group, state, metrics = train_lasca(
-                    store,
-                    prompts,
-                    pairs[affect, tau],
+            for modality, variant, text_model, affect, tau in _cells(grid):
+                inputs = CellInputs(
+                    prompts.path,
+                    pairs[affect, tau].path,
+                    visual.path if variant == "pretrained" else None,
+                    text_model,
                     variant,
                     modality,
-                    train,
-                    grid.options,
-                    encoders.get(text_model),
-                    visual if variant == "pretrained" else None,
                 )
-                record = {
-                    "modality": modality,
-                    "variant": variant,
-                    "text_model": text_model,
-                    "window": window,
-                    "affect": affect,
-                    "tau": tau,
-                    "fold": test_fold,
-                    "accuracy": metrics["test"]["accuracy"],
-                    "pairs": metrics["samples"],
-                    "state": state,
-                    "path": group.path,
-                }
-                records.append(record)
-                if on_cell:
-                    on_cell(record)
-    return {"records": records, "prompts": prompt_stats, "pairs": pair_counts, "folds": grid.folds}
+                cell = {"modality": modality, "variant": variant, "text_model": text_model, "window": window}
+                learners.append((inputs, {**cell, "affect": affect, "tau": tau, "fold": test_fold}))
+    trained, n_workers = train_learners(store, [inputs for inputs, _ in learners], train, grid.options, workers)
+    records = [
+        {**cell, "accuracy": metrics["test"]["accuracy"], "pairs": metrics["samples"], "state": state, "path": path}
+        for (_, cell), (path, state, metrics) in zip(learners, trained)
+    ]
+    return {
+        "records": records,
+        "prompts": prompt_stats,
+        "pairs": pair_counts,
+        "folds": grid.folds,
+        "workers": n_workers,
+    }
+
+
+# -- training many learners at once ------------------------------------------------------------------
+# A learner is small (at most 1,280 → 250 → 125 → 1 on batches of 200): one process keeps two CPU
+# cores about half busy, and the per-operation overhead dominates the smallest. Learners of a grid
+# are independent keyed steps, so separate single-threaded processes train them side by side: on 2
+# cores, 1.4–1.7× the learners a second of one two-threaded process (bench/lasca.py), and a machine
+# with more cores gets more. A pool costs a few seconds to start (each process imports torch), so
+# it is used when every process gets at least this many learners.
+LEARNERS_PER_WORKER = 16
+
+
+def learner_workers(pending: int, workers: int | None = None) -> int:
+    """The processes to train ``pending`` learners in: ``workers`` when given, else one per CPU
+    core this process may use, but only as many as get ``LEARNERS_PER_WORKER`` learners each (one
+    in a daemonic process, e.g. a Dask worker's task, which may not start processes)."""
+    if workers is not None:
+        return workers
+    if multiprocessing.current_process().daemon:
+        return 1
+    return max(1, min(len(os.sched_getaffinity(0)), pending // LEARNERS_PER_WORKER))
+
+
+def train_learners(
+    store: FeatureStore,
+    learners: list[CellInputs],
+    train: TrainConfig,
+    options: dict[str, Any],
+    workers: int | None = None,
+) -> tuple[list[tuple[str, str, dict[str, Any]]], int]:
+    """Train (or skip) each learner; returns ([(path, "new" | "skipped", metrics)] in order, the
+    processes used). Done learners are read here; the rest train in this process or, with more than
+    one worker, in a pool of spawned single-threaded processes (each learner's step takes its lock,
+    so they never write the same group). A failing learner stops the pool and raises: the learners
+    already done are stored, and a rerun trains only the rest."""
+    if workers is not None and workers < 1:
+        raise ValueError(f"workers {workers}: at least 1")
+    steps = [learner_step(store, inputs, train, options) for inputs in learners]
+    pending = [i for i, step in enumerate(steps) if not store.is_complete(step)]
+    n = learner_workers(len(pending), workers) if pending else 1
+    results: list[Any] = [None] * len(learners)
+    if n > 1:
+        for i in pending:  # embeddings of new prompts made once here, so the processes only read the cache
+            inputs = learners[i]
+            if inputs.variant in TEXT_VARIANTS:
+                kind = MODALITY_PROMPTS[inputs.modality]
+                prompt_vectors(store, inputs.prompts, kind, text_encoder(inputs.text_model))
+        threads = max(1, torch.get_num_threads() // n)
+        context = multiprocessing.get_context("spawn")  # fork would copy torch's thread pools mid-use
+        pool = ProcessPoolExecutor(n, context, _start_worker, (store.url, store.storage_options, threads))
+        try:
+            futures = {i: pool.submit(_train_in_worker, learners[i], train, options) for i in pending}
+            for i, future in futures.items():
+                results[i] = future.result()
+        finally:
+            pool.shutdown(cancel_futures=True)
+    for i, inputs in enumerate(learners):
+        if results[i] is None:
+            results[i] = _train_here(store, inputs, train, options)
+    return results, n
+
+
+def learner_step(store: FeatureStore, inputs: CellInputs, train: TrainConfig, options: dict[str, Any]) -> Step:
+    prompts, pairs, encoder, pretrained = inputs.open(store)
+    options = get_head(LASCA_HEAD).preset_options("lasca", dict(options))
+    return lasca_step(prompts, pairs, inputs.variant, inputs.modality, train, options, encoder, pretrained)
+
+
+def _train_here(
+    store: FeatureStore, inputs: CellInputs, train: TrainConfig, options: dict[str, Any]
+) -> tuple[str, str, dict[str, Any]]:
+    prompts, pairs, encoder, pretrained = inputs.open(store)
+    group, state, metrics = train_lasca(
+        store, prompts, pairs, inputs.variant, inputs.modality, train, options, encoder, pretrained
+    )
+    return group.path, state, metrics
+
+
+_WORKER_STORE: list[FeatureStore] = []  # the store a pool process trains into, opened once
+
+
+def _start_worker(url: str, storage_options: dict[str, Any], threads: int) -> None:
+    torch.set_num_threads(threads)
+    _WORKER_STORE.append(FeatureStore(url, storage_options))
+
+
+def _train_in_worker(inputs: CellInputs, train: TrainConfig, options: dict[str, Any]):
+    return _train_here(_WORKER_STORE[0], inputs, train, options)
 
 
 # -- one cell, as `affectflow train --task rank --head lasca --cell …` trains it -----------------------------
@@ -286,7 +369,7 @@ class CellInputs:
     modality: str
 
     def open(self, store: FeatureStore) -> tuple[StepGroup, StepGroup, Encoder | None, StepGroup | None]:
-        encoder = create_encoder(self.text_model) if self.text_model else None
+        encoder = text_encoder(self.text_model) if self.text_model else None
         pretrained = store.open_step(self.pretrained) if self.pretrained else None
         return store.open_step(self.prompts), store.open_step(self.pairs), encoder, pretrained
 
@@ -314,8 +397,10 @@ def cell_inputs(store: FeatureStore, grid: LascaGrid, test_fold: int) -> CellInp
     return CellInputs(prompts.path, pairs.path, visual, text, variant, modality)
 
 
-def _needs_text(grid: LascaGrid) -> bool:
-    return any(v in TEXT_VARIANTS for v in grid.variants)
+@functools.cache
+def text_encoder(name: str) -> Encoder:
+    """One sentence encoder object per name and process: the prompt vectors' cache is per object."""
+    return create_encoder(name)
 
 
 def _cells(grid: LascaGrid):
@@ -349,8 +434,6 @@ def explain_pair(store: FeatureStore, head_path: str, pair: int) -> dict[str, An
     """For pair ``pair`` (row of the learner's pairs group): the salient cues that appeared and
     disappeared from the first window to the second (the prompts' phrases, of the learner's
     modality), the learner's predicted direction and probability, and the label."""
-    import torch
-
     head = GroupReader.open(store, head_path)
     meta = head.meta
     prompts, pairs = GroupReader.open(store, meta["prompts_path"]), GroupReader.open(store, meta["pairs_path"])

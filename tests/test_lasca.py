@@ -318,18 +318,19 @@ def test_the_grid_trains_each_cell_and_fold_once_tau_reruns_pairs_and_learners_o
     grid = LascaGrid(
         "clips", ("5s",), (0.1,), ("face", "both"), ("features", "pretrained"), affects=("arousal",), folds=3
     )
-    out = run_lasca_grid(store, grid)
+    out = run_lasca_grid(store, grid, workers=2)  # two processes train the learners side by side …
     records = out["records"]
     # face: features and the visual encoder; both: features (the pretrained row is visual only); × 3 folds
-    assert len(records) == 3 * 3 and {r["state"] for r in records} == {"new"}
+    assert len(records) == 3 * 3 and {r["state"] for r in records} == {"new"} and out["workers"] == 2
     assert {(r["modality"], r["variant"]) for r in records} == {
         ("face", "features"),
         ("face", "pretrained"),
         ("both", "features"),
     }
     assert {r["fold"] for r in records} == {1, 2, 3} and out["pairs"] == {"5s arousal τ=0.1": _n_pairs(store)}
-    again = run_lasca_grid(store, grid)["records"]
-    assert {r["state"] for r in again} == {"skipped"} and [r["path"] for r in again] == [r["path"] for r in records]
+    again = run_lasca_grid(store, grid)  # … keyed as this process keys them: all found done, in order
+    assert {r["state"] for r in again["records"]} == {"skipped"} and again["workers"] == 1
+    assert [(r["path"], r["accuracy"]) for r in again["records"]] == [(r["path"], r["accuracy"]) for r in records]
     prompts_before = {g.path for g in store.list_steps("prompts")}
     moved = run_lasca_grid(store, dataclasses.replace(grid, taus=(0.2,)))["records"]
     assert {r["state"] for r in moved} == {"new"}  # a new τ: new pairs and learners …
