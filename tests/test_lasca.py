@@ -374,6 +374,23 @@ def test_the_grid_trains_each_cell_and_fold_once_tau_reruns_pairs_and_learners_o
     assert why["label"] == ("rises" if pairs.numpy("label")[0] == 1 else "falls")
 
 
+def test_the_grid_starts_processes_only_when_each_gets_enough_new_learners(tmp_path):
+    """One process per core, but a pool only pays its start-up when every process gets
+    LEARNERS_PER_WORKER new learners; an explicit count is taken as given, and must be ≥ 1."""
+    import os
+
+    from featurestore import FeatureStore
+    from heads.trainer import TrainConfig
+    from stages.lasca_steps import LEARNERS_PER_WORKER, learner_workers, train_learners
+
+    cores = len(os.sched_getaffinity(0))
+    assert learner_workers(0) == learner_workers(2 * LEARNERS_PER_WORKER - 1) == 1
+    assert learner_workers(2 * LEARNERS_PER_WORKER) == min(cores, 2)
+    assert learner_workers(10**6) == cores and learner_workers(3, workers=4) == 4
+    with pytest.raises(ValueError, match="workers 0: at least 1"):
+        train_learners(FeatureStore(tmp_path / "store"), [], TrainConfig.preset("lasca"), {}, workers=0)
+
+
 @pytest.mark.usefixtures("prefect_harness")
 def test_a_lasca_cell_trains_through_affectflow_train_the_python_api_and_the_flow_keyed_as_the_grid_keys_it(tmp_path):
     """One cell of the grid through the one training entry: `affectflow train --task rank --head
