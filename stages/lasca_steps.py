@@ -9,7 +9,7 @@ spec, so results, evaluation and the run records treat it like every head.
 The grid (:func:`run_lasca_grid`) walks modality × window × τ × variant × sentence-transformer ×
 affect × fold: prompts per (window, fold), pairs per (window, affect, τ), prompt embeddings through
 the store's cache, one learner per cell and fold. Every piece is a keyed step, so a rerun trains
-only what is new.
+only what is new; new learners train side by side in processes (:func:`train_learners`).
 """
 
 from __future__ import annotations
