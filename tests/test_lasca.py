@@ -199,6 +199,10 @@ def test_each_unique_prompt_is_embedded_once_and_a_second_window_set_reuses_the_
     unseen = set(again) - set(first)
     assert new2 == len(unseen) == 1 and set(encoded) == unseen  # only what no earlier set embedded
     np.testing.assert_array_equal(vectors2[:50], vectors[:50])
+    # prompts this process has read or written are looked up without reading the store again
+    store.list_steps = lambda *args, **kwargs: pytest.fail("a lookup of known prompts read the store")
+    vectors3, new3 = embed_prompts(store, encoder, again)
+    assert new3 == 0 and np.array_equal(vectors3, vectors2)
 
 
 def test_the_pairs_step_is_keyed_on_its_windows_and_tau_and_skips_windows_without_features(tmp_path):
