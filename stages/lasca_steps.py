@@ -18,6 +18,8 @@ import functools
 import json
 import multiprocessing
 import os
+import threading
+import time
 from collections import Counter
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
@@ -278,9 +280,7 @@ def train_learners(
             if inputs.variant in TEXT_VARIANTS:
                 kind = MODALITY_PROMPTS[inputs.modality]
                 prompt_vectors(store, inputs.prompts, kind, text_encoder(inputs.text_model))
-        threads = max(1, torch.get_num_threads() // n)
-        context = multiprocessing.get_context("spawn")  # fork would copy torch's thread pools mid-use
-        pool = ProcessPoolExecutor(n, context, _start_worker, (store.url, store.storage_options, threads))
+        pool = learner_pool(store, n)
         try:
             futures = {i: pool.submit(_train_in_worker, learners[i], train, options) for i in pending}
             for i, future in futures.items():
@@ -309,12 +309,31 @@ def _train_here(
     return group.path, state, metrics
 
 
+def learner_pool(store: FeatureStore, n: int) -> ProcessPoolExecutor:
+    """``n`` spawned processes training into ``store``, this process's torch threads shared among
+    them; each leaves when this process dies (killed too), so a killed grid leaves none behind."""
+    threads = max(1, torch.get_num_threads() // n)
+    context = multiprocessing.get_context("spawn")  # fork would copy torch's thread pools mid-use
+    return ProcessPoolExecutor(n, context, _start_worker, (store.url, store.storage_options, threads, os.getpid()))
+
+
 _WORKER_STORE: list[FeatureStore] = []  # the store a pool process trains into, opened once
 
 
-def _start_worker(url: str, storage_options: dict[str, Any], threads: int) -> None:
+def _start_worker(url: str, storage_options: dict[str, Any], threads: int, parent: int | None = None) -> None:
     torch.set_num_threads(threads)
     _WORKER_STORE.append(FeatureStore(url, storage_options))
+    parent = os.getppid() if parent is None else parent
+    threading.Thread(target=_exit_with_parent, args=(parent,), daemon=True, name="exit-with-parent").start()
+
+
+def _exit_with_parent(parent: int) -> None:
+    """A pool process whose parent is gone would wait for work forever (it holds its work queue's
+    write end itself, so it never reads an end of file): it leaves, mid-learner too — that step's
+    group stays incomplete and the next run trains it again."""
+    while os.getppid() == parent:
+        time.sleep(1)
+    os._exit(1)
 
 
 def _train_in_worker(inputs: CellInputs, train: TrainConfig, options: dict[str, Any]):

@@ -395,6 +395,44 @@ def test_the_grid_starts_processes_only_when_each_gets_enough_new_learners(tmp_p
         train_learners(FeatureStore(tmp_path / "store"), [], TrainConfig.preset("lasca"), {}, workers=0)
 
 
+def test_a_killed_grid_leaves_no_learner_process_behind(tmp_path):
+    """The learners' pool processes leave when the process that started them is killed (they would
+    otherwise wait for work forever)."""
+    import subprocess
+    import sys
+    import time
+
+    script = (
+        "import time\n"
+        "from featurestore import FeatureStore\n"
+        "from stages.lasca_steps import learner_pool\n"
+        f"pool = learner_pool(FeatureStore({str(tmp_path / 'store')!r}), 2)\n"
+        "busy = [pool.submit(time.sleep, 600) for _ in range(2)]\n"
+        "print(*pool._processes, flush=True)\n"
+        "time.sleep(600)\n"
+    )
+    grid = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True)
+    try:
+        children = [int(pid) for pid in grid.stdout.readline().split()]
+        assert len(children) == 2
+        time.sleep(1)
+    finally:
+        grid.kill()
+        grid.wait()
+
+    def alive(pid: int) -> bool:
+        try:
+            with open(f"/proc/{pid}/stat") as stat:
+                return stat.read().rsplit(")", 1)[1].split()[0] != "Z"
+        except FileNotFoundError:
+            return False
+
+    deadline = time.monotonic() + 90  # a child still importing torch leaves once its start-up ran
+    while any(alive(pid) for pid in children) and time.monotonic() < deadline:
+        time.sleep(0.5)
+    assert not any(alive(pid) for pid in children), children
+
+
 @pytest.mark.usefixtures("prefect_harness")
 def test_a_lasca_cell_trains_through_affectflow_train_the_python_api_and_the_flow_keyed_as_the_grid_keys_it(tmp_path):
     """One cell of the grid through the one training entry: `affectflow train --task rank --head
