@@ -66,24 +66,32 @@ def recompute_seconds(work: Path, grid, workers: int | None) -> tuple[float, int
     return seconds, out["workers"]
 
 
-def compute_floor(store, records: list[dict]) -> dict:
-    """The grid's training arithmetic against this CPU's best matrix-product rate: multiply-adds of
-    every learner's epochs (forward and backward on the training pairs, forward on the validation
-    pairs) and the seconds they take at the rate of the largest layer's product (200 × 1,280 @
-    1,280 × 250, every core): what no implementation of these learners on this CPU goes under."""
+def training_flops(store, records: list[dict]) -> float:
+    """The matrix products of every learner's epochs, 2 FLOP a multiply-add: forward on the training
+    and validation pairs, backward on the training pairs (weight gradients of every layer, input
+    gradients of all but the first: the pairs need none)."""
     import json
-
-    import torch
 
     from heads.lasca import hidden_sizes
 
     flops = 0.0
     for r in records:
-        metrics = json.loads(store.get_file(r["path"], "metrics.json"))
+        epochs = json.loads(store.get_file(r["path"], "metrics.json"))["epochs_run"]
         d = json.loads(store.get_file(r["path"], "config.json"))["in_dim"]
         h1, h2 = hidden_sizes(d)
-        macs = d * h1 + h1 * h2 + h2
-        flops += 2 * macs * metrics["epochs_run"] * (3 * r["pairs"]["train"] + r["pairs"]["val"])
+        first, rest = d * h1, h1 * h2 + h2
+        per_train, per_val = 2 * (2 * first + 3 * rest), 2 * (first + rest)
+        flops += epochs * (per_train * r["pairs"]["train"] + per_val * r["pairs"]["val"])
+    return flops
+
+
+def compute_floor(store, records: list[dict]) -> dict:
+    """The grid's training arithmetic (:func:`training_flops`) against this CPU's best matrix-product
+    rate, that of the largest layer's product (200 × 1,280 @ 1,280 × 250, every core): seconds no
+    implementation of these learners on this CPU goes under."""
+    import torch
+
+    flops = training_flops(store, records)
     a, b = torch.randn(200, 1280), torch.randn(1280, 250)
     for _ in range(20):
         a @ b
