@@ -241,8 +241,8 @@ def run_lasca_grid(
 # cores about half busy, and the per-operation overhead dominates the smallest. Learners of a grid
 # are independent keyed steps, so separate single-threaded processes train them side by side: on 2
 # cores the paper's grid trains 1.74× faster than in one two-threaded process (bench/lasca.py), and
-# a machine with more cores gains more. A pool costs a few seconds to start (each process imports torch), so
-# it is used when every process gets at least this many learners.
+# a machine with more cores gains more. A pool costs a few seconds to start (each process imports
+# torch), so it is used when every process gets at least this many learners.
 LEARNERS_PER_WORKER = 16
 
 
@@ -254,7 +254,9 @@ def learner_workers(pending: int, workers: int | None = None) -> int:
         return workers
     if multiprocessing.current_process().daemon:
         return 1
-    return max(1, min(len(os.sched_getaffinity(0)), pending // LEARNERS_PER_WORKER))
+    # the cores this process may run on (Linux); every core where that is not known (macOS)
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    return max(1, min(cores, pending // LEARNERS_PER_WORKER))
 
 
 def train_learners(
