@@ -16,7 +16,7 @@ import json
 
 import numpy as np
 
-from featurestore import FeatureStore, GroupReader
+from featurestore import FeatureStore, GroupReader, StepGroup
 from stages.encoders import Encoder
 from stages.lexicon import embed_lexicon
 
@@ -35,15 +35,12 @@ def cached_vectors(store: FeatureStore, encoder: Encoder, wanted: list[str] | No
     """Every prompt this model has embedded in ``store`` → its vector (as stored); with ``wanted``,
     the store is read only when one of them is not known to this process yet."""
     params = encoder.text_spec_params()  # what lexicon_step keys a prompt's embedding on
-    seen, known = _READ.setdefault((store.url, json.dumps(params, sort_keys=True)), (set(), {}))
+    seen, known = _memo(store, params)
     if wanted is not None and all(p in known for p in wanted):
         return known
     for group in store.list_steps(f"lexicon/{CACHE}/{encoder.name}"):
-        if group.path in seen or not group.is_complete or group.meta["spec"]["params"] != params:
-            continue
-        reader = GroupReader(group)
-        known.update(zip(reader.numpy("prompt").tolist(), reader.numpy("text").astype(np.float32)))
-        seen.add(group.path)
+        if group.path not in seen and group.is_complete and group.meta["spec"]["params"] == params:
+            _remember(group, seen, known)
     return known
 
 
@@ -52,6 +49,18 @@ def embed_prompts(store: FeatureStore, encoder: Encoder, prompts: list[str]) -> 
     known = cached_vectors(store, encoder, prompts)
     new = [p for p in dict.fromkeys(prompts) if p not in known]
     if new:
-        embed_lexicon(store, CACHE, encoder, sorted(new))
-        known = cached_vectors(store, encoder, prompts)  # the new group, read back as stored (float16)
+        group, _ = embed_lexicon(store, CACHE, encoder, sorted(new))
+        seen, _ = _memo(store, encoder.text_spec_params())
+        _remember(group, seen, known)  # read back as stored (float16), like every cached vector
     return np.stack([known[p] for p in prompts]), len(new)
+
+
+def _memo(store: FeatureStore, params: dict) -> tuple[set[str], dict[str, np.ndarray]]:
+    return _READ.setdefault((store.url, json.dumps(params, sort_keys=True)), (set(), {}))
+
+
+def _remember(group: StepGroup, seen: set[str], known: dict[str, np.ndarray]) -> None:
+    """Add a cache group's prompts and vectors to this process's memo of its store."""
+    reader = GroupReader(group)
+    known.update(zip(reader.numpy("prompt").tolist(), reader.numpy("text").astype(np.float32)))
+    seen.add(group.path)
