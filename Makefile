@@ -44,3 +44,4 @@ bench: install
 	$(BIN)/python bench/faud.py
 	$(BIN)/python bench/audits.py
 	$(BIN)/python bench/demo.py
+	$(BIN)/python bench/real.py

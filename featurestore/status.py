@@ -18,6 +18,7 @@ class SampleStatus(IntEnum):
     BAD_LABEL = 9
     NO_AUDIO = 10
     NOT_A_VIDEO = 11
+    NO_VIDEO = 12  # an audio-only recording given to a picture encoder
 
     @property
     def label(self) -> str:

@@ -488,7 +488,9 @@ def _print_training(result: dict, store: str) -> None:
 
 @app.command()
 def lasca(
-    dataset: Annotated[str, typer.Option(help="video dataset in the store with face and voice windows")],
+    dataset: Annotated[
+        str, typer.Option(help="video or speech dataset with face and/or voice windows (speech only: --modality audio)")
+    ],
     window: Annotated[list[str], typer.Option(help="window sets, e.g. 3s (repeatable)")] = ["3s", "5s"],
     tau: Annotated[list[float], typer.Option(help="relative-change thresholds τ (repeatable)")] = [0.1, 0.2],
     modality: Annotated[list[str], typer.Option(help="face, audio, both (repeatable)")] = ["face", "audio", "both"],

@@ -225,7 +225,12 @@ def _video_frames(
     row_of = {int(frames[r]): r for r in rows}
     seen = set()
     try:
-        timestamps = probe_cached(root, rel).timestamps
+        info = probe_cached(root, rel)
+        if not info.has_video:
+            for r in rows:
+                yield r, Decoded(None, SampleStatus.NO_VIDEO, "an audio-only recording has no picture")
+            return
+        timestamps = info.timestamps
         for index, image in read_frames(root / rel, timestamps, sorted(row_of), max_side=None):
             seen.add(row_of[index])
             yield row_of[index], preprocess_array(image, pre, face_of(row_of[index]))

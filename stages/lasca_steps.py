@@ -23,7 +23,7 @@ import time
 from collections import Counter
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -171,22 +171,52 @@ def latest_windows(store: FeatureStore, dataset: str, window: str, array: str, e
 class WindowSets:
     """The window groups a grid reads at one window length, and its number of folds there."""
 
-    face: StepGroup
-    voice: StepGroup
+    face: StepGroup | None  # blendshape windows: read when a face or both row is in the grid
+    voice: StepGroup | None  # MFCC windows: read when an audio or both row is in the grid
     visual: StepGroup | None  # the pretrained variant's visual-encoder windows
     folds: int  # the grid's folds, fewer when there are fewer subjects
 
+    @property
+    def described(self) -> list[StepGroup]:
+        """The groups the prompts describe (a speech corpus has no face windows to describe)."""
+        return [g for g in (self.face, self.voice) if g is not None]
+
+    @property
+    def labelled(self) -> StepGroup:
+        """The windows the pairs are made from: the face's when the grid reads faces (a pair's
+        windows must have features in every modality the grid reads), else the voice's."""
+        return self.face if self.face is not None else self.voice
+
 
 def window_sets(store: FeatureStore, grid: LascaGrid, window: str) -> WindowSets:
-    face = latest_windows(store, grid.dataset, window, FACE_ARRAY)
-    voice = latest_windows(store, grid.dataset, window, VOICE_ARRAY)
+    """The windows each modality of ``grid`` needs: a speech-only set (no face) runs the audio rows
+    alone, and a face row over videos where no frame has a face is refused with the reason."""
+    face = voice = None
+    if set(grid.modalities) & {"face", "both"}:
+        try:
+            face = latest_windows(store, grid.dataset, window, FACE_ARRAY)
+        except ValueError as err:
+            raise ValueError(f"{err} (the face and both rows need them; a speech-only set runs --modality audio)")
+        if not GroupReader(face).ok_mask().any():
+            raise ValueError(
+                f"{face.path}: no {window} window of {grid.dataset} has a face (MediaPipe found none in any "
+                f"frame, or the recordings have no picture): its face and both rows cannot run; "
+                "run the audio rows alone (--modality audio)"
+            )
+    try:
+        voice = latest_windows(store, grid.dataset, window, VOICE_ARRAY)
+    except ValueError:
+        if set(grid.modalities) & {"audio", "both"}:
+            raise
+        # face rows alone: a silent video set runs them; with a voice, its prompts are the full grid's
     visual = (
         latest_windows(store, grid.dataset, window, "global", grid.pretrained_encoder)
         if "pretrained" in grid.variants
         else None
     )
-    subjects = GroupReader(face).numpy("subject")
-    return WindowSets(face, voice, visual, min(grid.folds, len(np.unique(subjects))))
+    sets = WindowSets(face, voice, visual, 0)
+    subjects = GroupReader(sets.labelled).numpy("subject")
+    return replace(sets, folds=min(grid.folds, len(np.unique(subjects))))
 
 
 def run_lasca_grid(
@@ -201,14 +231,14 @@ def run_lasca_grid(
     prompt_stats, pair_counts = {}, {}
     for window in grid.windows:
         sets = window_sets(store, grid, window)
-        face, voice, visual, k = sets.face, sets.voice, sets.visual, sets.folds
+        visual, k = sets.visual, sets.folds
         pairs = {}
         for affect in grid.affects:
             for tau in grid.taus:
-                pairs[affect, tau], _ = compute_pairs(store, face, affect, tau)
+                pairs[affect, tau], _ = compute_pairs(store, sets.labelled, affect, tau)
                 pair_counts[f"{window} {affect} τ={tau:g}"] = int(GroupReader(pairs[affect, tau]).shape("label")[0])
         for test_fold in range(1, k + 1):
-            prompts, _ = compute_prompts(store, [face, voice], lexicon, grid.lexicon_kind, k, test_fold)
+            prompts, _ = compute_prompts(store, sets.described, lexicon, grid.lexicon_kind, k, test_fold)
             if test_fold == 1:
                 prompt_stats[window] = prompt_statistics(GroupReader(prompts))
             for modality, variant, text_model, affect, tau in _cells(grid):
@@ -417,8 +447,8 @@ def cell_inputs(store: FeatureStore, grid: LascaGrid, test_fold: int) -> CellInp
     if variant == "pretrained" and modality != "face":
         raise ValueError("the pretrained variant reads a visual encoder's windows: modality face only")
     lexicon = read_cue_lexicon(grid.lexicon)
-    prompts, _ = compute_prompts(store, [sets.face, sets.voice], lexicon, grid.lexicon_kind, sets.folds, test_fold)
-    pairs, _ = compute_pairs(store, sets.face, affect, tau)
+    prompts, _ = compute_prompts(store, sets.described, lexicon, grid.lexicon_kind, sets.folds, test_fold)
+    pairs, _ = compute_pairs(store, sets.labelled, affect, tau)
     text = grid.text_models[0] if variant in TEXT_VARIANTS else None
     visual = sets.visual.path if variant == "pretrained" else None
     return CellInputs(prompts.path, pairs.path, visual, text, variant, modality)

@@ -4,6 +4,11 @@ Frames are identified by their presentation timestamps, never by counting from a
 a chunk that starts mid-video decodes exactly the frames an uninterrupted pass would. Variable
 frame rate needs no special case: rows carry each frame's own timestamp, and sampling at a chosen
 fps picks, for every instant k / fps, the frame on screen at that instant.
+
+A file with sound and no picture (a ``.wav``, or a video container holding only an audio track) is
+a recording like any other: its "frames" are analysis instants every 1 / ``AUDIO_FRAME_RATE``
+seconds over the audio's duration, so audio encoders and windows treat it as they treat a video,
+and picture encoders give its rows the status ``no_video``.
 """
 
 from __future__ import annotations
@@ -16,6 +21,9 @@ import av
 import numpy as np
 
 VIDEO_SUFFIXES = {".mp4", ".m4v", ".mov", ".avi", ".mkv", ".webm", ".mpg", ".mpeg"}
+AUDIO_SUFFIXES = {".wav", ".flac", ".mp3", ".ogg", ".opus", ".m4a", ".aac"}
+MEDIA_SUFFIXES = VIDEO_SUFFIXES | AUDIO_SUFFIXES
+AUDIO_FRAME_RATE = 25.0  # analysis instants per second of an audio-only recording (the voice windows' rate)
 
 
 class MediaError(ValueError):
@@ -29,6 +37,7 @@ class VideoInfo:
     height: int
     nominal_fps: float
     has_audio: bool
+    has_video: bool = True  # False: audio only, the timestamps are analysis instants
 
     @property
     def variable_frame_rate(self) -> bool:
@@ -38,7 +47,8 @@ class VideoInfo:
 
 
 def is_video(path: str | Path) -> bool:
-    return Path(path).suffix.lower() in VIDEO_SUFFIXES
+    """A recording read by timestamps (a video, or an audio-only file), not a still image."""
+    return Path(path).suffix.lower() in MEDIA_SUFFIXES
 
 
 def probe_video(path: str | Path) -> VideoInfo:
@@ -46,7 +56,9 @@ def probe_video(path: str | Path) -> VideoInfo:
     try:
         with av.open(str(path)) as container:
             if not container.streams.video:
-                raise MediaError(f"{path}: no video stream")
+                if container.streams.audio:
+                    return _probe_audio_only(path, container)
+                raise MediaError(f"{path}: neither a video nor an audio stream")
             stream = container.streams.video[0]
             base = float(stream.time_base)
             pts = [p.pts for p in container.demux(stream) if p.pts is not None and p.size > 0]
@@ -62,6 +74,18 @@ def probe_video(path: str | Path) -> VideoInfo:
     if info.timestamps.size == 0:
         raise MediaError(f"{path}: no frames")
     return info
+
+
+def _probe_audio_only(path: str | Path, container) -> VideoInfo:
+    """Analysis instants every 1 / AUDIO_FRAME_RATE s over the first audio track's packets."""
+    stream = container.streams.audio[0]
+    base = float(stream.time_base)
+    ends = [(p.pts + (p.duration or 0)) * base for p in container.demux(stream) if p.pts is not None and p.size > 0]
+    start = float(stream.start_time * base) if stream.start_time is not None else 0.0
+    if not ends or max(ends) <= start:
+        raise MediaError(f"{path}: an audio track without samples")
+    instants = np.arange(start, max(ends) - 1e-9, 1.0 / AUDIO_FRAME_RATE)
+    return VideoInfo(instants, 0, 0, AUDIO_FRAME_RATE, has_audio=True, has_video=False)
 
 
 def sample_frames(timestamps: np.ndarray, fps: float | None) -> np.ndarray:
@@ -91,6 +115,8 @@ def read_frames(
     if wanted.size == 0:
         return
     with av.open(str(path)) as container:
+        if not container.streams.video:
+            raise MediaError(f"{path}: no picture (an audio-only recording)")
         stream = container.streams.video[0]
         stream.thread_type = "AUTO"
         base = float(stream.time_base)
@@ -170,3 +196,21 @@ def write_video(
                 frame.sample_rate, frame.pts = rate, start
                 container.mux(sound.encode(frame))
             container.mux(sound.encode(None))
+
+
+def write_audio(path: str | Path, samples: np.ndarray, sample_rate: int) -> None:
+    """Write mono float samples in [-1, 1]: 16-bit PCM in a ``.wav``, AAC in other containers (an
+    audio-only ``.mp4`` or ``.m4a``)."""
+    wav = Path(path).suffix.lower() == ".wav"
+    with av.open(str(path), mode="w") as container:
+        stream = container.add_stream("pcm_s16le" if wav else "aac", rate=sample_rate, layout="mono")
+        step = 1024
+        for start in range(0, len(samples), step):
+            block = np.clip(np.ascontiguousarray(samples[start : start + step], dtype=np.float32), -1, 1)
+            if wav:
+                frame = av.AudioFrame.from_ndarray((block * 32767).astype(np.int16)[None], format="s16", layout="mono")
+            else:
+                frame = av.AudioFrame.from_ndarray(block[None], format="flt", layout="mono")
+            frame.sample_rate, frame.pts = sample_rate, start
+            container.mux(stream.encode(frame))
+        container.mux(stream.encode(None))

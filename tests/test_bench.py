@@ -14,7 +14,7 @@ from prefect.settings import PREFECT_API_URL
 
 from tests.conftest import REPO
 
-BENCHES = ["extract", "face", "heads", "demo_heads", "retrain", "causal", "lasca", "faud", "audits"]
+BENCHES = ["extract", "face", "heads", "demo_heads", "retrain", "causal", "lasca", "faud", "audits", "real"]
 
 
 @pytest.mark.slow

@@ -187,4 +187,5 @@ def test_continuous_va_is_rater_averaged_and_interpolated_and_videos_are_reporte
     np.testing.assert_allclose(va[:, 0], np.interp(t[inside], [0, 0.5, 1.0], mean_v), atol=1e-6)
     np.testing.assert_allclose(va[:, 1], np.interp(t[inside], [0, 0.5, 1.0], mean_a), atol=1e-6)
     assert np.isnan(m.labels["va"][rows][t > 1.0]).all()  # after the last annotation: none, not extrapolated
-    assert m.counts()["notes"] == {"videos": 3, "unreadable": 0, "variable_frame_rate": 0, "without_audio": 1}
+    notes = {"videos": 3, "unreadable": 0, "variable_frame_rate": 0, "without_audio": 1, "audio_only": 0}
+    assert m.counts()["notes"] == notes

@@ -2,7 +2,8 @@
 
 ``videofolder`` layout (generic, SEWA-like)::
 
-    <root>/[<split>/][<subject>/]<name>.mp4     videos (any of stages.media.VIDEO_SUFFIXES)
+    <root>/[<split>/][<subject>/]<name>.mp4     videos (any of stages.media.VIDEO_SUFFIXES), or audio
+                                                recordings (.wav, .flac, .mp3 … : AUDIO_SUFFIXES)
     <root>/.../<name>.csv                       optional per-frame labels: `frame` (0-based index at
                                                 the native rate) + expression, valence, arousal, AU<n>
     <root>/.../<name>.va.csv                    optional continuous VA: `time` (s) and one or more
@@ -11,7 +12,9 @@
 
 Frames are the video's own (``fps=None``) or the frame on screen at each k / fps. A video that
 cannot be read becomes one row with status ``decode_error`` (the other videos go on); a video
-without an audio track is fine for face encoders and gets ``no_audio`` rows from audio encoders.
+without an audio track is fine for face encoders and gets ``no_audio`` rows from audio encoders;
+a recording without a picture (a speech corpus's ``.wav`` files, an audio-only ``.mp4``) has a row
+per analysis instant (25 per second) for audio encoders and gets ``no_video`` rows from face encoders.
 Probing a video demuxes its packets; the result is cached by the file's content digest.
 """
 
@@ -25,7 +28,7 @@ import numpy as np
 
 from featurestore.fingerprint import cache_dir, fingerprint_files
 from featurestore.status import SampleStatus
-from stages.media import VIDEO_SUFFIXES, MediaError, VideoInfo, probe_video, sample_frames
+from stages.media import MEDIA_SUFFIXES, MediaError, VideoInfo, probe_video, sample_frames
 from stages.sources.base import Parsed, SourceError, register_source
 from stages.sources.generic import au_columns, parse_float, read_csv, row_labels, split_of_folder
 from stages.sources.labels import MISSING
@@ -40,7 +43,12 @@ def probe_cached(root: Path, rel: str) -> VideoInfo:
     if cached.is_file():
         with np.load(cached) as z:
             return VideoInfo(
-                z["timestamps"], int(z["width"]), int(z["height"]), float(z["nominal_fps"]), bool(z["has_audio"])
+                z["timestamps"],
+                int(z["width"]),
+                int(z["height"]),
+                float(z["nominal_fps"]),
+                bool(z["has_audio"]),
+                bool(z["has_video"]) if "has_video" in z else True,
             )
     info = probe_video(root / rel)
     cached.parent.mkdir(parents=True, exist_ok=True)
@@ -52,6 +60,7 @@ def probe_cached(root: Path, rel: str) -> VideoInfo:
         height=info.height,
         nominal_fps=info.nominal_fps,
         has_audio=info.has_audio,
+        has_video=info.has_video,
     )
     tmp.replace(cached)  # atomic: concurrent probes of one file write the same bytes
     return info
@@ -96,9 +105,9 @@ def _continuous_va(path: Path, timestamps: np.ndarray) -> np.ndarray:
 @register_source("videofolder", version=2)  # 2: split folder synonyms (Validation/, dev/ …)
 def parse_videofolder(root: Path, fps: float | None = None) -> Parsed:
     """Video folder: [<split>/][<subject>/]<video>, per-frame <video>.csv and continuous <video>.va.csv labels."""
-    videos = sorted(p for p in root.rglob("*") if p.suffix.lower() in VIDEO_SUFFIXES and p.is_file())
+    videos = sorted(p for p in root.rglob("*") if p.suffix.lower() in MEDIA_SUFFIXES and p.is_file())
     if not videos:
-        raise SourceError(f"video folder {root} has no videos ({', '.join(sorted(VIDEO_SUFFIXES))})")
+        raise SourceError(f"video folder {root} has no videos or recordings ({', '.join(sorted(MEDIA_SUFFIXES))})")
     paths, label_files, status, video_col, frame_col, time_col = [], [], [], [], [], []
     subject, split, expression, va, au_rows = [], [], [], [], []
     all_aus: list[str] = []
@@ -115,7 +124,7 @@ def parse_videofolder(root: Path, fps: float | None = None) -> Parsed:
             label_files.append(labels_csv.relative_to(root).as_posix())
             all_aus += [a for a in aus if a not in all_aus]
         per_video.append((video, rel, split_name, rest[-1] if rest else video.stem, frame_labels, va_csv))
-    notes = {"videos": len(per_video), "unreadable": 0, "variable_frame_rate": 0, "without_audio": 0}
+    notes = {"videos": len(per_video), "unreadable": 0, "variable_frame_rate": 0, "without_audio": 0, "audio_only": 0}
     for video, rel, split_name, subj, frame_labels, va_csv in per_video:
         try:
             info = probe_cached(root, rel)
@@ -127,6 +136,7 @@ def parse_videofolder(root: Path, fps: float | None = None) -> Parsed:
             indices, ok = sample_frames(timestamps, fps), True
             notes["variable_frame_rate"] += info.variable_frame_rate
             notes["without_audio"] += not info.has_audio
+            notes["audio_only"] += not info.has_video
         continuous = None
         if ok and va_csv.is_file():
             continuous = _continuous_va(va_csv, timestamps[indices])
