@@ -1,5 +1,6 @@
-"""The report of a head that draws attention maps (FAUD-CLIP): a thumbnail sheet with each AU's map
-over the face, and how much of each map falls where the AU acts.
+"""The report of a head that draws attention maps (FAUD-CLIP): a per-AU table (the head's F1, the
+AU's prevalence, a linear probe's F1 on the same images), a thumbnail sheet with each AU's map over
+the face, and how much of each map falls where the AU acts.
 
 Locality: a face region (the brows, the mouth …) is the set of grid cells that hold any of its
 landmarks; an AU's mass on its region is the share of its map inside those cells, against the
@@ -13,6 +14,57 @@ from __future__ import annotations
 import io
 
 import numpy as np
+
+from heads.metrics import au_metrics
+
+
+def per_au_rows(
+    names: list[str],
+    test_pred: np.ndarray,
+    test_target: np.ndarray,
+    train_target: np.ndarray,
+    probe_f1: dict[str, float] | None,
+) -> list[dict[str, float | str | None]]:
+    """Per AU: the head's test F1 (``test_pred`` 0/1 against ``test_target``, −1 unlabelled), its
+    prevalence among the labelled training and test rows, and the probe's F1 (None: no probe)."""
+    f1 = au_metrics(test_pred, test_target, names)
+    rows = []
+    for j, name in enumerate(names):
+        prevalence = []
+        for target in (train_target, test_target):
+            labelled = target[:, j] >= 0
+            prevalence.append(float(target[labelled, j].mean()) if labelled.any() else float("nan"))
+        rows.append(
+            {
+                "au": name,
+                "f1": f1[f"f1_{name}"],
+                "train_prevalence": prevalence[0],
+                "test_prevalence": prevalence[1],
+                "probe_f1": None if probe_f1 is None else probe_f1.get(name),
+            }
+        )
+    return rows
+
+
+def per_au_markdown(rows: list[dict], probe: str | None) -> list[str]:
+    """The per-AU table; AUs the head never detects (F1 0) where the probe does are marked, so a
+    collapse on some AUs shows at a glance."""
+    lines = [
+        "",
+        f"Per AU on the test split: the head's F1, the AU's prevalence, and {probe or 'no probe'}'s F1.",
+        "",
+        "| AU | F1 | probe F1 | prevalence (train) | prevalence (test) |",
+        "|---|---|---|---|---|",
+    ]
+    for r in rows:
+        probe_f1 = "—" if r["probe_f1"] is None else f"{r['probe_f1']:.2f}"
+        collapsed = r["f1"] == 0 and (r["probe_f1"] or 0) > 0
+        f1 = f"**{r['f1']:.2f}** (missed)" if collapsed else f"{r['f1']:.2f}"
+        lines.append(f"| {r['au']} | {f1} | {probe_f1} | {r['train_prevalence']:.1%} | {r['test_prevalence']:.1%} |")
+    missed = [r["au"] for r in rows if r["f1"] == 0 and (r["probe_f1"] or 0) > 0]
+    if missed:
+        lines += ["", f"Never detected where the probe detects them: {', '.join(missed)}."]
+    return lines
 
 
 def landmark_cells(points: np.ndarray, grid: tuple[int, int]) -> np.ndarray:

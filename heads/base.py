@@ -46,6 +46,15 @@ class Head(nn.Module):
     def predict(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
         """(outputs (B, n_outputs) in the task's raw form, the deciding archetype per output space or None)."""
 
+    def parameter_groups(self) -> list[tuple[list[nn.Parameter], float]]:
+        """(parameters, learning-rate scale) groups for the trainer's optimiser: one group at the
+        base rate unless a head's paper gives some modules their own rate."""
+        return [(list(self.parameters()), 1.0)]
+
+    def has_maps(self) -> bool:
+        """Whether this head, as configured, draws attention maps (a map head's variant may not)."""
+        return self.draws_maps
+
     def reset_unused(self, x: torch.Tensor, y: torch.Tensor) -> int:
         """Warm-up: re-initialise rarely used archetypes from the batch ``x`` (labels ``y``); returns how many."""
         return 0

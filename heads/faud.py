@@ -61,6 +61,7 @@ class FaudConfig:
     interaction: bool = True  # the transformer over [image tokens; AU tokens]
     interaction_layers: int = 1
     context: int = 16  # learnable CoOp context vectors before each prompt (0: fixed prompt embeddings)
+    context_lr: float = 1.0  # the context vectors' learning rate over the rest's (the paper: 1e-4 / 1e-3)
     text_encoder: str = "all-MiniLM-L6-v2"  # the frozen text tower the step embeds prompts with
     prompts: str = ""  # a behaviour-prompt file (au, region, behaviour); "" the packaged one
     asymmetric_weight: float = 1.0  # λ1
@@ -74,6 +75,8 @@ class FaudConfig:
             raise ValueError(f"width {self.width} must divide into {self.heads} heads")
         if self.context < 0 or self.layers < 0:
             raise ValueError("context and layers must be ≥ 0")
+        if self.context_lr <= 0:
+            raise ValueError(f"context_lr must be > 0, not {self.context_lr}")
 
 
 def square_grid(n_tokens: int) -> tuple[int, int]:
@@ -256,6 +259,16 @@ class FaudHead(Head):
     def predict(self, x: torch.Tensor) -> tuple[torch.Tensor, None]:
         return self(x)[0], None
 
+    def parameter_groups(self) -> list[tuple[list[nn.Parameter], float]]:
+        """The learnable prompts at ``context_lr`` × the base rate, every other module at the base rate."""
+        if self.context is None or self.cfg.context_lr == 1.0:
+            return super().parameter_groups()
+        rest = [p for p in self.parameters() if p is not self.context]
+        return [(rest, 1.0), ([self.context], self.cfg.context_lr)]
+
+    def has_maps(self) -> bool:
+        return self.grounding is not None  # attention=none reads the tokens' mean: no maps
+
     @torch.no_grad()
     def attention_maps(self, x: torch.Tensor) -> torch.Tensor:
         """Each AU's attention on the token grid (B, n, h, w), summing to 1 per AU."""
@@ -275,7 +288,9 @@ class FaudHead(Head):
         return loss, {"asymmetric": float(asymmetric.detach()), "dice": float(dice.detach())}
 
 
-@register_head("faud", version=1, config=FaudConfig, tasks=("au",), inputs=("patch", "text"))
+@register_head(
+    "faud", version=1, config=FaudConfig, tasks=("au",), inputs=("patch", "text"), presets={"faud": {"context_lr": 0.1}}
+)
 def faud(
     task: Task | str, in_dim: int, n_outputs: int, config: FaudConfig, n_patches: int, text: PromptText
 ) -> FaudHead:

@@ -71,21 +71,46 @@ class FusedAdamW:
 
 
 def adamw(
-    params: Iterable[torch.nn.Parameter],
+    params: Iterable[torch.nn.Parameter] | list[tuple[list[torch.nn.Parameter], float]],
     lr: float,
     weight_decay: float,
     device: torch.device,
     betas: tuple[float, float] = (0.9, 0.999),
 ):
-    """The trainer's optimiser: the fused kernel where torch has one, else torch.optim.AdamW."""
+    """The trainer's optimiser: the fused kernel where torch has one, else torch.optim.AdamW.
+    ``params`` may be (parameters, lr scale) groups (a head's :meth:`parameter_groups`): a group
+    whose scale is not 1 learns at ``lr × scale``, with its own AdamW state (:class:`ScaledGroups`)."""
+    if isinstance(params, list) and params and isinstance(params[0], tuple):
+        if len(params) > 1 or params[0][1] != 1.0:
+            return ScaledGroups([(adamw(p, lr * scale, weight_decay, device, betas), scale) for p, scale in params])
+        params = params[0][0]
     if device.type in FUSED_DEVICES:
         return FusedAdamW(params, lr=lr, weight_decay=weight_decay, betas=betas)
     return torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay, betas=betas)
 
 
+class ScaledGroups:
+    """One AdamW per parameter group, each at the base learning rate times its group's scale (FAUD-CLIP's
+    prompts learn at a tenth of the other modules' rate); the schedule sets the base rate."""
+
+    def __init__(self, optimisers: list[tuple[object, float]]):
+        self.optimisers = optimisers
+
+    def zero_grad(self, set_to_none: bool = True) -> None:
+        for optimiser, _ in self.optimisers:
+            optimiser.zero_grad(set_to_none=set_to_none)
+
+    def step(self) -> None:
+        for optimiser, _ in self.optimisers:
+            optimiser.step()
+
+
 def set_lr(optimiser, lr: float) -> None:
-    """The learning rate of either kind of optimiser :func:`adamw` returns."""
-    if isinstance(optimiser, FusedAdamW):
+    """The (base) learning rate of any optimiser :func:`adamw` returns."""
+    if isinstance(optimiser, ScaledGroups):
+        for inner, scale in optimiser.optimisers:
+            set_lr(inner, lr * scale)
+    elif isinstance(optimiser, FusedAdamW):
         optimiser.lr = lr
     else:
         for group in optimiser.param_groups:

@@ -20,10 +20,12 @@ from heads.graph_report import (
     sample_subgraph,
     samples_markdown,
 )
+from heads.registry import create_head
 from heads.report import analyse, report_files, sheet_rows
 from heads.tasks import get_task
-from heads.trainer import predict
-from stages.head_steps import head_data, load_head
+from heads.trainer import TrainConfig, evaluate, fit, predict, seed_everything
+from stages.head_data import load_task_data
+from stages.head_steps import feature_paths, head_data, load_head
 from stages.sources.labels import expression_prototypes
 from stages.thumbnails import placeholder, thumbnails, to_image
 
@@ -205,21 +207,45 @@ def _picture_sizes(source: GroupReader, rows: np.ndarray) -> np.ndarray:
 def write_map_report(
     store: FeatureStore, head_path: str, model: torch.nn.Module, n_faces: int = 8, size: int = 96
 ) -> dict[str, Any]:
-    """A map head's report (FAUD-CLIP): ``attention.png``, each AU's attention map over test faces
-    (per AU, its most confident detected test face), and ``locality.json``: how much of each AU's
-    map falls on the face region it acts in (heads/attention_report.py), measured on every test face
-    with face-mesh landmarks in the store (MediaPipe's group of the same source) and a plain image
-    file (the landmarks are mapped into the encoder's centred square crop)."""
+    """A map head's report (FAUD-CLIP): ``per_au.json`` and its table, each AU's test F1 beside its
+    prevalence and a linear probe's F1 on the same images (:func:`probe_f1`), so an AU the head
+    never detects shows; ``attention.png``, each AU's attention map over test faces (per AU, its most
+    confident detected test face), and ``locality.json``: how much of each AU's map falls on the
+    face region it acts in (heads/attention_report.py), measured on every test face with face-mesh
+    landmarks in the store (MediaPipe's group of the same source) and a plain image file (the
+    landmarks are mapped into the encoder's centred square crop). A variant without maps
+    (``attention=none``) gets the table and says why it has no maps."""
     from PIL import Image
 
-    from heads.attention_report import landmark_cells, locality, locality_markdown, map_sheet
+    from heads.attention_report import (
+        landmark_cells,
+        locality,
+        locality_markdown,
+        map_sheet,
+        per_au_markdown,
+        per_au_rows,
+    )
     from stages.face_regions import AU_REGIONS, into_centre_crop, region_points
 
     params, source, data = head_data(store, head_path)
     names = data.label_names
     x, rows = data.x["test"], data.rows["test"]
+    logits = predict(model, x)
+    probe_path, probe = probe_f1(store, head_path, params)
+    per_au = per_au_rows(names, (logits > 0).astype(int), data.y["test"].numpy(), data.y["train"].numpy(), probe)
+    files = {"per_au.json": json.dumps({"probe": probe_path, "aus": per_au}, indent=1).encode()}
+    report = [f"# FAUD-CLIP head `{head_path}`", *per_au_markdown(per_au, probe_path)]
+    measured: list[dict[str, Any]] = []
+    n_measured = 0
+    if not model.has_maps():
+        report += ["", f"`attention={params['options'].get('attention', 'none')}` reads the tokens' mean: no maps."]
+        files["locality.json"] = json.dumps({"faces": 0, "aus": []}, indent=1).encode()
+        files["report.md"] = "\n".join(report).encode()
+        for name, payload in files.items():
+            store.put_file(head_path, name, payload)
+        return {"path": head_path, "per_au": per_au, "locality": [], "faces": 0}
     maps = torch.cat([model.attention_maps(chunk) for chunk in x.split(256)]).numpy()
-    probs = 1 / (1 + np.exp(-predict(model, x)))
+    probs = 1 / (1 + np.exp(-logits))
     chosen = list(dict.fromkeys(int(probs[:, j].argmax()) for j in range(len(names))))[:n_faces]
     pictures = thumbnails(source, [int(rows[k]) for k in chosen], size)
     captions = []
@@ -230,10 +256,8 @@ def write_map_report(
         )
     faces = [pictures[int(rows[k])] for k in chosen]
     faces = [Image.fromarray(p) if p is not None else Image.fromarray(placeholder(size)) for p in faces]
-    files = {"attention.png": map_sheet(maps[chosen], faces, names, captions, size)}
-    measured: list[dict[str, Any]] = []
+    files["attention.png"] = map_sheet(maps[chosen], faces, names, captions, size)
     landmarks = _landmarks(store, source.path, GroupReader.open(store, head_path).meta["dataset"])
-    n_measured = 0
     if landmarks is not None:
         sizes = _picture_sizes(source, rows)
         ok = np.isfinite(sizes).all(1) & np.isfinite(landmarks[rows]).all((1, 2))
@@ -246,8 +270,7 @@ def write_map_report(
             }
             measured, n_measured = locality(maps[ok], regions, AU_REGIONS, names), int(ok.sum())
     files["locality.json"] = json.dumps({"faces": n_measured, "aus": measured}, indent=1).encode()
-    report = [
-        f"# Attention maps of `{head_path}`",
+    report += [
         "",
         "Each AU's attention on the token grid over the test faces it is most confident about "
         "(brighter: more attention).",
@@ -258,4 +281,27 @@ def write_map_report(
     files["report.md"] = "\n".join(report).encode()
     for name, payload in files.items():
         store.put_file(head_path, name, payload)
-    return {"path": head_path, "locality": measured, "faces": n_measured}
+    return {"path": head_path, "per_au": per_au, "locality": measured, "faces": n_measured}
+
+
+def probe_f1(store: FeatureStore, head_path: str, params: dict[str, Any]) -> tuple[str | None, dict[str, float] | None]:
+    """(what the probe read, its per-AU test F1): a linear probe on the same feature group's pooled
+    ``global`` array, on the head's own task, protocol, fold and seed (so the head's splits), trained
+    here by the one trainer at the fast preset and not stored (a report adds no head to the store);
+    (None, None) when the group has no pooled array."""
+    meta = GroupReader.open(store, head_path).meta
+    paths = feature_paths(meta.get("features_paths", meta["features_path"]))
+    if not all("global" in GroupReader.open(store, p).names() for p in paths):
+        return None, None
+    seed = params["train"]["seed"]
+    task = params["task"]
+    data = load_task_data(
+        store, paths, task, "global", params["expressions"], params["test_fold"], seed, params.get("folds")
+    )
+    seed_everything(seed)
+    probe = create_head("linear", task, data.x["train"].shape[1], data.n_outputs, 0, tuple(data.label_names))
+    config = TrainConfig(seed=seed, progress=False)
+    groups = data.dataset["train"] if data.dataset else None
+    fit(probe, task, (data.x["train"], data.y["train"]), (data.x["val"], data.y["val"]), data.n_outputs, config, groups)
+    scores = evaluate(task, predict(probe, data.x["test"]), data.y["test"].numpy(), data.n_outputs, data.label_names)
+    return f"linear on {', '.join(paths)} [global]", {k[3:]: v for k, v in scores.items() if k.startswith("f1_")}

@@ -194,3 +194,47 @@ def test_the_label_audit_finds_faces_labelled_against_their_aus_and_sub_graphs_s
     assert sub["class"] == "happiness" and {a["au"] for a in sub["aus"][:2]} == {"AU6", "AU12"}
     assert all(a["contribution"] > 0 for a in sub["aus"][:2])
     assert all({e["source"], e["target"]} <= {a["au"] for a in sub["aus"]} for e in sub["edges"])
+
+
+def _planted_aus(n: int, seed: int):
+    """Cached features of four AUs with planted AU → AU structure: AU1 follows AU0 (0.9 vs 0.1) and
+    AU3 is inhibited by AU2 (0.1 vs 0.5); AU0 and AU2 show strongly in the features, AU1 and AU3
+    weakly (so another AU's presence is evidence for them); the class is AU0 ∧ AU1, AU2, or neither."""
+    rng = np.random.default_rng(seed)
+    a0, a2 = rng.random(n) < 0.4, rng.random(n) < 0.3
+    a1 = np.where(a0, rng.random(n) < 0.9, rng.random(n) < 0.1)
+    a3 = np.where(a2, rng.random(n) < 0.1, rng.random(n) < 0.5)
+    aus = np.stack([a0, a1, a2, a3], 1).astype(np.int64)
+    patterns = np.random.default_rng(99).normal(size=(4, 32))
+    x = rng.normal(size=(n, 32)) + (aus * np.array([2.0, 0.3, 2.0, 0.3])) @ patterns
+    expression = np.where(a0 & a1, 1, np.where(a2, 2, 0))
+    return torch.tensor(x, dtype=torch.float32), torch.tensor(np.concatenate([aus, expression[:, None]], 1))
+
+
+def test_the_counterfactual_term_leaves_the_au_graph_to_the_data_instead_of_shrinking_it_to_zero():
+    """Regression (issue 36): with CF's losses reaching W_AA, every AU → AU edge shrank to 0.000 from
+    its ±0.01 start on this data (the consistency loss is met by having no edges); now CF puts no
+    gradient on the global graph, which leaves its initialisation as it does with CF off."""
+    from heads.trainer import TrainConfig, fit
+
+    names = ("AU1", "AU2", "AU4", "AU5", "neutral", "happiness", "sadness")
+    train, val = _planted_aus(1200, 0), _planted_aus(400, 1)
+
+    def graph(**switches) -> np.ndarray:
+        torch.manual_seed(0)
+        head = create_head("causal", "au_fer", 32, 7, 0, names, {}, **switches)
+        fit(head, "au_fer", train, val, 7, TrainConfig.preset("causal", epochs=20, progress=False))
+        return head.graphs()["au_au"].numpy()
+
+    with_cf, without_cf = graph(), graph(use_cf=False)
+    init = 0.01
+    assert np.abs(with_cf).max() > 2 * init, with_cf  # measured 0.031; 0.000 when CF reached the graph
+    assert 0.7 < np.abs(with_cf).max() / np.abs(without_cf).max() < 1.4
+    # the counterfactual losses alone put no gradient on the global graph
+    torch.manual_seed(0)
+    head = create_head("causal", "au_fer", 32, 7, 0, names, {})
+    f = head.au_features(train[0][:64])[1]
+    parts = head.counterfactual(f)
+    sum(parts.values()).backward()
+    assert head.w_aa.grad is None or not head.w_aa.grad.any()
+    assert head.au_in.grad is not None and head.au_in.grad.abs().sum() > 0  # it trains the features

@@ -307,3 +307,101 @@ def test_locality_counts_the_mass_inside_landmark_cells_against_a_uniform_map():
         into_centre_crop(np.array([[[0.5, 0.5], [0.25, 0.1]]]), np.array([[200]]), np.array([[100]])),
         [[[0.5, 0.5], [0.0, 0.1]]],
     )
+
+
+@pytest.mark.parametrize("attention", ["tree", "none"])
+def test_every_attention_variant_gets_a_report_with_the_per_au_table_beside_the_probe(tmp_path, attention):
+    """The report step on a map variant and on attention=none (which has no maps: said, not a crash):
+    per AU the head's F1, the prevalence counted by hand, and the F1 of a linear probe on the same
+    splits — the numbers a linear head step on the group's pooled features scores — without adding
+    a head to the store."""
+    import json
+
+    from featurestore import FeatureStore
+    from heads.trainer import TrainConfig
+    from stages.head_reports import write_report
+    from stages.head_steps import head_data, train_head
+
+    store = FeatureStore(str(tmp_path / "store"))
+    features = _token_grids(store, n=200)
+    options = {"context": 0, "width": 16, "layers": 1, "levels": 2, "top_k": 1, "attention": attention}
+    train = TrainConfig.preset("faud", epochs=2, progress=False)
+    group, _, metrics = train_head(store, features, "faud", "au", "spatial", options, train)
+    summary = write_report(store, group.path)
+    per_au = json.loads(store.get_file(group.path, "per_au.json"))
+    report = store.get_file(group.path, "report.md").decode()
+    _, _, data = head_data(store, group.path)
+    train_y = data.y["train"].numpy()
+    assert [g.path for g in store.list_steps("heads")] == [group.path]  # the report stored no probe head
+    probe = train_head(store, features, "linear", "au", "global", {}, TrainConfig(progress=False))
+    assert per_au["probe"].startswith("linear on ") and per_au["probe"].endswith("[global]")
+    for j, row in enumerate(per_au["aus"]):
+        assert row["au"] == AUS[j] and row["train_prevalence"] == pytest.approx(train_y[:, j].mean())
+        assert row["f1"] == pytest.approx(metrics["test"][f"f1_{AUS[j]}"])
+        assert row["probe_f1"] == pytest.approx(probe[2]["test"][f"f1_{AUS[j]}"])
+        assert f"| {AUS[j]} |" in report
+    assert summary["per_au"] == per_au["aus"]
+    if attention == "none":
+        assert "no maps" in report and not store.has_file(group.path, "attention.png")
+    else:
+        assert "![attention](attention.png)" in report and store.has_file(group.path, "attention.png")
+
+
+def test_the_per_au_table_marks_an_au_the_head_never_detects_where_the_probe_does():
+    from heads.attention_report import per_au_markdown, per_au_rows
+
+    target = np.array([[1, 0], [0, 1], [1, -1], [0, 0]])
+    pred = np.array([[0, 0], [0, 1], [0, 1], [0, 0]])  # AU1 never detected; AU4 right on its labelled rows
+    rows = per_au_rows(["AU1", "AU4"], pred, target, np.array([[1, 0], [0, 0], [0, 1], [-1, 0]]), {"AU1": 0.6})
+    assert [r["f1"] for r in rows] == [0.0, 1.0]
+    assert rows[0]["train_prevalence"] == pytest.approx(1 / 3) and rows[1]["train_prevalence"] == 0.25
+    assert rows[0]["test_prevalence"] == 0.5 and rows[1]["test_prevalence"] == pytest.approx(1 / 3)
+    assert rows[1]["probe_f1"] is None
+    table = "\n".join(per_au_markdown(rows, "probe"))
+    assert (
+        "| AU1 | **0.00** (missed) | 0.60 |" in table and "Never detected where the probe detects them: AU1." in table
+    )
+    assert "| AU4 | 1.00 | — |" in table
+
+
+def test_the_prompts_learn_at_their_own_rate_the_papers_tenth_of_the_other_modules():
+    """FAUD-CLIP's implementation details: prompts at 1e-4, the other modules at 1e-3. Its head preset
+    sets context_lr 0.1; the optimiser gives that group its own AdamW at a tenth of the base rate, so
+    from the same state and gradients the context moves exactly a tenth as far (AdamW's step,
+    decay included, is linear in the rate); the schedule sets the base rate of every group."""
+    from heads.optim import ScaledGroups, adamw, set_lr
+    from heads.registry import get_head
+
+    assert get_head("faud").preset_options("faud", {}) == {"context_lr": 0.1}
+    assert get_head("faud").preset_options("faud", {"context_lr": 1.0}) == {"context_lr": 1.0}  # the user's wins
+    torch.manual_seed(0)
+    start = torch.randn(5, dtype=torch.float64)  # float64: the moves are ~1e-3, float32 rounds their ratio
+    fast, slow = torch.nn.Parameter(start.clone()), torch.nn.Parameter(start.clone())
+    optimiser = adamw([([fast], 1.0), ([slow], 0.1)], 1e-3, 5e-4, torch.device("cpu"), (0.9, 0.99))
+    assert isinstance(optimiser, ScaledGroups)
+    grad = torch.randn(5, dtype=torch.float64)
+    fast.grad, slow.grad = grad.clone(), grad.clone()
+    optimiser.step()
+    torch.testing.assert_close(start - slow.detach(), 0.1 * (start - fast.detach()), rtol=1e-9, atol=1e-12)
+    set_lr(optimiser, 5e-4)
+    assert [inner.lr for inner, _ in optimiser.optimisers] == pytest.approx([5e-4, 5e-5])
+    # one group at the base rate: the plain optimiser, as every other head trains
+    assert not isinstance(adamw([([fast, slow], 1.0)], 1e-3, 0.0, torch.device("cpu")), ScaledGroups)
+
+
+def test_a_faud_head_puts_its_context_and_nothing_else_in_the_slower_group():
+    from heads.base import PromptText
+    from heads.registry import create_head
+    from stages.au_prompts import au_prompts
+    from stages.encoders import create_encoder
+
+    enc = create_encoder("all-MiniLM-L6-v2").load()
+    tower = enc.context_tower(au_prompts(list(AUS)))
+    text = PromptText(4, enc.text_dim, tower.token_dim, tower=tower)
+    options = {"width": 32, "layers": 1, "levels": 2, "context": 4}
+    head = create_head("faud", "au", 16, 4, 16, AUS, {"text": text}, context_lr=0.1, **options)
+    (rest, one), (prompts, tenth) = head.parameter_groups()
+    assert (one, tenth) == (1.0, 0.1) and prompts == [head.context]
+    assert len(rest) + 1 == len(list(head.parameters())) and all(p is not head.context for p in rest)
+    same = create_head("faud", "au", 16, 4, 16, AUS, {"text": text}, **options)
+    assert [scale for _, scale in same.parameter_groups()] == [1.0]  # the default: one rate

@@ -17,14 +17,12 @@ keeps its first label when both agree and is dropped (counted) when they disagre
 
 from __future__ import annotations
 
-import argparse
 import csv
-import json
 import re
 from collections import Counter
 from pathlib import Path
 
-from mirror import extract, list_files, read_text
+from mirror import extract, list_files, main, read_text
 
 NAME = "facial_expressions"
 SOURCE = "https://github.com/muxspace/facial_expressions"
@@ -69,13 +67,8 @@ def build(mirror: Path, out: Path) -> dict:
         "dropped_conflicting_labels": len(conflicting),
         "listed_without_image": missing,
     }
-    (out / "build.json").write_text(json.dumps(summary, indent=2) + "\n")
     return summary
 
 
 if __name__ == "__main__":
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--mirror", type=Path, required=True)
-    parser.add_argument("--out", type=Path, required=True)
-    args = parser.parse_args()
-    print(json.dumps(build(args.mirror, args.out), indent=2))
+    main(build, __doc__.splitlines()[0])

@@ -4,7 +4,10 @@ lay the data out as the project's layouts; nothing here is committed data."""
 
 from __future__ import annotations
 
+import argparse
+import json
 import subprocess
+from collections.abc import Callable
 from pathlib import Path
 
 
@@ -55,3 +58,15 @@ def read_text(mirror: Path, path: str) -> str:
             ["git", "--git-dir", str(git), "show", f"HEAD:{path}"], check=True, capture_output=True, text=True
         ).stdout
     return (mirror / path).read_text()
+
+
+def main(build: Callable[[Path, Path], dict], description: str) -> None:
+    """A builder's command line: ``--mirror`` (a git dir or folder) and ``--out``; the summary the
+    builder returns is written to ``<out>/build.json`` (what bench/real.py reads) and printed."""
+    parser = argparse.ArgumentParser(description=description)
+    parser.add_argument("--mirror", type=Path, required=True)
+    parser.add_argument("--out", type=Path, required=True)
+    args = parser.parse_args()
+    summary = build(args.mirror, args.out)
+    (args.out / "build.json").write_text(json.dumps(summary, indent=2) + "\n")
+    print(json.dumps(summary, indent=2))

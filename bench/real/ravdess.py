@@ -20,10 +20,8 @@ utterance's category is also written per file in ``<out>/utterances.csv``.
 
 from __future__ import annotations
 
-import argparse
 import csv
 import io
-import json
 import math
 import subprocess
 import sys
@@ -31,7 +29,7 @@ from collections import Counter
 from pathlib import Path
 
 import numpy as np
-from mirror import list_files
+from mirror import list_files, main
 
 REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO))
@@ -125,13 +123,8 @@ def build(mirror: Path, out: Path) -> dict:
         "classes": dict(sorted(counts.items())),
         "seconds": round(sum(float(r[3]) - float(r[2]) for r in table), 1),
     }
-    (out / "build.json").write_text(json.dumps(summary, indent=2) + "\n")
     return summary
 
 
 if __name__ == "__main__":
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--mirror", type=Path, required=True)
-    parser.add_argument("--out", type=Path, required=True)
-    args = parser.parse_args()
-    print(json.dumps(build(args.mirror, args.out), indent=2))
+    main(build, __doc__.splitlines()[0])
