@@ -32,11 +32,34 @@ StorageOpt = Annotated[
 ]
 
 
-def _store(store: str, storage_option: list[str]):
-    """The FeatureStore the two store options name."""
-    from featurestore import FeatureStore
+SecretOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--storage-secret",
+        help="a Prefect Secret block holding the store's credentials as JSON (read inside the run)",
+    ),
+]
 
-    return FeatureStore(store, _options(storage_option, "--storage-option"))
+
+def _storage(storage_option: list[str]) -> dict[str, Any]:
+    """The --storage-option values, refused when one looks like a credential (they become a run's
+    parameters, stored in Prefect's database): credentials come the safe ways (docs/store.md)."""
+    from featurestore.credentials import refuse_secrets
+
+    options = _options(storage_option, "--storage-option")
+    try:
+        refuse_secrets(options, "--storage-option")
+    except ValueError as err:
+        raise typer.BadParameter(str(err)) from None
+    return options
+
+
+def _store(store: str, storage_option: list[str], storage_secret: str | None = None):
+    """The FeatureStore the store options name (the Secret block read here, in this process)."""
+    from featurestore import FeatureStore
+    from flows.credentials import store_options
+
+    return FeatureStore(store, store_options(_storage(storage_option), storage_secret))
 
 
 def _value(text: str) -> Any:
@@ -115,6 +138,7 @@ def extract(
     encoder: Annotated[list[str], typer.Option(help="NAME[,key=value...] (repeatable)")],
     store: StoreOpt = "./store",
     storage_option: StorageOpt = [],
+    storage_secret: SecretOpt = None,
     chunk_size: Annotated[int | None, typer.Option(help="samples per chunk (default: ~4 MB chunks)")] = None,
     batch_size: int = 32,
     decode_workers: Annotated[
@@ -146,7 +170,8 @@ def extract(
         datasets=[parse_dataset(d) for d in dataset],
         encoders=[parse_encoder(e) for e in encoder],
         store=store,
-        storage_options=_options(storage_option, "--storage-option"),
+        storage_options=_storage(storage_option),
+        storage_secret=storage_secret,
         chunk_size=chunk_size,
         batch_size=batch_size,
         decode_workers=decode_workers,
@@ -218,6 +243,7 @@ def _print_summary(result: dict[str, Any]) -> None:
 def demo(
     store: StoreOpt = "./store",
     storage_option: StorageOpt = [],
+    storage_secret: SecretOpt = None,
     data: Annotated[Path, typer.Option(help="where to write the demo catalogues")] = Path("./demo-data"),
     encoder: Annotated[
         list[str], typer.Option(help="image encoders (default: efficientnet-lite0,tokens=true and mediapipe-face)")
@@ -254,10 +280,10 @@ def demo(
     for name, params in demo_extractions(str(data)).items():  # what the nightly-demo deployments run
         if encoder and name == "nightly-demo":
             params = {**params, "encoders": [parse_encoder(e).model_dump() for e in encoder]}
-        _extract_or_fail(store=store, storage_options=_options(storage_option, "--storage-option"), **params)
-    fstore = _store(store, storage_option)
+        _extract_or_fail(store=store, storage_options=_storage(storage_option), storage_secret=storage_secret, **params)
+    fstore = _store(store, storage_option, storage_secret)
     _accepted_per_subject(fstore, "generated")
-    ls(store=store, storage_option=storage_option)
+    ls(store=store, storage_option=storage_option, storage_secret=storage_secret)
     runs = _demo_heads(fstore)
     _demo_audits(fstore, runs)
     _demo_lasca(fstore)
@@ -414,6 +440,7 @@ def train(
     ] = [],
     store: StoreOpt = "./store",
     storage_option: StorageOpt = [],
+    storage_secret: SecretOpt = None,
     device: Annotated[str | None, typer.Option(help="cpu, cuda (default: cuda if available)")] = None,
     json_out: Annotated[Path | None, typer.Option("--json", help="write the run summary as JSON")] = None,
 ) -> None:
@@ -451,7 +478,7 @@ def train(
             for fold in (test_fold or (range(1, folds + 1) if folds else [1]))
         ]
         result = train_heads_here(
-            configs, store=store, storage_options=_options(storage_option, "--storage-option"), device=device
+            configs, store=store, storage_options=_storage(storage_option), device=device, storage_secret=storage_secret
         )
     except ValueError as err:
         _fail(err)
@@ -515,6 +542,7 @@ def lasca(
     ] = None,
     store: StoreOpt = "./store",
     storage_option: StorageOpt = [],
+    storage_secret: SecretOpt = None,
 ) -> None:
     """LaScA's grid: preference learners of valence/arousal change between consecutive windows, per
     modality × window × τ × variant × sentence-transformer × affect × fold (each a keyed step), printed
@@ -536,7 +564,7 @@ def lasca(
             str(lexicon) if lexicon else None,
             lexicon_kind,
         )
-        result = run_lasca(grid, store, _options(storage_option, "--storage-option"), out, workers)
+        result = run_lasca(grid, store, _storage(storage_option), out, workers, storage_secret)
     except (ValueError, KeyError) as err:
         _fail(err)
     console.print(result["report"])
@@ -553,6 +581,7 @@ def report(
     ],
     store: StoreOpt = "./store",
     storage_option: StorageOpt = [],
+    storage_secret: SecretOpt = None,
     force: Annotated[bool, typer.Option(help="rewrite reports that exist (else they are kept and shown)")] = False,
     prototypes: Annotated[
         Path | None,
@@ -569,11 +598,12 @@ def report(
     from flows.train import head_reports
 
     try:
-        paths = _heads(_store(store, storage_option), head)
+        paths = _heads(_store(store, storage_option, storage_secret), head)
         reports = head_reports(
             paths,
             store=store,
-            storage_options=_options(storage_option, "--storage-option"),
+            storage_options=_storage(storage_option),
+            storage_secret=storage_secret,
             force=force,
             prototypes=str(prototypes) if prototypes else None,
             samples=sample or None,
@@ -611,6 +641,7 @@ def audit(
     measure: Annotated[str, typer.Option(help="faithfulness: agreement as f1 or jaccard")] = "f1",
     store: StoreOpt = "./store",
     storage_option: StorageOpt = [],
+    storage_secret: SecretOpt = None,
     json_out: Annotated[Path | None, typer.Option("--json", help="write the audits as JSON")] = None,
 ) -> None:
     """Audit trained heads: does the model reason the way its explanation claims (faithfulness), and
@@ -618,12 +649,13 @@ def audit(
     from flows.train import audit_heads
 
     try:
-        paths = _heads(_store(store, storage_option), head)
+        paths = _heads(_store(store, storage_option, storage_secret), head)
         audits = audit_heads(
             kind,
             paths,
             store=store,
-            storage_options=_options(storage_option, "--storage-option"),
+            storage_options=_storage(storage_option),
+            storage_secret=storage_secret,
             seeds=seeds,
             structure=structure,
             threshold=threshold,
@@ -644,6 +676,7 @@ def predict(
     head: Annotated[str, typer.Option(help="trained head: DATASET/HEAD-TASK (the only complete match) or its path")],
     store: StoreOpt = "./store",
     storage_option: StorageOpt = [],
+    storage_secret: SecretOpt = None,
     nearest: Annotated[int, typer.Option(help="nearest training examples shown per archetype")] = 3,
     json_out: Annotated[Path | None, typer.Option("--json", help="write the predictions as JSON")] = None,
 ) -> None:
@@ -652,7 +685,7 @@ def predict(
     from flows.predict import predict_images
 
     try:
-        fstore = _store(store, storage_option)
+        fstore = _store(store, storage_option, storage_secret)
         results = predict_images(fstore, select_group(fstore, head, "heads").path, images, nearest)
     except (ValueError, KeyError) as err:
         _fail(err)
@@ -685,15 +718,16 @@ def evaluate(
     split: Annotated[str, typer.Option(help="train, val or test")] = "test",
     store: StoreOpt = "./store",
     storage_option: StorageOpt = [],
+    storage_secret: SecretOpt = None,
     json_out: Annotated[Path | None, typer.Option("--json", help="write the metrics as JSON")] = None,
 ) -> None:
     """Every metric of trained heads on a split: table here, markdown artifact in Prefect, JSON on request."""
     from flows.train import evaluate_heads
 
     try:
-        paths = _heads(_store(store, storage_option), head)
+        paths = _heads(_store(store, storage_option, storage_secret), head)
         result = evaluate_heads(
-            paths, split=split, store=store, storage_options=_options(storage_option, "--storage-option")
+            paths, split=split, store=store, storage_options=_storage(storage_option), storage_secret=storage_secret
         )
     except (ValueError, KeyError) as err:
         _fail(err)
@@ -716,13 +750,14 @@ def results(
     head: Annotated[str | None, typer.Option(help="only this head (aura, linear, mlp …)")] = None,
     store: StoreOpt = "./store",
     storage_option: StorageOpt = [],
+    storage_secret: SecretOpt = None,
     json_out: Annotated[Path | None, typer.Option("--json", help="write the rows as JSON (- for stdout)")] = None,
     csv_out: Annotated[Path | None, typer.Option("--csv", help="write the rows as CSV (- for stdout)")] = None,
 ) -> None:
     """Every head run in the store, one row per variant (seeds and folds as mean ± std), oldest first."""
     from flows.results import head_results, results_frame, short_options
 
-    rows = head_results(_store(store, storage_option), dataset=dataset, task=task, head=head)
+    rows = head_results(_store(store, storage_option, storage_secret), dataset=dataset, task=task, head=head)
     if json_out or csv_out:
         frame = results_frame(rows)
         writers = {
@@ -763,11 +798,11 @@ def results(
 
 
 @app.command()
-def ls(store: StoreOpt = "./store", storage_option: StorageOpt = []) -> None:
+def ls(store: StoreOpt = "./store", storage_option: StorageOpt = [], storage_secret: SecretOpt = None) -> None:
     """List every step group in the store with its key, size and completion."""
     from featurestore import GroupReader
 
-    fstore = _store(store, storage_option)
+    fstore = _store(store, storage_option, storage_secret)
     table = Table(title=f"store {store}")
     for col in ("path", "kind", "samples", "chunks", "arrays", "status", "complete"):
         table.add_column(col)
@@ -803,6 +838,7 @@ def export_cmd(
     ] = None,
     store: StoreOpt = "./store",
     storage_option: StorageOpt = [],
+    storage_secret: SecretOpt = None,
 ) -> None:
     """Export a step group: HDF5 as stored, or NumPy / Parquet with labels, split, subject and status per row."""
     from featurestore import GroupReader
@@ -813,7 +849,7 @@ def export_cmd(
     if not (h5 or npz or parquet):
         _fail(ValueError("name at least one output: --h5, --npz or --parquet"))
     try:
-        fstore = _store(store, storage_option)
+        fstore = _store(store, storage_option, storage_secret)
         path = select_group(fstore, group, "features").path
         for out, write in (
             (h5, lambda o: export_h5(GroupReader.open(fstore, path), o)),
@@ -832,11 +868,12 @@ def import_cmd(
     h5: Annotated[Path, typer.Option("--h5", help="file written by export --h5")],
     store: StoreOpt = "./store",
     storage_option: StorageOpt = [],
+    storage_secret: SecretOpt = None,
 ) -> None:
     """Import an HDF5 export as a step group (same path, same key)."""
     from featurestore.h5 import import_h5
 
-    console.print(f"imported {import_h5(_store(store, storage_option), h5)}")
+    console.print(f"imported {import_h5(_store(store, storage_option, storage_secret), h5)}")
 
 
 @app.command()

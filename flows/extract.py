@@ -21,6 +21,7 @@ from pydantic import BaseModel, Field
 from tqdm import tqdm
 
 from featurestore import FeatureStore, GroupReader, Step
+from flows.credentials import store_options
 from flows.runners import chunk_runner
 from stages.allocator import keep_large_buffers
 from stages.encoders import Encoder, create_encoder, loaded_encoder
@@ -350,14 +351,16 @@ def extract_features(
     dask_workers: int = 0,
     lexicons: list[LexiconConfig] | None = None,
     windows: list[WindowConfig] | None = None,
+    storage_secret: str | None = None,
 ) -> dict[str, Any]:
     """Run frozen encoders over datasets into the feature store, skipping and resuming by step key.
 
     ``lexicons``: prompt sets embedded by every encoder that has a text tower (CLIP-like).
     ``windows``: fixed windows pooled over every feature group of a video source.
+    ``storage_secret``: a Prefect Secret block with the store's credentials, read inside the run.
     """
     logger = get_run_logger()
-    storage_options = storage_options or {}
+    storage_options = store_options(storage_options, storage_secret)
     # Fail fast on configuration, before any work: store, layouts, roots, encoders.
     if dask_address is not None and not dask_address.strip():
         # what a deployment's "{{ prefect.variables.… }}" becomes when the Variable was not set at deploy time
@@ -476,10 +479,13 @@ def extract(
     storage_options: dict[str, Any] | None = None,
     lexicons: list[LexiconConfig] | None = None,
     windows: list[WindowConfig] | None = None,
+    storage_secret: str | None = None,
     **options: Any,
 ) -> dict[str, Any]:
-    """What ``affectflow extract`` runs: nothing when every step is complete, else the flow."""
-    done = completed_steps(plan_extraction(datasets, encoders, lexicons, windows), store, storage_options)
+    """What ``affectflow extract`` runs: nothing when every step is complete, else the flow (given
+    the public options and the Secret block's name: the credentials are read inside the run)."""
+    here = store_options(storage_options, storage_secret)
+    done = completed_steps(plan_extraction(datasets, encoders, lexicons, windows), store, here)
     if done is not None:
         rows, lexicon_rows, window_rows = done
         return {
@@ -497,6 +503,7 @@ def extract(
         storage_options=storage_options,
         lexicons=lexicons,
         windows=windows,
+        storage_secret=storage_secret,
         **options,
     )
     return {**result, "flow_run": True}

@@ -21,6 +21,7 @@ from pydantic import BaseModel, Field, field_validator, model_validator
 
 from featurestore import FeatureStore, Step
 from featurestore.selectors import select_group
+from flows.credentials import store_options
 from heads.registry import get_head
 from heads.tasks import get_task
 from heads.trainer import KNOBS, TrainConfig
@@ -280,11 +281,13 @@ def train_heads_here(
     storage_options: dict[str, Any] | None = None,
     device: str | None = None,
     progress: bool = True,
+    storage_secret: str | None = None,
 ) -> dict[str, Any]:
     """What ``affectflow train`` runs: read back when every planned step is done; the
-    ``train-heads`` flow when a Prefect server is configured; else train in this process."""
+    ``train-heads`` flow when a Prefect server is configured (given the public options and the
+    Secret block's name); else train in this process."""
     t0 = time.perf_counter()
-    fstore = FeatureStore(store, storage_options or {})
+    fstore = FeatureStore(store, store_options(storage_options, storage_secret))
     plan = plan_heads(configs, fstore)
     if plan_done(plan, fstore):
         out = results([train_one(fstore, p, device, progress) for p in plan])
@@ -292,7 +295,9 @@ def train_heads_here(
     if os.environ.get("PREFECT_API_URL"):
         from flows.train import train_heads
 
-        out = train_heads(configs, store=store, storage_options=storage_options, device=device)
+        out = train_heads(
+            configs, store=store, storage_options=storage_options, device=device, storage_secret=storage_secret
+        )
         return {**out, "flow_run": True, "seconds": time.perf_counter() - t0}
     out = results([train_one(fstore, p, device, progress) for p in plan], fstore)
     return {**out, "flow_run": False, "seconds": time.perf_counter() - t0}

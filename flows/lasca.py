@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from featurestore import FeatureStore, GroupReader
+from flows.credentials import store_options
 from heads.lasca_table import grid_tables, prompt_tables
 from heads.trainer import TrainConfig
 from stages.lasca_steps import LascaGrid, explain_pair, run_lasca_grid
@@ -98,10 +99,13 @@ def run_lasca(
     storage_options: dict[str, Any],
     out: str | Path | None,
     workers: int | None = None,
+    storage_secret: str | None = None,
 ) -> dict[str, Any]:
-    """What ``affectflow lasca`` runs: the ``lasca-grid`` flow with a Prefect server configured, else here."""
+    """What ``affectflow lasca`` runs: the ``lasca-grid`` flow with a Prefect server configured (given
+    the Secret block's name, read inside the run), else here."""
     if os.environ.get("PREFECT_API_URL"):
         from flows.train import lasca_grid_flow
 
-        return lasca_grid_flow(asdict(grid), store, storage_options, str(out) if out else None, workers)
-    return lasca_grid(grid, store, storage_options, out, workers=workers)
+        out = str(out) if out else None
+        return lasca_grid_flow(asdict(grid), store, storage_options, out, workers, storage_secret=storage_secret)
+    return lasca_grid(grid, store, store_options(storage_options, storage_secret), out, workers=workers)

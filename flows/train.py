@@ -11,6 +11,7 @@ from prefect.cache_policies import NO_CACHE
 
 from featurestore import FeatureStore
 from flows.audits import audit_heads_here
+from flows.credentials import store_options
 from flows.demo import HEAD_PLANS
 from flows.heads import HeadConfig, PlannedHead, plan_heads, results, train_one
 from flows.lasca import lasca_grid
@@ -54,15 +55,17 @@ def train_heads(
     storage_options: dict[str, Any] | None = None,
     device: str | None = None,
     plan: str | None = None,
+    storage_secret: str | None = None,
 ) -> dict[str, Any]:
     """Train every head config for each of its seeds on cached features (skipped when keyed done).
 
     ``plan`` names a head plan (``demo``: flows/demo.py) worked out from the store when the run
     starts, on the latest feature groups it holds: what a deployment triggered by an extraction
     passes, since the feature keys are not known when it is deployed. Its heads come before ``heads``.
+    ``storage_secret``: a Prefect Secret block with the store's credentials, read inside the run.
     """
     logger = get_run_logger()
-    storage_options = storage_options or {}
+    storage_options = store_options(storage_options, storage_secret)
     fstore = FeatureStore(store, storage_options)
     if plan is not None and plan not in HEAD_PLANS:
         raise ValueError(f"unknown head plan {plan!r}; plans: {', '.join(HEAD_PLANS)}")
@@ -106,10 +109,14 @@ def evaluation_markdown(results: list[dict[str, Any]]) -> str:
 
 @flow(name="evaluate-heads", log_prints=True)
 def evaluate_heads(
-    paths: list[str], split: str = "test", store: str = "./store", storage_options: dict[str, Any] | None = None
+    paths: list[str],
+    split: str = "test",
+    store: str = "./store",
+    storage_options: dict[str, Any] | None = None,
+    storage_secret: str | None = None,
 ) -> dict[str, Any]:
     """Every metric of trained heads on a split, as a markdown artifact (and the returned table)."""
-    fstore = FeatureStore(store, storage_options or {})
+    fstore = FeatureStore(store, store_options(storage_options, storage_secret))
     results = [evaluate_head(fstore, path, split) for path in paths]
     markdown = evaluation_markdown(results)
     create_markdown_artifact(markdown=markdown, key="evaluate-heads", description=f"heads on the {split} split")
@@ -124,10 +131,12 @@ def head_reports(
     force: bool = False,
     prototypes: str | None = None,
     samples: list[str] | None = None,
+    storage_secret: str | None = None,
 ) -> list[dict[str, Any]]:
     """Write (or, with ``force``, rewrite) the reports of trained archetype, graph and attention-map heads; a graph
     head's with a user's ``prototypes`` table and chosen ``samples`` (stages/head_reports.py)."""
-    return [head_report_task(store, storage_options or {}, path, force, prototypes, samples) for path in paths]
+    options = store_options(storage_options, storage_secret)
+    return [head_report_task(store, options, path, force, prototypes, samples) for path in paths]
 
 
 @flow(name="audit-heads", log_prints=True)
@@ -140,10 +149,12 @@ def audit_heads(
     structure: str | None = None,
     threshold: float = 0.5,
     measure: str = "f1",
+    storage_secret: str | None = None,
 ) -> list[dict[str, Any]]:
     """Audit trained heads (``faithfulness`` or ``circumplex``, stages/audit_steps.py), each a keyed
     audit step with its report as an artifact; with ``seeds`` > 1 against its controls on as many seeds."""
-    audits = audit_heads_here(audit, paths, store, storage_options, seeds, structure, threshold, measure)
+    options = store_options(storage_options, storage_secret)
+    audits = audit_heads_here(audit, paths, store, options, seeds, structure, threshold, measure)
     for a in audits:
         create_markdown_artifact(
             markdown=a["markdown"], key=f"{audit}-audit", description=f"{audit} audit of {a['path']}"
@@ -158,11 +169,13 @@ def lasca_grid_flow(
     storage_options: dict[str, Any] | None = None,
     out: str | None = None,
     workers: int | None = None,
+    storage_secret: str | None = None,
 ) -> dict[str, Any]:
     """LaScA's grid (``stages.lasca_steps.LascaGrid``'s fields) over the store's windows: every
     learner a keyed step, trained in ``workers`` processes (None: one per core when enough are
     new); the accuracy and significance tables and the prompt statistics as an artifact (and
     written to ``out``)."""
-    result = lasca_grid(LascaGrid(**grid), store, storage_options or {}, out, workers=workers)
+    options = store_options(storage_options, storage_secret)
+    result = lasca_grid(LascaGrid(**grid), store, options, out, workers=workers)
     create_markdown_artifact(markdown=result["report"], key="lasca-grid", description=f"LaScA grid on {store}")
     return result

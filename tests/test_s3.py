@@ -188,3 +188,69 @@ def test_extract_kill_resume_and_read_on_s3(s3, tmp_path, prefect_api):
     assert evaluated.exit_code == 0, evaluated.output
     (evaluation,) = json.loads((tmp_path / "e.json").read_text())
     assert evaluation["metrics"]["macro_f1"] == pytest.approx(run["metrics"]["test"]["macro_f1"], abs=1e-6)
+
+
+SECRET = "s3cr3t-affectflow-7f3a9c"  # a value to look for everywhere afterwards
+KEY_ID = "AKIA-AFFECTFLOW-TEST"
+
+
+def test_credentials_from_a_secret_block_reach_s3_and_nowhere_else(s3, tmp_path, prefect_api):
+    """Extract, train and audit on S3 with the credentials in a Prefect Secret block (the CLI
+    processes have no AWS_* variables: without the block the store cannot be reached); afterwards
+    the secret is in no flow or task run, log or artifact of the Prefect server, nor in the store."""
+    import asyncio
+    import os
+
+    from prefect.blocks.system import Secret
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import LogFilter
+
+    Secret(value={"key": KEY_ID, "secret": SECRET}).save("afs-store-creds", overwrite=True)
+    data = write_csv_dataset(tmp_path / "faces", 64)
+    rows = (data / "manifest.csv").read_text().splitlines()  # with expressions, so a head can train
+    labelled = [f"{rows[0]},expression"] + [f"{r},{EXPRESSIONS[k % 3]}" for k, r in enumerate(rows[1:])]
+    (data / "manifest.csv").write_text("\n".join(labelled) + "\n")
+    url = "s3://affect-bucket/secret-store"
+    store = ["--store", url, "--storage-option", f"endpoint_url={s3}"]
+    env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")} | prefect_api
+
+    def run(*args: str, secret: bool = True) -> tuple[int, str]:
+        command = [str(BIN / "affectflow"), *args, *store, *(["--storage-secret", "afs-store-creds"] if secret else [])]
+        done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=600)
+        return done.returncode, done.stdout + done.stderr
+
+    extract = ["extract", "--dataset", f"csv={data},name=faces", "--encoder", "efficientnet-lite0"]
+    code, out = run(*extract, secret=False)
+    assert code != 0  # no credentials in the environment: the store is out of reach without the block
+    code, out = run(*extract)
+    assert code == 0, out[-3000:]
+    code, out = run(
+        "train", "--features", "faces/efficientnet-lite0", "--task", "fer", "--head", "linear", "--epochs", "5"
+    )
+    assert code == 0, out[-3000:]
+    code, out = run("audit", "circumplex", "faces/linear-fer")
+    assert code == 0, out[-3000:]
+    assert SECRET not in out
+
+    async def everything() -> str:
+        async with get_client() as client:
+            flows = await client.read_flow_runs()
+            tasks = await client.read_task_runs()
+            logs = await client.read_logs(LogFilter())
+            artifacts = await client.read_artifacts()
+        assert {"extract-features", "train-heads", "audit-heads"} <= {(await _flow_name(f.flow_id)) for f in flows}
+        runs = [f for f in flows if f.parameters.get("storage_secret") == "afs-store-creds"]
+        assert len(runs) >= 3  # the runs got the block's name, not its value
+        return json.dumps([x.model_dump(mode="json") for x in (*flows, *tasks, *logs, *artifacts)])
+
+    async def _flow_name(flow_id) -> str:
+        async with get_client() as client:
+            return (await client.read_flow(flow_id)).name
+
+    recorded = asyncio.run(everything())
+    assert SECRET not in recorded and KEY_ID not in recorded
+    fs = s3fs.S3FileSystem(endpoint_url=s3, skip_instance_cache=True)
+    for path in fs.find("affect-bucket/secret-store"):
+        if fs.size(path) < 1_000_000:
+            body = fs.cat(path)
+            assert SECRET.encode() not in body and KEY_ID.encode() not in body, path
