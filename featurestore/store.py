@@ -103,11 +103,18 @@ def _open_root(zstore: zarr.abc.store.Store) -> zarr.Group:
 
 
 class FeatureStore:
-    def __init__(self, url: str, storage_options: dict[str, Any] | None = None):
+    def __init__(self, url: str, storage_options: dict[str, Any] | None = None, create: bool = True):
+        """Open the store at ``url``; ``create=False`` (what reading commands pass) refuses a URL
+        where no store is, rather than making an empty one there (a mistyped --store)."""
         self.url = str(url)
         self.storage_options = dict(storage_options or {})
         self.fs, self.root = fsspec.core.url_to_fs(self.url, **self.storage_options)
         self.is_local = "file" in self.fs.protocol or "local" in self.fs.protocol
+        if not create and not self.fs.exists(f"{self.root.rstrip('/')}/zarr.json"):
+            raise StoreError(
+                f"no feature store at {self.url!r} (nothing there has been extracted): check --store; "
+                "`affectflow extract` makes one"
+            )
         try:
             if self.is_local:
                 zstore = zarr.storage.LocalStore(self.root)

@@ -54,12 +54,17 @@ def _storage(storage_option: list[str]) -> dict[str, Any]:
     return options
 
 
-def _store(store: str, storage_option: list[str], storage_secret: str | None = None):
-    """The FeatureStore the store options name (the Secret block read here, in this process)."""
+def _store(store: str, storage_option: list[str], storage_secret: str | None = None, create: bool = False):
+    """The FeatureStore the store options name (the Secret block read here, in this process); one
+    that is not there is an error unless the command writes a new store (``create``)."""
     from featurestore import FeatureStore
+    from featurestore.store import StoreError
     from flows.credentials import store_options
 
-    return FeatureStore(store, store_options(_storage(storage_option), storage_secret))
+    try:
+        return FeatureStore(store, store_options(_storage(storage_option), storage_secret), create=create)
+    except StoreError as err:
+        _fail(err)
 
 
 def _value(text: str) -> Any:
@@ -377,7 +382,10 @@ def train(
         ),
     ],
     task: Annotated[str, typer.Option(help="fer, va, au, au_fer or rank (LaScA: --features names the video dataset)")],
-    head: Annotated[list[str], typer.Option(help="aura, linear, mlp or a plugin's head (repeatable)")] = ["aura"],
+    head: Annotated[
+        list[str],
+        typer.Option(help="aura, linear, mlp, causal, faud, facr, lasca or a plugin's head (repeatable)"),
+    ] = ["aura"],
     array: Annotated[str, typer.Option(help="feature array: global, patch_proj, blendshapes, mfcc …")] = "global",
     option: Annotated[
         list[str],
@@ -708,6 +716,8 @@ def predict(
             )
     if json_out:
         json_out.write_text(json.dumps(results, indent=1))
+    if results and all(r["status"] != "ok" for r in results):
+        raise typer.Exit(1)  # nothing could be read: a script must not take this for predictions
 
 
 @app.command()
@@ -873,7 +883,7 @@ def import_cmd(
     """Import an HDF5 export as a step group (same path, same key)."""
     from featurestore.h5 import import_h5
 
-    console.print(f"imported {import_h5(_store(store, storage_option, storage_secret), h5)}")
+    console.print(f"imported {import_h5(_store(store, storage_option, storage_secret, create=True), h5)}")
 
 
 @app.command()
