@@ -251,9 +251,10 @@ def tables(result: dict) -> str:
     lines = [begin, ""]
     lines.append(
         "Real, public data the project did not generate (built from public mirrors by bench/real/; "
-        "never committed). FER2013, CK+ and EmoDB are kept for independent evaluation and are not used. "
+        "never committed). The sets kept for the project's independent evaluation are not used here. "
         "No AU-coded set with human FACS codes is public in a mirror reachable here (DISFA, BP4D, "
-        "UNBC-McMaster, RAF-AU and Aff-Wild2 are released under signed agreements; CK+ is reserved), so "
+        "UNBC-McMaster, RAF-AU and Aff-Wild2 are released under signed agreements; the public posed one is "
+        "kept for independent evaluation), so "
         "FAUD-CLIP, CausalAffect and FACR's faithfulness audit have no real-data row yet."
     )
     fe = result["sets"].get("facial_expressions")
