@@ -46,6 +46,18 @@ def subject_folds(subjects: np.ndarray, folds: int) -> np.ndarray:
     return fold
 
 
+def labels_present(source: GroupReader) -> list[str]:
+    """The kinds of label ``source`` holds for at least one sample, with the tasks that read them."""
+    present, names = [], source.names()
+    if "expression" in names and (source.numpy("expression") >= 0).any():
+        present.append("expressions (task fer)")
+    if "va" in names and np.isfinite(source.numpy("va")).any():
+        present.append("valence/arousal (task va)")
+    if "au" in source.names() and (source.numpy("au") >= 0).any():
+        present.append("action units (task au)")
+    return present
+
+
 def task_data(
     features: GroupReader,
     source: GroupReader,
@@ -64,6 +76,12 @@ def task_data(
     task = get_task(task)
     labels = labels or task.labels(source, expressions)
     y, labelled, names = labels.y, labels.labelled, labels.names
+    if not labelled.any():
+        present = labels_present(source)
+        raise ValueError(
+            f"{task.name} on {source.path}: no sample has the task's labels; the dataset has "
+            f"{', '.join(present) if present else 'no labels at all'}: choose a task that reads them"
+        )
     usable = np.flatnonzero(labelled & (features.status() == SampleStatus.OK))
     subjects = source.numpy("subject")
     # samples without a subject id are their own unit (RAF-DB, AffectNet)
