@@ -26,6 +26,7 @@ scripts and runs the whole bench on them at small sizes, publishing nothing.
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import time
 from pathlib import Path
@@ -75,8 +76,6 @@ def missing(name: str) -> str:
 
 
 def built(name: str) -> dict | None:
-    import json
-
     path = DATA / name / "build.json"
     return json.loads(path.read_text()) if path.is_file() else None
 
@@ -214,8 +213,6 @@ def speech(store_dir: Path, info: dict) -> dict:
 
 
 def _train_seconds(store, head_path: str) -> float:
-    import json
-
     return float(json.loads(store.get_file(head_path, "metrics.json")).get("train_seconds", 0.0))
 
 
@@ -366,7 +363,6 @@ def stand_in_mirrors(work: Path) -> None:
 
 
 def main() -> None:
-    import json
     import tempfile
 
     global DATA
