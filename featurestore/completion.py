@@ -75,5 +75,11 @@ class StepGroup:
             raise RuntimeError(f"cannot mark {self.path} complete: chunks {undone[:10]} not done")
         meta = self.meta
         meta["complete"] = True
-        meta["completed_at"] = datetime.now(timezone.utc).isoformat(timespec="seconds")  # informational, not keyed
+        meta["completed_at"] = datetime.now(timezone.utc).isoformat(timespec="microseconds")  # not keyed
         self.group.attrs[META] = meta
+
+
+def completion_order(group) -> tuple[datetime, str]:
+    """A complete group's place in completion order: when it completed (groups stored with seconds
+    before microseconds were recorded still parse), then its path for a tie."""
+    return datetime.fromisoformat(group.meta["completed_at"]), group.path

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import re
 import warnings
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
@@ -27,7 +27,7 @@ import numpy as np
 import zarr
 from zarr.codecs import ZstdCodec
 
-from featurestore.completion import DONE, META, StepGroup
+from featurestore.completion import DONE, META, StepGroup, completion_order
 from featurestore.locks import step_lock
 from featurestore.status import status_names
 from featurestore.steps import Step, StepOutput
@@ -256,6 +256,13 @@ class FeatureStore:
     def lock(self, key: str, timeout: float = 3600) -> Iterator[None]:
         with step_lock(self.fs, self.root, key, timeout=timeout):
             yield
+
+    def latest(self, prefix: str, where: Callable[[StepGroup], bool] | None = None) -> StepGroup | None:
+        """The complete step group under ``prefix`` (that ``where`` accepts) completed last, or None.
+        Zarr lists members in its own order, neither creation nor completion order: a re-extraction
+        with other options would otherwise be found, or not, by the order of its key's letters."""
+        groups = [g for g in self.list_steps(prefix) if g.is_complete and (where is None or where(g))]
+        return max(groups, key=completion_order, default=None)
 
     def list_steps(self, prefix: str = "") -> list[StepGroup]:
         """Every step group under ``prefix`` (``sources``, ``features`` or '' for all)."""

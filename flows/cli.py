@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import sys
 from pathlib import Path
 from typing import Annotated, Any
@@ -339,8 +340,7 @@ def _accepted_per_subject(fstore, dataset: str) -> None:
     """How many images of each generated subject the face model accepted (the rest: no_face)."""
     from featurestore import GroupReader
 
-    (group,) = [g for g in fstore.list_steps(f"features/{dataset}/mediapipe-face") if g.is_complete][-1:]
-    face = GroupReader(group)
+    face = GroupReader(fstore.latest(f"features/{dataset}/mediapipe-face"))
     subjects = GroupReader.open(fstore, face.meta["source_path"]).numpy("subject")
     ok = face.ok_mask()
     counts = {s: f"{int(ok[subjects == s].sum())}/{int((subjects == s).sum())}" for s in dict.fromkeys(subjects)}
@@ -409,6 +409,13 @@ def train(
     warmup_epochs: Annotated[
         int | None, typer.Option(help="epochs with usage-aware archetype resets [default: fast 3, paper 5]")
     ] = None,
+    min_steps: Annotated[
+        int | None,
+        typer.Option(
+            help="the fewest optimiser steps: a small set's epochs, patience and warm-up are stretched to reach it "
+            "[default: the preset's (faud 1,000, others 0; see docs/methods.md#step-budget); 0 when --epochs is given]"
+        ),
+    ] = None,
     transport: Annotated[
         str | None,
         typer.Option(
@@ -473,6 +480,7 @@ def train(
                 lr=lr,
                 patience=patience,
                 warmup_epochs=warmup_epochs,
+                min_steps=min_steps,
                 transport=transport,
                 transport_weight=transport_weight,
                 report=report,
@@ -512,7 +520,12 @@ def _print_training(result: dict, store: str) -> None:
             f"{row['train_seconds']:.1f}",
         )
     console.print(table)
-    console.print(f"protocol: {result['summary'][0]['protocol']}")
+    for row in result["summary"]:
+        protocol = row["protocol"]
+        if row["folds"]:  # the rows pool every test fold: say so rather than the first fold's protocol
+            folds = f"{row['folds'][0]}–{row['folds'][-1]}" if len(row["folds"]) > 1 else str(row["folds"][0])
+            protocol = re.sub(r"test fold \d+", f"mean ± std over test folds {folds}", protocol)
+        console.print(f"protocol ({row['head']}, {row['task']}): {protocol}")
     for run in result["runs"]:
         if "report" in run:
             beside = "samples.json, audit.csv" if "graph_report" in run else "nearest-*.png, map.png, audit.csv"
@@ -767,7 +780,16 @@ def results(
     """Every head run in the store, one row per variant (seeds and folds as mean ± std), oldest first."""
     from flows.results import head_results, results_frame, short_options
 
-    rows = head_results(_store(store, storage_option, storage_secret), dataset=dataset, task=task, head=head)
+    fstore = _store(store, storage_option, storage_secret)
+    rows = head_results(fstore, dataset=dataset, task=task, head=head)
+    if not rows and (dataset or task or head):  # a filter that matches nothing: most often a typo
+        every = head_results(fstore)
+        there = {k: sorted({r[k] for r in every}) for k in ("dataset", "task", "head")}
+        console.print(
+            "no complete head runs match the filters; the store has "
+            + "; ".join(f"{k}s: {', '.join(v) or '—'}" for k, v in there.items())
+        )
+        raise typer.Exit(1)
     if json_out or csv_out:
         frame = results_frame(rows)
         writers = {
@@ -804,7 +826,7 @@ def results(
         )
     console.print(table)
     if not rows:
-        console.print("no complete head runs" + (" match the filters" if dataset or task or head else " in this store"))
+        console.print("no complete head runs in this store")
 
 
 @app.command()

@@ -61,10 +61,10 @@ def demo_lasca_grid(dataset: str = "videos"):
 
 
 def _latest(fstore: FeatureStore, prefix: str, array: str) -> str:
-    groups = [g for g in fstore.list_steps(prefix) if g.is_complete and array in GroupReader(g).names()]
-    if not groups:
+    group = fstore.latest(prefix, lambda g: array in GroupReader(g).names())
+    if group is None:
         raise ValueError(f"no complete group with {array!r} under {prefix} in {fstore.url}: run `affectflow demo`")
-    return groups[-1].path
+    return group.path
 
 
 def demo_head_configs(fstore: FeatureStore) -> list:

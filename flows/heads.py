@@ -58,6 +58,11 @@ class HeadConfig(BaseModel):
     lr: float | None = None
     patience: int | None = None
     warmup_epochs: int | None = None
+    min_steps: int | None = Field(
+        None,
+        description="the fewest optimiser steps: a small set's epochs are stretched until they reach it "
+        "(None: the preset's, faud 1,000, others 0, see docs/methods.md#step-budget; 0 when epochs is given)",
+    )
     transport: str | None = Field(
         None,
         description="a transport term on the class loss (fer, au_fer): circumplex (Russell's distances between the "
@@ -334,7 +339,7 @@ def train(
     """Train one head on cached features from Python (a notebook), keyed like every head step.
 
     ``train`` holds the trainer's knobs: ``preset`` ("fast", the default, or "paper") and any of
-    ``epochs``, ``lr``, ``batch_size``, ``patience``, ``warmup_epochs``, ``transport`` to override it,
+    ``epochs``, ``lr``, ``batch_size``, ``patience``, ``warmup_epochs``, ``min_steps``, ``transport`` to override it,
     and the protocol's ``test_fold`` and ``folds``. ``cell``: the rank task's LaScA cell (``features``
     is then the video dataset's name). Returns the step's path, key, state and metrics. Loaded
     features and splits stay in this process for the next call, and the store is opened once per URL::

@@ -5,8 +5,12 @@ From a cached image feature z (standardised), one small head per AU gives an AU 
 
 * **GC**, the global graph: signed edge weights W_AA (M × M, zero diagonal; [j, i] is AU j → AU i)
   and W_AE (M × C; [i, c] is AU i → class c), initialised in ±``init_range``, both signs allowed.
-  AU logits aᵢ = a⁰ᵢ + Σⱼ σ(a⁰ⱼ) W_AA[j, i]; expression logits e_c = g Σᵢ σ(aᵢ) W_AE[i, c] + b_c,
-  g > 0 a learned gain (starting at ``expression_gain``; exported graphs are g · W_AE).
+  AU logits aᵢ = a⁰ᵢ + Σⱼ (σ(a⁰ⱼ) − μⱼ) W_AA[j, i], μⱼ AU j's mean base probability (a running
+  mean over training batches: an edge carries how far its source is from usual, so it cannot act
+  as a second bias of its target; with σ(a⁰ⱼ) uncentred the edges learnt offsets and the planted
+  AU → AU edges ranked at precision 0.33, centred 1.00, docs/methods.md#au-au-graph); expression
+  logits e_c = g Σᵢ σ(aᵢ) W_AE[i, c] + b_c, g > 0 a learned gain (starting at ``expression_gain``;
+  exported graphs are g · W_AE).
 * **SAC**, the sample-adaptive graph: ``sac_layers`` layers of signed multi-head attention
   (``sac_heads``) over the AU features, whose scores tanh(q·k/√d) ∈ [−1, 1] are per-sample signed
   edges (a token never attends to itself); the last layer's mean over heads S (B × M × M) adds
@@ -28,7 +32,8 @@ From a cached image feature z (standardised), one small head per AU gives an AU 
   margin where it says "edge", both on the AU logits and on the SAC tokens (‖Δ‖/√d), λ 0.5 each.
   The intervention and the counterfactual pass read W_AA detached: the two losses shape the
   features and SAC to follow the graph, and do not move the graph itself (let through, they shrank
-  every edge to zero: the consistency loss is cheapest to meet with no edges at all).
+  every edge to zero: the consistency loss is cheapest to meet with no edges at all). Without GC
+  (the ablation's SAC + CF rows) the edges s → t are each sample's SAC edges S[t, s], detached too.
 
 Every module is a switch of :class:`CausalConfig` (``use_dis``, ``use_gc``, ``use_sac``, ``use_cf``,
 ``use_dag``), so the paper's ablation is one sweep. Losses are taken only on labelled entries: AU
@@ -74,7 +79,7 @@ class CausalConfig:
     sac_layers: int = 2
     cf_sigma: float = 0.2
     cf_gamma: float = 10.0
-    cf_threshold: float = 0.1  # τ: the edge strength where the gate is half open (the paper leaves it open)
+    cf_threshold: float = 0.1  # τ: where the gate is half open (appendix F.3: 0.5; docs/methods.md says why 0.1)
     cf_margin: float = 1.0
     lambda_consist: float = 0.5
     lambda_discrep: float = 0.5
@@ -84,9 +89,10 @@ def intervene(
     features: torch.Tensor, source: int, eps: torch.Tensor, gate: torch.Tensor, weight: torch.Tensor
 ) -> torch.Tensor:
     """AU features (B, M, d) after adding ``eps`` (B, d) to the source AU's and ``gate[t] · weight[t]
-    · eps`` to every other AU t's: the intervention reaches a target only through its gated edge."""
+    · eps`` to every other AU t's: the intervention reaches a target only through its gated edge.
+    ``gate`` and ``weight`` are (M,) for the global graph's edges or (B, M) for per-sample ones."""
     push = torch.where(torch.arange(features.shape[1], device=features.device) == source, 1.0, gate * weight)
-    return features + push[None, :, None] * eps[:, None, :]
+    return features + push.expand(features.shape[0], -1)[:, :, None] * eps[:, None, :]
 
 
 class SignedAttention(nn.Module):
@@ -121,6 +127,8 @@ class CausalHead(Head):
         self.c = n_outputs - self.m
         if self.m < 2 or self.c < 2:
             raise ValueError(f"a causal graph needs ≥ 2 AUs and ≥ 2 classes; the labels have {self.m} and {self.c}")
+        if config.use_cf and not (config.use_gc or config.use_sac):
+            raise ValueError("CF intervenes along AU → AU edges: it needs GC or SAC (use_cf=False for the backbone)")
         m, c, d = self.m, self.c, config.feature_dim
         self.norm = InputNorm(in_dim)
         # Dis: one small head per AU, stacked into one batched product
@@ -136,6 +144,9 @@ class CausalHead(Head):
         # hundred steps a small dataset gives, without changing which edges are strong
         self.expression_log_gain = nn.Parameter(torch.tensor(math.log(config.expression_gain)))
         self.register_buffer("off_diagonal", 1.0 - torch.eye(m))
+        # each AU's mean base probability (a running mean over training batches): the global graph's
+        # messages are deviations from it, so an edge cannot serve as a second bias (see au_stage)
+        self.register_buffer("au_mean", torch.full((m,), 0.5))
         self.sac = nn.ModuleList(SignedAttention(d, config.sac_heads) for _ in range(config.sac_layers))
         self.sac_scale = nn.Parameter(torch.zeros(()))  # SAC's AU→AU messages start silent
         self.prototypes = nn.Parameter(torch.randn(c, d) / math.sqrt(d))
@@ -174,7 +185,7 @@ class CausalHead(Head):
                 tokens, edges_aa = layer(tokens)
             a = a + self.sac_scale * torch.einsum("bij,bj->bi", edges_aa, p0)
         if cfg.use_gc:
-            a = a + p0 @ graph
+            a = a + (p0 - self.au_mean) @ graph
         return {"a0": a0, "au": a, "tokens": tokens, "edges_aa": edges_aa}
 
     def expression_stage(
@@ -228,7 +239,7 @@ class CausalHead(Head):
         * ``contribution`` (B, C, M): AU i's part of class c's logit, g·W_AE[i, c]·σ(aᵢ) (GC) plus
           E[c, i]·σ(aᵢ)·⟨P_c, V(tᵢ)⟩ / (M √d) (SAC); a class logit is the sum over AUs plus its bias
           (and, in the ablation's backbone, the linear readout's term, which no AU owns);
-        * ``messages`` (B, M, M) [source j, target i]: AU j's part of AU i's logit, σ(a⁰ⱼ)·W_AA[j, i]
+        * ``messages`` (B, M, M) [source j, target i]: AU j's part of AU i's logit, (σ(a⁰ⱼ) − μⱼ)·W_AA[j, i]
           (GC) plus s_A·S[i, j]·σ(a⁰ⱼ) (SAC); an AU logit is the sum over sources plus its base logit;
         * ``au``, ``au_base`` and ``expression`` (probabilities) and ``base_logit`` a⁰, ``bias``."""
         f = self.au_features(x)[1]
@@ -239,7 +250,7 @@ class CausalHead(Head):
         messages = x.new_zeros(b, self.m, self.m)
         if self.config.use_gc:
             contribution += self.au_expression_graph.T[None] * p[:, None, :]
-            messages += p0[:, :, None] * self.au_graph[None]
+            messages += (p0 - self.au_mean)[:, :, None] * self.au_graph[None]
         if self.config.use_sac:
             d = f.shape[-1]
             value = torch.einsum("bmd,cd->bcm", self.proto_value(out["tokens"]), self.prototypes) / math.sqrt(d)
@@ -263,6 +274,8 @@ class CausalHead(Head):
         z, f = self.au_features(x)
         out = self.graph_stage(f)
         au_target, expression_target = target[:, : self.m], target[:, self.m]
+        with torch.no_grad():  # the running mean the global graph's messages are centred on
+            self.au_mean.lerp_(torch.sigmoid(out["a0"]).mean(0), 0.1)
         parts = {
             "au": au_loss(out["au"], au_target),
             "expression": expression_loss(out["expression"], expression_target, class_weights),
@@ -271,7 +284,7 @@ class CausalHead(Head):
             parts.update(self.disentanglement(z, f, out["a0"], au_target))
         if cfg.use_dag and cfg.use_gc:
             parts["dag"] = cfg.lambda_dag * dag_penalty(self.au_graph)
-        if cfg.use_cf and cfg.use_gc:
+        if cfg.use_cf:
             parts.update(self.counterfactual(f))
         total = sum(parts.values())
         return total, {k: float(v.detach()) for k, v in parts.items()}
@@ -305,15 +318,20 @@ class CausalHead(Head):
         # W_AA, the consistency loss is cheapest to satisfy by shrinking every edge below the gate,
         # which then gates even less: W_AA collapsed to 0.000 (max |w|) from its ±0.01 start on
         # planted AU → AU data, against 0.085 without CF (docs/methods.md, tests/test_causal.py).
+        # Without GC (the ablation's SAC + CF rows) the edges are each sample's SAC edges, detached
+        # for the same reason.
         graph = self.au_graph.detach()
-        weight = graph[source]
-        gate = torch.sigmoid(cfg.cf_gamma * (weight.abs() - cfg.cf_threshold))
         factual = self.au_stage(f, graph)
+        if self.config.use_gc:
+            weight = graph[source]  # (M,): source → every target
+        else:
+            weight = factual["edges_aa"].detach()[:, :, source]  # (B, M): [target, source] per sample
+        gate = torch.sigmoid(cfg.cf_gamma * (weight.abs() - cfg.cf_threshold))
         cf = self.au_stage(intervene(f, source, eps, gate, weight), graph)
         targets = torch.arange(self.m, device=f.device) != source
         d_logit = (cf["au"] - factual["au"])[:, targets]
         d_token = (cf["tokens"] - factual["tokens"]).norm(dim=-1)[:, targets] / math.sqrt(f.shape[-1])
-        g = gate[targets]
+        g = gate[..., targets]
         consist = sum(((1 - g) * delta.square()).mean() for delta in (d_logit, d_token))
         discrep = sum((g * F.relu(cfg.cf_margin - delta.abs())).mean() for delta in (d_logit, d_token))
         return {"cf_consist": cfg.lambda_consist * consist, "cf_discrep": cfg.lambda_discrep * discrep}
@@ -324,7 +342,7 @@ class CausalHead(Head):
 
 
 # 2: the counterfactual pass reads the AU → AU graph detached (its losses no longer shrink the graph)
-@register_head("causal", version=2, config=CausalConfig, tasks=("au_fer",), inputs=("global",))
+@register_head("causal", version=3, config=CausalConfig, tasks=("au_fer",), inputs=("global",))
 def causal(task: Task | str, in_dim: int, n_outputs: int, config: CausalConfig) -> CausalHead:
     """CausalAffect's graph head on cached features (the encoder frozen; see heads/causal.py)."""
     return CausalHead(task, in_dim, n_outputs, config)

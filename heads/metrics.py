@@ -100,6 +100,26 @@ def graph_metrics(estimate: np.ndarray, truth: np.ndarray, threshold: float = 0.
     }
 
 
+def edge_recovery(weights: np.ndarray, planted: list[tuple[int, int]], init_scale: float) -> dict[str, float]:
+    """How well a learned graph (d × d, [i, j] the edge i → j) ranks ``planted`` edges: the top-k
+    pairs by strength, k = the number planted, each pair's strength the larger |w| of its two
+    directions (co-activation data cannot orient an edge), against the planted pairs; with the
+    largest and median off-diagonal |w| beside the initialisation's scale."""
+    w = np.abs(np.asarray(weights, float))
+    strength = np.maximum(w, w.T)
+    rows, cols = np.triu_indices(w.shape[0], 1)
+    top = np.argsort(-strength[rows, cols], kind="stable")[: len(planted)]
+    found = {(int(rows[t]), int(cols[t])) for t in top}
+    truth = {(min(i, j), max(i, j)) for i, j in planted}
+    off = w[~np.eye(w.shape[0], dtype=bool)]
+    return {
+        "precision_at_k": len(found & truth) / len(truth),
+        "max_abs_weight": float(off.max()),
+        "median_abs_weight": float(np.median(off)),
+        "init_scale": float(init_scale),
+    }
+
+
 def affective_distance(pred: np.ndarray, target: np.ndarray, cost: np.ndarray) -> float:
     """The affective distance of errors: mean ``cost[true, predicted]`` (circumplex distance) over
     the misclassified labelled samples (NaN without errors)."""

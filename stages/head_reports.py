@@ -171,12 +171,11 @@ def _chosen_samples(samples: list[str], where: list[tuple], datasets: list[str])
 
 def _landmarks(store: FeatureStore, source_path: str, dataset: str) -> np.ndarray | None:
     """Face-mesh landmarks (rows, 478, 3) of a source, from its latest complete face-landmark group."""
-    groups = [
-        g
-        for g in store.list_steps(f"features/{dataset}")
-        if g.is_complete and g.meta.get("source_path") == source_path and "landmarks" in GroupReader(g).names()
-    ]
-    return GroupReader(groups[-1]).numpy("landmarks").astype(np.float32) if groups else None
+    group = store.latest(
+        f"features/{dataset}",
+        lambda g: g.meta.get("source_path") == source_path and "landmarks" in GroupReader(g).names(),
+    )
+    return GroupReader(group).numpy("landmarks").astype(np.float32) if group else None
 
 
 def _picture_sizes(source: GroupReader, rows: np.ndarray) -> np.ndarray:

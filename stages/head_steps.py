@@ -239,6 +239,8 @@ def fit_head_output(
         "best_epoch": result.best_epoch,
         "batch_size": result.batch_size,
         "epochs_run": result.epochs_run,
+        "epoch_budget": result.epoch_budget,
+        "steps_per_epoch": result.steps_per_epoch,
         "k_stable": result.k_stable,
         "protocol": data.protocol,
         "samples": {k: int(v.size) for k, v in data.rows.items()},
@@ -299,6 +301,12 @@ def load_head(store: FeatureStore, path: str) -> tuple[torch.nn.Module, dict[str
     """Rebuild a trained head from its config and safetensors weights."""
     config = json.loads(store.get_file(path, "config.json"))
     entry = get_head(config["head"], module=config.get("module"))
+    trained_by = store.open_step(path).meta["spec"]["version"]
+    if trained_by != entry.version:  # its weights are another version's: say so, not a state-dict error
+        raise ValueError(
+            f"{path} was trained by {config['head']} version {trained_by}; this code's is version "
+            f"{entry.version}: train it again (the new version trains under a new key beside it)"
+        )
     model = create_head(
         config["head"],
         config["task"],

@@ -151,20 +151,20 @@ class LascaGrid:
 
 def latest_windows(store: FeatureStore, dataset: str, window: str, array: str, encoder: str | None = None) -> StepGroup:
     """The latest complete windows group of ``dataset`` at ``window`` with ``array`` (of ``encoder``)."""
-    found = [
-        g
-        for g in store.list_steps(f"windows/{dataset}")
-        if g.is_complete
-        and g.meta["window"] == window
-        and (encoder is None or g.meta["encoder"] == encoder)
-        and array in GroupReader(g).names()
-    ]
-    if not found:
+    found = store.latest(
+        f"windows/{dataset}",
+        lambda g: (
+            g.meta["window"] == window
+            and (encoder is None or g.meta["encoder"] == encoder)
+            and array in GroupReader(g).names()
+        ),
+    )
+    if found is None:
         raise ValueError(
             f"no complete {window} windows group of {dataset} with {array!r}"
             f"{f' from {encoder}' if encoder else ''} in {store.url}: extract the videos with windows first"
         )
-    return found[-1]
+    return found
 
 
 @dataclass(frozen=True)

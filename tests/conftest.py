@@ -11,12 +11,12 @@ import sys
 import time
 from pathlib import Path
 
-# Under pytest-xdist (`make test` runs two workers): each worker keeps to one core, and so do the
-# processes its tests start (they inherit it), so two workers share the two cores. Without this,
-# torch's OpenMP team in one worker spins against the other's and both slow many times over.
-if os.environ.get("PYTEST_XDIST_WORKER"):
-    for _threads in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
-        os.environ[_threads] = "1"
+# One torch/BLAS thread per test process, under pytest-xdist (`make test` runs two workers, which
+# then share the two cores) or not, and so for the processes its tests start (they inherit it).
+# Without this, torch's OpenMP team in one process spins against another's and both slow many
+# times over (one AURA test: 299 s with default threads on a loaded machine, 2.7 s with one).
+for _threads in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
+    os.environ[_threads] = "1"
 
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402

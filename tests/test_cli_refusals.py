@@ -30,7 +30,7 @@ def test_train_help_names_every_registered_head():
     assert len(ours) >= 7 and all(name in text for name in ours), (ours, text)
 
 
-def test_training_a_task_whose_labels_the_dataset_lacks_names_the_labels_it_has(tmp_path):
+def test_training_a_task_whose_labels_the_dataset_lacks_names_the_labels_it_has(tmp_path, monkeypatch):
     """``train --task va`` on an expression-only set: not "empty split (train 0 …)" but what is missing
     and which tasks the set's labels serve."""
     import numpy as np
@@ -52,4 +52,32 @@ def test_training_a_task_whose_labels_the_dataset_lacks_names_the_labels_it_has(
     features = write_feature_group(store, "exprs", {"global": np.random.default_rng(0).normal(size=(n, 4))}, labels)
     with pytest.raises(ValueError, match=r"va on .*no sample has the task's labels; the dataset has expressions"):
         train_head(store, features, "linear", "va", train=TrainConfig(epochs=1, progress=False))
-    assert train_head(store, features, "linear", "fer", train=TrainConfig(epochs=1, progress=False))[1] == "new"
+    group, state, _ = train_head(store, features, "linear", "fer", train=TrainConfig(epochs=1, progress=False))
+    assert state == "new"
+    # a head stored by another version of its code is refused by name, not with a state-dict error
+    import dataclasses
+
+    from heads.registry import HEADS
+    from stages.head_steps import load_head
+
+    monkeypatch.setitem(HEADS, "linear", dataclasses.replace(HEADS["linear"], version=HEADS["linear"].version + 1))
+    with pytest.raises(ValueError, match=r"trained by linear version \d+; this code's is version \d+: train it again"):
+        load_head(store, group.path)
+    monkeypatch.undo()
+    # `results --task ferr` (a typo): what the store has, and a non-zero exit, not an empty table
+    out = CliRunner().invoke(app, ["results", "--task", "ferr", "--store", str(tmp_path / "store")])
+    assert out.exit_code == 1, out.output
+    assert "no complete head runs match" in out.output and "tasks: fer" in out.output, out.output
+    assert "heads: linear" in out.output and "datasets: exprs" in out.output, out.output
+
+
+def test_layouts_describes_every_layout_in_whole_sentences():
+    """`affectflow layouts` prints each layout's first docstring paragraph, not its first line
+    (the csv layout's description was cut mid-sentence)."""
+    from stages.sources import SOURCES
+
+    text = CliRunner().invoke(app, ["layouts"], terminal_width=400).output
+    lines = [line for line in text.splitlines() if line.strip()]
+    assert len(lines) == len(SOURCES)
+    assert all(line.rstrip().endswith(".") for line in lines), [line for line in lines if not line.endswith(".")]
+    assert "subject, split, AU<n> columns" in text

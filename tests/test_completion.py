@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 from featurestore import ArraySpec, FeatureStore, GroupReader, Step, StepSpec
+from featurestore.completion import META
 
 PATH = "features/x/enc/k"
 
@@ -32,3 +33,31 @@ def test_a_chunk_of_fill_values_is_done_only_after_its_flag(tmp_path):
     assert final.is_complete and final.undone_chunks() == []
     values = GroupReader(final).numpy("v")
     assert np.isnan(values[:4]).all() and (values[4:] == 1).all()
+
+
+def test_latest_is_the_group_completed_last_not_the_last_zarr_lists(tmp_path):
+    """Two complete groups of one dataset and encoder: the later one has the smaller key, so Zarr's
+    member order (by name) puts it first; ``latest`` returns it, honours ``where``, skips an
+    incomplete group, and still orders a group stored with a seconds-only completion time."""
+    store = FeatureStore(str(tmp_path / "s"))
+
+    def complete(key: str, done: bool = True):
+        step = Step("features", StepSpec("t", 1, {"key": key}), (), "features", ("x", "enc"), key=key)
+        group = store.create_step(step, n_samples=4, arrays={"v": ArraySpec((1,), np.float16)}, chunk_size=4)
+        group.write("v", np.ones((4, 1), np.float16))
+        group.mark_chunk_done(0)
+        if done:
+            group.mark_complete()
+        return group
+
+    older = complete("zz")
+    meta = older.meta
+    meta["completed_at"] = "2026-01-01T00:00:00+00:00"  # as groups were stamped before microseconds
+    older.group.attrs[META] = meta
+    newer = complete("aa")
+    complete("00", done=False)
+    listed = [g.path for g in store.list_steps("features/x") if g.is_complete]
+    assert listed[-1] == older.path, listed  # what `list_steps(...)[-1]` took for the latest
+    assert store.latest("features/x").path == newer.path
+    assert store.latest("features/x", lambda g: g.path.endswith("zz")).path == older.path
+    assert store.latest("features/none") is None

@@ -536,6 +536,28 @@ def test_aura_matches_the_linear_probe_on_separable_expressions():
     assert probe.k_stable is None
 
 
+def test_aura_predicts_through_its_nearest_archetype_and_nothing_else():
+    """AURA's inference (its central claim): a face's output is φ of the kept archetype nearest its
+    projection, so faces sharing a nearest archetype share an output exactly, and the output is
+    φ(archetype) recomputed by hand; an output read off the projection itself differs per face."""
+    x, y = _clusters()
+    aura = AuraHead(AuraConfig(task="fer", in_dim=16, n_outputs=4, d=8, k_max=40, hidden=32, ctx_dim=16, n_tokens=2))
+    fit(aura, "fer", (x[:360], y[:360]), (x[360:], y[360:]), 4, FAST)
+    with torch.no_grad():
+        out, index = aura.predict(x)
+        branches = aura.branches
+        z = aura._inputs(x)[1]
+        f_hat, archetypes = branches.embed(z), branches.normalised()  # (1, B, d), (1, K, d)
+        nearest = (F.normalize(f_hat, dim=-1) @ archetypes.transpose(1, 2)).masked_fill(~branches.active[:, None], -2)
+        assert torch.equal(index.T, nearest.argmax(-1))
+        by_hand = branches.output(archetypes)[0][index[:, 0]]
+        projected = branches.output(f_hat)[0]
+    torch.testing.assert_close(out, by_hand)
+    shared = index[:, 0] == index[0, 0]
+    assert shared.sum() > 5 and torch.equal(out[shared], out[0].expand(int(shared.sum()), -1))
+    assert not torch.allclose(projected[shared], out[shared], atol=1e-3)  # the projection is not the output
+
+
 def test_aura_separates_rings_where_the_linear_probe_cannot():
     x, y = _rings()
     train, val = (x[:450], y[:450]), (x[450:], y[450:])
@@ -778,6 +800,39 @@ def test_the_fast_preset_trains_with_a_sixteenth_of_the_training_set_per_batch(m
         TrainConfig(epochs=1, batch_size=200, progress=False),
     )
     assert fixed.batch_size == 200 and len(steps) == 4
+
+
+def test_a_step_floor_stretches_epochs_patience_and_warm_up_by_one_whole_factor(monkeypatch):
+    """12 epochs of 10 batches are 120 steps: a floor of 1000 needs ⌈1000 / 120⌉ = 9 times the
+    epochs, patience and warm-up (FAUD-CLIP's schedule keeps its shape); a large set is left alone.
+    Through the trainer: 800 rows in batches of 200 are 4 steps an epoch, 3 epochs 12 steps; a
+    floor of 30 makes ⌈30 / 12⌉ = 3 times as many epochs, every step counted and recorded."""
+    import heads.trainer
+
+    cfg = TrainConfig.preset("faud", min_steps=1000)
+    assert (cfg.epochs, cfg.patience, cfg.warmup_epochs) == (12, 12, 1)
+    small = cfg.stretched(10)
+    assert (small.epochs, small.patience, small.warmup_epochs) == (108, 108, 9)
+    assert cfg.stretched(84) is cfg  # 12 × 84 = 1008 steps ≥ 1000
+    assert TrainConfig.preset("faud").min_steps == 1000  # the preset's floor (docs/methods.md#step-budget)
+    assert TrainConfig.preset("faud", epochs=40).min_steps == 0  # epochs a user gives are taken as given
+    x, y = torch.randn(800, 6), torch.randint(0, 3, (800,))
+    steps = []
+    real = heads.trainer.adamw
+
+    def counting(*args, **kwargs):
+        optimiser = real(*args, **kwargs)
+        step = optimiser.step
+        optimiser.step = lambda: (steps.append(1), step())
+        return optimiser
+
+    monkeypatch.setattr(heads.trainer, "adamw", counting)
+    knobs = {"epochs": 3, "batch_size": 200, "patience": 100, "progress": False}
+    result = fit(linear_probe("fer", 6, 3), "fer", (x, y), (x, y), 3, TrainConfig(min_steps=30, **knobs))
+    assert (result.epoch_budget, result.steps_per_epoch, result.epochs_run, len(steps)) == (9, 4, 9, 36)
+    steps.clear()
+    result = fit(linear_probe("fer", 6, 3), "fer", (x, y), (x, y), 3, TrainConfig(min_steps=12, **knobs))
+    assert (result.epoch_budget, len(steps)) == (3, 12)
 
 
 def test_datasets_trained_together_share_the_union_of_their_outputs():

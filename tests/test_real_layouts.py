@@ -227,6 +227,7 @@ def test_train_with_folds_trains_every_fold_reports_mean_and_std_and_a_rerun_ski
     assert {r["state"] for r in result["runs"]} == {"new"}
     (row,) = result["summary"]
     assert row["folds"] == list(range(1, 11)) and "±" in first.stdout and "10 folds" in first.stdout
+    assert "mean ± std over test folds 1–10" in first.stdout and "test fold 1;" not in first.stdout, first.stdout
     mean, std = row["test"]["macro_f1"]
     scores = [r["metrics"]["test"]["macro_f1"] for r in result["runs"]]
     assert mean == pytest.approx(np.mean(scores)) and std == pytest.approx(np.std(scores))

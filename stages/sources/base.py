@@ -99,11 +99,16 @@ class SourceInfo:
 SOURCES: dict[str, SourceInfo] = {}
 
 
+def first_paragraph(doc: str) -> str:
+    """A docstring's first paragraph on one line (a layout's one-line description, whole sentences)."""
+    return " ".join(doc.strip().split("\n\n")[0].split())
+
+
 def register_source(name: str, version: int) -> Callable:
     """Register ``parse(root, **options) -> Parsed`` under ``name``. Bump ``version`` when parsing changes."""
 
     def wrap(fn: Callable[..., Parsed]) -> Callable[..., Parsed]:
-        SOURCES[name] = SourceInfo(name, version, fn, (fn.__doc__ or "").strip().splitlines()[0])
+        SOURCES[name] = SourceInfo(name, version, fn, first_paragraph(fn.__doc__ or ""))
         return fn
 
     return wrap
