@@ -29,7 +29,8 @@ From a cached image feature z (standardised), one small head per AU gives an AU 
   g_t = sigmoid(γ (|W_AA[s, t]| − τ)) says how much of an edge s → t there is; the graph stage runs
   again on the intervened features. A consistency loss Σₜ (1 − g_t) Δₜ² keeps targets unchanged
   where the gate says "no edge", a discrepancy loss Σₜ g_t max(0, m − |Δₜ|) makes them move by the
-  margin where it says "edge", both on the AU logits and on the SAC tokens (‖Δ‖/√d), λ 0.5 each.
+  margin where it says "edge", both on the AU logits and on the SAC tokens (‖Δ‖/√d), λ 0.5 each,
+  each level weighted by the appendix's δ (consistency) and η (discrepancy), 1.0 each.
   The intervention and the counterfactual pass read W_AA detached: the two losses shape the
   features and SAC to follow the graph, and do not move the graph itself (let through, they shrank
   every edge to zero: the consistency loss is cheapest to meet with no edges at all). Without GC
@@ -69,7 +70,10 @@ class CausalConfig:
     use_cf: bool = True
     use_dag: bool = True
     init_range: float = 0.01
-    expression_gain: float = 10.0  # initial g in e = g · σ(a) W_AE (learned, kept positive)
+    expression_gain: float = 10.0  # initial g in e = g · σ(a) W_AE (kept positive)
+    # g learned (ours) or held at expression_gain; the paper has no gain: expression_gain=1,
+    # learn_expression_gain=False (docs/methods.md says what the gain buys)
+    learn_expression_gain: bool = True
     lambda_ib: float = 1.0
     lambda_align: float = 1.0
     lambda_decorrelate: float = 0.2
@@ -83,6 +87,14 @@ class CausalConfig:
     cf_margin: float = 1.0
     lambda_consist: float = 0.5
     lambda_discrep: float = 0.5
+    # appendix F.2–F.3's level weights, 1.0 each: δ on the consistency terms and η on the discrepancy
+    # terms (our reading: the appendix does not say which is which, and its sensitivity rows set δ
+    # and η of one level together, so either reading gives the same rows), at the feature (SAC
+    # tokens) and logit levels
+    delta_feat: float = 1.0
+    delta_logit: float = 1.0
+    eta_feat: float = 1.0
+    eta_logit: float = 1.0
 
 
 def intervene(
@@ -142,7 +154,9 @@ class CausalHead(Head):
         # W_AE starts at ±0.01 (the paper's initialisation): a positive learned gain, in log form so
         # its sign never flips an edge's, lets the expression logits reach useful sizes in the few
         # hundred steps a small dataset gives, without changing which edges are strong
-        self.expression_log_gain = nn.Parameter(torch.tensor(math.log(config.expression_gain)))
+        self.expression_log_gain = nn.Parameter(
+            torch.tensor(math.log(config.expression_gain)), requires_grad=config.learn_expression_gain
+        )
         self.register_buffer("off_diagonal", 1.0 - torch.eye(m))
         # each AU's mean base probability (a running mean over training batches): the global graph's
         # messages are deviations from it, so an edge cannot serve as a second bias (see au_stage)
@@ -332,8 +346,13 @@ class CausalHead(Head):
         d_logit = (cf["au"] - factual["au"])[:, targets]
         d_token = (cf["tokens"] - factual["tokens"]).norm(dim=-1)[:, targets] / math.sqrt(f.shape[-1])
         g = gate[..., targets]
-        consist = sum(((1 - g) * delta.square()).mean() for delta in (d_logit, d_token))
-        discrep = sum((g * F.relu(cfg.cf_margin - delta.abs())).mean() for delta in (d_logit, d_token))
+        consist = (
+            cfg.delta_logit * ((1 - g) * d_logit.square()).mean() + cfg.delta_feat * ((1 - g) * d_token.square()).mean()
+        )
+        discrep = (
+            cfg.eta_logit * (g * F.relu(cfg.cf_margin - d_logit.abs())).mean()
+            + cfg.eta_feat * (g * F.relu(cfg.cf_margin - d_token.abs())).mean()
+        )
         return {"cf_consist": cfg.lambda_consist * consist, "cf_discrep": cfg.lambda_discrep * discrep}
 
     def graphs(self) -> dict[str, torch.Tensor]:
@@ -342,7 +361,15 @@ class CausalHead(Head):
 
 
 # 2: the counterfactual pass reads the AU → AU graph detached (its losses no longer shrink the graph)
-@register_head("causal", version=3, config=CausalConfig, tasks=("au_fer",), inputs=("global",))
+# --preset causal is the appendix's training: its optimiser (heads/trainer.py) and no expression gain
+@register_head(
+    "causal",
+    version=3,
+    config=CausalConfig,
+    tasks=("au_fer",),
+    inputs=("global",),
+    presets={"causal": {"expression_gain": 1.0, "learn_expression_gain": False}},
+)
 def causal(task: Task | str, in_dim: int, n_outputs: int, config: CausalConfig) -> CausalHead:
     """CausalAffect's graph head on cached features (the encoder frozen; see heads/causal.py)."""
     return CausalHead(task, in_dim, n_outputs, config)

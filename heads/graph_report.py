@@ -7,7 +7,8 @@ For each global graph a head returns (``Head.graphs``: CausalAffect's AU→AU an
                         about zero, so a sign is never a shade of the other;
 * ``graph.md``          the strongest edges into each target, and next to the AU→AU graph the
                         training labels' co-occurrence P(AU_j | AU_i), what a graph that only
-                        memorised co-occurrence would show;
+                        memorised co-occurrence would show, and their partial correlations
+                        (``partial-correlation-au_au.csv``), its strongest edges beside both;
 * ``prototypes.csv``    the AU→expression graph against the FACS prototypes (EMFACS AU sets per
                         class): per class the best-matching set and the graph's precision@k on it.
 """
@@ -70,6 +71,43 @@ def cooccurrence(au_labels: np.ndarray) -> np.ndarray:
     given = present.T @ labelled  # i present, j labelled
     with np.errstate(invalid="ignore", divide="ignore"):
         return np.where(given > 0, both / np.maximum(given, 1), np.nan)
+
+
+def partial_correlations(au_labels: np.ndarray) -> np.ndarray:
+    """The AU labels' partial correlations [i, j] (each pair's correlation with every other AU held
+    fixed: −P_ij / √(P_ii P_jj) of the correlation matrix's (pseudo-)inverse P), over the samples
+    with every AU labelled; NaN for an AU that never varies there, 1 on the diagonal. A direct link
+    shows here; a co-occurrence explained by a third AU fades."""
+    y = np.asarray(au_labels, float)
+    y = y[(y >= 0).all(1)]
+    m = y.shape[1]
+    out = np.full((m, m), np.nan)
+    varies = y.std(0) > 0 if len(y) > 1 else np.zeros(m, bool)
+    if varies.sum() >= 2:
+        precision = np.linalg.pinv(np.corrcoef(y[:, varies].T))
+        scale = np.sqrt(np.outer(np.diag(precision), np.diag(precision)))
+        out[np.ix_(varies, varies)] = -precision / scale
+    np.fill_diagonal(out, 1.0)
+    return out
+
+
+def learned_beside_labels(graph: np.ndarray, au_labels: np.ndarray, aus: list[str], k: int = 10) -> list[str]:
+    """The graph's k strongest AU → AU edges as a markdown table, each beside what the training
+    labels alone show for the pair: P(target | source), the target's base rate, and the pair's
+    partial correlation — what the graph adds over them is where it disagrees."""
+    y = np.asarray(au_labels)
+    given, partial = cooccurrence(y), partial_correlations(y)
+    labelled = (y >= 0).sum(0)
+    base = np.where(labelled > 0, (y == 1).sum(0) / np.maximum(labelled, 1), np.nan)
+    sources, targets = np.nonzero(~np.eye(len(aus), dtype=bool))
+    strongest = np.argsort(-np.abs(graph[sources, targets]), kind="stable")[:k]
+    lines = ["| edge | learnt w | P(target \\| source) | P(target) | partial correlation |", "|---|---|---|---|---|"]
+    for e in strongest:
+        i, j = sources[e], targets[e]
+        lines.append(
+            f"| {aus[i]} → {aus[j]} | {graph[i, j]:+.3f} | {given[i, j]:.2f} | {base[j]:.2f} | {partial[i, j]:+.2f} |"
+        )
+    return lines
 
 
 Prototypes = dict[str, list[tuple[str, frozenset[str]]]]  # class → (prototype | variant, AU set)
@@ -142,8 +180,14 @@ def graph_files(
         p = cooccurrence(au_labels)
         files["cooccurrence-au_au.csv"] = edges_csv(p, aus, aus)
         files["cooccurrence-au_au.png"] = heatmap_png(np.nan_to_num(p), aus, aus, "training P(AU_j | AU_i)")
-        lines += ["Beside the AU → AU graph: the training labels' co-occurrence P(AU_j | AU_i) in", ""]
-        lines += ["`cooccurrence-au_au.csv` / `.png` (what a graph that only memorised co-occurrence would show).", ""]
+        files["partial-correlation-au_au.csv"] = edges_csv(partial_correlations(au_labels), aus, aus)
+        lines += [
+            "Beside the AU → AU graph: the training labels' co-occurrence P(AU_j | AU_i) in",
+            "`cooccurrence-au_au.csv` / `.png` (what a graph that only memorised co-occurrence would show)",
+            "and their partial correlations in `partial-correlation-au_au.csv`; its strongest edges beside both:",
+            "",
+        ]
+        lines += [*learned_beside_labels(graphs["au_au"], au_labels, aus), ""]
     if "au_expression" in graphs and prototypes:
         rows = prototype_agreement(graphs["au_expression"], aus, classes, prototypes)
         lines += prototype_markdown(rows)
