@@ -770,13 +770,11 @@ def test_a_rare_class_keeps_archetypes_and_is_predicted_and_aura_stays_near_the_
     assert np.mean(scores["aura"]) >= np.mean(scores["mlp"]) - 0.02, scores
 
 
-def test_the_fast_preset_trains_with_a_sixteenth_of_the_training_set_per_batch(monkeypatch):
-    """Left open, the batch is auto_batch_size of the training set: 800 samples → 50, so an epoch
-    is 16 optimiser steps (counted), and the result records it; a set batch is kept."""
+def _counted_steps(monkeypatch) -> list[int]:
+    """A list the trainer's optimiser appends to on every step (the real AdamW still steps)."""
     import heads.trainer
 
-    x, y = torch.randn(800, 6), torch.randint(0, 3, (800,))
-    steps = []
+    steps: list[int] = []
     real = heads.trainer.adamw
 
     def counting(*args, **kwargs):
@@ -786,6 +784,14 @@ def test_the_fast_preset_trains_with_a_sixteenth_of_the_training_set_per_batch(m
         return optimiser
 
     monkeypatch.setattr(heads.trainer, "adamw", counting)
+    return steps
+
+
+def test_the_fast_preset_trains_with_a_sixteenth_of_the_training_set_per_batch(monkeypatch):
+    """Left open, the batch is auto_batch_size of the training set: 800 samples → 50, so an epoch
+    is 16 optimiser steps (counted), and the result records it; a set batch is kept."""
+    x, y = torch.randn(800, 6), torch.randint(0, 3, (800,))
+    steps = _counted_steps(monkeypatch)
     cfg = TrainConfig(epochs=1, progress=False, device="cpu")
     assert cfg.batch_size is None
     result = fit(linear_probe("fer", 6, 3), "fer", (x, y), (x[:100], y[:100]), 3, cfg)
@@ -807,8 +813,6 @@ def test_a_step_floor_stretches_epochs_patience_and_warm_up_by_one_whole_factor(
     epochs, patience and warm-up (FAUD-CLIP's schedule keeps its shape); a large set is left alone.
     Through the trainer: 800 rows in batches of 200 are 4 steps an epoch, 3 epochs 12 steps; a
     floor of 30 makes ⌈30 / 12⌉ = 3 times as many epochs, every step counted and recorded."""
-    import heads.trainer
-
     cfg = TrainConfig.preset("faud", min_steps=1000)
     assert (cfg.epochs, cfg.patience, cfg.warmup_epochs) == (12, 12, 1)
     small = cfg.stretched(10)
@@ -817,16 +821,7 @@ def test_a_step_floor_stretches_epochs_patience_and_warm_up_by_one_whole_factor(
     assert TrainConfig.preset("faud").min_steps == 1000  # the preset's floor (docs/methods.md#step-budget)
     assert TrainConfig.preset("faud", epochs=40).min_steps == 0  # epochs a user gives are taken as given
     x, y = torch.randn(800, 6), torch.randint(0, 3, (800,))
-    steps = []
-    real = heads.trainer.adamw
-
-    def counting(*args, **kwargs):
-        optimiser = real(*args, **kwargs)
-        step = optimiser.step
-        optimiser.step = lambda: (steps.append(1), step())
-        return optimiser
-
-    monkeypatch.setattr(heads.trainer, "adamw", counting)
+    steps = _counted_steps(monkeypatch)
     knobs = {"epochs": 3, "batch_size": 200, "patience": 100, "progress": False}
     result = fit(linear_probe("fer", 6, 3), "fer", (x, y), (x, y), 3, TrainConfig(min_steps=30, **knobs))
     assert (result.epoch_budget, result.steps_per_epoch, result.epochs_run, len(steps)) == (9, 4, 9, 36)
