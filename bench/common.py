@@ -79,10 +79,10 @@ def marks(name: str) -> tuple[str, str]:
     return f"<!-- bench:{name}:begin -->", f"<!-- bench:{name}:end -->"
 
 
-def demo_store(work: Path, encoders: tuple[str, ...] | None = None):
+def demo_store(work: Path, encoders: tuple[str, ...] | None = None, au_rules: bool = False):
     """The demo's generated catalogue (20 subjects × 42 faces; 10 × 7 in a smoke run) extracted with the
     demo's encoders (or only ``encoders``) through the real flow into ``work/store``, as ``make demo``
-    does; returns the FeatureStore."""
+    does (``au_rules``: with the generator's planted AU → AU rules); returns the FeatureStore."""
     from featurestore import FeatureStore
     from flows.demo import DEMO_IMAGE_ENCODERS, DEMO_PER_SUBJECT
     from flows.extract import DatasetConfig, EncoderConfig, extract_features
@@ -92,7 +92,7 @@ def demo_store(work: Path, encoders: tuple[str, ...] | None = None):
     face = create_encoder("mediapipe-face").load()
     # a smoke run: 10 subjects (two each of test and val) × every expression once
     size = {"per_subject": 7, "n_morphs": 3, "n_lfw": 7} if SMOKE else {"per_subject": DEMO_PER_SUBJECT}
-    root, _ = write_generated_dataset(work / "generated", face.find_face, **size)
+    root, _ = write_generated_dataset(work / "generated", face.find_face, au_rules=au_rules, **size)
     extract_features(
         datasets=[DatasetConfig(layout="csv", root=str(root), name="generated")],
         encoders=[EncoderConfig(**e) for e in DEMO_IMAGE_ENCODERS if encoders is None or e["name"] in encoders],

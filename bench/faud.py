@@ -12,9 +12,14 @@
    interaction, + tree attention, + learnable prompts), the attention variants side by side (tree,
    self, CBAM, activation) and the linear probe on the pooled map; and where each AU's tree-attention
    map looks (mass on its face region against a uniform map, heads/attention_report.py).
+4. Small data (``small_data``): the regime where FAUD-CLIP fell to half the linear probe on a real
+   AU-coded set — 700 training faces, AUs at 4–35 % (stages/synthetic/small_au_grids.py: 7 × 7 × 32
+   token grids) — per seed the linear probe on the pooled grid, the head (``SMALL_HEAD``: width 32,
+   one tree-attention block, fixed prompts) with the faud preset at the paper's 12 epochs alone
+   (``min_steps 0``: ~130 steps) and with the preset's 1,000-step floor: mean F1 and each AU's F1.
 
 ``--store DIR``: a store that already holds the demo's generated faces (else they are generated
-and extracted into a temporary one); ``--parts speed,cost,accuracy``: what to run (a part not run
+and extracted into a temporary one); ``--parts speed,cost,accuracy,small_data``: what to run (a part not run
 keeps its earlier published numbers); ``--seeds 0,1,2``.
 """
 
@@ -39,6 +44,9 @@ ABLATION = {
     "+ learnable prompts (full)": {"attention": "tree", "interaction": True, "context": 16},
 }
 VARIANTS = ("tree", "self", "cbam", "activation")
+# the small-data part's head: the regression test's (tests/test_faud.py), whose 1,000 steps take
+# ~40 s where the default head's (width 128, four blocks) take ~7 min on 2 CPUs
+SMALL_HEAD = {"context": 0, "width": 32, "layers": 1, "levels": 2, "top_k": 1}
 
 
 def epoch_seconds(n: int, side: int, dim: int) -> float:
@@ -170,6 +178,50 @@ def accuracy(store, seeds: list[int], work: Path) -> dict:
     return {"seeds": seeds, "folds": folds, "train": train, "probe": probe, "ablation": ablation, "variants": variants}
 
 
+def small_data(seeds: list[int], work: Path) -> dict:
+    from featurestore import FeatureStore
+    from heads.trainer import TrainConfig
+    from stages.head_steps import train_head
+    from stages.synthetic.cached_features import write_feature_group
+    from stages.synthetic.small_au_grids import AU_NAMES, PREVALENCE, small_au_grids
+
+    rows: dict[str, list[dict]] = {"probe": [], "paper_12_epochs": [], "preset_step_floor": []}
+    for seed in seeds:
+        store = FeatureStore(str(work / f"small-{seed}"))
+        features = write_feature_group(store, f"small-{seed}", *small_au_grids(seed, cells=49, dim=32), AU_NAMES)
+        epochs = {"epochs": 1} if SMOKE else {}
+        runs = {
+            "probe": ("linear", "global", TrainConfig(progress=False, seed=seed)),
+            "paper_12_epochs": (
+                "faud",
+                "spatial",
+                TrainConfig.preset("faud", min_steps=0, seed=seed, progress=False, **epochs),
+            ),
+            "preset_step_floor": ("faud", "spatial", TrainConfig.preset("faud", seed=seed, progress=False, **epochs)),
+        }
+        for name, (head, array, config) in runs.items():
+            options = SMALL_HEAD if head == "faud" else {}
+            m = train_head(store, features, head, "au", array, options, config)[2]
+            rows[name].append(
+                {
+                    "mean_f1": m["test"]["mean_f1"],
+                    "steps": m.get("epochs_run", 0) * m.get("steps_per_epoch", 0),
+                    "per_au": {au: m["test"][f"f1_{au}"] for au in AU_NAMES},
+                }
+            )
+            print("small data", seed, name, round(m["test"]["mean_f1"], 3), flush=True)
+    summary = {
+        name: {
+            "mean_f1": [float(np.mean([r["mean_f1"] for r in runs])), float(np.std([r["mean_f1"] for r in runs]))],
+            "per_au": {au: float(np.mean([r["per_au"][au] for r in runs])) for au in AU_NAMES},
+            "steps": [r["steps"] for r in runs],
+            "runs": [r["mean_f1"] for r in runs],
+        }
+        for name, runs in rows.items()
+    }
+    return {"seeds": seeds, "prevalence": dict(zip(AU_NAMES, PREVALENCE, strict=True)), **summary}
+
+
 def table(r: dict) -> str:
     begin, end = marks("faud")
     m = r["machine"]
@@ -217,6 +269,27 @@ def table(r: dict) -> str:
             ]
             lines += ["", "| AU | region | ratio |", "|---|---|---|"]
             lines += [f"| {au} | {v['region']} | {v['ratio']:.2f} |" for au, v in tree.items()]
+    if "small_data" in r:
+        s = r["small_data"]
+        names = {
+            "probe": "linear probe (pooled grid)",
+            "paper_12_epochs": "faud (width 32, one block), the paper's 12 epochs alone",
+            "preset_step_floor": "faud (width 32, one block), `--preset faud` (1,000-step floor)",
+        }
+        aus = list(s["prevalence"])
+        lines += [
+            "",
+            f"Small data (stages/synthetic/small_au_grids.py: 700 training grids of 7 × 7 × 32, seeds {s['seeds']}): "
+            "mean AU F1 (mean ± std over seeds) and each AU's F1 (mean over seeds); prevalence in the header.",
+            "",
+            "| head | steps | mean F1 | " + " | ".join(f"{au} ({s['prevalence'][au]:.0%})" for au in aus) + " |",
+            "|---|---|---|" + "---|" * len(aus),
+        ]
+        for key, label in names.items():
+            row = s[key]
+            steps = "–" if key == "probe" else f"{int(np.mean(row['steps']))}"
+            cells = " | ".join(f"{row['per_au'][au]:.2f}" for au in aus)
+            lines.append(f"| {label} | {steps} | {row['mean_f1'][0]:.3f} ± {row['mean_f1'][1]:.3f} | {cells} |")
     return "\n".join([*lines, end])
 
 
@@ -224,7 +297,7 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--smoke", action="store_true")
     parser.add_argument("--store", default=None)
-    parser.add_argument("--parts", default="speed,cost,accuracy")
+    parser.add_argument("--parts", default="speed,cost,accuracy,small_data")
     parser.add_argument("--seeds", default="0,1,2")
     args = parser.parse_args()
     parts = args.parts.split(",")
@@ -252,6 +325,9 @@ def main() -> None:
             with tempfile.TemporaryDirectory() as work:
                 store = demo_store(Path(work), ("efficientnet-lite0", "mediapipe-face"))
                 result["accuracy"] = accuracy(store, seeds, Path(work))
+    if "small_data" in parts:
+        with tempfile.TemporaryDirectory() as work:
+            result["small_data"] = small_data([0] if SMOKE else [int(s) for s in args.seeds.split(",")], Path(work))
     publish("faud", result, table(result))
 
 

@@ -36,6 +36,7 @@ BIN = Path(sys.executable).parent
 # As the CLI does at its start: in-process extractions run on task threads, whose arenas are
 # chosen when they first allocate (stages/allocator.py); subprocesses inherit glibc's variables.
 from stages.allocator import keep_large_buffers  # noqa: E402
+from stages.synthetic.cached_features import write_feature_group  # noqa: E402, F401 (the tests' import)
 
 keep_large_buffers()
 
@@ -182,35 +183,3 @@ def cli(*args: str, env: dict | None = None, **kw) -> subprocess.Popen:
         text=True,
         **kw,
     )
-
-
-def write_feature_group(
-    store, dataset: str, arrays: dict[str, np.ndarray], labels: dict[str, np.ndarray], au_annotated=()
-) -> str:
-    """A synthetic source (``labels``: the Manifest's label arrays, subject and split included) and a
-    complete feature group of ``arrays`` (features by name, float16) over it, as an extraction writes
-    them; returns the group's path."""
-    from featurestore import Step, StepOutput, StepSpec, step_key
-    from stages.extract import write_source
-    from stages.sources.base import Manifest
-
-    n = len(next(iter(arrays.values())))
-    manifest = Manifest(
-        dataset=dataset,
-        source="synthetic",
-        version=1,
-        options={"n": n},
-        root=Path("."),
-        key=step_key(StepSpec("source", 1, {dataset: n}), []),
-        paths=[f"s{i}" for i in range(n)],
-        status=np.zeros(n, np.int8),
-        labels=labels,
-        au_annotated=list(au_annotated),
-    )
-    source, _ = write_source(store, manifest)
-    spec = StepSpec("extract", 1, {dataset: {k: list(v.shape[1:]) for k, v in arrays.items()}})
-    step = Step("features", spec, (source.key,), "features", (dataset, f"{dataset}-encoder"))
-    meta = {"dataset": dataset, "encoder": f"{dataset}-encoder", "source_path": source.path}
-    out = {**{k: v.astype(np.float16) for k, v in arrays.items()}, "status": np.zeros(n, np.int8)}
-    group, _ = store.run_step(step, lambda: StepOutput(out, meta))
-    return group.path

@@ -13,6 +13,7 @@ from stages.encoders import create_encoder
 from stages.encoders.face_landmarker import BLENDSHAPE_NAMES
 from stages.encoders.model_files import FACE_LANDMARKER, fetch, verify
 from stages.synthetic.face_generator import (
+    AU_RULES,
     AUS,
     CONTROLS,
     PROTOTYPES,
@@ -133,6 +134,41 @@ def test_painted_eye_closure_covers_the_eyes_and_the_face_model_sees_it(face, ho
         assert dark[-1] > dark[0] + 30, (subject.name, dark)  # the pupil is covered by skin
 
 
+def test_planted_au_rules_fire_at_their_rate_outside_every_prototype_and_keep_each_expression(tmp_path):
+    """Every rule's pair is one no prototype holds; given its source on, the target is on at the
+    rule's probability (0.8) over all faces; in a neutral face a target is on only with its source
+    (every AU off a prototype stays under threshold), and a rule's source shows alone in half the
+    draws; the expression a face was drawn for is still its label."""
+    import csv
+
+    from stages.synthetic.face_generator import ISOLATED_SOURCE, sample_intensities, write_au_rules
+
+    rng = np.random.default_rng(0)
+    classes = ["neutral", *PROTOTYPES]
+    draws = {c: [sample_intensities(c, rng, rules=True) for _ in range(400)] for c in classes}
+    for c, faces in draws.items():
+        assert {labels_from_intensities(f).expression for f in faces} == {c}
+    on = {c: np.array([[f[au] >= 0.25 for au in AUS] for f in faces]) for c, faces in draws.items()}
+    every = np.concatenate(list(on.values()))
+    for source, target, p in AU_RULES:
+        assert not any({source, target} <= aus for aus in PROTOTYPES.values())
+        s, t = AUS.index(source), AUS.index(target)
+        assert abs(every[every[:, s], t].mean() - p) < 0.05, (source, target)
+        assert not on["neutral"][~on["neutral"][:, s], t].any(), (source, target)
+    sources = on["neutral"][:, [AUS.index(s) for s, _, _ in AU_RULES]]
+    assert sources.sum(1).max() == 1 and abs(sources.any(1).mean() - ISOLATED_SOURCE) < 0.06
+    # without rules, the draws are the prototypes' alone: no AU off a prototype reaches threshold
+    plain = np.random.default_rng(0)
+    for c in classes:
+        faces = [sample_intensities(c, plain) for _ in range(100)]
+        assert {au for f in faces for au in AUS if f[au] >= 0.25} == set(PROTOTYPES.get(c, ()))
+    written = write_au_rules(tmp_path)
+    rows = list(csv.DictReader(open(written)))
+    assert [(r["source"], r["target"], r["sign"], float(r["probability"])) for r in rows] == [
+        (f"AU{s}", f"AU{t}", "1", p) for s, t, p in AU_RULES
+    ]
+
+
 def test_generated_catalogue_has_subjects_splits_and_consistent_labels(tmp_path, face):
     import csv
 
@@ -154,6 +190,7 @@ def test_generated_catalogue_has_subjects_splits_and_consistent_labels(tmp_path,
             int(r[f"AU{au}"]) for au in AUS
         ]
         assert abs(labels.valence - float(r["valence"])) < 1e-3
+    assert not (root / "au_rules.csv").exists()  # the prototypes' faces: no rules planted
     # the same seed writes the same bytes
     again, _ = write_generated_dataset(tmp_path / "gen2", face.find_face, per_subject=7)
     assert (again / "manifest.csv").read_bytes() == (root / "manifest.csv").read_bytes()

@@ -446,14 +446,36 @@ def build_subjects(detect, n_morphs: int = 7, n_lfw: int = 12, seed: int = 0) ->
 
 
 # -- the dataset -----------------------------------------------------------------------------
-def sample_intensities(expression: str, rng: np.random.Generator) -> dict[int, float]:
-    """Intensities whose labels give ``expression``: its AUs in [0.4, 1], the others below threshold."""
-    needed = PROTOTYPES.get(expression, frozenset())
+# AU → AU rules a catalogue can plant (``au_rules=True``; CausalAffect's AU graph is checked against
+# them, issue 36): (source, target, probability that the target comes on when the source is on). The pairs are ones
+# no prototype holds, so a rule's co-activation is told apart from an expression's (surprise's four
+# AUs co-occur in every surprised face; a graph may link any two of them), and no rule changes a
+# face's expression. A neutral face shows one rule's source as an isolated action with probability
+# ISOLATED_SOURCE, so each rule is also seen outside the expressions whose AUs fire its source. What
+# they are not: FACS co-activations (AU2 does not drive AU7 in a real face); they are directed by
+# construction, but co-activation alone cannot orient them. Off by default: with them, surprise, fear
+# and anger faces share more AUs and a third of neutral faces show actions, a harder expression task
+# (AURA's small-set test fell from within 0.15 of the probe to 0.22 under it), so the demo and the
+# tests keep the prototypes' faces and the causal bench asks for the rules.
+AU_RULES: tuple[tuple[int, int, float], ...] = ((2, 7, 0.8), (10, 26, 0.8), (5, 15, 0.8))
+ISOLATED_SOURCE = 0.5
+
+
+def sample_intensities(expression: str, rng: np.random.Generator, rules: bool = False) -> dict[int, float]:
+    """Intensities whose labels give ``expression``: its AUs in [0.4, 1] (with ``rules``, then the
+    AU_RULES' targets of the AUs on; a neutral face: one rule's source alone, or none), the others
+    below threshold. Without rules the draws are the generator's before the rules existed."""
+    needed = set(PROTOTYPES.get(expression, frozenset()))
     for _ in range(100):
+        on = set(needed)
+        if rules and expression == "neutral" and rng.random() < ISOLATED_SOURCE:
+            on.add(AU_RULES[rng.integers(len(AU_RULES))][0])
+        if rules:
+            on |= {target for source, target, p in AU_RULES if source in on and rng.random() < p}
         intensity = {
             au: (
                 float(rng.uniform(0.4, 1.0))
-                if au in needed
+                if au in on
                 else float(rng.uniform(0.0, AU_THRESHOLD * 0.8)) * (rng.random() < 0.3)
             )
             for au in AUS
@@ -461,6 +483,17 @@ def sample_intensities(expression: str, rng: np.random.Generator) -> dict[int, f
         if labels_from_intensities(intensity).expression == expression:
             return intensity
     raise AssertionError(f"cannot sample intensities for {expression}")
+
+
+def write_au_rules(root: Path) -> Path:
+    """The planted AU → AU rules beside a catalogue's manifest (``au_rules.csv``: source, target,
+    sign, probability), so a learned graph can be checked against the catalogue it was trained on."""
+    path = root / "au_rules.csv"
+    with open(path, "w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(["source", "target", "sign", "probability"])
+        writer.writerows([f"AU{s}", f"AU{t}", 1, p] for s, t, p in AU_RULES)
+    return path
 
 
 # FER2013's training split (28,709 images): the class shares of an in-the-wild expression set,
@@ -510,6 +543,7 @@ def write_generated_dataset(
     seed: int = 0,
     shares: dict[str, float] | None = None,
     pain: bool = False,
+    au_rules: bool = False,
     **subject_options,
 ) -> tuple[Path, dict]:
     """A ``csv``-layout dataset (manifest.csv + PNGs) with AU, expression and VA labels.
@@ -520,7 +554,8 @@ def write_generated_dataset(
     ``pain``: the pain catalogue instead — every other row a pain face (:func:`sample_pain_intensities`),
     AUs coded over PAIN_AUS (AU43 too), the class ``pain`` or the no-pain face's expression, and a
     ``pspi`` column with each face's pain intensity (the store keeps the class and AUs; the PSPI
-    value stays in the manifest). Returns (root, report) with the per-subject acceptance report of
+    value stays in the manifest). ``au_rules``: faces follow :data:`AU_RULES`, written beside the
+    manifest (``au_rules.csv``). Returns (root, report) with the per-subject acceptance report of
     :func:`build_subjects`.
     """
     root = Path(root)
@@ -537,7 +572,7 @@ def write_generated_dataset(
                 intensity = sample_pain_intensities(k % 2 == 0, rng)
                 labels, score = pain_labels(intensity)
             else:
-                intensity = sample_intensities(expressions[s_index * per_subject + k], rng)
+                intensity = sample_intensities(expressions[s_index * per_subject + k], rng, au_rules)
                 labels, score = labels_from_intensities(intensity), None
             rel = f"img/{subject.name}_{k:03d}.png"
             if not (root / rel).exists():
@@ -571,6 +606,8 @@ def write_generated_dataset(
             ]
         )
         writer.writerows(rows)
+    if au_rules:
+        write_au_rules(root)
     return root, {"subjects": len(subjects), "per_subject": per_subject, "candidates": report}
 
 
