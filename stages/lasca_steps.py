@@ -36,7 +36,7 @@ from stages.encoders import Encoder, create_encoder
 from stages.head_steps import HEAD_STEP, fit_head_output, head_spec, load_head
 from stages.lasca_data import MODALITY_PROMPTS, VARIANTS, lasca_data_of, lasca_task_data, prompt_vectors
 from stages.pairs import AFFECTS, compute_pairs
-from stages.prompts import compute_prompts, read_cue_lexicon
+from stages.prompts import LEXICON_KINDS, TEMPLATES, compute_prompts, read_cue_lexicon
 
 LASCA_HEAD, RANK_TASK = "lasca", "rank"
 TEXT_VARIANTS = ("text", "fused")
@@ -131,8 +131,9 @@ class LascaGrid:
     affects: tuple[str, ...] = ("valence", "arousal")
     folds: int = 15
     pretrained_encoder: str = "efficientnet-lite0"
-    lexicon: str | None = None  # a user's lexicon file; None: the packaged one
+    lexicon: str | None = None  # a packaged lexicon's name (stages.prompts.LEXICONS) or a file; None: the paper's
     lexicon_kind: str = "phrase"
+    template: str = "paper"  # the prompt template (stages.prompts.TEMPLATES)
     options: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -143,6 +144,11 @@ class LascaGrid:
         ):
             if not given or set(given) - set(known):
                 raise ValueError(f"{name} {list(given)}: choose from {', '.join(known)}")
+        if self.template not in TEMPLATES or self.lexicon_kind not in LEXICON_KINDS:
+            raise ValueError(
+                f"template {self.template!r} ({', '.join(TEMPLATES)}) or lexicon kind {self.lexicon_kind!r} "
+                f"({', '.join(LEXICON_KINDS)}) unknown"
+            )
         if not self.windows or not self.taus or min(self.taus) < 0 or self.folds < 2:
             raise ValueError(f"windows {self.windows}, τ {self.taus} (≥ 0) and folds {self.folds} (≥ 2) are needed")
         if set(self.variants) & set(TEXT_VARIANTS) and not self.text_models:
@@ -238,7 +244,7 @@ def run_lasca_grid(
                 pairs[affect, tau], _ = compute_pairs(store, sets.labelled, affect, tau)
                 pair_counts[f"{window} {affect} τ={tau:g}"] = int(GroupReader(pairs[affect, tau]).shape("label")[0])
         for test_fold in range(1, k + 1):
-            prompts, _ = compute_prompts(store, sets.described, lexicon, grid.lexicon_kind, k, test_fold)
+            prompts, _ = compute_prompts(store, sets.described, lexicon, grid.lexicon_kind, k, test_fold, grid.template)
             if test_fold == 1:
                 prompt_stats[window] = prompt_statistics(GroupReader(prompts))
             for modality, variant, text_model, affect, tau in _cells(grid):
@@ -390,6 +396,7 @@ CELL_DEFAULTS: dict[str, Any] = {
     "pretrained_encoder": "efficientnet-lite0",
     "lexicon": None,
     "lexicon_kind": "phrase",
+    "template": "paper",
 }
 
 
@@ -410,6 +417,7 @@ def cell_grid(dataset: str, cell: dict[str, Any], folds: int | None = None) -> L
         c["pretrained_encoder"],
         c["lexicon"],
         c["lexicon_kind"],
+        c["template"],
     )
 
 
@@ -447,7 +455,9 @@ def cell_inputs(store: FeatureStore, grid: LascaGrid, test_fold: int) -> CellInp
     if variant == "pretrained" and modality != "face":
         raise ValueError("the pretrained variant reads a visual encoder's windows: modality face only")
     lexicon = read_cue_lexicon(grid.lexicon)
-    prompts, _ = compute_prompts(store, sets.described, lexicon, grid.lexicon_kind, sets.folds, test_fold)
+    prompts, _ = compute_prompts(
+        store, sets.described, lexicon, grid.lexicon_kind, sets.folds, test_fold, grid.template
+    )
     pairs, _ = compute_pairs(store, sets.labelled, affect, tau)
     text = grid.text_models[0] if variant in TEXT_VARIANTS else None
     visual = sets.visual.path if variant == "pretrained" else None
@@ -501,8 +511,8 @@ def explain_pair(store: FeatureStore, head_path: str, pair: int) -> dict[str, An
     modality = meta["modality"]
     shown = [j for j, m in enumerate(prompts.meta["modalities"]) if modality in ("both", m)]
 
-    def cues(mask: np.ndarray) -> list[str]:
-        return [phrases[j] for j in shown if mask[j]]
+    def cues(mask: np.ndarray) -> list[str]:  # a feature the lexicon does not describe has no cue
+        return [phrases[j] for j in shown if mask[j] and phrases[j]]
 
     data = lasca_data_of(store, head)
     x = _pair_input(data, pair)

