@@ -7,11 +7,11 @@ runs. Neither imports Prefect unless a server is configured (``PREFECT_API_URL``
 ``affectflow.table(store, "rafdb/open_clip")`` is a feature group with its labels, split, subject
 and status as one pandas DataFrame (``arrays(...)``: a dict of row-aligned NumPy arrays);
 ``affectflow.results(store)`` is every head run in the store, seeds as mean ± std. Extraction,
-the deployments and everything else are the ``affectflow`` command (flows/cli.py).
+the deployments and everything else are the ``affectflow`` command (flows/cli/).
 """
 
 from flows.heads import HeadConfig, TrainedHead, train
-from flows.heads import train_heads_here as train_heads
 from flows.notebook import arrays, results, table
+from flows.run import train_heads_here as train_heads
 
 __all__ = ["HeadConfig", "TrainedHead", "arrays", "results", "table", "train", "train_heads"]

@@ -33,10 +33,10 @@ def run(n: int, dim: int) -> dict:
     from featurestore import FeatureStore, GroupReader
     from heads.faithfulness import audit
     from heads.trainer import TrainConfig
-    from stages.audit_steps import run_audit
-    from stages.faithfulness_structures import structure_of
-    from stages.head_steps import head_data, load_head, train_head
-    from stages.sources.labels import FACS_NAMES, au_number
+    from stages.extraction.sources.labels import FACS_NAMES, au_number
+    from stages.training.audits import run_audit
+    from stages.training.faithfulness_structures import structure_of
+    from stages.training.head_steps import head_data, load_head, train_head
 
     work = Path(tempfile.mkdtemp(prefix="affectflow-bench-audits-"))
     try:

@@ -60,7 +60,7 @@ def options(modules: tuple[str, ...]) -> dict[str, bool]:
 
 def speed(store, features: str, n: int) -> dict:
     from heads.trainer import TrainConfig
-    from stages.head_steps import train_head
+    from stages.training.head_steps import train_head
 
     train = TrainConfig.preset("fast", progress=False, **({"epochs": 4} if SMOKE else {}))
     t0 = time.perf_counter()
@@ -108,7 +108,7 @@ def rule_recovery(model, labels: list[str]) -> dict[str, float] | None:
 def ablation(store, features: str, array: str, seeds: list[int]) -> dict:
     from flows.demo import DEMO_TRAIN
     from heads.trainer import TrainConfig
-    from stages.head_steps import load_head, train_head
+    from stages.training.head_steps import load_head, train_head
 
     train = {**DEMO_TRAIN, "epochs": 4} if SMOKE else DEMO_TRAIN
     variants = dict(list(VARIANTS.items())[:: 7 if SMOKE else 1])  # a smoke run: 3 of them
@@ -145,7 +145,7 @@ def probes(store, features: str, array: str, seeds: list[int]) -> dict:
     head must reach (one probe per task, as the demo trains them)."""
     from flows.demo import DEMO_TRAIN
     from heads.trainer import TrainConfig
-    from stages.head_steps import train_head
+    from stages.training.head_steps import train_head
 
     train = {**DEMO_TRAIN, "epochs": 4} if SMOKE else DEMO_TRAIN
     runs = []
@@ -226,8 +226,8 @@ def partial_labels(store, generated: Path, work: Path, full: str, seeds: list[in
     from flows.demo import DEMO_TRAIN
     from flows.extract import DatasetConfig, EncoderConfig, extract_features
     from heads.trainer import TrainConfig, evaluate, predict
-    from stages.head_steps import head_data, load_head, train_head
     from stages.synthetic.face_generator import write_partial_labels
+    from stages.training.head_steps import head_data, load_head, train_head
 
     halves = {"au-only": (0, "au"), "expression-only": (1, "expression"), "half-labelled": (0, "all")}
     groups = []

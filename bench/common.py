@@ -86,7 +86,7 @@ def demo_store(work: Path, encoders: tuple[str, ...] | None = None, au_rules: bo
     from featurestore import FeatureStore
     from flows.demo import DEMO_IMAGE_ENCODERS, DEMO_PER_SUBJECT
     from flows.extract import DatasetConfig, EncoderConfig, extract_features
-    from stages.encoders import create_encoder
+    from stages.extraction.encoders import create_encoder
     from stages.synthetic.face_generator import write_generated_dataset
 
     face = create_encoder("mediapipe-face").load()
@@ -128,8 +128,8 @@ def write_cached_features(
     uniformly, or with ``shares``; ``expression`` is the length of the expression direction, against
     noise of ~0.04 along any one direction); returns its path."""
     from featurestore import Step, StepOutput, StepSpec, step_key
-    from stages.extract import write_source
-    from stages.sources.base import Manifest
+    from stages.extraction.extract import write_source
+    from stages.extraction.sources.base import Manifest
 
     rng = np.random.default_rng(seed)
     n_subjects, classes = 400, 7

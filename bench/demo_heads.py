@@ -26,7 +26,7 @@ def run(seeds: list[int]) -> dict:
     from flows.demo import DEMO_TRAIN, demo_heads_plan
     from heads.tasks import get_task
     from heads.trainer import TrainConfig
-    from stages.head_steps import train_head
+    from stages.training.head_steps import train_head
 
     work = Path(tempfile.mkdtemp(prefix="affectflow-demo-heads-"))
     try:

@@ -3,7 +3,7 @@
 Measures, on this machine, with the packaged EfficientNet-Lite0 (real weights), on generated JPEGs
 of 48×48 and 224×224 pixels in turn:
 * model-only images/s on pre-decoded uint8 tensors, with glibc's default allocator and with the
-  project's setting (stages/allocator.py), each in a fresh process; pipeline images/s (decode +
+  project's setting (stages/extraction/allocator.py), each in a fresh process; pipeline images/s (decode +
   encode + write, in the flow) both ways, also each in a fresh process; model-only and pipeline
   alternated, best of ``--repeat`` each (the project's setting; glibc's defaults run once); user
   and system CPU seconds per image of each → ``pipeline_vs_model`` against the faster model-only figure (target
@@ -44,8 +44,8 @@ def model_only(encoder_name: str, root: Path, n: int, batch: int) -> dict:
     import numpy as np
     import torch
 
-    from stages.encoders import create_encoder
-    from stages.images import decode_image
+    from stages.extraction.encoders import create_encoder
+    from stages.extraction.images import decode_image
 
     enc = create_encoder(encoder_name).load()
     paths = sorted((root / "img").glob("*.jpg"))[:n]
@@ -86,7 +86,7 @@ def pipeline(root: Path, store: Path, encoder: str, batch: int) -> dict:
 def fresh_process(what: str, allocator: str, *args: str) -> dict:
     """``model_only`` or ``pipeline`` in a new process whose allocator is the project's setting
     (``tuned``) or glibc's defaults (``system``): the setting is fixed when a process starts."""
-    from stages.allocator import SETTINGS
+    from stages.extraction.allocator import SETTINGS
 
     env = {**os.environ, "AFFECTFLOW_MALLOC": "tuned" if allocator == "tuned" else "system"}
     for variable in SETTINGS:
@@ -126,7 +126,7 @@ def dask_scaling(root: Path, work: Path, encoder: str, batch: int, repeat: int) 
     from distributed import Client, LocalCluster
 
     from flows.runners import local_cluster_kwargs
-    from stages.encoders import loaded_encoder
+    from stages.extraction.encoders import loaded_encoder
     from stages.synthetic.demo_catalogue import write_photo_dataset
 
     os.environ["OMP_NUM_THREADS"] = "1"  # inherited by the worker processes: torch threads 1
@@ -184,7 +184,7 @@ def readme_table(r: dict) -> str:
             f"Measured by `make bench` on {m['cpus']} CPUs ({m['processor']}, torch {m['torch']}, "
             f"{m['torch_threads']} torch threads{', GPU ' + m['cuda'] if m['cuda'] else ', no GPU'}), "
             f"encoder `{r['encoder']}`, batch {r['batch_size']}, JPEGs of {sizes} pixels in turn. "
-            "Allocator: the project's setting (stages/allocator.py: glibc keeps buffers up to 1 GiB"
+            "Allocator: the project's setting (stages/extraction/allocator.py: glibc keeps buffers up to 1 GiB"
             " and uses one arena) unless a row says glibc's defaults; each model-only and pipeline figure comes from"
             f" a fresh process, the two alternated, best of {len(r['runs_images_per_s']['pipeline_tuned'])} each;"
             " the flow decodes on the task thread (the default where torch's threads fill the cores).",
@@ -213,7 +213,7 @@ def readme_table(r: dict) -> str:
 
 
 def main() -> None:
-    from stages.allocator import keep_large_buffers
+    from stages.extraction.allocator import keep_large_buffers
 
     allocator = keep_large_buffers()  # first: a thread's arena is chosen when it first allocates
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)

@@ -29,8 +29,8 @@ def mediapipe_alone(root: Path) -> tuple[int, float]:
     """Frames and seconds of MediaPipe VIDEO mode over every video's frames, decoded beforehand."""
     import mediapipe as mp
 
-    from stages.encoders import create_encoder
-    from stages.media import probe_video, read_frames
+    from stages.extraction.encoders import create_encoder
+    from stages.extraction.media import probe_video, read_frames
 
     enc = create_encoder("mediapipe-face")
     videos = sorted(root.rglob("*.mp4"))
@@ -56,8 +56,8 @@ def mediapipe_alone(root: Path) -> tuple[int, float]:
 
 
 def audio_per_minute(work: Path, minutes: float) -> float:
-    from stages.encoders import create_encoder
-    from stages.media import load_audio, probe_video, write_video
+    from stages.extraction.encoders import create_encoder
+    from stages.extraction.media import load_audio, probe_video, write_video
     from stages.synthetic.face_videos import speech
 
     fps, rate = 25, 16000
@@ -109,7 +109,7 @@ def main() -> None:
     os.environ.setdefault("AFFECTFLOW_CACHE_DIR", str(work / "cache"))
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
     from flows.extract import DatasetConfig, EncoderConfig, extract_features
-    from stages.encoders import create_encoder
+    from stages.extraction.encoders import create_encoder
     from stages.synthetic.face_generator import CANVAS
     from stages.synthetic.face_videos import write_generated_videos
 

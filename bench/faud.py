@@ -140,8 +140,8 @@ def folds_features(store, work: Path) -> str:
 
 def accuracy(store, seeds: list[int], work: Path) -> dict:
     from heads.trainer import TrainConfig
-    from stages.head_reports import write_map_report
-    from stages.head_steps import load_head, train_head
+    from stages.training.head_reports import write_map_report
+    from stages.training.head_steps import load_head, train_head
 
     features = folds_features(store, work)
     folds = [1] if SMOKE else [1, 2, 3]
@@ -181,9 +181,9 @@ def accuracy(store, seeds: list[int], work: Path) -> dict:
 def small_data(seeds: list[int], work: Path) -> dict:
     from featurestore import FeatureStore
     from heads.trainer import TrainConfig
-    from stages.head_steps import train_head
     from stages.synthetic.cached_features import write_feature_group
     from stages.synthetic.small_au_grids import AU_NAMES, PREVALENCE, small_au_grids
+    from stages.training.head_steps import train_head
 
     rows: dict[str, list[dict]] = {"probe": [], "paper_12_epochs": [], "preset_step_floor": []}
     for seed in seeds:

@@ -46,7 +46,7 @@ def inference_rate(store, head_path: str, features_path: str, device: str | None
 
     from featurestore import GroupReader
     from heads.trainer import device_of, predict
-    from stages.head_steps import load_head
+    from stages.training.head_steps import load_head
 
     model, _ = load_head(store, head_path)
     model.to(device_of(device))
@@ -66,7 +66,7 @@ def run(n: int, dim: int, device: str | None) -> dict:
     from featurestore import FeatureStore
     from heads.tasks import get_task
     from heads.trainer import KNOBS, TrainConfig
-    from stages.head_steps import train_head
+    from stages.training.head_steps import train_head
 
     work = Path(tempfile.mkdtemp(prefix="affectflow-bench-heads-"))
     try:
@@ -102,8 +102,8 @@ def run_defaults(n: int, dim: int, device: str | None) -> dict:
     from heads.registry import get_head
     from heads.report import analyse, table3
     from heads.trainer import KNOBS, TrainConfig
-    from stages.head_steps import head_data, load_head, train_head
-    from stages.sources.labels import EXPRESSIONS
+    from stages.extraction.sources.labels import EXPRESSIONS
+    from stages.training.head_steps import head_data, load_head, train_head
 
     work = Path(tempfile.mkdtemp(prefix="affectflow-bench-defaults-"))
     try:

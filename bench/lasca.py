@@ -39,7 +39,7 @@ from common import REPO, SMOKE, machine, marks, publish
 def corpus_store(work: Path):
     from featurestore import FeatureStore
     from flows.extract import DatasetConfig, EncoderConfig, WindowConfig, extract_features
-    from stages.encoders import create_encoder
+    from stages.extraction.encoders import create_encoder
     from stages.synthetic.face_videos import LASCA_VIDEOS, write_generated_videos
 
     face = create_encoder("mediapipe-face").load()
@@ -113,10 +113,10 @@ def cell_at(n_pairs: int, work: Path, folds: int) -> dict:
     on synthetic windows giving ``n_pairs`` pairs (τ = 0: every consecutive change is a pair): the
     seconds of its learners, prompts already cached."""
     from featurestore import FeatureStore, GroupReader
-    from stages.lasca_steps import train_lasca
-    from stages.pairs import compute_pairs
-    from stages.prompts import compute_prompts, read_cue_lexicon
     from stages.synthetic.windows import write_face_and_voice_windows
+    from stages.training.lasca_steps import train_lasca
+    from stages.training.pairs import compute_pairs
+    from stages.training.prompts import compute_prompts, read_cue_lexicon
 
     store = FeatureStore(str(work / "scale"))
     rng = np.random.default_rng(0)
@@ -149,9 +149,9 @@ def fidelity(store, folds: int) -> dict:
     at 5 s and τ 20 %; a row whose sentence-transformer is not on this machine says so."""
     from flows.lasca import lasca_grid
     from heads.lasca_table import fold_accuracies
-    from stages.encoders import create_encoder
-    from stages.encoders.base import EncoderError
-    from stages.lasca_steps import LascaGrid
+    from stages.extraction.encoders import create_encoder
+    from stages.extraction.encoders.base import EncoderError
+    from stages.training.lasca_steps import LascaGrid
 
     rows = {}
     # a smoke run: two rows, arousal only (suite time)
@@ -247,7 +247,7 @@ def table(result: dict) -> str:
 def main() -> None:
     from flows.lasca import lasca_grid
     from heads.lasca_table import fold_accuracies, grid_tables, paired_p
-    from stages.lasca_steps import LascaGrid
+    from stages.training.lasca_steps import LascaGrid
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--smoke", action="store_true", help="tiny sizes, nothing published")

@@ -146,7 +146,7 @@ def speech(store_dir: Path, info: dict) -> dict:
     from featurestore import FeatureStore
     from flows.extract import DatasetConfig, EncoderConfig, WindowConfig, extract_features
     from heads.trainer import TrainConfig
-    from stages.lasca_steps import LascaGrid, run_lasca_grid
+    from stages.training.lasca_steps import LascaGrid, run_lasca_grid
 
     name = info["dataset"]
     extract_features(
@@ -228,7 +228,7 @@ def logistic_baseline(store, records: list[dict]) -> list[dict]:
     from sklearn.linear_model import LogisticRegression
 
     from featurestore import GroupReader
-    from stages.lasca_data import lasca_data_of
+    from stages.training.lasca_data import lasca_data_of
 
     out = []
     for r in records:
@@ -333,7 +333,7 @@ def stand_in_mirrors(work: Path) -> None:
 
     from PIL import Image
 
-    from stages.media import write_audio
+    from stages.extraction.media import write_audio
 
     rng = np.random.default_rng(0)
     faces = work / "facial_expressions-mirror"

@@ -20,6 +20,7 @@ import warnings
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from datetime import datetime, timezone
 from typing import Any
 
 import fsspec
@@ -134,6 +135,13 @@ class FeatureStore:
         directory = f"{self.root}/{group_path}"
         self.fs.makedirs(directory, exist_ok=True)
         self.fs.pipe_file(f"{directory}/{safe_name(name, 'file name')}", data)
+
+    def file_report(self, run: str, markdown: str) -> str:
+        """A run's summary (extract-features, train-heads …) as ``reports/<run>/<UTC time>.md``, the
+        one place run reports go; returns its path in the store."""
+        stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S%fZ")
+        self.put_file(f"reports/{run}", f"{stamp}.md", markdown.encode())
+        return f"reports/{run}/{stamp}.md"
 
     def get_file(self, group_path: str, name: str) -> bytes:
         return self.fs.cat_file(f"{self.root}/{group_path}/{safe_name(name, 'file name')}")

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from featurestore import FeatureStore
-from stages.audit_steps import run_audit
+from stages.training.audits import run_audit
 
 
 def audit_heads_here(
@@ -18,7 +18,7 @@ def audit_heads_here(
     threshold: float = 0.5,
     measure: str = "f1",
 ) -> list[dict[str, Any]]:
-    """Audit each head at ``paths`` (stages/audit_steps.py): a keyed audit step with its report;
+    """Audit each head at ``paths`` (stages/training/audits/): a keyed audit step with its report;
     with ``seeds`` > 1 against the head's controls on as many seeds."""
     fstore = FeatureStore(store, storage_options or {})
     out = []

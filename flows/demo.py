@@ -53,7 +53,7 @@ def demo_extractions(data: str = "./demo-data") -> dict[str, dict[str, Any]]:
 def demo_lasca_grid(dataset: str = "videos"):
     """The demo's small LaScA grid: arousal on 5 s windows, τ 20 %, features and fused per modality,
     4 subject-exclusive folds (the paper's full grid: ``affectflow lasca`` with its defaults)."""
-    from stages.lasca_steps import LascaGrid  # here: the CLI imports this module, and it imports torch
+    from stages.training.lasca_steps import LascaGrid  # here: the CLI imports this module, and it imports torch
 
     return LascaGrid(
         dataset, ("5s",), (0.2,), ("face", "audio", "both"), ("features", "fused"), affects=("arousal",), folds=4

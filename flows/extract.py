@@ -10,7 +10,6 @@ from __future__ import annotations
 import time
 from contextlib import ExitStack
 from dataclasses import dataclass
-from datetime import datetime, timezone
 from typing import Any
 
 from prefect import flow, get_run_logger, task
@@ -23,9 +22,9 @@ from tqdm import tqdm
 from featurestore import FeatureStore, GroupReader, Step
 from flows.credentials import store_options
 from flows.runners import chunk_runner
-from stages.allocator import keep_large_buffers
-from stages.encoders import Encoder, create_encoder, loaded_encoder
-from stages.extract import (
+from stages.extraction.allocator import keep_large_buffers
+from stages.extraction.encoders import Encoder, create_encoder, loaded_encoder
+from stages.extraction.extract import (
     ChunkReport,
     FaceCrop,
     extract_chunk,
@@ -35,12 +34,12 @@ from stages.extract import (
     source_step,
     write_source,
 )
-from stages.lexicon import embed_lexicon, lexicon_step
-from stages.sources import Manifest, build_manifest, get_source
-from stages.windows import WindowSpec, compute_windows, windows_step
+from stages.extraction.lexicon import embed_lexicon, lexicon_step
+from stages.extraction.sources import Manifest, build_manifest, get_source
+from stages.extraction.windows import WindowSpec, compute_windows, windows_step
 
 # A flow-run process runs encoders on task threads: the allocator is set before any thread starts
-# (stages/allocator.py; AFFECTFLOW_MALLOC=system leaves glibc's defaults).
+# (stages/extraction/allocator.py; AFFECTFLOW_MALLOC=system leaves glibc's defaults).
 keep_large_buffers()
 
 MAX_LISTED_FAILURES = 50
@@ -136,7 +135,7 @@ def plan_extraction(
     built = [(c, create_encoder(c.name, **c.options)) for c in _encoder_order(encoders)]
     if text_only := [enc.name for _, enc in built if enc.modality == "text"]:
         raise ValueError(
-            f"{', '.join(text_only)}: sentence encoders embed prompts, not frames (stages/prompt_cache.py)"
+            f"{', '.join(text_only)}: sentence encoders embed prompts, not frames (stages/training/prompt_cache.py)"
         )
     for _, enc in built:
         enc.weights_digest()  # fail fast: weights missing or unreadable
@@ -426,10 +425,7 @@ def extract_features(
     lexicon_rows = [embed_lexicon_task(store, storage_options, cfg, lex, device) for cfg, _, lex, _ in plan.lexicons]
     markdown = _summary_markdown(rows, failures, lexicon_rows, window_rows)
     create_markdown_artifact(markdown=markdown, key="extract-features-summary", description="extract-features run")
-    stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S%fZ")
-    report_dir = f"{fstore.root}/reports/extract-features"
-    fstore.fs.makedirs(report_dir, exist_ok=True)
-    fstore.fs.pipe_file(f"{report_dir}/{stamp}.md", markdown.encode())
+    fstore.file_report("extract-features", markdown)
     for r in rows:
         failed = sum(v for k, v in r["status_counts"].items() if k != "ok")
         logger.info(

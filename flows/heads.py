@@ -1,40 +1,31 @@
 """Head training without ceremony: the plan of (head, seed) steps, running it, and the Python API.
 
-Nothing here imports Prefect. ``affectflow train`` and :func:`train` plan once: when every planned
-step is complete they read the results back; with a Prefect server configured (``PREFECT_API_URL``)
-they run the ``train-heads`` flow, so the run is recorded with its artifacts; otherwise they train
-right here, in this process — a retrain on the embedded default pays no temporary server's start.
-Loaded splits stay in memory between calls (``stages.head_data.load_task_data``), so a notebook's
+Nothing here imports Prefect: flows/run.py decides whether a plan runs here or as the
+``train-heads`` flow (flows/train.py), which receives the plan made here and runs it as tasks.
+Loaded splits stay in memory between calls (``stages.training.head_data.load_task_data``), so a notebook's
 second retrain on the same features costs its training and little else.
 """
 
 from __future__ import annotations
 
-import os
 import time
 from dataclasses import dataclass
-from datetime import datetime, timezone
 from typing import Any
 
 import numpy as np
 from pydantic import BaseModel, Field, field_validator, model_validator
 
 from featurestore import FeatureStore, Step
-from featurestore.selectors import select_group
-from flows.credentials import store_options
 from heads.registry import get_head
 from heads.tasks import get_task
 from heads.trainer import KNOBS, TrainConfig
-from stages.head_steps import (
-    feature_paths,
+from stages.training import lasca_steps  # noqa: F401 (registers the "pairs" input)
+from stages.training.head_inputs import HeadRequest, head_input
+from stages.training.head_steps import (
     has_report,
     head_run,
-    head_spec,
-    head_step,
-    train_head,
     uses_archetypes,
 )
-from stages.lasca_steps import RANK_TASK, CellInputs, cell_grid, cell_inputs, lasca_step, train_lasca
 
 
 class HeadConfig(BaseModel):
@@ -76,21 +67,22 @@ class HeadConfig(BaseModel):
     cell: dict[str, Any] | None = Field(
         None,
         description="rank task (LaScA): the grid's cell, any of window, affect, tau, modality, variant, text_model, "
-        "pretrained_encoder, lexicon, lexicon_kind, template (stages.lasca_steps.CELL_DEFAULTS fills the rest)",
+        "pretrained_encoder, lexicon, lexicon_kind, template (stages.training.lasca_steps.CELL_DEFAULTS fills the "
+        "rest)",
     )
 
     @model_validator(mode="before")
     @classmethod
     def _default_preset(cls, data: Any) -> Any:
-        """No preset named: fast, and for the rank task LaScA's (MLPClassifier's)."""
+        """No preset named: what the head's input kind trains with (fast; LaScA's pairs: its MLPClassifier's)."""
         if isinstance(data, dict) and data.get("preset") is None:
-            return {**data, "preset": "lasca" if data.get("task") == RANK_TASK else "fast"}
+            return {**data, "preset": head_input(data.get("head", "aura")).preset}
         return data
 
     @model_validator(mode="after")
-    def _cell_is_for_rank(self) -> HeadConfig:
-        if self.cell is not None and self.task != RANK_TASK:
-            raise ValueError(f"a cell is LaScA's (task rank), not the {self.task} task's")
+    def _cell_is_for_pairs(self) -> HeadConfig:
+        if self.cell is not None and not head_input(self.head).takes_cell:
+            raise ValueError(f"a cell is for heads that read window pairs (lasca), not {self.head!r}")
         return self
 
     @field_validator("preset")
@@ -108,53 +100,42 @@ class HeadConfig(BaseModel):
         knobs = {k: getattr(self, k) for k in KNOBS}
         return TrainConfig.preset(self.preset, **knobs, seed=seed, device=device, progress=progress)
 
+    def request(self, seed: int, device: str | None = None, progress: bool = True) -> HeadRequest:
+        """This config on one seed, as the head's input loader reads it."""
+        features = self.features if isinstance(self.features, str) else tuple(self.features)
+        return HeadRequest(
+            self.head,
+            self.task,
+            features,
+            self.train_config(seed, device, progress),
+            self.array,
+            self.head_options,
+            self.expressions,
+            self.test_fold,
+            self.folds,
+            self.cell,
+        )
+
 
 @dataclass
 class PlannedHead:
     config: HeadConfig
     seed: int
     step: Step
-    lasca: CellInputs | None = None  # the rank task: the prompts and pairs its learner reads
+    inputs: Any  # what the head's input loader trains from (stages/training/head_inputs.py): feature paths, a cell's
 
 
 def plan_heads(configs: list[HeadConfig], store: FeatureStore) -> list[PlannedHead]:
-    """Every (head config, seed) as a keyed step; fails on a feature group that is not there."""
+    """Every (head config, seed) as a keyed step, through its head's input loader; fails on a
+    feature group that is not there."""
     plan = []
     for h in configs:
         get_head(h.head).check(h.task, h.head_options)
-        if h.task == RANK_TASK:
-            plan += _plan_lasca(h, store)
-            continue
-        # a readable selector (rafdb/open_clip) or the path: the plan names the one complete group
-        paths = [select_group(store, f, "features").path for f in feature_paths(h.features)]
-        h = h.model_copy(update={"features": paths[0] if len(paths) == 1 else paths})
+        loader = head_input(h.head)
         for seed in h.seeds:
-            spec = head_spec(
-                h.head,
-                h.task,
-                h.array,
-                h.head_options,
-                h.train_config(seed, None),
-                h.expressions,
-                h.test_fold,
-                h.folds,
-            )
-            plan.append(PlannedHead(h, seed, head_step(store, h.features, spec)))
-    return plan
-
-
-def _plan_lasca(h: HeadConfig, store: FeatureStore) -> list[PlannedHead]:
-    """A LaScA learner per seed on one cell and test fold: its prompts and pairs are keyed steps of
-    their own, made (or found done) now, since the learner's key holds theirs."""
-    if not isinstance(h.features, str):
-        raise ValueError("the rank task reads one video dataset's windows: give one --features (its name)")
-    inputs = cell_inputs(store, cell_grid(h.features, h.cell or {}, h.folds), h.test_fold)
-    prompts, pairs, encoder, pretrained = inputs.open(store)
-    plan = []
-    for seed in h.seeds:
-        train = h.train_config(seed, None)
-        step = lasca_step(prompts, pairs, inputs.variant, inputs.modality, train, h.head_options, encoder, pretrained)
-        plan.append(PlannedHead(h, seed, step, inputs))
+            planned = loader.plan(store, h.request(seed))
+            features = planned.features if isinstance(planned.features, str) else list(planned.features)
+            plan.append(PlannedHead(h.model_copy(update={"features": features}), seed, planned.step, planned.inputs))
     return plan
 
 
@@ -175,17 +156,8 @@ def train_one(store: FeatureStore, planned: PlannedHead, device: str | None, pro
     """Train (or skip) one planned head, then write its report when it has a codebook and one is asked for."""
     h = planned.config
     t0 = time.perf_counter()
-    train = h.train_config(planned.seed, device, progress)
-    if planned.lasca is not None:
-        prompts, pairs, encoder, pretrained = planned.lasca.open(store)
-        variant, modality = planned.lasca.variant, planned.lasca.modality
-        group, state, metrics = train_lasca(
-            store, prompts, pairs, variant, modality, train, h.head_options, encoder, pretrained
-        )
-    else:
-        group, state, metrics = train_head(
-            store, h.features, h.head, h.task, h.array, h.head_options, train, h.expressions, h.test_fold, h.folds
-        )
+    request = h.request(planned.seed, device, progress)
+    group, state, metrics = head_input(h.head).train(store, request, planned.inputs)
     assert group.key == planned.step.key, "the plan and the step disagree on the key"
     run = head_run(store, group, state, metrics)
     run["step_seconds"] = time.perf_counter() - t0  # the head step: store reads, training, writes
@@ -197,7 +169,7 @@ def train_one(store: FeatureStore, planned: PlannedHead, device: str | None, pro
         )
     elif h.report and has_report(group.meta):
         if not store.has_file(group.path, "report.md"):
-            from stages.head_reports import write_report  # matplotlib and thumbnails: only for reports
+            from stages.training.head_reports import write_report  # matplotlib and thumbnails: only for reports
 
             write_report(store, group.path)
         run["report"] = store.get_file(group.path, "report.md").decode()
@@ -274,38 +246,8 @@ def results(runs: list[dict[str, Any]], store: FeatureStore | None = None) -> di
     summary = summarise(runs)
     markdown = summary_markdown(summary)
     if store is not None:
-        stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S%fZ")
-        store.fs.makedirs(f"{store.root}/reports/train-heads", exist_ok=True)
-        store.fs.pipe_file(f"{store.root}/reports/train-heads/{stamp}.md", markdown.encode())
+        store.file_report("train-heads", markdown)
     return {"runs": runs, "summary": summary, "report": markdown}
-
-
-def train_heads_here(
-    configs: list[HeadConfig],
-    store: str = "./store",
-    storage_options: dict[str, Any] | None = None,
-    device: str | None = None,
-    progress: bool = True,
-    storage_secret: str | None = None,
-) -> dict[str, Any]:
-    """What ``affectflow train`` runs: read back when every planned step is done; the
-    ``train-heads`` flow when a Prefect server is configured (given the public options and the
-    Secret block's name); else train in this process."""
-    t0 = time.perf_counter()
-    fstore = FeatureStore(store, store_options(storage_options, storage_secret))
-    plan = plan_heads(configs, fstore)
-    if plan_done(plan, fstore):
-        out = results([train_one(fstore, p, device, progress) for p in plan])
-        return {**out, "flow_run": False, "seconds": time.perf_counter() - t0}
-    if os.environ.get("PREFECT_API_URL"):
-        from flows.train import train_heads
-
-        out = train_heads(
-            configs, store=store, storage_options=storage_options, device=device, storage_secret=storage_secret
-        )
-        return {**out, "flow_run": True, "seconds": time.perf_counter() - t0}
-    out = results([train_one(fstore, p, device, progress) for p in plan], fstore)
-    return {**out, "flow_run": False, "seconds": time.perf_counter() - t0}
 
 
 @dataclass

@@ -1,24 +1,20 @@
-"""LaScA's grid, run here or as the ``lasca-grid`` flow: every learner a keyed step, the tables as a
-markdown file and, in a flow run, an artifact.
+"""LaScA's grid: every learner a keyed step, the tables as a markdown file.
 
-:func:`lasca_grid` works without Prefect (the embedded default, the demo); with a server configured
-(``PREFECT_API_URL``) ``affectflow lasca`` runs the ``lasca-grid`` flow (flows/train.py), which
-records the run and publishes the tables.
+:func:`lasca_grid` works without Prefect (the embedded default, the demo); flows/run.py runs it as
+the ``lasca-grid`` flow (flows/train.py) when a server is configured, which records the run and
+publishes the tables.
 """
 
 from __future__ import annotations
 
-import os
 import time
-from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
 from featurestore import FeatureStore, GroupReader
-from flows.credentials import store_options
 from heads.lasca_table import grid_tables, prompt_tables
 from heads.trainer import TrainConfig
-from stages.lasca_steps import LascaGrid, explain_pair, run_lasca_grid
+from stages.training.lasca_steps import LascaGrid, explain_pair, run_lasca_grid
 
 
 def explanations_markdown(store: FeatureStore, records: list[dict[str, Any]], n: int = 3) -> str:
@@ -91,21 +87,3 @@ def lasca_grid(
     if out is not None:
         Path(out).write_text(report + "\n")
     return {**result, "report": report, "seconds": seconds}
-
-
-def run_lasca(
-    grid: LascaGrid,
-    store: str,
-    storage_options: dict[str, Any],
-    out: str | Path | None,
-    workers: int | None = None,
-    storage_secret: str | None = None,
-) -> dict[str, Any]:
-    """What ``affectflow lasca`` runs: the ``lasca-grid`` flow with a Prefect server configured (given
-    the Secret block's name, read inside the run), else here."""
-    if os.environ.get("PREFECT_API_URL"):
-        from flows.train import lasca_grid_flow
-
-        out = str(out) if out else None
-        return lasca_grid_flow(asdict(grid), store, storage_options, out, workers, storage_secret=storage_secret)
-    return lasca_grid(grid, store, store_options(storage_options, storage_secret), out, workers=workers)

@@ -17,10 +17,10 @@ import torch
 from featurestore import FeatureStore, GroupReader, SampleStatus
 from heads.report import branch_names
 from heads.tasks import get_task
-from stages.extract import encode_files, encoder_of_group
-from stages.head_reports import read_archetypes
-from stages.head_steps import load_head
-from stages.thumbnails import dataset_root
+from stages.extraction.extract import encode_files, encoder_of_group
+from stages.training.head_reports import read_archetypes
+from stages.training.head_steps import load_head
+from stages.training.thumbnails import dataset_root
 
 
 def predict_images(store: FeatureStore, head_path: str, images: list[Path], n_nearest: int = 3) -> list[dict[str, Any]]:

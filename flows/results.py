@@ -14,7 +14,7 @@ from typing import Any
 from featurestore import FeatureStore
 from flows.heads import summarise
 from heads.trainer import TrainConfig
-from stages.head_steps import stored_runs
+from stages.training.head_steps import stored_runs
 
 
 def open_store(store: str | FeatureStore, storage_options: dict[str, Any] | None = None) -> FeatureStore:

@@ -22,14 +22,14 @@ def chunk_runner(dask_address: str | None = None, dask_workers: int = 0, threads
 
 def local_cluster_kwargs(n_workers: int) -> dict:
     """The temporary LocalCluster: single-threaded worker processes that keep large buffers from
-    their start (stages/allocator.py: the nanny starts them with the variables, over its own
+    their start (stages/extraction/allocator.py: the nanny starts them with the variables, over its own
     ``MALLOC_TRIM_THRESHOLD_``, and the preload reports it)."""
-    from stages.allocator import environment
+    from stages.extraction.allocator import environment
 
     return {
         "n_workers": n_workers,
         "threads_per_worker": 1,
         "processes": True,
-        "preload": ["stages.allocator"],
+        "preload": ["stages.extraction.allocator"],
         "env": environment(),
     }

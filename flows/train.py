@@ -16,9 +16,9 @@ from flows.demo import HEAD_PLANS
 from flows.heads import HeadConfig, PlannedHead, plan_heads, results, train_one
 from flows.lasca import lasca_grid
 from heads.tasks import get_task
-from stages.head_reports import write_report
-from stages.head_steps import evaluate_head
-from stages.lasca_steps import LascaGrid
+from stages.training.head_reports import write_report
+from stages.training.head_steps import evaluate_head
+from stages.training.lasca_steps import LascaGrid
 
 
 @task(cache_policy=NO_CACHE, task_run_name="{planned.config.head}-{planned.config.task} seed {planned.seed}")
@@ -56,13 +56,16 @@ def train_heads(
     device: str | None = None,
     plan: str | None = None,
     storage_secret: str | None = None,
+    planned: list[PlannedHead] | None = None,
 ) -> dict[str, Any]:
     """Train every head config for each of its seeds on cached features (skipped when keyed done).
 
     ``plan`` names a head plan (``demo``: flows/demo.py) worked out from the store when the run
     starts, on the latest feature groups it holds: what a deployment triggered by an extraction
     passes, since the feature keys are not known when it is deployed. Its heads come before ``heads``.
-    ``storage_secret``: a Prefect Secret block with the store's credentials, read inside the run.
+    ``planned``: the steps already planned by the caller (flows/run.py), run as they are, not
+    planned again. ``storage_secret``: a Prefect Secret block with the store's credentials, read
+    inside the run.
     """
     logger = get_run_logger()
     storage_options = store_options(storage_options, storage_secret)
@@ -70,11 +73,11 @@ def train_heads(
     if plan is not None and plan not in HEAD_PLANS:
         raise ValueError(f"unknown head plan {plan!r}; plans: {', '.join(HEAD_PLANS)}")
     heads = [*(HEAD_PLANS[plan](fstore) if plan else []), *(heads or [])]
-    if not heads:
-        raise ValueError("train-heads needs heads or a plan")
+    if not heads and planned is None:
+        raise ValueError("train-heads needs heads, a plan or planned steps")
     runs = []
-    for planned in plan_heads(heads, fstore):
-        run = train_head_task(store, storage_options, planned, device)
+    for step in [*(planned or []), *(plan_heads(heads, fstore) if heads else [])]:
+        run = train_head_task(store, storage_options, step, device)
         headline = get_task(run["task"]).headline
         logger.info(
             "%s %s seed %d: %s, test %s = %.4f",
@@ -134,7 +137,7 @@ def head_reports(
     storage_secret: str | None = None,
 ) -> list[dict[str, Any]]:
     """Write (or, with ``force``, rewrite) the reports of trained archetype, graph and attention-map heads; a graph
-    head's with a user's ``prototypes`` table and chosen ``samples`` (stages/head_reports.py)."""
+    head's with a user's ``prototypes`` table and chosen ``samples`` (stages/training/head_reports.py)."""
     options = store_options(storage_options, storage_secret)
     return [head_report_task(store, options, path, force, prototypes, samples) for path in paths]
 
@@ -151,7 +154,7 @@ def audit_heads(
     measure: str = "f1",
     storage_secret: str | None = None,
 ) -> list[dict[str, Any]]:
-    """Audit trained heads (``faithfulness`` or ``circumplex``, stages/audit_steps.py), each a keyed
+    """Audit trained heads (``faithfulness`` or ``circumplex``, stages/training/audits/), each a keyed
     audit step with its report as an artifact; with ``seeds`` > 1 against its controls on as many seeds."""
     options = store_options(storage_options, storage_secret)
     audits = audit_heads_here(audit, paths, store, options, seeds, structure, threshold, measure)
@@ -171,7 +174,7 @@ def lasca_grid_flow(
     workers: int | None = None,
     storage_secret: str | None = None,
 ) -> dict[str, Any]:
-    """LaScA's grid (``stages.lasca_steps.LascaGrid``'s fields) over the store's windows: every
+    """LaScA's grid (``stages.training.lasca_steps.LascaGrid``'s fields) over the store's windows: every
     learner a keyed step, trained in ``workers`` processes (None: one per core when enough are
     new); the accuracy and significance tables and the prompt statistics as an artifact (and
     written to ``out``)."""

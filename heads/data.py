@@ -1,4 +1,4 @@
-"""The tensors a head trains and is evaluated on, by split (built by ``stages/head_data.py``)."""
+"""The tensors a head trains and is evaluated on, by split (built by ``stages/training/head_data.py``)."""
 
 from __future__ import annotations
 

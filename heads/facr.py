@@ -5,7 +5,7 @@ Features → AU logits (a linear map, or an MLP with ``hidden`` units) → AU pr
 logits a W + b (W (M, C) signed: an AU may raise or lower a class). Its outputs are the ``au_fer``
 task's: the AU logits, then the class logits. ``faithfulness_weight`` λ adds heads/faithfulness.py's
 loss over a structure G (C, M), given by the step (heads/ reads no files; the ``structure`` option
-names it, stages/faithfulness_structures.py): interventions on the AUs G marks causal for a
+names it, stages/training/faithfulness_structures.py): interventions on the AUs G marks causal for a
 sample's class must move that class's logit by ``margin`` in G's direction, interventions on the
 others must not move it. λ = 0 is the no-objective baseline; ``permuted`` trains against G with its
 AU labels permuted (the unfaithfulness control: it must not gain agreement with the true G).

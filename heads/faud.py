@@ -7,7 +7,7 @@
    self-attention), ``cbam`` (CBAM's channel then spatial gates), ``activation`` (activation-based
    spatial attention: tokens weighted by their softmaxed energy Σ_c x_c²), or ``none`` (no blocks:
    the paper's baseline, the tokens' mean is the image feature).
-2. **Behaviour prompts**: one sentence per AU (stages/sources/data/au_behaviours.csv), embedded by a
+2. **Behaviour prompts**: one sentence per AU (stages/extraction/sources/data/au_behaviours.csv), embedded by a
    frozen text encoder behind ``context`` learnable context vectors (CoOp; 0: the sentences'
    embeddings are computed once and fixed), then a two-layer GELU projector into the head's width:
    the AU text embeddings F_t.

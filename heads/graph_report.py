@@ -1,4 +1,4 @@
-"""The graphs of a trained graph head as files: pure builders (``stages/head_steps.py`` stores them).
+"""The graphs of a trained graph head as files: pure builders (``stages/training/head_steps.py`` stores them).
 
 For each global graph a head returns (``Head.graphs``: CausalAffect's AU→AU and AU→expression):
 

@@ -64,7 +64,7 @@ class PreferenceHead(TaskHead):
         return task_loss + penalty, {"task": float(task_loss.detach()), "l2": float(penalty.detach())}
 
 
-@register_head("lasca", version=1, config=LascaConfig, tasks=("rank",), inputs=("global",))
+@register_head("lasca", version=1, config=LascaConfig, tasks=("rank",), inputs=("pairs",))
 def lasca(task: Task | str, in_dim: int, n_outputs: int, config: LascaConfig) -> PreferenceHead:
     """LaScA's preference learner (``MLPClassifier``'s torch twin) on window-feature differences."""
     return PreferenceHead(task, in_dim, config)

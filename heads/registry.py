@@ -8,9 +8,10 @@ A head module declares, at the point of definition::
 ``version`` is the head's step version (bump it when its numerics change: old checkpoints are then
 not reused); ``config`` is the dataclass of its options (``--option`` values; every other name is
 refused with the valid ones listed); ``tasks`` are the task names it serves; ``inputs`` the kinds of
-cached input it reads (``global`` vectors, ``patch`` tokens) and the resources it is handed besides
+cached input it reads (``global`` vectors, ``patch`` tokens, ``pairs`` of windows: stages/training/head_inputs.py
+loads each) and the resources it is handed besides
 them (``text``: a ``PromptText`` of prompts per output; ``structure``: a signed class × AU table;
-stages/head_resources.py loads, keys and describes each); ``presets`` the options a training
+stages/training/head_resources.py loads, keys and describes each); ``presets`` the options a training
 preset changes for this head (AURA: ``paper`` feeds the contextualiser the whole batch). This module knows no head: the
 package imports the built-in ones, and users' heads arrive as plugins — modules named in the
 ``affectflow.heads`` entry-point group of an installed package, or given as ``--plugin module``.
@@ -29,7 +30,7 @@ from heads.base import Head
 from heads.tasks import get_task
 
 PLUGIN_GROUP = "affectflow.heads"
-FEATURE_INPUTS = ("global", "patch")  # the cached arrays a head reads; every other input is a resource
+FEATURE_INPUTS = ("global", "patch", "pairs")  # the cached data a head reads; every other input is a resource
 # Fields of a head's config that the head step fills in itself, never given as options
 # (``label_names``: the task's output names, for heads whose structure follows them).
 FIXED_FIELDS = ("task", "in_dim", "n_outputs", "label_names")

@@ -2,7 +2,7 @@
 
 For every branch (the expression codebook, valence, arousal, one per AU) it lists the kept
 archetypes with their usage on the training split, what φ says of each (class and confidence, or
-score), and their nearest training samples. From that it builds (``stages/head_reports.py`` writes
+score), and their nearest training samples. From that it builds (``stages/training/head_reports.py`` writes
 them beside the checkpoint):
 
 * ``report.md``       archetypes per class / per score bin with usage ranges (the AURA paper's

@@ -34,8 +34,8 @@ REPO = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
 
 # As the CLI does at its start: in-process extractions run on task threads, whose arenas are
-# chosen when they first allocate (stages/allocator.py); subprocesses inherit glibc's variables.
-from stages.allocator import keep_large_buffers  # noqa: E402
+# chosen when they first allocate (stages/extraction/allocator.py); subprocesses inherit glibc's variables.
+from stages.extraction.allocator import keep_large_buffers  # noqa: E402
 from stages.synthetic.cached_features import write_feature_group  # noqa: E402, F401 (the tests' import)
 
 keep_large_buffers()
@@ -53,7 +53,7 @@ def models_dir(_session_tmp) -> Path:
     """``AFFECTFLOW_MODELS_DIR`` for the whole session (subprocesses included): a folder of its own,
     filled once from the user's checked model files. Only a missing or corrupt user copy is fetched
     (by ``make install``'s own command); during the tests nothing reads the home cache or the network."""
-    from stages.encoders import model_files
+    from stages.extraction.encoders import model_files
 
     user_dir = model_files.models_dir()
     session_dir = _SESSION_TMP / "models"

@@ -1,4 +1,4 @@
-"""The allocator setting (stages/allocator.py) is in force where encoders run, can be switched
+"""The allocator setting (stages/extraction/allocator.py) is in force where encoders run, can be switched
 off, and changes no number."""
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from featurestore import FeatureStore, GroupReader
-from stages.allocator import SETTINGS
+from stages.extraction.allocator import SETTINGS
 from tests.conftest import BIN, REPO
 
 
@@ -42,7 +42,7 @@ def test_dask_workers_the_project_starts_get_the_setting_from_their_start(switch
     from distributed import Client, LocalCluster
 
     from flows.runners import local_cluster_kwargs
-    from stages.allocator import status
+    from stages.extraction.allocator import status
 
     for variable in SETTINGS:
         monkeypatch.delenv(variable, raising=False)

@@ -9,11 +9,11 @@ from PIL import Image
 
 from featurestore import FeatureStore, GroupReader, SampleStatus
 from flows.extract import DatasetConfig, EncoderConfig, extract_features
-from stages.encoders import create_encoder
-from stages.media import probe_video, write_video
-from stages.sources import SourceError, build_manifest
-from stages.sources.base import SourceWarning
-from stages.sources.labels import EXPRESSION_INDEX
+from stages.extraction.encoders import create_encoder
+from stages.extraction.media import probe_video, write_video
+from stages.extraction.sources import SourceError, build_manifest
+from stages.extraction.sources.base import SourceWarning
+from stages.extraction.sources.labels import EXPRESSION_INDEX
 
 
 def _img(path, value=120):
@@ -196,7 +196,7 @@ def test_hdf5_frames_are_read_and_encoded_like_images(tmp_path):
     )
     reader = GroupReader.open(FeatureStore(tmp_path / "store"), result["steps"][0]["path"])
     enc = create_encoder("test-clip-tiny").load("cpu")
-    from stages.images import preprocess_array
+    from stages.extraction.images import preprocess_array
 
     pixels = np.stack([preprocess_array(im, enc.preprocess).pixels for im in images])
     import torch

@@ -142,7 +142,7 @@ def test_the_rationale_orders_aus_by_evidence_and_an_ablated_au_leaves_it():
 
 
 def test_the_pain_structure_follows_pspi_and_structures_become_matrices(tmp_path):
-    from stages.faithfulness_structures import load_structure, prototype_structure, pspi, structure_matrix
+    from stages.training.faithfulness_structures import load_structure, prototype_structure, pspi, structure_matrix
 
     pain = load_structure()
     assert pain == {"pain": {f"AU{a}": 1 for a in (4, 6, 7, 9, 10, 43)}}
@@ -220,7 +220,7 @@ def test_the_class_loss_adds_the_weighted_transport_term_by_hand():
 
 
 def test_circumplex_and_uniform_costs_from_the_positions_file():
-    from stages.circumplex import circumplex_positions, transport_costs
+    from stages.training.circumplex import circumplex_positions, transport_costs
 
     names = ["neutral", "happiness", "sadness", "anger"]
     positions = circumplex_positions(names)
@@ -257,7 +257,7 @@ def test_the_circumplex_term_sends_the_errors_of_confusable_classes_to_the_near_
     from heads.metrics import affective_distance
     from heads.registry import create_head
     from heads.trainer import TrainConfig, fit, predict
-    from stages.circumplex import transport_costs
+    from stages.training.circumplex import transport_costs
 
     names = ["happiness", "surprise", "fear", "anger", "disgust", "sadness"]
     cost = transport_costs("circumplex", names)
@@ -305,8 +305,8 @@ def test_a_structure_head_needs_its_table_and_the_permuted_control_moves_every_a
 
 
 def test_named_structures_and_their_keys(tmp_path):
-    from stages.faithfulness_structures import generator_structure, structure_key, structure_of
     from stages.synthetic.face_generator import PROTOTYPES
+    from stages.training.faithfulness_structures import generator_structure, structure_key, structure_of
 
     assert generator_structure()["anger"] == {f"AU{a}": 1 for a in sorted(PROTOTYPES["anger"])}
     names = ["AU4", "AU12", "AU15", "happiness", "sadness"]

@@ -38,7 +38,7 @@ def test_training_a_task_whose_labels_the_dataset_lacks_names_the_labels_it_has(
 
     from featurestore import FeatureStore
     from heads.trainer import TrainConfig
-    from stages.head_steps import train_head
+    from stages.training.head_steps import train_head
     from tests.conftest import write_feature_group
 
     store = FeatureStore(str(tmp_path / "store"))
@@ -58,7 +58,7 @@ def test_training_a_task_whose_labels_the_dataset_lacks_names_the_labels_it_has(
     import dataclasses
 
     from heads.registry import HEADS
-    from stages.head_steps import load_head
+    from stages.training.head_steps import load_head
 
     monkeypatch.setitem(HEADS, "linear", dataclasses.replace(HEADS["linear"], version=HEADS["linear"].version + 1))
     with pytest.raises(ValueError, match=r"trained by linear version \d+; this code's is version \d+: train it again"):
@@ -74,7 +74,7 @@ def test_training_a_task_whose_labels_the_dataset_lacks_names_the_labels_it_has(
 def test_layouts_describes_every_layout_in_whole_sentences():
     """`affectflow layouts` prints each layout's first docstring paragraph, not its first line
     (the csv layout's description was cut mid-sentence)."""
-    from stages.sources import SOURCES
+    from stages.extraction.sources import SOURCES
 
     text = CliRunner().invoke(app, ["layouts"], terminal_width=400).output
     lines = [line for line in text.splitlines() if line.strip()]

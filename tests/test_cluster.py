@@ -14,8 +14,8 @@ import pytest
 
 from featurestore import FeatureStore
 from flows.demo import demo_heads_plan
-from stages.allocator import SETTINGS
-from stages.allocator import status as allocator_status
+from stages.extraction.allocator import SETTINGS
+from stages.extraction.allocator import status as allocator_status
 from tests.conftest import BIN, REPO, free_port, stop, wait_for
 
 pytestmark = pytest.mark.slow
@@ -57,7 +57,7 @@ def _run_states(base: str, deployment: str) -> list[str]:
 def _write_demo_data(root: Path) -> None:
     """The demo's three catalogues, each at its smallest size (the generator's one-face-per-
     expression cycle, two 6 s videos), where the shipped deployments look for them."""
-    from stages.encoders import create_encoder
+    from stages.extraction.encoders import create_encoder
     from stages.synthetic.demo_catalogue import write_demo_catalogue
     from stages.synthetic.face_generator import write_generated_dataset
     from stages.synthetic.face_videos import write_generated_videos
@@ -110,7 +110,7 @@ def test_shipped_deployments_run_as_shipped_trigger_the_heads_and_use_the_dask_c
         subprocess.Popen(
             # the worker command infra/dask/README.md documents, in an environment without glibc's variables
             [dask, "worker", address, "--nthreads", "1", "--nworkers", "1", "--dashboard-address", ":0"]
-            + ["--preload", "stages.allocator"],
+            + ["--preload", "stages.extraction.allocator"],
             cwd=work,
             env={k: v for k, v in env.items() if k not in SETTINGS},
             stdout=open(tmp_path / "dask-worker.log", "w"),  # shown when a run fails
@@ -157,7 +157,7 @@ def test_shipped_deployments_run_as_shipped_trigger_the_heads_and_use_the_dask_c
             run("extract-features/cluster-demo", client)
 
             def loaded_models():
-                from stages.encoders.base import _loaded
+                from stages.extraction.encoders.base import _loaded
 
                 return _loaded.cache_info().currsize
 

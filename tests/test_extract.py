@@ -17,9 +17,9 @@ import torch
 from featurestore import FeatureStore, GroupReader, SampleStatus, StoreError
 from featurestore.h5 import export_h5, import_h5
 from flows.extract import DatasetConfig, EncoderConfig, LexiconConfig, extract, extract_features
-from stages.encoders import EncoderError, ImageEncoder, create_encoder
-from stages.images import decode_image
-from stages.sources import SourceError
+from stages.extraction.encoders import EncoderError, ImageEncoder, create_encoder
+from stages.extraction.images import decode_image
+from stages.extraction.sources import SourceError
 from tests.conftest import REPO, write_bad_files, write_csv_dataset
 
 pytestmark = pytest.mark.usefixtures("prefect_harness")
@@ -224,8 +224,8 @@ def test_too_large_bad_crop_and_path_escape_are_statuses_of_a_flow_run_and_the_d
     from PIL import Image
     from skimage import data
 
-    import stages.extract
-    from stages.sources.affectnet import HEADER
+    import stages.extraction.extract
+    from stages.extraction.sources.affectnet import HEADER
 
     root = tmp_path / "affectnet"
     images = root / "Manually_Annotated_Images" / "1"
@@ -242,13 +242,13 @@ def test_too_large_bad_crop_and_path_escape_are_statuses_of_a_flow_run_and_the_d
     ]
     (root / "training.csv").write_text(",".join(HEADER) + "\n" + "\n".join(rows) + "\n")
     opened: list[str] = []
-    real_decode = stages.extract.decode_image
+    real_decode = stages.extraction.extract.decode_image
 
     def recording_decode(path, *args, **kwargs):
         opened.append(Path(path).name)
         return real_decode(path, *args, **kwargs)
 
-    monkeypatch.setattr(stages.extract, "decode_image", recording_decode)
+    monkeypatch.setattr(stages.extraction.extract, "decode_image", recording_decode)
 
     def run(**kw):
         return extract_features(
@@ -315,7 +315,7 @@ def test_clip_weights_offline_name_the_checkpoint_path_form(tmp_path):
     """No hub cache and no network: the error says what to pass instead (run apart, so no hub
     client state of this process leaks in)."""
     code = (
-        "from stages.encoders import EncoderError, create_encoder\n"
+        "from stages.extraction.encoders import EncoderError, create_encoder\n"
         "try:\n    create_encoder('clip-vit-b-32').weights_digest()\n"
         "except EncoderError as err:\n    print(err)\n"
     )

@@ -9,9 +9,9 @@ from skimage import data
 
 from featurestore import FeatureStore, GroupReader, SampleStatus
 from flows.extract import DatasetConfig, EncoderConfig, extract_features
-from stages.encoders import create_encoder
-from stages.encoders.face_landmarker import BLENDSHAPE_NAMES
-from stages.encoders.model_files import FACE_LANDMARKER, fetch, verify
+from stages.extraction.encoders import create_encoder
+from stages.extraction.encoders.face_landmarker import BLENDSHAPE_NAMES
+from stages.extraction.encoders.model_files import FACE_LANDMARKER, fetch, verify
 from stages.synthetic.face_generator import (
     AU_RULES,
     AUS,
@@ -201,7 +201,7 @@ def test_generated_catalogue_has_subjects_splits_and_consistent_labels(tmp_path,
 def test_face_crops_feed_an_image_encoder_with_their_own_key(tmp_path, face):
     import torch
 
-    from stages.images import crop_to_face
+    from stages.extraction.images import crop_to_face
 
     dataset = _photos(tmp_path)
     store = str(tmp_path / "store")
@@ -218,7 +218,7 @@ def test_face_crops_feed_an_image_encoder_with_their_own_key(tmp_path, face):
     assert reader.meta["spec"]["params"]["face_crop"] == {"detector": "mediapipe-face", "scale": 1.2}
     box = GroupReader.open(fstore, faces_row["path"]).numpy("box")[0]
     enc = create_encoder("test-clip-tiny").load("cpu")
-    from stages.images import preprocess_array
+    from stages.extraction.images import preprocess_array
 
     face_img = np.asarray(crop_to_face(Image.fromarray(data.astronaut()), tuple(map(float, box)), 1.2))
     pixels = preprocess_array(face_img, enc.preprocess).pixels

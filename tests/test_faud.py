@@ -133,8 +133,8 @@ def test_cosine_schedule_warms_up_then_decays_to_zero():
 
 
 def test_every_facs_au_has_a_behaviour_prompt_and_a_missing_one_is_named(tmp_path):
-    from stages.au_prompts import au_prompts, behaviours
-    from stages.sources.labels import AU_NAMES
+    from stages.extraction.sources.labels import AU_NAMES
+    from stages.training.au_prompts import au_prompts, behaviours
 
     assert set(behaviours()) == set(AU_NAMES)
     assert "lip" in au_prompts(["AU12"])[0] and "brow" in au_prompts(["AU4"])[0]
@@ -147,7 +147,7 @@ def test_every_facs_au_has_a_behaviour_prompt_and_a_missing_one_is_named(tmp_pat
 
 @pytest.mark.parametrize("encoder", ["test-clip-tiny", "all-MiniLM-L6-v2"])
 def test_a_context_tower_without_context_is_the_text_encoder_and_trains_only_its_context(encoder):
-    from stages.encoders import create_encoder
+    from stages.extraction.encoders import create_encoder
 
     prompts = ["the corners of the lips are pulled up", "the eyebrows are drawn down and together"]
     enc = create_encoder(encoder)
@@ -196,8 +196,8 @@ def test_faud_learns_aus_looks_where_they_show_and_embeds_fixed_prompts_once(tmp
     from featurestore import FeatureStore
     from heads.attention_report import locality
     from heads.trainer import TrainConfig, predict
-    from stages.encoders.sentence import SentenceEncoder
-    from stages.head_steps import head_data, load_head, train_head
+    from stages.extraction.encoders.sentence import SentenceEncoder
+    from stages.training.head_steps import head_data, load_head, train_head
 
     calls = []
     encode_text = SentenceEncoder.encode_text
@@ -238,8 +238,8 @@ def _outputs(store, path: str) -> np.ndarray:
 def test_learnable_context_reaches_the_context_not_the_tower_and_the_head_rebuilds_without_it():
     from heads.base import PromptText
     from heads.registry import create_head
-    from stages.au_prompts import au_prompts
-    from stages.encoders import create_encoder
+    from stages.extraction.encoders import create_encoder
+    from stages.training.au_prompts import au_prompts
 
     enc = create_encoder("all-MiniLM-L6-v2").load()
     tower = enc.context_tower(au_prompts(list(AUS)))
@@ -294,7 +294,7 @@ def test_every_attention_variant_trains_and_maps_sum_to_one(attention):
 
 def test_locality_counts_the_mass_inside_landmark_cells_against_a_uniform_map():
     from heads.attention_report import landmark_cells, locality
-    from stages.face_regions import into_centre_crop
+    from stages.training.face_regions import into_centre_crop
 
     # two landmarks in a 2 × 2 grid: cells (0, 0) and (1, 1)
     cells = landmark_cells(np.array([[[0.1, 0.2], [0.9, 0.6]]]), (2, 2))
@@ -319,8 +319,8 @@ def test_every_attention_variant_gets_a_report_with_the_per_au_table_beside_the_
 
     from featurestore import FeatureStore
     from heads.trainer import TrainConfig
-    from stages.head_reports import write_report
-    from stages.head_steps import head_data, train_head
+    from stages.training.head_reports import write_report
+    from stages.training.head_steps import head_data, train_head
 
     store = FeatureStore(str(tmp_path / "store"))
     features = _token_grids(store, n=200)
@@ -392,8 +392,8 @@ def test_the_prompts_learn_at_their_own_rate_the_papers_tenth_of_the_other_modul
 def test_a_faud_head_puts_its_context_and_nothing_else_in_the_slower_group():
     from heads.base import PromptText
     from heads.registry import create_head
-    from stages.au_prompts import au_prompts
-    from stages.encoders import create_encoder
+    from stages.extraction.encoders import create_encoder
+    from stages.training.au_prompts import au_prompts
 
     enc = create_encoder("all-MiniLM-L6-v2").load()
     tower = enc.context_tower(au_prompts(list(AUS)))
@@ -416,8 +416,8 @@ def test_in_the_small_data_regime_the_step_floor_keeps_faud_at_the_probe_and_eve
     prevalence detected. A small head (width 32, one block) keeps the 1,000 steps to ~30 s."""
     from featurestore import FeatureStore
     from heads.trainer import TrainConfig
-    from stages.head_steps import train_head
     from stages.synthetic.small_au_grids import AU_NAMES, PREVALENCE, small_au_grids
+    from stages.training.head_steps import train_head
 
     store = FeatureStore(str(tmp_path / "store"))
     features = write_feature_group(store, "small", *small_au_grids(seed=0), AU_NAMES)

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from featurestore import SampleStatus
-from stages.images import Preprocess, decode_image
+from stages.extraction.images import Preprocess, decode_image
 from tests.conftest import write_bad_files
 
 PRE = Preprocess(64, (0.5,) * 3, (0.5,) * 3)

@@ -13,10 +13,10 @@ from hypothesis import strategies as st
 
 import featurestore.fingerprint as fingerprint
 from featurestore import StepSpec, UnhashableSpecError, step_key
-from stages.encoders import create_encoder
-from stages.extract import feature_step
-from stages.images import Preprocess
-from stages.sources import build_manifest
+from stages.extraction.encoders import create_encoder
+from stages.extraction.extract import feature_step
+from stages.extraction.images import Preprocess
+from stages.extraction.sources import build_manifest
 from tests.conftest import write_csv_dataset
 
 json_scalars = st.none() | st.booleans() | st.integers() | st.text() | st.floats(allow_nan=False, allow_infinity=False)

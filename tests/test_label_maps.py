@@ -16,8 +16,8 @@ from __future__ import annotations
 import pytest
 from PIL import Image
 
-from stages.sources import build_manifest
-from stages.sources.labels import EXPRESSIONS
+from stages.extraction.sources import build_manifest
+from stages.extraction.sources.labels import EXPRESSIONS
 
 FER2013 = {0: "anger", 1: "disgust", 2: "fear", 3: "happiness", 4: "sadness", 5: "surprise", 6: "neutral"}
 CKPLUS = {0: "neutral", 1: "anger", 2: "contempt", 3: "disgust", 4: "fear", 5: "happiness", 6: "sadness", 7: "surprise"}

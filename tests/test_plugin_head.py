@@ -117,7 +117,7 @@ def test_a_head_and_task_from_one_module_train_through_the_python_api(toy_store)
 
 
 @pytest.mark.usefixtures("prefect_harness")
-def test_the_same_heads_through_the_train_heads_flow_and_the_command_line(toy_store):
+def test_the_same_heads_through_the_train_heads_flow_and_the_command_line(toy_store, monkeypatch):
     from typer.testing import CliRunner
 
     from flows.cli import app
@@ -143,3 +143,14 @@ def test_the_same_heads_through_the_train_heads_flow_and_the_command_line(toy_st
     env = {**os.environ, "PYTHONPATH": str(REPO)}
     done = subprocess.run(evaluate, cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0 and "accuracy" in done.stdout, done.stdout + done.stderr
+
+    # against a server, a run is planned once: the train-heads flow is handed the plan and makes none
+    from prefect.settings import PREFECT_API_URL
+
+    import flows.train
+    from flows.run import train_heads_here
+
+    monkeypatch.setenv("PREFECT_API_URL", PREFECT_API_URL.value())
+    monkeypatch.setattr(flows.train, "plan_heads", lambda *a, **k: pytest.fail("the flow planned the run again"))
+    out = train_heads_here([config.model_copy(update={"seeds": [7]})], store=store.url)
+    assert out["flow_run"] is True and [(r["state"], r["seed"]) for r in out["runs"]] == [("new", 7)]

@@ -75,7 +75,7 @@ def write_rafdb(root: Path, n_train: int = 42, n_test: int = 14) -> Path:
 
 @pytest.mark.slow
 def test_the_readme_walkthrough_runs_verbatim_on_a_tiny_rafdb_and_a_local_checkpoint(tmp_path, prefect_api):
-    from stages.encoders import create_encoder
+    from stages.extraction.encoders import create_encoder
 
     data = write_rafdb(tmp_path)
     checkpoint = tmp_path / "models" / "tiny-clip.pt"

@@ -13,12 +13,12 @@ from PIL import Image
 
 from featurestore import FeatureStore, GroupReader, SampleStatus
 from flows.extract import DatasetConfig, EncoderConfig, extract_features
-from stages.encoders import create_encoder
-from stages.head_data import task_data
-from stages.images import preprocess_array
-from stages.sources import build_manifest
-from stages.sources.base import SourceWarning
-from stages.sources.labels import AU_NAMES, EXPRESSION_INDEX, FACS_NAMES
+from stages.extraction.encoders import create_encoder
+from stages.extraction.images import preprocess_array
+from stages.extraction.sources import build_manifest
+from stages.extraction.sources.base import SourceWarning
+from stages.extraction.sources.labels import AU_NAMES, EXPRESSION_INDEX, FACS_NAMES
+from stages.training.head_data import task_data
 from tests.conftest import BIN, REPO
 
 E = EXPRESSION_INDEX

@@ -11,9 +11,9 @@ import zarr
 
 import featurestore.store as store_module
 from featurestore import ArraySpec, FeatureStore, GroupReader, Step, StepSpec
-from stages.encoders import create_encoder
-from stages.extract import feature_step
-from stages.sources import build_manifest
+from stages.extraction.encoders import create_encoder
+from stages.extraction.extract import feature_step
+from stages.extraction.sources import build_manifest
 from tests.conftest import cli, crash_after_chunks, crashed, wait_for, write_csv_dataset
 
 pytestmark = pytest.mark.slow

@@ -15,7 +15,7 @@ from typer.testing import CliRunner
 from featurestore import FeatureStore, GroupReader
 from featurestore.locks import LeaseLock, LeaseLost
 from flows.cli import app
-from stages.sources.labels import EXPRESSIONS
+from stages.extraction.sources.labels import EXPRESSIONS
 from tests.conftest import BIN, cli, crash_after_chunks, crashed, free_port, stop, wait_for, write_csv_dataset
 
 pytestmark = pytest.mark.slow

@@ -9,8 +9,8 @@ import pytest
 from PIL import Image
 
 from featurestore import SampleStatus
-from stages.sources import SourceError, build_manifest
-from stages.sources.labels import EXPRESSION_INDEX, expression_view
+from stages.extraction.sources import SourceError, build_manifest
+from stages.extraction.sources.labels import EXPRESSION_INDEX, expression_view
 
 
 def _jpg(path):

@@ -11,7 +11,7 @@ import pytest
 
 from featurestore import FeatureStore, GroupReader, SampleStatus
 from flows.extract import DatasetConfig, EncoderConfig, WindowConfig, extract
-from stages.media import probe_video, write_audio, write_video
+from stages.extraction.media import probe_video, write_audio, write_video
 from stages.synthetic.face_videos import speech
 
 pytestmark = pytest.mark.usefixtures("prefect_harness")

@@ -16,9 +16,9 @@ from flows.extract import DatasetConfig, EncoderConfig, extract_features
 from flows.results import head_results
 from flows.train import HeadConfig, train_heads
 from heads.trainer import TrainConfig, predict
-from stages.encoders import create_encoder
-from stages.head_steps import head_data, load_head
+from stages.extraction.encoders import create_encoder
 from stages.synthetic.face_generator import write_generated_dataset, write_partial_labels
+from stages.training.head_steps import head_data, load_head
 from tests.test_heads import assert_pruned_by_usage
 
 pytestmark = pytest.mark.usefixtures("prefect_harness")
@@ -119,7 +119,8 @@ def test_heads_train_by_the_datasets_protocol_and_rerun_is_skipped(blendshapes, 
 
     # `affectflow train` on finished heads reads them back without starting a flow run
     import flows.train
-    from flows.heads import plan_done, plan_heads, train_heads_here
+    from flows.heads import plan_done, plan_heads
+    from flows.run import train_heads_here
 
     def no_flow(*args, **kwargs):
         raise AssertionError("a flow run was started for finished heads")
@@ -259,7 +260,7 @@ def test_a_head_step_is_deterministic_for_its_key(blendshapes):
     import torch
 
     from heads.trainer import TrainConfig
-    from stages.head_steps import train_head
+    from stages.training.head_steps import train_head
 
     fstore, features = blendshapes
     cfg = TrainConfig(epochs=5, lr=3e-3, batch_size=64, seed=3, progress=False)
@@ -307,8 +308,8 @@ def test_the_causal_graph_recovers_the_generators_au_rule_and_matches_the_probes
     the most specific prototype whose AUs are all present). The causal head's learned AU→expression
     graph must name each class's rule AUs as its strongest positive edges, with the AUs the rule
     leaves out inhibitory or near zero, while scoring as well as linear probes on the same features."""
-    from stages.head_steps import train_head
     from stages.synthetic.face_generator import PROTOTYPES
+    from stages.training.head_steps import train_head
 
     fstore, features = blendshapes
     runs = {"causal": [], "fer": [], "au": []}
@@ -356,7 +357,7 @@ def test_the_causal_graph_recovers_the_generators_au_rule_and_matches_the_probes
     assert agreement[0] == "class,kind,aus,coded,graph_top,precision_at_k" and len(agreement) == 1 + 6  # no neutral
 
     # the report: per-sample sub-graphs (one per class by default, or chosen rows) and the label audit
-    from stages.head_reports import write_report
+    from stages.training.head_reports import write_report
 
     summary = write_report(fstore, group.path)
     gallery = json.loads(fstore.get_file(group.path, "samples.json"))
@@ -380,8 +381,8 @@ def test_the_faithfulness_objective_on_the_generated_catalogue_against_its_contr
     agreement of the invoked AUs with G (Wilcoxon, one-sided p = 1/32, the least 5 pairs allow), the
     permuted-G control does not gain over no objective, AU F1 does not drop by more than 0.03."""
     from flows.train import audit_heads
-    from stages.faithfulness_structures import structure_of
-    from stages.head_steps import train_head
+    from stages.training.faithfulness_structures import structure_of
+    from stages.training.head_steps import train_head
 
     fstore, features = blendshapes
     train = TrainConfig.preset("fast", lr=1e-2, patience=8, epochs=200, progress=False)
@@ -453,8 +454,8 @@ def test_the_faithfulness_objective_on_generated_pain_with_the_pspi_structure(pa
     import csv
 
     from flows.train import audit_heads
-    from stages.faithfulness_structures import pspi
-    from stages.head_steps import train_head
+    from stages.training.faithfulness_structures import pspi
+    from stages.training.head_steps import train_head
 
     fstore, features, root = pain_blendshapes
     rows = list(csv.DictReader(open(root / "manifest.csv")))
@@ -486,7 +487,7 @@ def test_the_circumplex_term_on_the_generated_catalogue_reports_its_effect_with_
     affective distance of errors, macro-F1 and accuracy per variant with paired Wilcoxon p-values,
     and the confusion rows of the rarest classes — reported, not assumed to favour the term."""
     from flows.train import audit_heads
-    from stages.head_steps import train_head
+    from stages.training.head_steps import train_head
 
     fstore, features = blendshapes
     train = TrainConfig(transport="circumplex", progress=False)
@@ -516,7 +517,7 @@ def test_an_au_only_and_an_expression_only_dataset_train_one_causal_head(blendsh
     stated noise of the head trained on fully labelled data."""
     from heads.tasks import get_task
     from heads.trainer import evaluate
-    from stages.head_steps import train_head
+    from stages.training.head_steps import train_head
 
     fstore, full = blendshapes
     au_only = _extract(write_partial_labels(generated, tmp_path / "au-only", 0, "au"), "au-only", fstore.root)
@@ -545,7 +546,7 @@ def test_an_au_only_and_an_expression_only_dataset_train_one_causal_head(blendsh
         train_head(fstore, [au_only, expression_only], "linear", "fer", "blendshapes", {}, train)
     quick = TrainConfig.preset("fast", epochs=2, warmup_epochs=1, batch_size=32)
     aura = train_head(fstore, [full, expression_only], "aura", "fer", "blendshapes", {}, quick)[0]
-    from stages.head_reports import write_report
+    from stages.training.head_reports import write_report
 
     with pytest.raises(ValueError, match="archetype reports are per dataset"):
         write_report(fstore, aura.path)

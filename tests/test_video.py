@@ -12,9 +12,9 @@ import pytest
 
 from featurestore import FeatureStore, GroupReader, SampleStatus
 from flows.extract import DatasetConfig, EncoderConfig, WindowConfig, extract
-from stages.encoders import create_encoder
-from stages.media import load_audio, probe_video, sample_frames, write_video
-from stages.sources import build_manifest
+from stages.extraction.encoders import create_encoder
+from stages.extraction.media import load_audio, probe_video, sample_frames, write_video
+from stages.extraction.sources import build_manifest
 from stages.synthetic.face_videos import write_generated_videos
 
 pytestmark = pytest.mark.usefixtures("prefect_harness")

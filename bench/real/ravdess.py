@@ -9,7 +9,7 @@ committed: this script writes ``<out>/<Actor_NN>/actorNN.wav`` and its ``actorNN
 LaScA learns which way valence or arousal moves between consecutive windows of one recording, so
 each actor's 60 utterances are joined, in an order drawn with a fixed seed, into one 16 kHz
 recording (a session of that speaker), and its continuous labels say, for each utterance's span,
-the emotion's place on Russell's circumplex (the project's stages/sources/data/circumplex.csv;
+the emotion's place on Russell's circumplex (the project's stages/extraction/sources/data/circumplex.csv;
 *calm*, which that file does not place, at 320°, a choice of ours) times its intensity (normal
 0.6, strong 1.0; neutral at the origin). These VA traces are derived from the categorical labels,
 not rated: they say which way the acted emotion moved, which is what the pairs need. Each
@@ -45,7 +45,7 @@ SEED = 0
 
 
 def circumplex() -> dict[str, tuple[float, float]]:
-    lines = (REPO / "stages" / "sources" / "data" / "circumplex.csv").read_text().splitlines()
+    lines = (REPO / "stages" / "extraction" / "sources" / "data" / "circumplex.csv").read_text().splitlines()
     rows = csv.DictReader(line for line in lines if not line.startswith("#"))
     places = {r["expression"]: (float(r["valence"]), float(r["arousal"])) for r in rows}
     places["calm"] = (math.cos(math.radians(CALM_DEGREES)), math.sin(math.radians(CALM_DEGREES)))
@@ -53,7 +53,7 @@ def circumplex() -> dict[str, tuple[float, float]]:
 
 
 def _decode(mirror: Path, rel: str) -> np.ndarray:
-    from stages.media import load_audio
+    from stages.extraction.media import load_audio
 
     git = next((c for c in (mirror, mirror / ".git") if (c / "objects").is_dir()), None)
     if git is None:
@@ -70,7 +70,7 @@ def _decode(mirror: Path, rel: str) -> np.ndarray:
 
 
 def build(mirror: Path, out: Path) -> dict:
-    from stages.media import write_audio
+    from stages.extraction.media import write_audio
 
     files: dict[str, str] = {}
     for rel in list_files(mirror):

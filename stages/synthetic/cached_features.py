@@ -15,8 +15,8 @@ def write_feature_group(
     complete feature group of ``arrays`` (features by name, float16) over it, as an extraction writes
     them; returns the group's path."""
     from featurestore import Step, StepOutput, StepSpec, step_key
-    from stages.extract import write_source
-    from stages.sources.base import Manifest
+    from stages.extraction.extract import write_source
+    from stages.extraction.sources.base import Manifest
 
     n = len(next(iter(arrays.values())))
     manifest = Manifest(

@@ -40,6 +40,8 @@ from PIL import Image
 from scipy import ndimage
 from skimage import data
 
+from stages.training.faithfulness_structures import GENERATOR_PROTOTYPES
+
 AU_THRESHOLD = 0.25
 CANVAS = 256  # generated images are CANVAS × CANVAS RGB
 
@@ -124,14 +126,7 @@ EYE_CONTOURS = (  # (upper lid, lower lid) of each eye, corner to corner
 PAIN_AUS = tuple(sorted((*AUS, EYE_CLOSURE)))  # the pain catalogue's coded AUs
 
 # EMFACS-style prototypes restricted to the AUs a warp can show.
-PROTOTYPES: dict[str, frozenset[int]] = {
-    "happiness": frozenset({12}),
-    "sadness": frozenset({1, 4, 15}),
-    "surprise": frozenset({1, 2, 5, 26}),
-    "fear": frozenset({1, 2, 4, 5, 26}),
-    "anger": frozenset({4, 5, 7}),
-    "disgust": frozenset({10, 15}),
-}
+PROTOTYPES = GENERATOR_PROTOTYPES  # the faithfulness audit's ``generator`` structure reads the same rule
 # Direction of each expression on Russell's circumplex (degrees; valence = cos, arousal = sin).
 CIRCUMPLEX_DEG = {
     "happiness": 25.0,
@@ -166,7 +161,7 @@ def labels_from_intensities(intensity: dict[int, float]) -> Labels:
 
 
 # -- pain ------------------------------------------------------------------------------------
-# PSPI = AU4 + max(AU6, AU7) + max(AU9, AU10) + AU43 (Prkachin & Solomon 2008; stages/sources/data/
+# PSPI = AU4 + max(AU6, AU7) + max(AU9, AU10) + AU43 (Prkachin & Solomon 2008; stages/extraction/sources/data/
 # pain_pspi.csv). A warp shows AU4, AU7, AU10 and AU43; it cannot raise cheeks (AU6) or wrinkle a
 # nose (AU9), so here max(AU6, AU7) is AU7 and max(AU9, AU10) is AU10. Intensities in [0, 1] are
 # the FACS 0–5 scale ÷ 5; AU43 counts 1 from the occurrence threshold.
@@ -177,7 +172,7 @@ NO_PAIN = ("neutral", "happiness", "surprise")  # what a no-pain face shows: no 
 
 def pain_score(intensity: dict[int, float]) -> float:
     """The PSPI of a face rendered with these intensities."""
-    from stages.faithfulness_structures import pspi
+    from stages.training.faithfulness_structures import pspi
 
     shown = {au: 5.0 * intensity.get(au, 0.0) for au in (4, 7, 10)}
     return pspi({**shown, 43: float(intensity.get(43, 0.0) >= AU_THRESHOLD)})

@@ -31,7 +31,7 @@ from pathlib import Path
 
 import numpy as np
 
-from stages.media import write_video
+from stages.extraction.media import write_video
 from stages.synthetic.face_generator import (
     AUS,
     PROTOTYPES,

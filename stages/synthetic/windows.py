@@ -10,7 +10,7 @@ from __future__ import annotations
 import numpy as np
 
 from featurestore import FeatureStore, Step, StepGroup, StepOutput, StepSpec
-from stages.encoders.face_landmarker import BLENDSHAPE_NAMES
+from stages.extraction.encoders.face_landmarker import BLENDSHAPE_NAMES
 
 
 def write_face_and_voice_windows(
@@ -47,3 +47,19 @@ def write_face_and_voice_windows(
         step = Step("windows", StepSpec("windows", 1, {}), (name,), "windows", (dataset, name, "5s"))
         groups.append(store.run_step(step, lambda table=table, meta=meta: StepOutput(table, meta))[0])
     return groups, common["subject"]
+
+
+def arousal_walk_windows(store: FeatureStore, subjects: int, per: int) -> list[StepGroup]:
+    """Face and voice windows whose jaw opening and loudness follow a smooth arousal random walk
+    (one video per subject, the other features noise)."""
+    rng = np.random.default_rng(0)
+    n = subjects * per
+    arousal = np.tanh(np.concatenate([np.cumsum(rng.normal(0, 0.15, per)) for _ in range(subjects)]))
+    blend = rng.random((n, 52)) * 0.3
+    blend[:, BLENDSHAPE_NAMES.index("jawOpen")] = 0.5 + 0.45 * arousal + rng.normal(0, 0.01, n)
+    voice = {
+        "mfcc": rng.standard_normal((n, 15)).astype(np.float32),
+        "rms": (0.5 + 0.45 * arousal + rng.normal(0, 0.01, n))[:, None],
+        "f0": rng.random((n, 1)),
+    }
+    return write_face_and_voice_windows(store, subjects, per, arousal, blend, voice)[0]
