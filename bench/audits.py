@@ -1,4 +1,4 @@
-"""Audit cost → bench/results/audits.json and the README table.
+"""Audit cost → bench/results/audits.json and its table in docs/benchmarks.md.
 
 A full faithfulness audit is every AU × both interventions (do(AU = 0), do(AU = 1)) × every sample,
 plus each sample's rationale and the ablation check of the AUs it names. On 20,000 cached 512-d

@@ -65,14 +65,23 @@ def publish(name: str, result: dict, *tables: str) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(result, indent=2) + "\n")
     for table in tables:
-        begin = table.splitlines()[0]
-        end = begin.replace(":begin -->", ":end -->")
-        pages = [p for p in (REPO / "README.md", REPO / "docs" / "benchmarks.md") if begin in p.read_text()]
-        if len(pages) != 1 or end not in pages[0].read_text():
-            raise KeyError(f"no one page (README.md, docs/benchmarks.md) has the block {begin} … {end}")
-        text = pages[0].read_text()
-        pages[0].write_text(text[: text.index(begin)] + table + text[text.index(end) + len(end) :])
+        put_block(table)
         print(table)
+    from summary import summary_table  # the README's summary reads every result, this one's too
+
+    put_block(summary_table())
+
+
+def put_block(table: str) -> None:
+    """Replace the block ``table``'s first line opens, in the one page (README.md or
+    docs/benchmarks.md) that has it."""
+    begin = table.splitlines()[0]
+    end = begin.replace(":begin -->", ":end -->")
+    pages = [p for p in (REPO / "README.md", REPO / "docs" / "benchmarks.md") if begin in p.read_text()]
+    if len(pages) != 1 or end not in pages[0].read_text():
+        raise KeyError(f"no one page (README.md, docs/benchmarks.md) has the block {begin} … {end}")
+    text = pages[0].read_text()
+    pages[0].write_text(text[: text.index(begin)] + table + text[text.index(end) + len(end) :])
 
 
 def marks(name: str) -> tuple[str, str]:

@@ -1,10 +1,10 @@
-"""What `make demo` prints, at this commit → bench/results/demo.json and the README's demo table.
+"""What `make demo` prints, at this commit → bench/results/demo.json and its table in docs/benchmarks.md.
 
 Runs `affectflow demo` (what `make demo` runs) in a fresh directory, then reads every head run
 back from its store with ``flows.results.head_results`` (the numbers `train` printed: a test shows
 they are the same). The JSON records ``code_digest()`` of the code the demo runs, and
-tests/test_readme.py fails when the README's table is not this JSON's rendering or the digest is
-not the current code's: the README cannot show another commit's demo. Rerun it (2–3 min) after a
+tests/test_readme.py fails when docs/benchmarks.md's demo table is not this JSON's rendering or the digest is
+not the current code's: the page cannot show another commit's demo. Rerun it (2–3 min) after a
 change to that code. No ``--smoke``: it has no smaller form than the demo itself, and the test
 checks its rendering and digest on every run.
 """

@@ -22,6 +22,7 @@ from heads.trainer import KNOBS, TrainConfig
 from stages.training import lasca_steps  # noqa: F401 (registers the "pairs" input)
 from stages.training.head_inputs import HeadRequest, head_input
 from stages.training.head_steps import (
+    evaluate_head,
     has_report,
     head_run,
     uses_archetypes,
@@ -248,6 +249,28 @@ def results(runs: list[dict[str, Any]], store: FeatureStore | None = None) -> di
     if store is not None:
         store.file_report("train-heads", markdown)
     return {"runs": runs, "summary": summary, "report": markdown}
+
+
+def evaluation_markdown(results: list[dict[str, Any]]) -> str:
+    lines = ["# evaluate-heads"]
+    for r in results:
+        lines += [
+            "",
+            f"## {r['head']} · {r['task']} · {r['split']} ({r['samples']} samples)",
+            "",
+            f"`{r['path']}` — {r['protocol']}",
+            "",
+            "| metric | value |",
+            "|---|---|",
+        ]
+        lines += [f"| {k} | {v:.4f} |" for k, v in r["metrics"].items() if isinstance(v, float)]
+    return "\n".join(lines)
+
+
+def evaluation(store: FeatureStore, paths: list[str], split: str = "test") -> dict[str, Any]:
+    """Every metric of the trained heads at ``paths`` on ``split``, and their markdown table."""
+    results = [evaluate_head(store, path, split) for path in paths]
+    return {"results": results, "report": evaluation_markdown(results)}
 
 
 @dataclass

@@ -14,7 +14,7 @@ from typing import Any
 
 from featurestore import FeatureStore
 from flows.credentials import store_options
-from flows.heads import HeadConfig, plan_done, plan_heads, results, train_one
+from flows.heads import HeadConfig, evaluation, plan_done, plan_heads, results, train_one
 from flows.lasca import lasca_grid
 from stages.training.lasca_steps import LascaGrid
 
@@ -63,3 +63,19 @@ def run_lasca(
         out = str(out) if out else None
         return lasca_grid_flow(asdict(grid), store, storage_options, out, workers, storage_secret=storage_secret)
     return lasca_grid(grid, store, store_options(storage_options, storage_secret), out, workers=workers)
+
+
+def evaluate_heads_here(
+    paths: list[str],
+    split: str = "test",
+    store: str = "./store",
+    storage_options: dict[str, Any] | None = None,
+    storage_secret: str | None = None,
+) -> dict[str, Any]:
+    """What ``affectflow evaluate`` runs: a read, so here, starting no temporary Prefect server; the
+    ``evaluate-heads`` flow (its table as an artifact) when a server is configured."""
+    if os.environ.get("PREFECT_API_URL"):
+        from flows.train import evaluate_heads  # Prefect: only when a server is configured
+
+        return evaluate_heads(paths, split, store, storage_options, storage_secret)
+    return evaluation(FeatureStore(store, store_options(storage_options, storage_secret)), paths, split)

@@ -13,11 +13,10 @@ from featurestore import FeatureStore
 from flows.audits import audit_heads_here
 from flows.credentials import store_options
 from flows.demo import HEAD_PLANS
-from flows.heads import HeadConfig, PlannedHead, plan_heads, results, train_one
+from flows.heads import HeadConfig, PlannedHead, evaluation, plan_heads, results, train_one
 from flows.lasca import lasca_grid
 from heads.tasks import get_task
 from stages.training.head_reports import write_report
-from stages.training.head_steps import evaluate_head
 from stages.training.lasca_steps import LascaGrid
 
 
@@ -94,22 +93,6 @@ def train_heads(
     return out
 
 
-def evaluation_markdown(results: list[dict[str, Any]]) -> str:
-    lines = ["# evaluate-heads"]
-    for r in results:
-        lines += [
-            "",
-            f"## {r['head']} · {r['task']} · {r['split']} ({r['samples']} samples)",
-            "",
-            f"`{r['path']}` — {r['protocol']}",
-            "",
-            "| metric | value |",
-            "|---|---|",
-        ]
-        lines += [f"| {k} | {v:.4f} |" for k, v in r["metrics"].items() if isinstance(v, float)]
-    return "\n".join(lines)
-
-
 @flow(name="evaluate-heads", log_prints=True)
 def evaluate_heads(
     paths: list[str],
@@ -119,11 +102,9 @@ def evaluate_heads(
     storage_secret: str | None = None,
 ) -> dict[str, Any]:
     """Every metric of trained heads on a split, as a markdown artifact (and the returned table)."""
-    fstore = FeatureStore(store, store_options(storage_options, storage_secret))
-    results = [evaluate_head(fstore, path, split) for path in paths]
-    markdown = evaluation_markdown(results)
-    create_markdown_artifact(markdown=markdown, key="evaluate-heads", description=f"heads on the {split} split")
-    return {"results": results, "report": markdown}
+    out = evaluation(FeatureStore(store, store_options(storage_options, storage_secret)), paths, split)
+    create_markdown_artifact(markdown=out["report"], key="evaluate-heads", description=f"heads on the {split} split")
+    return out
 
 
 @flow(name="head-report", log_prints=True)

@@ -322,11 +322,11 @@ def evaluate(
     json_out: Annotated[Path | None, typer.Option("--json", help="write the metrics as JSON")] = None,
 ) -> None:
     """Every metric of trained heads on a split: table here, markdown artifact in Prefect, JSON on request."""
-    from flows.train import evaluate_heads
+    from flows.run import evaluate_heads_here
 
     try:
         paths = head_paths(cli_store(store, storage_option, storage_secret), head)
-        result = evaluate_heads(
+        result = evaluate_heads_here(
             paths, split=split, store=store, storage_options=cli_storage(storage_option), storage_secret=storage_secret
         )
     except (ValueError, KeyError) as err:
