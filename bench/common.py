@@ -130,6 +130,17 @@ def code_digest() -> str:
     return digest.hexdigest()
 
 
+def catalogue_digest(root: Path) -> str:
+    """xxh3-128 over a generated catalogue's files (relative paths and bytes, in path order): the
+    generator's output, which the demo's figures depend on as much as on the code."""
+    import xxhash
+
+    digest = xxhash.xxh3_128()
+    for path in sorted(p for p in Path(root).rglob("*") if p.is_file()):
+        digest.update(path.relative_to(root).as_posix().encode() + b"\0" + path.read_bytes() + b"\0")
+    return digest.hexdigest()
+
+
 def write_cached_features(
     store, n: int, dim: int, seed: int = 0, shares: tuple[float, ...] | None = None, expression: float = 0.3
 ) -> str:

@@ -4,7 +4,7 @@ Runs `affectflow demo` (what `make demo` runs) in a fresh directory, then reads 
 back from its store with ``flows.results.head_results`` (the numbers `train` printed: a test shows
 they are the same). The JSON records ``code_digest()`` of the code the demo runs, and
 tests/test_readme.py fails when docs/benchmarks.md's demo table is not this JSON's rendering or the digest is
-not the current code's: the page cannot show another commit's demo. Rerun it (2–3 min) after a
+not the current code's: the page cannot show another commit's demo. Rerun it (~8 min on 2 cores) after a
 change to that code. No ``--smoke``: it has no smaller form than the demo itself, and the test
 checks its rendering and digest on every run.
 """
@@ -19,7 +19,7 @@ import time
 from pathlib import Path
 
 # bench/ is the script's directory, so it is on sys.path
-from common import code_digest, machine, marks, publish
+from common import catalogue_digest, code_digest, machine, marks, publish
 
 BEGIN, END = marks("demo")
 
@@ -42,11 +42,44 @@ def readme_table(r: dict) -> str:
             f"| {row.get('variant', row['head'])} | {row['task']} | {features} | "
             f"{row['headline']} {row['mean']:.3f}{seeds} |"
         )
+    calibrated = [row for row in r["rows"] if row.get("calibration")]
+    if calibrated:
+        lines += [
+            "",
+            "The class heads' probabilities, calibrated by a temperature fitted on val (expected calibration "
+            "error, 15 bins, raw → calibrated):",
+            "",
+            "| head | task | T | ECE val | ECE test |",
+            "|---|---|---|---|---|",
+        ]
+        for row in calibrated:
+            c = row["calibration"]
+            cells = [f"{c[s][0]:.3f} → {c[s][1]:.3f}" if s in c else "—" for s in ("val", "test")]
+            lines.append(
+                f"| {row.get('variant', row['head'])} | {row['task']} | {c['temperature']:.2f} | "
+                + " | ".join(cells)
+                + " |"
+            )
     if r.get("audits"):
         lines += ["", "Its audits, each head against its controls on 5 seeds (Wilcoxon p, one-sided):", ""]
         lines += ["| audit | head | against its controls |", "|---|---|---|"]
         lines += [f"| {a['audit']} | {a['head']} | {a['text']} |" for a in r["audits"]]
     return "\n".join([*lines, END])
+
+
+def calibration_of(store: str, paths: list[str]) -> dict | None:
+    """A class head's temperature and its ECE before and after on val and test (the first seed's)."""
+    import json
+
+    from featurestore import FeatureStore
+
+    c = json.loads(FeatureStore(store).get_file(paths[0], "metrics.json")).get("calibration")
+    if not c or "val" not in c:
+        return None
+    return {
+        "temperature": c["temperature"],
+        **{s: [c[s]["raw"]["ece"], c[s]["calibrated"]["ece"]] for s in ("val", "test") if s in c},
+    }
 
 
 def variant(row: dict) -> str:
@@ -65,33 +98,18 @@ def audit_rows(store: str) -> list[dict]:
     import json
 
     from featurestore import FeatureStore
+    from stages.training.audits import get_audit
 
     fstore = FeatureStore(store)
     out = []
     for group in fstore.list_steps("audits"):
         a = json.loads(fstore.get_file(group.path, "audit.json"))
-        s, tests = a["summary"], {(t["score"], t["variant"], t["against"]): t["p"] for t in a["tests"]}
         if a["audit"] == "faithfulness":
-            text = (
-                f"agreement with G {s['objective']['mean_agreement'][0]:.3f} vs "
-                f"{s['no objective']['mean_agreement'][0]:.3f} without the objective "
-                f"(p {tests[('mean_agreement', 'objective', 'no objective')]:.3f}) and "
-                f"{s['permuted G']['mean_agreement'][0]:.3f} with permuted G; AU F1 "
-                f"{s['objective']['au_mean_f1'][0]:.3f} vs {s['no objective']['au_mean_f1'][0]:.3f}"
-            )
             head = f"facr au_fer, G = {a['structure']}"
         else:
-            text = (
-                f"affective distance of errors {s['circumplex']['affective_distance'][0]:.3f} vs "
-                f"{s['uniform']['affective_distance'][0]:.3f} uniform cost "
-                f"(p {tests[('affective_distance', 'circumplex', 'uniform')]:.3f}), "
-                f"{s['none']['affective_distance'][0]:.3f} no term "
-                f"(p {tests[('affective_distance', 'circumplex', 'none')]:.3f}); macro-F1 "
-                f"{s['circumplex']['macro_f1'][0]:.3f} / {s['uniform']['macro_f1'][0]:.3f} / "
-                f"{s['none']['macro_f1'][0]:.3f}"
-            )
             head = f"{a['head']} fer + circumplex term"
-        out.append({"audit": a["audit"], "head": head, "text": text, "summary": s, "tests": a["tests"]})
+        text = get_audit(a["audit"]).headline(a)
+        out.append({"audit": a["audit"], "head": head, "text": text, "summary": a["summary"], "tests": a["tests"]})
     return sorted(out, key=lambda a: a["audit"], reverse=True)
 
 
@@ -101,12 +119,15 @@ def main() -> None:
     work = Path(tempfile.mkdtemp(prefix="affectflow-demo-"))
     try:
         t0 = time.perf_counter()
-        subprocess.run(
+        printed = subprocess.run(
             [str(Path(sys.executable).parent / "affectflow"), "demo", "--store", "store", "--data", "demo-data"],
             cwd=work,
             check=True,
-        )
+            stdout=subprocess.PIPE,
+            text=True,
+        ).stdout
         seconds = time.perf_counter() - t0
+        sys.stdout.write(printed)
         order = {"aura": 0, "linear": 1, "mlp": 2}
         rows = sorted(
             head_results(str(work / "store")),
@@ -114,8 +135,11 @@ def main() -> None:
         )
         r = {
             "code_digest": code_digest(),
+            # the generated faces it trained on (tests/test_face.py rebuilds them and compares)
+            "catalogue_digest": catalogue_digest(work / "demo-data" / "generated"),
             "machine": machine(),
             "seconds": seconds,
+            "printed_lines": len(printed.splitlines()),  # what the user reads at the default verbosity
             "rows": [
                 {
                     "head": row["head"],
@@ -127,6 +151,7 @@ def main() -> None:
                     "headline": row["headline"],
                     "mean": row["test"][row["headline"]][0],
                     "test": row["test"],
+                    "calibration": calibration_of(str(work / "store"), row["paths"]),
                 }
                 for row in rows
             ],

@@ -2,8 +2,10 @@
 that archetype's nearest training examples.
 
 Images are encoded by the very encoder that wrote the head's training features (checked against
-the feature group's spec, face crop included) and cast to the stored dtype, so a cached training
-image and the same file given here get the same prediction.
+the feature group's spec) and cast to the stored dtype, and framed as the training frames were
+(stages/training/framing.py): every face MediaPipe finds is cropped to its box × the training
+frames' scale, one result per face, left to right; a photo without a face is ``no_face``. A head
+whose training frames were whole images (no faces in them) sees whole images.
 """
 
 from __future__ import annotations
@@ -18,35 +20,58 @@ from featurestore import FeatureStore, GroupReader, SampleStatus
 from heads.report import branch_names
 from heads.tasks import get_task
 from stages.extraction.extract import encode_files, encoder_of_group
+from stages.training.framing import framing_of
 from stages.training.head_reports import read_archetypes
 from stages.training.head_steps import load_head
 from stages.training.thumbnails import dataset_root
 
 
-def predict_images(store: FeatureStore, head_path: str, images: list[Path], n_nearest: int = 3) -> list[dict[str, Any]]:
+def predict_images(
+    store: FeatureStore,
+    head_path: str,
+    images: list[Path],
+    n_nearest: int = 3,
+    raw: bool = False,
+    framing: str = "auto",
+) -> list[dict[str, Any]]:
     """One result per image: status, the answer, and (archetype heads) per branch the deciding
-    archetype with its label, usage and nearest training examples (absolute paths)."""
+    archetype with its label, usage and nearest training examples (absolute paths). A class head's
+    probabilities are calibrated by the temperature fitted on its validation split
+    (heads/calibration.py; ``raw``: the unscaled softmax); the argmax is the same either way.
+    ``framing``: auto (the training frames'), whole, or a face-box scale (stages/training/framing.py)."""
     head = GroupReader.open(store, head_path)
     model, config = load_head(store, head_path)
     features = GroupReader.open(store, head.meta["features_path"])
     source = GroupReader.open(store, features.meta["source_path"])
     encoder = encoder_of_group(features.meta)
-    crop = features.meta.get("face_crop")
-    outputs, status, detail = encode_files(encoder, images, crop["scale"] if crop else None)
-    x = torch.from_numpy(outputs[config["array"]].astype(np.float32))
+    framed = framing_of(store, features, framing)
+    encoded = encode_files(encoder, images, framed.scale, framed.seen)
+    status, detail = encoded.status, encoded.detail
+    x = torch.from_numpy(encoded.outputs[config["array"]].astype(np.float32))
     task, labels = get_task(config["task"]), config["labels"]
     archetypes = read_archetypes(store, head_path) if model.uses_archetypes else None
     root = dataset_root(source)
     results = []
     with torch.no_grad():
         answers, index = model.predict(x)
-    for i, image in enumerate(images):
-        result: dict[str, Any] = {"image": str(image), "status": SampleStatus(int(status[i])).label}
+    classes, temperature = task.classes(labels), config.get("temperature")
+    calibrated = classes is not None and temperature is not None and not raw
+    if calibrated:
+        answers[:, classes] /= temperature
+    for i, (file, face) in enumerate(zip(encoded.file, encoded.face, strict=True)):
+        result: dict[str, Any] = {
+            "image": str(images[file]),
+            "face": int(face) if face >= 0 else None,
+            "framing": framed.how,
+            "status": SampleStatus(int(status[i])).label,
+        }
         if status[i] != SampleStatus.OK:
             result["detail"] = detail[i]
             results.append(result)
             continue
         result.update(task.answer(answers[i].numpy(), labels))
+        if classes is not None:
+            result["calibrated"] = calibrated
         if archetypes is not None:
             result["archetypes"] = []
             for j, name in enumerate(branch_names(task, labels)):

@@ -87,3 +87,33 @@ def circumplex_markdown(result: dict[str, Any]) -> str:
         )
         lines.append(f"- **{row['class']}** ({row['n']} samples): {cells}")
     return "\n".join(lines + _variants(result)) + "\n"
+
+
+def _p_values(result: dict[str, Any]) -> dict[tuple[str, str, str], float]:
+    return {(t["score"], t["variant"], t["against"]): t["p"] for t in result["tests"]}
+
+
+def faithfulness_headline(result: dict[str, Any]) -> str:
+    """One line: the objective's agreement with G against its controls, over the seeds (means)."""
+    s, p = result["summary"], _p_values(result)
+    return (
+        f"agreement with G {s['objective']['mean_agreement'][0]:.3f} vs "
+        f"{s['no objective']['mean_agreement'][0]:.3f} without the objective "
+        f"(p {p[('mean_agreement', 'objective', 'no objective')]:.3f}) and "
+        f"{s['permuted G']['mean_agreement'][0]:.3f} with permuted G; AU F1 "
+        f"{s['objective']['au_mean_f1'][0]:.3f} vs {s['no objective']['au_mean_f1'][0]:.3f}"
+    )
+
+
+def circumplex_headline(result: dict[str, Any]) -> str:
+    """One line: the term's affective distance of errors against its controls, over the seeds."""
+    s, p = result["summary"], _p_values(result)
+    return (
+        f"affective distance of errors {s['circumplex']['affective_distance'][0]:.3f} vs "
+        f"{s['uniform']['affective_distance'][0]:.3f} uniform cost "
+        f"(p {p[('affective_distance', 'circumplex', 'uniform')]:.3f}), "
+        f"{s['none']['affective_distance'][0]:.3f} no term "
+        f"(p {p[('affective_distance', 'circumplex', 'none')]:.3f}); macro-F1 "
+        f"{s['circumplex']['macro_f1'][0]:.3f} / {s['uniform']['macro_f1'][0]:.3f} / "
+        f"{s['none']['macro_f1'][0]:.3f}"
+    )

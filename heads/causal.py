@@ -10,7 +10,10 @@ From a cached image feature z (standardised), one small head per AU gives an AU 
   as a second bias of its target; with σ(a⁰ⱼ) uncentred the edges learnt offsets and the planted
   AU → AU edges ranked at precision 0.33, centred 1.00, docs/methods.md#au-au-graph); expression
   logits e_c = g Σᵢ σ(aᵢ) W_AE[i, c] + b_c, g > 0 a learned gain (starting at ``expression_gain``;
-  exported graphs are g · W_AE).
+  exported graphs are g · W_AE). W_AA is also scored as the AU labels' logistic structural
+  equations (``lambda_structure``): AU i's label from bᵢ + Σⱼ (yⱼ − μⱼ) W_AA[j, i] — the score
+  NOTEARS pairs with the acyclicity penalty below. Without it W_AA learns only what the image
+  features leave unexplained, nearly nothing where every AU is visible (docs/methods.md#au-au-graph).
 * **SAC**, the sample-adaptive graph: ``sac_layers`` layers of signed multi-head attention
   (``sac_heads``) over the AU features, whose scores tanh(q·k/√d) ∈ [−1, 1] are per-sample signed
   edges (a token never attends to itself); the last layer's mean over heads S (B × M × M) adds
@@ -79,6 +82,10 @@ class CausalConfig:
     lambda_decorrelate: float = 0.2
     hsic_samples: int = 128  # Dis's HSIC on the first n of each shuffled batch (0: all; O(n²) per AU)
     lambda_dag: float = 0.5
+    # the global AU → AU graph's own score: each AU's label read from the others' through W_AA
+    # (a logistic structural equation model, the score NOTEARS pairs with the acyclicity penalty
+    # above); 0 leaves W_AA only what the AU and expression losses ask of it (docs/methods.md#au-au-graph)
+    lambda_structure: float = 1.0
     sac_heads: int = 8
     sac_layers: int = 2
     cf_sigma: float = 0.2
@@ -158,6 +165,7 @@ class CausalHead(Head):
             torch.tensor(math.log(config.expression_gain)), requires_grad=config.learn_expression_gain
         )
         self.register_buffer("off_diagonal", 1.0 - torch.eye(m))
+        self.structure_bias = nn.Parameter(torch.zeros(m))  # each AU's rate in the structural equations
         # each AU's mean base probability (a running mean over training batches): the global graph's
         # messages are deviations from it, so an edge cannot serve as a second bias (see au_stage)
         self.register_buffer("au_mean", torch.full((m,), 0.5))
@@ -296,12 +304,23 @@ class CausalHead(Head):
         }
         if cfg.use_dis and x.shape[0] > 2:
             parts.update(self.disentanglement(z, f, out["a0"], au_target))
+        if cfg.use_gc and cfg.lambda_structure:
+            parts["structure"] = cfg.lambda_structure * self.structure_loss(out["a0"], au_target)
         if cfg.use_dag and cfg.use_gc:
             parts["dag"] = cfg.lambda_dag * dag_penalty(self.au_graph)
         if cfg.use_cf:
             parts.update(self.counterfactual(f))
         total = sum(parts.values())
         return total, {k: float(v.detach()) for k, v in parts.items()}
+
+    def structure_loss(self, a0: torch.Tensor, au_target: torch.Tensor) -> torch.Tensor:
+        """The logistic structural equations of the AU labels under W_AA: AU i's label from
+        bᵢ + Σⱼ (xⱼ − μⱼ) W_AA[j, i], xⱼ AU j's label (its detached base probability where unlabelled).
+        The AU loss alone asks of W_AA only what the image features leave unexplained, which on
+        faces whose every AU is visible is next to nothing; this score asks it how the AUs depend on
+        each other, as NOTEARS's least-squares or logistic score does for its graph."""
+        x = torch.where(au_target >= 0, au_target.float(), torch.sigmoid(a0).detach())
+        return au_loss(self.structure_bias + (x - self.au_mean) @ self.au_graph, au_target)
 
     def disentanglement(
         self, z: torch.Tensor, f: torch.Tensor, a0: torch.Tensor, au_target: torch.Tensor
@@ -361,10 +380,12 @@ class CausalHead(Head):
 
 
 # 2: the counterfactual pass reads the AU → AU graph detached (its losses no longer shrink the graph)
+# 3: messages centred on each source's running mean
+# 4: the AU → AU graph's structural score (lambda_structure)
 # --preset causal is the appendix's training: its optimiser (heads/trainer.py) and no expression gain
 @register_head(
     "causal",
-    version=3,
+    version=4,
     config=CausalConfig,
     tasks=("au_fer",),
     inputs=("global",),

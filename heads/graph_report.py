@@ -85,8 +85,12 @@ def partial_correlations(au_labels: np.ndarray) -> np.ndarray:
     varies = y.std(0) > 0 if len(y) > 1 else np.zeros(m, bool)
     if varies.sum() >= 2:
         precision = np.linalg.pinv(np.corrcoef(y[:, varies].T))
-        scale = np.sqrt(np.outer(np.diag(precision), np.diag(precision)))
-        out[np.ix_(varies, varies)] = -precision / scale
+        # a singular correlation matrix (AUs that always co-occur) leaves diagonal entries at 0 or a
+        # rounding error below it: those pairs have no partial correlation (NaN), not a warning
+        diagonal = np.diag(precision)
+        scale = np.sqrt(np.outer(diagonal, diagonal).clip(min=0))
+        with np.errstate(invalid="ignore", divide="ignore"):
+            out[np.ix_(varies, varies)] = np.where(scale > 1e-12, -precision / scale, np.nan)
     np.fill_diagonal(out, 1.0)
     return out
 

@@ -111,6 +111,15 @@ class Task(ABC):
     def class_weights(self, y_train: torch.Tensor, n_outputs: int) -> torch.Tensor | None:
         return None
 
+    def classes(self, names: Sequence[str]) -> slice | None:
+        """Where the class logits lie among the outputs (their softmax is the class probability,
+        which temperature scaling calibrates), or None for a task without classes."""
+        return None
+
+    def class_target(self, target: np.ndarray, names: Sequence[str]) -> np.ndarray:
+        """The class index of each row (−1 unlabelled) from the task's targets."""
+        raise TypeError(f"task {self.name!r} has no classes")
+
     @abstractmethod
     def metrics(self, outputs: np.ndarray, target: np.ndarray, names: list[str]) -> dict[str, float]:
         """Every metric of raw outputs (B, n_outputs) against targets, from heads/metrics.py."""
@@ -282,6 +291,12 @@ class Expression(Task):
 
     def metrics(self, outputs, target, names):
         return expression_metrics(outputs.argmax(-1), target, len(names), names)
+
+    def classes(self, names):
+        return slice(0, len(names))
+
+    def class_target(self, target, names):
+        return target
 
     def answer(self, outputs, names):
         probs = torch.softmax(torch.from_numpy(outputs), -1).numpy()
@@ -510,6 +525,12 @@ class ActionUnitsAndExpression(Task):
 
     def transport_classes(self, names):
         return list(names[self.n_aus(names) :])
+
+    def classes(self, names):
+        return slice(self.n_aus(names), len(names))
+
+    def class_target(self, target, names):
+        return target[:, self.n_aus(names)]
 
     def metrics(self, outputs, target, names):
         m, c = self.split(outputs.shape[1], target.shape[1])

@@ -97,6 +97,7 @@ def test_the_causal_head_switches_build_its_ablation_and_every_loss_is_finite():
         "hsic_align",
         "hsic_decorrelate",
         "dag",
+        "structure",
         "cf_consist",
         "cf_discrep",
     }
@@ -104,6 +105,20 @@ def test_the_causal_head_switches_build_its_ablation_and_every_loss_is_finite():
     loss.backward()
     assert full.w_aa.grad.abs().sum() > 0 and full.w_ae.grad.abs().sum() > 0
     assert float(full.w_aa.grad.diagonal().abs().sum()) == 0.0  # no self-edges, ever
+    # the structural score by hand: AU i's label from bᵢ + Σⱼ (xⱼ − μⱼ) W[j, i], xⱼ the label where
+    # there is one, the detached base probability where not, BCE over the labelled entries only
+    with torch.no_grad():
+        full.w_aa.uniform_(-1, 1), full.structure_bias.uniform_(-1, 1), full.au_mean.uniform_(0.2, 0.8)
+        a0 = torch.randn(n, len(AU_NAMES))
+        aus = y[:, : len(AU_NAMES)]
+        w, b, mu = full.au_graph.numpy(), full.structure_bias.numpy(), full.au_mean.numpy()
+        x_au = np.where(aus.numpy() >= 0, aus.numpy(), 1 / (1 + np.exp(-a0.numpy())))
+        logit = b + (x_au - mu) @ w
+        p_au = 1 / (1 + np.exp(-logit))
+        labelled = aus.numpy() >= 0
+        t = aus.numpy()[labelled]
+        by_hand = -np.mean(t * np.log(p_au[labelled]) + (1 - t) * np.log(1 - p_au[labelled]))
+        assert float(full.structure_loss(a0, aus)) == pytest.approx(by_hand, rel=1e-5)
     per_sample = full.sample_graphs(x)  # SAC's signed edges for each sample
     assert per_sample["au_au"].shape == (n, len(AU_NAMES), len(AU_NAMES))
     assert per_sample["au_expression"].shape == (n, len(CLASSES), len(AU_NAMES))

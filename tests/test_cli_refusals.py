@@ -81,3 +81,39 @@ def test_layouts_describes_every_layout_in_whole_sentences():
     assert len(lines) == len(SOURCES)
     assert all(line.rstrip().endswith(".") for line in lines), [line for line in lines if not line.endswith(".")]
     assert "subject, split, AU<n> columns" in text
+
+
+def test_the_demo_keeps_its_logs_in_a_file_and_shows_their_end_when_it_fails(tmp_path):
+    """`affectflow demo` without -v: what goes to standard error (Python's logging, progress bars, a
+    native library's or child process's writes to fd 2) lands in demo.log, not on the terminal;
+    after it, standard error is the terminal's again. A failure prints the log's last lines."""
+    import subprocess
+    import sys
+
+    from tests.conftest import REPO
+
+    script = """
+import logging, os, subprocess, sys
+from pathlib import Path
+from flows.cli.demo import _logs_to
+with _logs_to(Path(sys.argv[1])):
+    logging.getLogger("demo").warning("a logged warning")
+    os.write(2, b"a native write to fd 2\\n")
+    subprocess.run([sys.executable, "-c", "import sys; print('a child process', file=sys.stderr)"], check=True)
+    print("progress bars", os.environ["TQDM_DISABLE"], file=sys.stderr)
+print("after", "TQDM_DISABLE" in os.environ, file=sys.stderr)
+with _logs_to(Path(sys.argv[2])):
+    print("the step that broke", file=sys.stderr)
+    raise RuntimeError("boom")
+"""
+    logs = [tmp_path / "demo.log", tmp_path / "failed.log"]
+    done = subprocess.run([sys.executable, "-c", script, *map(str, logs)], cwd=REPO, capture_output=True, text=True)
+    assert logs[0].read_text().splitlines() == [
+        "a logged warning",
+        "a native write to fd 2",
+        "a child process",
+        "progress bars 1",
+    ]
+    assert done.returncode == 1 and done.stderr.startswith("after False\n"), done.stderr
+    assert "RuntimeError: boom" in done.stderr  # the traceback, on the restored terminal
+    assert "the step that broke" in done.stdout and "the demo failed" in done.stdout and str(logs[1]) in done.stdout

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import sys
+
 import numpy as np
 import pytest
 from PIL import Image
@@ -19,6 +21,7 @@ from stages.synthetic.face_generator import (
     PROTOTYPES,
     build_subjects,
     labels_from_intensities,
+    sample_intensities,
     write_generated_dataset,
 )
 
@@ -134,49 +137,70 @@ def test_painted_eye_closure_covers_the_eyes_and_the_face_model_sees_it(face, ho
         assert dark[-1] > dark[0] + 30, (subject.name, dark)  # the pupil is covered by skin
 
 
-def test_planted_au_rules_fire_at_their_rate_outside_every_prototype_and_keep_each_expression(tmp_path):
-    """Every rule's pair is one no prototype holds; given its source on, the target is on at the
-    rule's probability (0.8) over all faces; in a neutral face a target is on only with its source
-    (every AU off a prototype stays under threshold), and a rule's source shows alone in half the
-    draws; the expression a face was drawn for is still its label."""
+def test_the_rules_catalogue_draws_aus_first_with_the_planted_dependencies_and_no_others(tmp_path):
+    """AUs first (issue 36): each rule's target is on at its rate with and without its source, the
+    AUs no rule targets are on at ROOT_RATE independently, so the only label dependencies are the
+    rules (every other pair's correlation near 0); the expression is the prototype rule read from the
+    AUs, every class occurs; the rules file says what was planted."""
     import csv
 
-    from stages.synthetic.face_generator import ISOLATED_SOURCE, sample_intensities, write_au_rules
+    from stages.synthetic.face_generator import ROOT_RATE, sample_ruled_intensities, write_au_rules
 
     rng = np.random.default_rng(0)
-    classes = ["neutral", *PROTOTYPES]
-    draws = {c: [sample_intensities(c, rng, rules=True) for _ in range(400)] for c in classes}
-    for c, faces in draws.items():
-        assert {labels_from_intensities(f).expression for f in faces} == {c}
-    on = {c: np.array([[f[au] >= 0.25 for au in AUS] for f in faces]) for c, faces in draws.items()}
-    every = np.concatenate(list(on.values()))
-    for source, target, p in AU_RULES:
-        assert not any({source, target} <= aus for aus in PROTOTYPES.values())
-        s, t = AUS.index(source), AUS.index(target)
-        assert abs(every[every[:, s], t].mean() - p) < 0.05, (source, target)
-        assert not on["neutral"][~on["neutral"][:, s], t].any(), (source, target)
-    sources = on["neutral"][:, [AUS.index(s) for s, _, _ in AU_RULES]]
-    assert sources.sum(1).max() == 1 and abs(sources.any(1).mean() - ISOLATED_SOURCE) < 0.06
+    faces = [sample_ruled_intensities(rng) for _ in range(6000)]
+    on = np.array([[f[au] >= 0.25 for au in AUS] for f in faces])
+    planted = {(AUS.index(r.source), AUS.index(r.target)) for r in AU_RULES}
+    for r in AU_RULES:
+        s, t = AUS.index(r.source), AUS.index(r.target)
+        assert abs(on[on[:, s], t].mean() - r.with_source) < 0.03, r
+        assert abs(on[~on[:, s], t].mean() - r.without_source) < 0.03, r
+    roots = [i for i, au in enumerate(AUS) if au not in {r.target for r in AU_RULES}]
+    assert np.allclose(on[:, roots].mean(0), ROOT_RATE, atol=0.03)
+    correlation = np.corrcoef(on.T)
+    for i in range(len(AUS)):
+        for j in range(i + 1, len(AUS)):
+            planted_pair = (i, j) in planted or (j, i) in planted
+            assert (abs(correlation[i, j]) > 0.3) == planted_pair, (AUS[i], AUS[j], correlation[i, j])
+    expressions = [labels_from_intensities(f).expression for f in faces]
+    assert set(expressions) == {"neutral", *PROTOTYPES}
     # without rules, the draws are the prototypes' alone: no AU off a prototype reaches threshold
     plain = np.random.default_rng(0)
-    for c in classes:
-        faces = [sample_intensities(c, plain) for _ in range(100)]
-        assert {au for f in faces for au in AUS if f[au] >= 0.25} == set(PROTOTYPES.get(c, ()))
-    written = write_au_rules(tmp_path)
-    rows = list(csv.DictReader(open(written)))
-    assert [(r["source"], r["target"], r["sign"], float(r["probability"])) for r in rows] == [
-        (f"AU{s}", f"AU{t}", "1", p) for s, t, p in AU_RULES
-    ]
+    for c in ["neutral", *PROTOTYPES]:
+        drawn = [sample_intensities(c, plain) for _ in range(100)]
+        assert {labels_from_intensities(f).expression for f in drawn} == {c}
+        assert {au for f in drawn for au in AUS if f[au] >= 0.25} == set(PROTOTYPES.get(c, ()))
+    rows = list(csv.DictReader(open(write_au_rules(tmp_path))))
+    assert [(r["source"], r["target"], int(r["sign"])) for r in rows] == [
+        ("AU1", "AU2", 1), ("AU4", "AU7", 1), ("AU5", "AU26", 1), ("AU12", "AU15", -1)
+    ]  # fmt: skip
+    assert [float(r["with_source"]) for r in rows] == [r.with_source for r in AU_RULES]
 
 
-def test_generated_catalogue_has_subjects_splits_and_consistent_labels(tmp_path, face):
+def test_the_demo_catalogue_is_the_same_bytes_on_any_machine_and_its_labels_are_consistent(tmp_path):
+    """The demo's generated catalogue, built as `affectflow demo` builds it, without asking the face
+    model anything (seed 0 reads the recorded answers, face_generator.BASE_FACES: live answers differ
+    between CPUs), is byte for byte the one bench/results/demo.json's figures were trained on."""
     import csv
+    import json
 
-    root, report = write_generated_dataset(tmp_path / "gen", face.find_face, per_subject=7)
+    from flows.demo import DEMO_PER_SUBJECT
+    from tests.conftest import REPO
+
+    def no_model(image):
+        raise AssertionError("the generator asked the face model for seed 0")
+
+    root, report = write_generated_dataset(tmp_path / "generated", no_model, per_subject=DEMO_PER_SUBJECT)
+    sys.path.append(str(REPO / "bench"))
+    from common import catalogue_digest
+
+    demo = json.loads((REPO / "bench" / "results" / "demo.json").read_text())
+    assert catalogue_digest(root) == demo["catalogue_digest"], (
+        "the generator's output changed: rerun `python bench/demo.py` to refresh the demo's figures"
+    )
     assert report["subjects"] >= 12
     rows = list(csv.DictReader(open(root / "manifest.csv")))
     subjects = {r["subject"] for r in rows}
-    assert len(subjects) == report["subjects"] and len(rows) == 7 * len(subjects)
+    assert len(subjects) == report["subjects"] and len(rows) == DEMO_PER_SUBJECT * len(subjects)
     by_split = {split: {r["subject"] for r in rows if r["split"] == split} for split in ("train", "val", "test")}
     assert (
         all(by_split.values())
@@ -191,10 +215,25 @@ def test_generated_catalogue_has_subjects_splits_and_consistent_labels(tmp_path,
         ]
         assert abs(labels.valence - float(r["valence"])) < 1e-3
     assert not (root / "au_rules.csv").exists()  # the prototypes' faces: no rules planted
-    # the same seed writes the same bytes
-    again, _ = write_generated_dataset(tmp_path / "gen2", face.find_face, per_subject=7)
-    assert (again / "manifest.csv").read_bytes() == (root / "manifest.csv").read_bytes()
-    assert (again / rows[5]["path"]).read_bytes() == (root / rows[5]["path"]).read_bytes()
+
+
+def test_recorded_base_faces_are_the_models_answers(face, tmp_path):
+    """The shipped record equals what the pinned model answers on this machine up to float noise
+    (same candidates found, landmarks within a pixel, scores within 0.05), so it is the model's
+    output, not an edited one; other seeds still ask the model."""
+    from stages.synthetic.face_generator import record_base_faces, recorded_faces
+
+    live = recorded_faces(record_base_faces(face.find_face, tmp_path / "live.npz"))
+    shipped = recorded_faces()
+    assert list(live) == list(shipped)
+    for name, answer in shipped.items():
+        assert (answer is None) == (live[name] is None), name
+        if answer is not None:
+            assert np.abs(answer[0] - live[name][0]).max() < 1.0, name
+            assert max(abs(answer[1][k] - live[name][1][k]) for k in answer[1]) < 0.05, name
+    asked = []
+    build_subjects(lambda image: asked.append(image.shape) or face.find_face(image), n_morphs=1, n_lfw=1, seed=3)
+    assert asked
 
 
 @pytest.mark.usefixtures("prefect_harness")

@@ -4,15 +4,19 @@ from __future__ import annotations
 
 import csv
 import json
+import os
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+from PIL import Image
+from skimage import data
 
 import affectflow
 from featurestore import FeatureStore, GroupReader
 from flows.extract import DatasetConfig, EncoderConfig, extract_features
+from flows.predict import predict_images
 from flows.results import head_results
 from flows.train import HeadConfig, train_heads
 from heads.trainer import TrainConfig, predict
@@ -43,6 +47,15 @@ def pain_blendshapes(tmp_path_factory):
     root = write_generated_dataset(tmp_path_factory.mktemp("pain"), face.find_face, per_subject=10, pain=True)[0]
     store = tmp_path_factory.mktemp("pain-store")
     return FeatureStore(store), _extract(root, "pain", store), root
+
+
+@pytest.fixture(scope="module")
+def ruled_blendshapes(tmp_path_factory):
+    """The catalogue with planted AU → AU rules (AUs drawn first, the expression read from them)."""
+    face = create_encoder("mediapipe-face").load()
+    root = write_generated_dataset(tmp_path_factory.mktemp("ruled"), face.find_face, per_subject=14, au_rules=True)[0]
+    store = tmp_path_factory.mktemp("ruled-store")
+    return FeatureStore(store), _extract(root, "ruled", store), root
 
 
 def _extract(root: Path, name: str, store) -> str:
@@ -112,6 +125,24 @@ def test_heads_train_by_the_datasets_protocol_and_rerun_is_skipped(blendshapes, 
     np.testing.assert_allclose(predict(model, x), group.numpy("outputs"), atol=1e-5)
     assert config["labels"][:2] == ["neutral", "happiness"]
     assert json.loads(fstore.get_file(aura_runs[0]["path"], "metrics.json"))["test"] == metrics["test"]
+
+    # calibration (issue 35): the temperature is the NLL minimum on val, so val's NLL can only fall
+    # (tests/test_calibration.py shows the ECE of an overconfident head falling on held-out rows)
+    calibration = metrics["calibration"]
+    assert config["temperature"] == calibration["temperature"] != 1.0
+    assert calibration["val"]["calibrated"]["nll"] < calibration["val"]["raw"]["nll"]
+    assert {"ece", "count", "confidence", "accuracy"} <= set(calibration["test"]["calibrated"])
+    assert fstore.get_file(aura_runs[0]["path"], "calibration.png")[:4] == b"\x89PNG"
+    assert "## Calibration" in aura_runs[0]["report"] and "| test |" in aura_runs[0]["report"]
+    faces = [f"{source.meta['root_at_creation']}/{p}" for p in source.numpy("path")[group.numpy("row")[:3]]]
+    calibrated, raw = (
+        predict_images(fstore, aura_runs[0]["path"], [Path(f) for f in faces], raw=r) for r in (False, True)
+    )
+    t = config["temperature"]
+    for c, r, logits in zip(calibrated, raw, group.numpy("outputs")[:3], strict=True):
+        assert c["expression"] == r["expression"] and c["calibrated"] and not r["calibrated"]
+        assert list(c["scores"].values()) == pytest.approx(np.exp(logits / t) / np.exp(logits / t).sum(), abs=1e-4)
+        assert list(r["scores"].values()) == pytest.approx(np.exp(logits) / np.exp(logits).sum(), abs=1e-4)
 
     again = train_heads(configs, store=fstore.url)
     assert [r["state"] for r in again["runs"]] == ["skipped"] * 4
@@ -261,6 +292,95 @@ def test_archetype_report_and_predict_agree_with_the_cached_features(blendshapes
     assert " head " in listing.output  # the kind column of the head groups
 
 
+def test_predict_frames_each_face_as_the_training_frames_were_framed(generated, tmp_path):
+    """Issue 35: a head trained on face crops (the generated faces fill their frames; EfficientNet-Lite0
+    features) given a photo with the face small in a larger frame, or two people in one photo, finds
+    each face with MediaPipe and crops it to the training frames' measured framing: the features
+    come back near the face's own (measured cosine 0.95 against 0.57 for the whole photo) and so do
+    the class probabilities (total variation from the crop's 0.03–0.04, against 0.70–0.82 with
+    ``--framing whole``), one row per face, left to right; a photo without a face is no_face, and a
+    training image (framed as the training frames were) is taken whole."""
+    from typer.testing import CliRunner
+
+    from flows.cli import app
+    from stages.extraction.extract import encode_files, encoder_of_group
+    from stages.training.framing import framing_of
+
+    rows = list(csv.DictReader(open(generated / "manifest.csv")))
+    half = tmp_path / "half"  # every other face of the catalogue: EfficientNet on a CPU core takes a while
+    (half / "img").mkdir(parents=True)
+    for r in rows[::2]:
+        os.link(generated / r["path"], half / r["path"])
+    writer = csv.DictWriter(open(half / "manifest.csv", "w", newline=""), fieldnames=list(rows[0]))
+    writer.writeheader()
+    writer.writerows(rows[::2])
+    store = FeatureStore(tmp_path / "store")
+    extract_features(
+        datasets=[DatasetConfig(layout="csv", root=str(half), name="half")],
+        encoders=[EncoderConfig(name="efficientnet-lite0")],
+        store=store.url,
+    )
+    (features,) = [g.path for g in store.list_steps("features") if g.is_complete]
+    config = HeadConfig(head="linear", task="fer", features=features, array="global", epochs=30, lr=3e-3)
+    (run,) = train_heads([config], store=store.url)["runs"]
+
+    a, b = generated / rows[0]["path"], generated / rows[16]["path"]  # two subjects, two expressions
+    face_a, face_b = (Image.open(p).convert("RGB") for p in (a, b))
+    side, small = face_a.size[0], face_a.size[0] * 3 // 4
+    background = np.random.default_rng(0).integers(90, 160, (2 * side, 2 * side, 3), dtype=np.uint8)
+    alone, pair = Image.fromarray(background), Image.fromarray(background)
+    alone.paste(face_a.resize((small, small)), (side, side // 3))
+    pair.paste(face_a.resize((small, small)), (side // 8, side))
+    pair.paste(face_b.resize((small, small)), (side + side // 8, side // 4))
+    alone.save(tmp_path / "alone.png")
+    pair.save(tmp_path / "pair.png")
+    Image.fromarray(data.coffee()).save(tmp_path / "cup.png")
+    photos = [a, b, tmp_path / "alone.png", tmp_path / "pair.png", tmp_path / "cup.png"]
+
+    group = GroupReader.open(store, features)
+    framing = framing_of(store, group)
+    assert framing.scale is not None and framing.seen[0] < framing.scale < framing.seen[1], framing
+    framed = encode_files(encoder_of_group(group.meta), photos[:4], framing.scale, framing.seen)
+    whole = encode_files(encoder_of_group(group.meta), photos[2:4], None)
+    assert framed.file.tolist() == [0, 1, 2, 3, 3] and framed.face.tolist() == [0, 0, 0, 0, 1]
+    x, w = framed.outputs["global"].astype(np.float32), whole.outputs["global"].astype(np.float32)
+
+    def cos(u, v):
+        return float(u @ v / np.linalg.norm(u) / np.linalg.norm(v))
+
+    for row, own, photo in ((2, 0, 0), (3, 0, 1), (4, 1, 1)):  # each face against its own crop
+        assert cos(x[row], x[own]) > 0.9 and cos(x[row], x[own]) > cos(w[photo], x[own]) + 0.1, (row, own)
+
+    out = tmp_path / "predict.json"
+    args = ["predict", *map(str, photos), "--head", run["path"], "--store", store.url, "--json", str(out)]
+    result = CliRunner().invoke(app, args, terminal_width=200)
+    assert result.exit_code == 0, result.output
+    predicted = json.loads(out.read_text())
+    assert [(Path(p["image"]).name, p["face"], p["status"]) for p in predicted] == [
+        (a.name, 0, "ok"), (b.name, 0, "ok"), ("alone.png", 0, "ok"), ("pair.png", 0, "ok"), ("pair.png", 1, "ok"),
+        ("cup.png", None, "no_face"),
+    ]  # fmt: skip
+    whole_out = tmp_path / "whole.json"
+    result_whole = CliRunner().invoke(app, [*args[:-1], str(whole_out), "--framing", "whole"], terminal_width=200)
+    assert result_whole.exit_code == 0 and "framing: whole images, as asked" in result_whole.output
+    as_whole = {(Path(p["image"]).name): p for p in json.loads(whole_out.read_text())}
+
+    def gap(p: dict, q: dict) -> float:  # total variation between two answers' class probabilities
+        return 0.5 * sum(abs(p["scores"][c] - q["scores"][c]) for c in p["scores"])
+
+    gaps = {}
+    for row, own in ((2, 0), (3, 0), (4, 1)):
+        photo = as_whole[Path(predicted[row]["image"]).name]
+        gaps[row] = (gap(predicted[row], predicted[own]), gap(photo, predicted[own]))
+    # measured: 0.03–0.04 framed, 0.70–0.82 whole
+    assert all(framed < 0.1 and whole > 0.3 for framed, whole in gaps.values()), gaps
+    assert "framing: face box ×" in result.output and "pair.png (face 1)" in result.output
+    nothing = CliRunner().invoke(
+        app, ["predict", str(tmp_path / "cup.png"), "--head", run["path"], "--store", store.url]
+    )
+    assert nothing.exit_code == 1 and "no_face" in nothing.output
+
+
 def test_a_head_step_is_deterministic_for_its_key(blendshapes):
     import torch
 
@@ -378,6 +498,41 @@ def test_the_causal_graph_recovers_the_generators_au_rule_and_matches_the_probes
     assert summary["checked"] == sum(metrics["samples"].values())
     report = fstore.get_file(group.path, "report.md").decode()
     assert "## Per-sample graphs" in report and "## Label audit" in report
+
+
+def test_the_causal_au_graph_recovers_the_rules_planted_in_faces_and_a_graph_frozen_at_its_start_does_not(
+    ruled_blendshapes,
+):
+    """Issue 36 on faces (280, MediaPipe blendshapes): the four rules written to the catalogue's
+    au_rules.csv are the head's four strongest AU → AU pairs with their signs, the weights grown far
+    from the ±0.01 start (measured over 3 seeds: precision 1.00, max |w| 0.15–0.18). Without the
+    graph's structural score (``lambda_structure=0``) the AU loss leaves it what the visible AUs do
+    not explain (measured 0.25–0.50 at the demo's size); frozen at its start the ranking is chance."""
+    from heads.metrics import edge_recovery
+    from heads.registry import create_head
+    from heads.trainer import fit
+    from stages.training.head_steps import head_data, train_head
+
+    fstore, features, root = ruled_blendshapes
+    train = TrainConfig(batch_size=32, lr=1e-3, epochs=40, patience=40, warmup_epochs=5, seed=0, progress=False)
+    group, _, _ = train_head(fstore, features, "causal", "au_fer", "blendshapes", {}, train)
+    model, config = load_head(fstore, group.path)
+    aus = config["labels"][: model.m]
+    rules = list(csv.DictReader(open(root / "au_rules.csv")))
+    planted = [(aus.index(r["source"]), aus.index(r["target"])) for r in rules]
+    learnt = model.graphs()["au_au"].numpy()
+    recovery = edge_recovery(learnt, planted, 0.01)
+    assert recovery["precision_at_k"] >= 0.75 and recovery["max_abs_weight"] > 5 * 0.01, (recovery, learnt.round(3))
+    assert all(np.sign(learnt[s, t]) == int(r["sign"]) for (s, t), r in zip(planted, rules, strict=True))
+
+    _, _, data = head_data(fstore, group.path)
+    torch.manual_seed(0)
+    frozen = create_head("causal", "au_fer", data.x["train"].shape[1], data.n_outputs, 0, tuple(config["labels"]), {})
+    frozen.w_aa.requires_grad_(False)
+    splits = ((data.x["train"], data.y["train"]), (data.x["val"], data.y["val"]))
+    fit(frozen, "au_fer", *splits, data.n_outputs, TrainConfig(**{**train.__dict__, "epochs": 5}))
+    chance = edge_recovery(frozen.graphs()["au_au"].numpy(), planted, 0.01)
+    assert chance["precision_at_k"] <= 0.5 and chance["max_abs_weight"] <= 0.01, chance
 
 
 def test_the_faithfulness_objective_on_the_generated_catalogue_against_its_controls(blendshapes):

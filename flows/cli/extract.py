@@ -122,9 +122,9 @@ def extract(
         json_out.write_text(json.dumps(result, indent=1))
 
 
-def extract_or_fail(**params: Any) -> dict[str, Any]:
-    """Run (or skip) an extraction, print its summary; a bad input or store ends the command with
-    its message. Configs may be given as dicts (flows.demo's plan)."""
+def extract_or_fail(show: bool = True, **params: Any) -> dict[str, Any]:
+    """Run (or skip) an extraction, print its summary (``show``); a bad input or store ends the
+    command with its message. Configs may be given as dicts (flows.demo's plan)."""
     from pydantic import TypeAdapter
 
     from featurestore import StoreError
@@ -141,7 +141,8 @@ def extract_or_fail(**params: Any) -> dict[str, Any]:
         result = run_extract(**params)
     except (StoreError, EncoderError, SourceError, ValueError, OSError) as err:
         fail(err)
-    print_summary(result)
+    if show:
+        print_summary(result)
     return result
 
 

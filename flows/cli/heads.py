@@ -277,28 +277,45 @@ def predict(
     storage_secret: SecretOpt = None,
     nearest: Annotated[int, typer.Option(help="nearest training examples shown per archetype")] = 3,
     json_out: Annotated[Path | None, typer.Option("--json", help="write the predictions as JSON")] = None,
+    raw: Annotated[
+        bool, typer.Option("--raw", help="the head's unscaled class probabilities (default: calibrated on val)")
+    ] = False,
+    framing: Annotated[
+        str,
+        typer.Option(
+            help="auto: each face cropped as the head's training frames framed faces (measured once); "
+            "whole: whole images; a number: the face box × it"
+        ),
+    ] = "auto",
 ) -> None:
-    """Predict with a trained head: the answer, the archetype that decided it and its nearest examples."""
+    """Predict with a trained head, one row per face (each framed as the head's training frames
+    framed faces): the answer (class probabilities calibrated by the temperature fitted on the
+    head's validation split), the archetype that decided it and its nearest examples."""
     from featurestore.selectors import select_group
     from flows.predict import predict_images
 
     try:
         fstore = cli_store(store, storage_option, storage_secret)
-        results = predict_images(fstore, select_group(fstore, head, "heads").path, images, nearest)
+        results = predict_images(fstore, select_group(fstore, head, "heads").path, images, nearest, raw, framing)
     except (ValueError, KeyError) as err:
         fail(err)
+    if results:
+        console.print(f"framing: {results[0]['framing']}")
     for r in results:
+        name = r["image"] + (f" (face {r['face']})" if r["face"] is not None else "")
         if r["status"] != "ok":
-            console.print(f"[red]{r['image']}: {r['status']}[/red] {r.get('detail', '')}")
+            console.print(f"[red]{name}: {r['status']}[/red] {r.get('detail', '')}")
             continue
         if "expression" in r:
             top = sorted(r["scores"].items(), key=lambda kv: -kv[1])[:3]
             answer = f"{r['expression']}  (" + ", ".join(f"{k} {v:.2f}" for k, v in top) + ")"
+            if not r["calibrated"]:
+                answer += " [uncalibrated: " + ("--raw" if raw else "the head was trained before calibration") + "]"
         elif "valence" in r:
             answer = f"valence {r['valence']:+.2f}, arousal {r['arousal']:+.2f}"
         else:
             answer = "AUs present: " + (", ".join(r["present"]) or "none")
-        console.print(f"[bold]{r['image']}[/bold]: {answer}")
+        console.print(f"[bold]{name}[/bold]: {answer}")
         for a in r.get("archetypes", []):
             console.print(
                 f"  {a['branch']}: archetype #{a['archetype']} ({a['says']}, usage {100 * a['usage']:.1f} %) "

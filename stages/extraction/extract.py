@@ -25,7 +25,7 @@ import numpy as np
 
 from featurestore import ArraySpec, FeatureStore, GroupReader, SampleStatus, Step, StepGroup, StepOutput, StepSpec
 from stages.extraction.encoders import EncodedBatch, Encoder, loaded_encoder
-from stages.extraction.images import Decoded, decode_image, preprocess_array
+from stages.extraction.images import Decoded, FaceBox, decode_image, preprocess_array
 from stages.extraction.media import MediaError, is_video, read_frames
 from stages.extraction.sources import Manifest
 from stages.extraction.sources.labels import EXPRESSIONS, VA_NAMES
@@ -378,38 +378,72 @@ def encoder_of_group(features_meta: dict[str, Any]) -> Encoder:
     return encoder
 
 
+@dataclass(frozen=True)
+class EncodedFiles:
+    """Rows of encoded files: ``outputs`` (NaN where not ok), int8 ``status`` and ``detail`` per
+    row, and which ``file`` and ``face`` (its index left to right; −1 for a whole image) each is."""
+
+    outputs: dict[str, np.ndarray]
+    status: np.ndarray
+    detail: list[str]
+    file: np.ndarray
+    face: np.ndarray
+
+
 def encode_files(
-    encoder: Encoder, paths: list[Path], face_crop_scale: float | None = None, batch_size: int = 32
-) -> tuple[dict[str, np.ndarray], np.ndarray, list[str]]:
-    """Encode image files as extraction does (decode, optional face crop, stored dtype): outputs
-    (NaN where not ok), int8 status and detail per file."""
+    encoder: Encoder,
+    paths: list[Path],
+    face_scale: float | None = None,
+    whole_within: tuple[float, float] | None = None,
+    batch_size: int = 32,
+) -> EncodedFiles:
+    """Encode image files as extraction does (decode, the face crop, the stored dtype). Without
+    ``face_scale``: one row per file, the whole image. With it: one row per face MediaPipe finds in
+    the file, cropped to its box × ``face_scale`` (a file without a face: one ``no_face`` row),
+    except a file of one face whose frame (the image's shorter side) ÷ face box lies in
+    ``whole_within``: it is framed as wanted already and is taken whole."""
     from stages.extraction.encoders import create_encoder
 
-    n = len(paths)
-    status, detail = np.zeros(n, np.int8), [""] * n
-    faces: list = [None] * n
-    if face_crop_scale is not None:
+    plan: list[tuple[int, int, FaceBox | None]] = []  # (file, face, crop)
+    verdicts: dict[int, tuple[int, str]] = {}  # row → (status, detail) decided before encoding
+    if face_scale is None:
+        plan = [(i, -1, None) for i in range(len(paths))]
+    else:
         finder = create_encoder("mediapipe-face").load()
-        boxes, box_status, box_detail = encode_files(finder, paths)
-        for i in range(n):
-            if box_status[i] != SampleStatus.OK:
-                status[i], detail[i] = SampleStatus.NO_FACE, box_detail[i] or "no face box to crop"
-            else:
-                faces[i] = (tuple(float(v) for v in boxes["box"][i]), face_crop_scale)
+        for i, path in enumerate(paths):
+            decoded = decode_image(Path(path), finder.preprocess)
+            boxes = finder.face_boxes(decoded.pixels) if decoded.status == SampleStatus.OK else []
+            if not boxes:
+                if decoded.status == SampleStatus.OK:
+                    verdicts[len(plan)] = (SampleStatus.NO_FACE, "no face found to frame as the head's training frames")
+                else:
+                    verdicts[len(plan)] = (decoded.status, decoded.detail)
+                plan.append((i, -1, None))
+            height, width = decoded.pixels.shape[:2] if boxes else (1, 1)
+            framed = [min(width, height) / max(w * width, h * height) for _, _, w, h in boxes]
+            if len(boxes) == 1 and whole_within is not None and whole_within[0] <= framed[0] <= whole_within[1]:
+                plan.append((i, 0, None))
+                continue
+            plan += [(i, j, (box, face_scale)) for j, box in enumerate(boxes)]
+    n = len(plan)
+    status, detail = np.zeros(n, np.int8), [""] * n
+    for row, (code, text) in verdicts.items():
+        status[row], detail[row] = code, text
     dtypes = encoder.output_dtypes()
     outputs = {k: np.full((n, *s), np.nan, dtypes[k]) for k, s in encoder.output_shapes().items()}
     encoder.load()
-    todo = [i for i in range(n) if status[i] == SampleStatus.OK]
+    todo = [r for r in range(n) if status[r] == SampleStatus.OK]
     for start in range(0, len(todo), batch_size):
         rows, pixels = [], []
-        for i in todo[start : start + batch_size]:
-            decoded = decode_image(Path(paths[i]), encoder.preprocess, face=faces[i])
+        for r in todo[start : start + batch_size]:
+            file, _, face = plan[r]
+            decoded = decode_image(Path(paths[file]), encoder.preprocess, face=face)
             if decoded.status != SampleStatus.OK:
-                status[i], detail[i] = decoded.status, decoded.detail
+                status[r], detail[r] = decoded.status, decoded.detail
                 continue
-            rows.append(i)
+            rows.append(r)
             pixels.append(decoded.pixels)
-        if not rows:
-            continue
-        record_batch(encoder.encode_batch(pixels), rows, outputs, status, detail)
-    return outputs, status, detail
+        if rows:
+            record_batch(encoder.encode_batch(pixels), rows, outputs, status, detail)
+    file, face = (np.array([p[k] for p in plan], np.int64).reshape(n) for k in (0, 1))
+    return EncodedFiles(outputs, status, detail, file, face)

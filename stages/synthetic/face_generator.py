@@ -390,15 +390,64 @@ NEUTRAL_LIMITS = {
 }
 
 
-def build_subjects(detect, n_morphs: int = 7, n_lfw: int = 12, seed: int = 0) -> tuple[list[Subject], dict]:
+# The face model's answers on the base photos (landmarks and blendshape scores, or no face) for
+# seed 0, recorded once with the pinned model and shipped as data: the model's float results differ
+# in their last bits between CPUs, and a catalogue warped from live answers differed between
+# machines (issue 34: another machine's demo printed AURA AU 0.583 against 0.652 here). With the
+# record, seed 0's catalogues are the same bytes on every machine; other seeds ask the model.
+# Rewritten by `record_base_faces` (only when the model or the candidates change).
+BASE_FACES = Path(__file__).parent / "data" / "base_faces.npz"
+Answer = tuple[np.ndarray, dict[str, float]] | None
+
+
+def recorded_faces(path: Path = BASE_FACES) -> dict[str, Answer]:
+    """The recorded answers by candidate name (``hopper-photo``, ``hopper``, ``hopper-m<k>``, ``lfw<i>``)."""
+    with np.load(path) as f:
+        names, found, points, scores, labels = (f[k] for k in ("names", "found", "points", "scores", "labels"))
+    return {
+        str(name): (points[i], dict(zip(labels.tolist(), scores[i].tolist(), strict=True))) if found[i] else None
+        for i, name in enumerate(names)
+    }
+
+
+def record_base_faces(detect, path: Path = BASE_FACES) -> Path:
+    """Ask ``detect`` (the live model) everything :func:`build_subjects` asks for seed 0 at its
+    default sizes and write the answers to ``path``."""
+    answers: dict[str, Answer] = {}
+    build_subjects(detect, seed=0, answers=answers)
+    labels = next(iter(a[1] for a in answers.values() if a is not None))
+    np.savez_compressed(
+        path,
+        names=np.array(list(answers)),
+        found=np.array([a is not None for a in answers.values()]),
+        points=np.stack([np.zeros((478, 2)) if a is None else a[0] for a in answers.values()]),
+        scores=np.array([[0.0] * len(labels) if a is None else list(a[1].values()) for a in answers.values()]),
+        labels=np.array(list(labels)),
+    )
+    return path
+
+
+def build_subjects(
+    detect, n_morphs: int = 7, n_lfw: int = 12, seed: int = 0, answers: dict[str, Answer] | None = None
+) -> tuple[list[Subject], dict]:
     """Base faces accepted by the face model, and a report of what was tried and kept.
 
     ``detect(image) -> (landmarks_px (478, 2), blendshape scores) | None`` is the face model.
-    A candidate is kept when a face is found and its blendshapes are near-neutral.
+    A candidate is kept when a face is found and its blendshapes are near-neutral. ``answers``: the
+    model's answers by candidate name, asked of ``detect`` where missing and added to the dict
+    (default: for seed 0 the recorded ones, :data:`BASE_FACES`).
     """
+    if answers is None:
+        answers = recorded_faces() if seed == 0 else {}
+
+    def ask(name: str, image: np.ndarray) -> Answer:
+        if name not in answers:
+            answers[name] = detect(image)
+        return answers[name]
+
     rng = np.random.default_rng(seed)
     photo = _hopper()
-    found = detect(photo)
+    found = ask("hopper-photo", photo)
     if found is None:
         raise RuntimeError("the face model found no face in grace_hopper.jpg: is the model file intact?")
     # a square around the face, 1.8 × the landmarks' extent, so the face fills the canvas
@@ -409,7 +458,7 @@ def build_subjects(detect, n_morphs: int = 7, n_lfw: int = 12, seed: int = 0) ->
     candidates = [
         ("hopper", "matplotlib grace_hopper.jpg", _fit_canvas(photo[top : top + 2 * half, left : left + 2 * half]))
     ]
-    hopper_found = detect(candidates[0][2])
+    hopper_found = ask("hopper", candidates[0][2])
     for k in range(n_morphs):
         candidates.append(
             (f"hopper-m{k}", "grace_hopper.jpg, identity morph", _morph(candidates[0][2], hopper_found[0], rng))
@@ -417,7 +466,7 @@ def build_subjects(detect, n_morphs: int = 7, n_lfw: int = 12, seed: int = 0) ->
     subjects, report = [], {}
 
     def consider(name: str, origin: str, image: np.ndarray) -> bool:
-        found = detect(image)
+        found = ask(name, image)
         if found is None:
             report[name] = "no face found"
             return False
@@ -441,53 +490,81 @@ def build_subjects(detect, n_morphs: int = 7, n_lfw: int = 12, seed: int = 0) ->
 
 
 # -- the dataset -----------------------------------------------------------------------------
-# AU → AU rules a catalogue can plant (``au_rules=True``; CausalAffect's AU graph is checked against
-# them, issue 36): (source, target, probability that the target comes on when the source is on). The pairs are ones
-# no prototype holds, so a rule's co-activation is told apart from an expression's (surprise's four
-# AUs co-occur in every surprised face; a graph may link any two of them), and no rule changes a
-# face's expression. A neutral face shows one rule's source as an isolated action with probability
-# ISOLATED_SOURCE, so each rule is also seen outside the expressions whose AUs fire its source. What
-# they are not: FACS co-activations (AU2 does not drive AU7 in a real face); they are directed by
-# construction, but co-activation alone cannot orient them. Off by default: with them, surprise, fear
-# and anger faces share more AUs and a third of neutral faces show actions, a harder expression task
-# (AURA's small-set test fell from within 0.15 of the probe to 0.22 under it), so the demo and the
-# tests keep the prototypes' faces and the causal bench asks for the rules.
-AU_RULES: tuple[tuple[int, int, float], ...] = ((2, 7, 0.8), (10, 26, 0.8), (5, 15, 0.8))
-ISOLATED_SOURCE = 0.5
+@dataclass(frozen=True)
+class AuRule:
+    """A planted AU → AU dependency: ``target`` is on with probability ``with_source`` when
+    ``source`` is on and ``without_source`` when it is off (sign +1 excites, −1 inhibits)."""
+
+    source: int
+    target: int
+    sign: int
+    with_source: float
+    without_source: float
 
 
-def sample_intensities(expression: str, rng: np.random.Generator, rules: bool = False) -> dict[int, float]:
-    """Intensities whose labels give ``expression``: its AUs in [0.4, 1] (with ``rules``, then the
-    AU_RULES' targets of the AUs on; a neutral face: one rule's source alone, or none), the others
-    below threshold. Without rules the draws are the generator's before the rules existed."""
+# The AU → AU rules a catalogue plants with ``au_rules=True`` (CausalAffect's AU graph is checked
+# against them, issue 36): co-activations a face shows, among the AUs a warp can move. In that
+# catalogue the AUs come first and the expression follows from them, the causal order CausalAffect
+# models (AU → AU, AU → expression): each AU that no rule targets is on with ROOT_RATE, the rules
+# then set their targets, and the label is the prototype rule applied to the result. So the only
+# dependencies among the AU labels are the rules, and a learned graph can be checked against them.
+# (In the default catalogue the expression is drawn first and its prototype's AUs switched on: the
+# expression is then a common cause of surprise's AU1/2/5/26, which a model with expressions
+# downstream of AUs can only carry as AU → AU edges, so there the graph ranks those above any rule.)
+# What they are not: rates measured on FACS-coded faces; directed by construction, but
+# co-activation alone cannot orient them.
+AU_RULES: tuple[AuRule, ...] = (
+    AuRule(1, 2, +1, 0.85, 0.1),  # inner brow raiser draws the outer brow (AU1+2)
+    AuRule(4, 7, +1, 0.8, 0.1),  # brow lowerer with lid tightener (the frown's orbital tension)
+    AuRule(5, 26, +1, 0.8, 0.1),  # upper lid raiser with jaw drop (the startle)
+    AuRule(12, 15, -1, 0.05, 0.4),  # lip corner puller against its antagonist, the depressor
+)
+ROOT_RATE = 0.35  # an AU no rule targets is on in this share of the rules' catalogue
+
+
+def _intensities(on: set[int], rng: np.random.Generator) -> dict[int, float]:
+    """The AUs in ``on`` in [0.4, 1], the others below threshold (zero in 70 % of draws)."""
+    return {
+        au: (
+            float(rng.uniform(0.4, 1.0))
+            if au in on
+            else float(rng.uniform(0.0, AU_THRESHOLD * 0.8)) * (rng.random() < 0.3)
+        )
+        for au in AUS
+    }
+
+
+def sample_intensities(expression: str, rng: np.random.Generator) -> dict[int, float]:
+    """Intensities whose labels give ``expression``: its prototype's AUs in [0.4, 1], the others
+    below threshold."""
     needed = set(PROTOTYPES.get(expression, frozenset()))
     for _ in range(100):
-        on = set(needed)
-        if rules and expression == "neutral" and rng.random() < ISOLATED_SOURCE:
-            on.add(AU_RULES[rng.integers(len(AU_RULES))][0])
-        if rules:
-            on |= {target for source, target, p in AU_RULES if source in on and rng.random() < p}
-        intensity = {
-            au: (
-                float(rng.uniform(0.4, 1.0))
-                if au in on
-                else float(rng.uniform(0.0, AU_THRESHOLD * 0.8)) * (rng.random() < 0.3)
-            )
-            for au in AUS
-        }
+        intensity = _intensities(needed, rng)
         if labels_from_intensities(intensity).expression == expression:
             return intensity
     raise AssertionError(f"cannot sample intensities for {expression}")
 
 
+def sample_ruled_intensities(rng: np.random.Generator) -> dict[int, float]:
+    """Intensities drawn AUs first: the AUs no rule targets on with ROOT_RATE, then each of
+    AU_RULES sets its target from its source (no source is a target, so one pass is the closure)."""
+    targets = {rule.target for rule in AU_RULES}
+    on = {au for au in AUS if au not in targets and rng.random() < ROOT_RATE}
+    for rule in AU_RULES:
+        if rng.random() < (rule.with_source if rule.source in on else rule.without_source):
+            on.add(rule.target)
+    return _intensities(on, rng)
+
+
 def write_au_rules(root: Path) -> Path:
     """The planted AU → AU rules beside a catalogue's manifest (``au_rules.csv``: source, target,
-    sign, probability), so a learned graph can be checked against the catalogue it was trained on."""
+    sign and the target's rate with and without its source), so a learned graph can be checked
+    against the catalogue it was trained on."""
     path = root / "au_rules.csv"
     with open(path, "w", newline="") as f:
         writer = csv.writer(f)
-        writer.writerow(["source", "target", "sign", "probability"])
-        writer.writerows([f"AU{s}", f"AU{t}", 1, p] for s, t, p in AU_RULES)
+        writer.writerow(["source", "target", "sign", "with_source", "without_source"])
+        writer.writerows([f"AU{r.source}", f"AU{r.target}", r.sign, r.with_source, r.without_source] for r in AU_RULES)
     return path
 
 
@@ -549,15 +626,18 @@ def write_generated_dataset(
     ``pain``: the pain catalogue instead — every other row a pain face (:func:`sample_pain_intensities`),
     AUs coded over PAIN_AUS (AU43 too), the class ``pain`` or the no-pain face's expression, and a
     ``pspi`` column with each face's pain intensity (the store keeps the class and AUs; the PSPI
-    value stays in the manifest). ``au_rules``: faces follow :data:`AU_RULES`, written beside the
-    manifest (``au_rules.csv``). Returns (root, report) with the per-subject acceptance report of
+    value stays in the manifest). ``au_rules``: AUs drawn first (:func:`sample_ruled_intensities`)
+    and the expression read from them, the rules written beside the manifest (``au_rules.csv``).
+    Returns (root, report) with the per-subject acceptance report of
     :func:`build_subjects`.
     """
     root = Path(root)
     (root / "img").mkdir(parents=True, exist_ok=True)
     subjects, report = build_subjects(detect, seed=seed, **subject_options)
     rng = np.random.default_rng(seed + 1)
-    expressions = _expressions(len(subjects), per_subject, shares, rng) if not pain else []
+    if au_rules and (pain or shares):
+        raise ValueError("au_rules draws the AUs first and the expression follows: no pain or shares with it")
+    expressions = _expressions(len(subjects), per_subject, shares, rng) if not (pain or au_rules) else []
     coded = PAIN_AUS if pain else AUS
     rows = []
     for s_index, subject in enumerate(subjects):
@@ -566,8 +646,11 @@ def write_generated_dataset(
             if pain:
                 intensity = sample_pain_intensities(k % 2 == 0, rng)
                 labels, score = pain_labels(intensity)
+            elif au_rules:
+                intensity = sample_ruled_intensities(rng)
+                labels, score = labels_from_intensities(intensity), None
             else:
-                intensity = sample_intensities(expressions[s_index * per_subject + k], rng, au_rules)
+                intensity = sample_intensities(expressions[s_index * per_subject + k], rng)
                 labels, score = labels_from_intensities(intensity), None
             rel = f"img/{subject.name}_{k:03d}.png"
             if not (root / rel).exists():

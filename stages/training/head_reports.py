@@ -12,6 +12,7 @@ import numpy as np
 import torch
 
 from featurestore import FeatureStore, GroupReader
+from heads.calibration import calibration_markdown
 from heads.graph_report import (
     audit_csv,
     audit_markdown,
@@ -38,13 +39,27 @@ def write_report(
     prototypes: str | None = None,
     samples: list[str] | None = None,
 ) -> dict[str, Any]:
-    """Build every report file of an archetype or graph head beside its checkpoint (``report.md``
-    first among them); returns the summary. ``prototypes`` and ``samples``: see :func:`write_graph_report`."""
+    """Build every report file of an archetype, graph or attention-map head beside its checkpoint
+    (``report.md`` first among them, ending in the head's calibration where it has classes);
+    returns the summary. ``prototypes`` and ``samples``: see :func:`write_graph_report`."""
     model, config = load_head(store, head_path)  # first: it registers a plugin head's task too
     if model.graphs():
-        return write_graph_report(store, head_path, prototypes, samples, model)
-    if model.draws_maps:
-        return write_map_report(store, head_path, model)
+        summary = write_graph_report(store, head_path, prototypes, samples, model)
+    elif model.draws_maps:
+        summary = write_map_report(store, head_path, model)
+    else:
+        summary = write_archetype_report(store, head_path, n_nearest, thumb_size, model, config)
+    metrics = json.loads(store.get_file(head_path, "metrics.json"))
+    if "calibration" in metrics and "val" in metrics["calibration"]:
+        report = store.get_file(head_path, "report.md").decode().rstrip("\n")
+        store.put_file(head_path, "report.md", f"{report}\n\n{calibration_markdown(metrics['calibration'])}\n".encode())
+    return summary
+
+
+def write_archetype_report(
+    store: FeatureStore, head_path: str, n_nearest: int, thumb_size: int, model, config: dict[str, Any]
+) -> dict[str, Any]:
+    """An archetype head's report: its archetypes' nearest samples, thumbnails, map and audit."""
     params, source, data = head_data(store, head_path)
     if not model.uses_archetypes:
         raise ValueError(

@@ -18,6 +18,7 @@ import torch
 
 from featurestore import FeatureStore, GroupReader, Step, StepGroup, StepOutput, StepSpec, canonical_json
 from featurestore.selectors import select_group
+from heads.calibration import calibration_summary, fit_temperature, reliability_png
 from heads.data import TaskData
 from heads.graph_report import graph_files
 from heads.registry import create_head, get_head
@@ -247,6 +248,16 @@ def fit_head_output(
         "protocol": data.protocol,
         "samples": {k: int(v.size) for k, v in data.rows.items()},
     }
+    temperature = None
+    if (classes := get_task(task).classes(data.label_names)) is not None:
+        # temperature scaling on the validation split (heads/calibration.py): predict's probabilities
+        logits = {"val": predict(model, data.x["val"]), "test": outputs}
+        splits = {
+            k: (v[:, classes], get_task(task).class_target(data.y[k].numpy(), data.label_names))
+            for k, v in logits.items()
+        }
+        temperature = fit_temperature(*splits["val"])
+        metrics["calibration"] = calibration_summary(splits, temperature)
     if data.dataset:  # several datasets: each one's test rows scored apart too
         metrics["test_by_dataset"] = {
             name: evaluate(task, outputs[mine], y_test[mine], data.n_outputs, data.label_names)
@@ -262,6 +273,7 @@ def fit_head_output(
         "n_outputs": data.n_outputs,
         "n_patches": n_patches,
         "labels": data.label_names,
+        "temperature": temperature,  # the class logits' calibration (None: no classes)
         "module": get_head(head).build.__module__,  # where it registers: a plugin head loads without --plugin
         # what rebuilds its resources without their sources (the prompts' shape, a structure's table)
         **describe_resources(resources or {}),
@@ -282,6 +294,8 @@ def fit_head_output(
         "config.json": json.dumps(config, indent=1).encode(),
         "metrics.json": json.dumps(metrics, indent=1).encode(),
     }
+    if "calibration" in metrics and "val" in metrics["calibration"]:
+        files["calibration.png"] = reliability_png(metrics["calibration"])
     if graphs := {name: g.cpu().numpy() for name, g in model.graphs().items()}:
         m = get_task(task).n_aus(data.label_names)
         names, y_train = data.label_names, data.y["train"].numpy()

@@ -39,6 +39,9 @@ N_LANDMARKS = 478
 DEFAULT_MAX_SIDE = 1024
 
 
+MAX_FACES = 8  # the faces ``face_boxes`` looks for in one photo
+
+
 class FaceLandmarkerEncoder(Encoder):
     name = "mediapipe-face"
 
@@ -57,6 +60,7 @@ class FaceLandmarkerEncoder(Encoder):
             size=max_side, mean=(0.0, 0.0, 0.0), std=(1.0, 1.0, 1.0), interpolation="bilinear", resize_mode="fit"
         )
         self._landmarker = None
+        self._several = None  # a landmarker that finds up to MAX_FACES faces (predict's photos)
         self._blendshape_names: list[str] | None = None
         # One graph per process, shared by the chunk threads: MediaPipe calls are serialised.
         self._lock = threading.Lock()
@@ -87,7 +91,7 @@ class FaceLandmarkerEncoder(Encoder):
     def output_meta(self) -> dict[str, Any]:
         return {"blendshape_names": BLENDSHAPE_NAMES}
 
-    def _create(self, video: bool):
+    def _create(self, video: bool, num_faces: int = 1):
         from mediapipe.tasks.python import BaseOptions, vision
 
         path = self.path()
@@ -99,7 +103,7 @@ class FaceLandmarkerEncoder(Encoder):
         options = vision.FaceLandmarkerOptions(
             base_options=BaseOptions(model_asset_path=str(path)),
             running_mode=vision.RunningMode.VIDEO if video else vision.RunningMode.IMAGE,
-            num_faces=1,
+            num_faces=num_faces,
             min_face_detection_confidence=self.min_detection_confidence,
             min_face_presence_confidence=self.min_presence_confidence,
             min_tracking_confidence=self.min_presence_confidence,
@@ -123,6 +127,24 @@ class FaceLandmarkerEncoder(Encoder):
         image = mp.Image(image_format=mp.ImageFormat.SRGB, data=np.ascontiguousarray(frame))
         with self._lock:
             return self._landmarker.detect(image)
+
+    def face_boxes(self, frame: np.ndarray) -> list[tuple[float, float, float, float]]:
+        """Every face's box (x, y, w, h of its landmarks, normalised), up to MAX_FACES, left to right
+        (a photo of several people: ``affectflow predict`` gives one row per face)."""
+        import mediapipe as mp
+
+        with self._lock:
+            if self._several is None:
+                self._several = self._create(video=False, num_faces=MAX_FACES)
+                getattr(threading, "_register_atexit", atexit.register)(self._several.close)
+            image = mp.Image(image_format=mp.ImageFormat.SRGB, data=np.ascontiguousarray(frame))
+            result = self._several.detect(image)
+        boxes = []
+        for face in result.face_landmarks:
+            points = np.array([(p.x, p.y) for p in face], np.float32)
+            lo, hi = points.min(0), points.max(0)
+            boxes.append((float(lo[0]), float(lo[1]), float(hi[0] - lo[0]), float(hi[1] - lo[1])))
+        return sorted(boxes)
 
     def find_face(self, frame: np.ndarray) -> tuple[np.ndarray, dict[str, float]] | None:
         """(landmarks (478, 2) in pixels, blendshape scores by name), or None without a face."""

@@ -27,7 +27,7 @@ class Audit:
     """One audit kind: its step version, what of the options keys it, the audit of one head, the
     scores compared over seeds, the controls of a head, the report, and which way each score
     should move for the method to have helped (one-sided Wilcoxon; the others: two-sided, a change
-    either way is news)."""
+    either way is news); ``headline``: one line of an audit against its controls (with seeds)."""
 
     version: int
     key: Callable[[dict[str, Any]], dict[str, Any]]
@@ -35,6 +35,7 @@ class Audit:
     scores: Callable[[dict[str, Any]], dict[str, float]]
     controls: Callable[[FeatureStore, str], dict[str, tuple[dict, dict]]]
     markdown: Callable[[dict[str, Any]], str]
+    headline: Callable[[dict[str, Any]], str]
     directions: dict[str, str]
 
 

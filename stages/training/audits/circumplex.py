@@ -10,7 +10,7 @@ from typing import Any
 import numpy as np
 
 from featurestore import FeatureStore, GroupReader
-from heads.audit_report import circumplex_markdown
+from heads.audit_report import circumplex_headline, circumplex_markdown
 from heads.metrics import affective_distance, confusion
 from heads.tasks import get_task
 from heads.trainer import predict
@@ -86,6 +86,7 @@ register_audit(
         circumplex_runs,
         circumplex_controls,
         circumplex_markdown,
+        circumplex_headline,
         {"affective_distance": "less"},
     ),
 )

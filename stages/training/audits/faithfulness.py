@@ -12,7 +12,7 @@ import numpy as np
 import torch
 
 from featurestore import FeatureStore, GroupReader
-from heads.audit_report import faithfulness_markdown
+from heads.audit_report import faithfulness_headline, faithfulness_markdown
 from heads.faithfulness import audit
 from heads.tasks import get_task
 from heads.trainer import evaluate, predict
@@ -146,6 +146,7 @@ register_audit(
         faithfulness_runs,
         faithfulness_controls,
         faithfulness_markdown,
+        faithfulness_headline,
         {"mean_agreement": "greater", "rationale_faithfulness": "greater"},
     ),
 )
