@@ -7,10 +7,12 @@ a group as a selector (``rafdb/open_clip``: the only complete match) or its full
     df = affectflow.table("./store", "generated/efficientnet-lite0", arrays=["global"])
     ok = df[df.status == "ok"]                 # features global_0 … global_1279, expression, split, subject …
     runs = affectflow.results("./store", task="fer")   # one row per head variant, mean ± std over seeds
+    timeline = affectflow.predict("./store", "generated/aura-fer", ["clip.mp4"], fps=2)  # a row per face and frame
 """
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -19,6 +21,7 @@ from featurestore import FeatureStore
 from featurestore.selectors import select_group
 from featurestore.tables import aligned_arrays
 from featurestore.tables import table as group_table
+from flows.predict import flat_rows, predict_images
 from flows.results import head_results, open_store, results_frame
 
 
@@ -63,3 +66,21 @@ def results(
 ):
     """Every head run in the store as a pandas DataFrame (what ``affectflow results`` prints)."""
     return results_frame(head_results(store, storage_options, dataset=dataset, task=task, head=head))
+
+
+def predict(
+    store: str | FeatureStore,
+    head: str,
+    media: list[str],
+    fps: float | None = 2.0,
+    raw: bool = False,
+    framing: str = "auto",
+    storage_options: dict[str, Any] | None = None,
+):
+    """``affectflow predict`` as a pandas DataFrame: one row per face of each image and of each
+    video frame sampled at ``fps``, with its time (s; NaN for a still), status, answer and one
+    ``p_<class>`` column per probability (flows/predict.py)."""
+    import pandas as pd
+
+    fstore, path = _group_path(store, head, storage_options, "heads")
+    return pd.DataFrame(flat_rows(predict_images(fstore, path, [Path(m) for m in media], 3, raw, framing, fps)))

@@ -9,6 +9,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Annotated, Any
 
+import numpy as np
 import typer
 from rich.table import Table
 
@@ -103,6 +104,7 @@ def _run_demo(store: str, storage_option: list[str], storage_secret, data: Path,
     console.rule("4 · audits and LaScA")
     _demo_audits(fstore, runs, verbose)
     _demo_lasca(fstore, verbose)
+    _demo_timeline(fstore, runs, data)
     if not verbose:
         console.print(
             f"full logs: {data / 'demo.log'} (or `affectflow demo -v`); a head's report: `affectflow report PATH`"
@@ -245,6 +247,33 @@ def _demo_lasca(fstore, verbose: bool) -> None:
     grid = demo_lasca_grid()
     result = lasca_grid(grid, fstore.url, fstore.storage_options)
     console.print(result["report"] if verbose else grid_tables(result["records"], grid.pretrained_encoder))
+
+
+def _demo_timeline(fstore, runs: list[dict], data: Path) -> None:
+    """`predict` on one of the generated videos with the AURA expression head, one frame a second:
+    its timeline as CSV and a plot in DATA, and how often it agrees with the video's script."""
+    import csv
+
+    from flows.predict import flat_rows, predict_images, timeline_png
+
+    video = sorted((data / "videos").rglob("*.mp4"))[0]
+    (head,) = [r["path"] for r in runs if r["head"] == "aura" and r["task"] == "fer"]
+    results = predict_images(fstore, head, [video], fps=1.0)
+    rows = flat_rows(results)
+    with open(data / "timeline.csv", "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=list(dict.fromkeys(k for row in rows for k in row)))
+        writer.writeheader()
+        writer.writerows(rows)
+    (data / "timeline.png").write_bytes(timeline_png(results) or b"")
+    script = list(csv.DictReader(open(video.with_suffix(".csv"))))  # the expression of every frame
+    stamps = np.array([float(r["timestamp"]) for r in script])
+    ok = [r for r in results if r["status"] == "ok"]
+    said = [script[int(np.abs(stamps - r["time"]).argmin())]["expression"] for r in ok]
+    agree = sum(r["expression"] == s for r, s in zip(ok, said, strict=True)) / max(len(ok), 1)
+    console.print(
+        f"video timeline (predict {video.name} --head aura-fer --fps 1): {len(ok)} frames, the script's expression "
+        f"in {agree:.0%} of them; {data / 'timeline.csv'}, {data / 'timeline.png'}"
+    )
 
 
 def _accepted_per_subject(fstore, dataset: str) -> None:

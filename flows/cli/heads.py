@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import csv
 import json
 import re
+from collections import Counter
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -270,7 +272,7 @@ def lasca(
 
 @app.command()
 def predict(
-    images: Annotated[list[Path], typer.Argument(help="image files")],
+    images: Annotated[list[Path], typer.Argument(help="image and video files")],
     head: Annotated[str, typer.Option(help="trained head: DATASET/HEAD-TASK (the only complete match) or its path")],
     store: StoreOpt = "./store",
     storage_option: StorageOpt = [],
@@ -287,22 +289,33 @@ def predict(
             "whole: whole images; a number: the face box × it"
         ),
     ] = "auto",
+    fps: Annotated[
+        float, typer.Option(help="a video's frames per second to predict (the frame on screen at each k / fps)")
+    ] = 2.0,
+    csv_out: Annotated[Path | None, typer.Option("--csv", help="write one row per face and frame as CSV")] = None,
+    plot: Annotated[
+        Path | None, typer.Option(help="draw each video's class probabilities over time into this PNG")
+    ] = None,
 ) -> None:
-    """Predict with a trained head, one row per face (each framed as the head's training frames
-    framed faces): the answer (class probabilities calibrated by the temperature fitted on the
-    head's validation split), the archetype that decided it and its nearest examples."""
+    """Predict with a trained head on images and videos, one row per face (each framed as the head's
+    training frames framed faces) and, in a video, per frame sampled at --fps: the answer (class
+    probabilities calibrated by the temperature fitted on the head's validation split), the
+    archetype that decided it and its nearest examples."""
     from featurestore.selectors import select_group
-    from flows.predict import predict_images
+    from flows.predict import flat_rows, predict_images, timeline_png
 
     try:
         fstore = cli_store(store, storage_option, storage_secret)
-        results = predict_images(fstore, select_group(fstore, head, "heads").path, images, nearest, raw, framing)
+        path = select_group(fstore, head, "heads").path
+        results = predict_images(fstore, path, images, nearest, raw, framing, fps)
     except (ValueError, KeyError) as err:
         fail(err)
     if results:
         console.print(f"framing: {results[0]['framing']}")
+    faces = Counter((r["image"], r["time"]) for r in results)  # a face index is news where there are several
     for r in results:
-        name = r["image"] + (f" (face {r['face']})" if r["face"] is not None else "")
+        name = r["image"] + (f" at {r['time']:.2f} s" if r["time"] is not None else "")
+        name += f" (face {r['face']})" if faces[(r["image"], r["time"])] > 1 else ""
         if r["status"] != "ok":
             console.print(f"[red]{name}: {r['status']}[/red] {r.get('detail', '')}")
             continue
@@ -323,6 +336,15 @@ def predict(
             )
     if json_out:
         json_out.write_text(json.dumps(results, indent=1))
+    if csv_out:
+        rows = flat_rows(results)
+        with open(csv_out, "w", newline="") as f:
+            writer = csv.DictWriter(f, fieldnames=list(dict.fromkeys(k for row in rows for k in row)))
+            writer.writeheader()
+            writer.writerows(rows)
+    if plot and (png := timeline_png(results)) is not None:
+        plot.write_bytes(png)
+        console.print(f"timeline: {plot}")
     if results and all(r["status"] != "ok" for r in results):
         raise typer.Exit(1)  # nothing could be read: a script must not take this for predictions
 

@@ -25,8 +25,8 @@ import numpy as np
 
 from featurestore import ArraySpec, FeatureStore, GroupReader, SampleStatus, Step, StepGroup, StepOutput, StepSpec
 from stages.extraction.encoders import EncodedBatch, Encoder, loaded_encoder
-from stages.extraction.images import Decoded, FaceBox, decode_image, preprocess_array
-from stages.extraction.media import MediaError, is_video, read_frames
+from stages.extraction.images import Decoded, decode_image, preprocess_array
+from stages.extraction.media import MediaError, is_video, probe_video, read_frames, sample_frames
 from stages.extraction.sources import Manifest
 from stages.extraction.sources.labels import EXPRESSIONS, VA_NAMES
 from stages.extraction.sources.packed import FrameFiles, frame_locations
@@ -381,13 +381,15 @@ def encoder_of_group(features_meta: dict[str, Any]) -> Encoder:
 @dataclass(frozen=True)
 class EncodedFiles:
     """Rows of encoded files: ``outputs`` (NaN where not ok), int8 ``status`` and ``detail`` per
-    row, and which ``file`` and ``face`` (its index left to right; −1 for a whole image) each is."""
+    row, which ``file`` and ``face`` (its index left to right; −1 for a whole image or frame) each
+    is, and its ``time`` in the video (s; NaN for a still)."""
 
     outputs: dict[str, np.ndarray]
     status: np.ndarray
     detail: list[str]
     file: np.ndarray
     face: np.ndarray
+    time: np.ndarray
 
 
 def encode_files(
@@ -395,55 +397,86 @@ def encode_files(
     paths: list[Path],
     face_scale: float | None = None,
     whole_within: tuple[float, float] | None = None,
+    fps: float | None = 2.0,
     batch_size: int = 32,
 ) -> EncodedFiles:
-    """Encode image files as extraction does (decode, the face crop, the stored dtype). Without
-    ``face_scale``: one row per file, the whole image. With it: one row per face MediaPipe finds in
-    the file, cropped to its box × ``face_scale`` (a file without a face: one ``no_face`` row),
-    except a file of one face whose frame (the image's shorter side) ÷ face box lies in
-    ``whole_within``: it is framed as wanted already and is taken whole."""
+    """Encode image and video files as extraction does (decode, the face crop, the stored dtype);
+    a video at ``fps`` (the frame on screen at each k / fps; None: every frame). Without
+    ``face_scale``: one row per image or frame, whole. With it: one row per face MediaPipe finds in
+    it, cropped to its box × ``face_scale`` (none: one ``no_face`` row), except one face whose frame
+    (the shorter side) ÷ face box lies in ``whole_within``: framed as wanted already, taken whole."""
     from stages.extraction.encoders import create_encoder
 
-    plan: list[tuple[int, int, FaceBox | None]] = []  # (file, face, crop)
-    verdicts: dict[int, tuple[int, str]] = {}  # row → (status, detail) decided before encoding
-    if face_scale is None:
-        plan = [(i, -1, None) for i in range(len(paths))]
-    else:
-        finder = create_encoder("mediapipe-face").load()
-        for i, path in enumerate(paths):
-            decoded = decode_image(Path(path), finder.preprocess)
-            boxes = finder.face_boxes(decoded.pixels) if decoded.status == SampleStatus.OK else []
-            if not boxes:
-                if decoded.status == SampleStatus.OK:
-                    verdicts[len(plan)] = (SampleStatus.NO_FACE, "no face found to frame as the head's training frames")
-                else:
-                    verdicts[len(plan)] = (decoded.status, decoded.detail)
-                plan.append((i, -1, None))
-            height, width = decoded.pixels.shape[:2] if boxes else (1, 1)
-            framed = [min(width, height) / max(w * width, h * height) for _, _, w, h in boxes]
-            if len(boxes) == 1 and whole_within is not None and whole_within[0] <= framed[0] <= whole_within[1]:
-                plan.append((i, 0, None))
-                continue
-            plan += [(i, j, (box, face_scale)) for j, box in enumerate(boxes)]
-    n = len(plan)
-    status, detail = np.zeros(n, np.int8), [""] * n
-    for row, (code, text) in verdicts.items():
-        status[row], detail[row] = code, text
+    finder = create_encoder("mediapipe-face").load() if face_scale is not None else None
+    rows: list[tuple[int, int, float]] = []  # (file, face, time)
+    status: list[int] = []
+    detail: list[str] = []
+    encoded: list[tuple[list[int], EncodedBatch]] = []
+    pending: list[tuple[int, np.ndarray]] = []
+
+    def flush() -> None:
+        if pending:
+            encoded.append(([r for r, _ in pending], encoder.encode_batch([p for _, p in pending])))
+            pending.clear()
+
+    def add(file: int, face: int, time: float, decoded: Decoded) -> None:
+        rows.append((file, face, time))
+        status.append(int(decoded.status))
+        detail.append(decoded.detail)
+        if decoded.status == SampleStatus.OK:
+            pending.append((len(rows) - 1, decoded.pixels))
+            if len(pending) == batch_size:
+                flush()
+
+    def frame(file: int, time: float, crop, seen) -> None:
+        """One image or video frame: ``crop(face)`` decodes it for the encoder, ``seen()`` as the
+        face finder sees it."""
+        if finder is None:
+            add(file, -1, time, crop(None))
+            return
+        looked = seen()
+        boxes = finder.face_boxes(looked.pixels) if looked.status == SampleStatus.OK else []
+        if not boxes:
+            none = Decoded(None, SampleStatus.NO_FACE, "no face found to frame as the head's training frames")
+            add(file, -1, time, looked if looked.status != SampleStatus.OK else none)
+            return
+        height, width = looked.pixels.shape[:2]
+        framed = [min(width, height) / max(w * width, h * height) for _, _, w, h in boxes]
+        if len(boxes) == 1 and whole_within is not None and whole_within[0] <= framed[0] <= whole_within[1]:
+            add(file, 0, time, crop(None))
+            return
+        for j, box in enumerate(boxes):
+            add(file, j, time, crop((box, face_scale)))
+
+    looking = finder.preprocess if finder is not None else None
+    for i, path in enumerate(map(Path, paths)):
+        if not is_video(path):
+            frame(
+                i,
+                float("nan"),
+                lambda face, path=path: decode_image(path, encoder.preprocess, face=face),
+                lambda path=path: decode_image(path, looking),
+            )
+            continue
+        try:
+            info = probe_video(path)
+            if not info.has_video:
+                raise MediaError(f"{path}: no picture (an audio-only recording)")
+            for index, rgb in read_frames(path, info.timestamps, sample_frames(info.timestamps, fps)):
+                frame(
+                    i,
+                    float(info.timestamps[index]),
+                    lambda face, rgb=rgb: preprocess_array(rgb, encoder.preprocess, face),
+                    lambda rgb=rgb: preprocess_array(rgb, looking),
+                )
+        except MediaError as err:
+            add(i, -1, float("nan"), Decoded(None, SampleStatus.DECODE_ERROR, str(err)[:200]))
+    flush()
+    n = len(rows)
     dtypes = encoder.output_dtypes()
     outputs = {k: np.full((n, *s), np.nan, dtypes[k]) for k, s in encoder.output_shapes().items()}
-    encoder.load()
-    todo = [r for r in range(n) if status[r] == SampleStatus.OK]
-    for start in range(0, len(todo), batch_size):
-        rows, pixels = [], []
-        for r in todo[start : start + batch_size]:
-            file, _, face = plan[r]
-            decoded = decode_image(Path(paths[file]), encoder.preprocess, face=face)
-            if decoded.status != SampleStatus.OK:
-                status[r], detail[r] = decoded.status, decoded.detail
-                continue
-            rows.append(r)
-            pixels.append(decoded.pixels)
-        if rows:
-            record_batch(encoder.encode_batch(pixels), rows, outputs, status, detail)
-    file, face = (np.array([p[k] for p in plan], np.int64).reshape(n) for k in (0, 1))
-    return EncodedFiles(outputs, status, detail, file, face)
+    status_array = np.asarray(status, np.int8)
+    for batch_rows, batch in encoded:
+        record_batch(batch, batch_rows, outputs, status_array, detail)
+    file, face, time = (np.asarray([r[k] for r in rows]).reshape(n) for k in range(3))
+    return EncodedFiles(outputs, status_array, detail, file.astype(np.int64), face.astype(np.int64), time.astype(float))
