@@ -133,3 +133,14 @@ def flat_rows(results: list[dict[str, Any]]) -> list[dict[str, Any]]:
         row.update({f"archetype_{a['branch']}": a["archetype"] for a in r.get("archetypes", [])})
         rows.append(row)
     return rows
+
+
+def write_rows_csv(path: str | Path, results: list[dict[str, Any]]) -> None:
+    """The results' flat records (:func:`flat_rows`) as CSV, every field any row has as a column."""
+    import csv
+
+    rows = flat_rows(results)
+    with open(path, "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=list(dict.fromkeys(k for row in rows for k in row)))
+        writer.writeheader()
+        writer.writerows(rows)

@@ -254,16 +254,12 @@ def _demo_timeline(fstore, runs: list[dict], data: Path) -> None:
     its timeline as CSV and a plot in DATA, and how often it agrees with the video's script."""
     import csv
 
-    from flows.predict import flat_rows, predict_images, timeline_png
+    from flows.predict import predict_images, timeline_png, write_rows_csv
 
     video = sorted((data / "videos").rglob("*.mp4"))[0]
     (head,) = [r["path"] for r in runs if r["head"] == "aura" and r["task"] == "fer"]
     results = predict_images(fstore, head, [video], fps=1.0)
-    rows = flat_rows(results)
-    with open(data / "timeline.csv", "w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=list(dict.fromkeys(k for row in rows for k in row)))
-        writer.writeheader()
-        writer.writerows(rows)
+    write_rows_csv(data / "timeline.csv", results)
     (data / "timeline.png").write_bytes(timeline_png(results) or b"")
     script = list(csv.DictReader(open(video.with_suffix(".csv"))))  # the expression of every frame
     stamps = np.array([float(r["timestamp"]) for r in script])

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import csv
 import json
 import re
 from collections import Counter
@@ -302,7 +301,7 @@ def predict(
     probabilities calibrated by the temperature fitted on the head's validation split), the
     archetype that decided it and its nearest examples."""
     from featurestore.selectors import select_group
-    from flows.predict import flat_rows, predict_images, timeline_png
+    from flows.predict import predict_images, timeline_png, write_rows_csv
 
     try:
         fstore = cli_store(store, storage_option, storage_secret)
@@ -337,11 +336,7 @@ def predict(
     if json_out:
         json_out.write_text(json.dumps(results, indent=1))
     if csv_out:
-        rows = flat_rows(results)
-        with open(csv_out, "w", newline="") as f:
-            writer = csv.DictWriter(f, fieldnames=list(dict.fromkeys(k for row in rows for k in row)))
-            writer.writeheader()
-            writer.writerows(rows)
+        write_rows_csv(csv_out, results)
     if plot and (png := timeline_png(results)) is not None:
         plot.write_bytes(png)
         console.print(f"timeline: {plot}")
