@@ -91,7 +91,31 @@ def marks(name: str) -> tuple[str, str]:
 def demo_store(work: Path, encoders: tuple[str, ...] | None = None, au_rules: bool = False):
     """The demo's generated catalogue (20 subjects × 42 faces; 10 × 7 in a smoke run) extracted with the
     demo's encoders (or only ``encoders``) through the real flow into ``work/store``, as ``make demo``
-    does (``au_rules``: with the generator's planted AU → AU rules); returns the FeatureStore."""
+    does (``au_rules``: with the generator's planted AU → AU rules); returns the FeatureStore.
+
+    A smoke run given ``AFFECTFLOW_BENCH_SMOKE_CACHE`` (tests/test_bench.py's session folder) builds
+    each kind of store there once and copies it into ``work``: the benches that read the same
+    catalogue then extract it once per test session, not once each (suite time)."""
+    import shutil
+
+    from featurestore import FeatureStore
+    from featurestore.keys import digest_json
+
+    cache = os.environ.get("AFFECTFLOW_BENCH_SMOKE_CACHE")
+    if not (SMOKE and cache):
+        return _build_demo_store(work, encoders, au_rules)
+    from flows.demo import DEMO_IMAGE_ENCODERS
+
+    names = sorted(e["name"] for e in DEMO_IMAGE_ENCODERS if encoders is None or e["name"] in encoders)
+    built = Path(cache) / digest_json({"encoders": names, "au_rules": au_rules})
+    if not (built / "store").is_dir():
+        _build_demo_store(built, encoders, au_rules)
+    for part in ("generated", "store"):  # the catalogue too: a bench may read its files (causal's partial labels)
+        shutil.copytree(built / part, work / part)
+    return FeatureStore(str(work / "store"))
+
+
+def _build_demo_store(work: Path, encoders: tuple[str, ...] | None, au_rules: bool):
     from featurestore import FeatureStore
     from flows.demo import DEMO_IMAGE_ENCODERS, DEMO_PER_SUBJECT
     from flows.extract import DatasetConfig, EncoderConfig, extract_features

@@ -131,6 +131,94 @@ def expressions(store_dir: Path, info: dict) -> dict:
     }
 
 
+def aura_ablation(store_dir: Path, info: dict) -> dict:
+    """AURA's Table 2 rows that apply to expressions on the whole photos (bench/demo_heads.py's rows,
+    the paper's index and wording), each over the person-exclusive folds: the ablation on real data.
+    Rows 13–14 (global vs patch features) need patch tokens, which this set's extraction has not."""
+    from demo_heads import ablation_rows
+
+    import affectflow
+    from flows.extract import DatasetConfig, EncoderConfig, extract_features
+
+    name = info["dataset"]
+    summary = extract_features(
+        datasets=[DatasetConfig(layout="csv", root=str(DATA / name), name=name)],
+        encoders=[EncoderConfig(**FRAMINGS[0][1])],
+        store=str(store_dir),
+    )
+    (step,) = [r for r in summary["steps"] if r["encoder"].startswith("efficientnet-lite0")]
+    rows = []
+    for index, (wording, head, options) in ablation_rows("fer").items():
+        if index in ("13", "14"):
+            continue
+        folds = []
+        for fold in range(1, EXPRESSION_FOLDS + 1):
+            run = affectflow.train(
+                step["path"], "fer", head, store=str(store_dir), folds=EXPRESSION_FOLDS, test_fold=fold, options=options
+            )
+            folds.append({"fold": fold, "macro_f1": run.metrics["test"]["macro_f1"], "state": run.state})
+        rows.append(
+            {"row": index, "wording": wording, "options": options, "folds": folds, **_summary(folds, "macro_f1")}
+        )
+        print(index, rows[-1]["mean"], flush=True)
+    return {"features": step["path"], "rows": rows}
+
+
+def ablation_table(result: dict) -> str:
+    begin, end = marks("real_aura_ablation")
+    lines = [begin]
+    entry = result["sets"].get("facial_expressions", {}).get("aura_ablation")
+    if entry:
+        lines += [
+            "AURA's Table 2 rows on the real expression photos (facial_expressions, whole photos, EfficientNet-Lite0, "
+            f"{EXPRESSION_FOLDS} person-exclusive folds; `bench/real.py --part ablation`): "
+            "macro-F1, mean ± std over folds.",
+            "",
+            "| row | configuration | macro-F1 |",
+            "|---|---|---|",
+        ]
+        lines += [
+            f"| {r['row'] if r['row'].isdigit() else ''} | {r['wording']} | {r['mean']:.3f} ± {r['std']:.3f} |"
+            for r in entry["rows"]
+        ]
+    else:
+        lines.append("(not measured: `python bench/real.py --part ablation` with the set built)")
+    lines.append(end)
+    return "\n".join(lines)
+
+
+def lasca_fidelity(store_dir: Path, info: dict) -> dict:
+    """bench/lasca.py's fidelity rows (the paper's lexicon and template, the lexicon ablation, ours,
+    all-mpnet-base-v2) on the actors' voices: audio, 5 s, τ 20 %, the speech grid's folds."""
+    from lasca import fidelity
+
+    from featurestore import FeatureStore
+    from flows.extract import DatasetConfig, EncoderConfig, WindowConfig, extract_features
+
+    name = info["dataset"]
+    extract_features(
+        datasets=[DatasetConfig(layout="videofolder", root=str(DATA / name), name=name)],
+        encoders=[EncoderConfig(name="mfcc")],
+        store=str(store_dir),
+        windows=[WindowConfig(length=3), WindowConfig(length=5)],
+    )
+    return fidelity(FeatureStore(str(store_dir)), LASCA_FOLDS, name, ("audio",))
+
+
+def lasca_fidelity_table(result: dict) -> str:
+    from lasca import fidelity_table
+
+    rows = result["sets"].get("ravdess_speech", {}).get("lasca_fidelity")
+    if not rows:
+        begin, end = marks("real_lasca_fidelity")
+        return f"{begin}\n(not measured: `python bench/real.py --part lasca-fidelity` with the set built)\n{end}"
+    caption = (
+        f"`bench/real.py --part lasca-fidelity`): mean accuracy over {LASCA_FOLDS} actor-exclusive folds of "
+        "RAVDESS's voices, 5 s windows, τ 20 %, audio prompts."
+    )
+    return fidelity_table(rows, "real_lasca_fidelity", ("audio",), caption)
+
+
 def _summary(folds: list[dict], key: str) -> dict:
     values = np.array([f[key] for f in folds], float)
     return {"mean": round(float(values.mean()), 4), "std": round(float(values.std(ddof=1)), 4)}
@@ -370,6 +458,13 @@ def main() -> None:
     parser.add_argument("--sets", default=",".join(SETS))
     parser.add_argument("--store", type=Path, default=None, help="[default: <data>/store]")
     parser.add_argument("--smoke", action="store_true", help="tiny stand-in data; nothing published")
+    parser.add_argument(
+        "--part",
+        choices=("heads", "ablation", "lasca-fidelity"),
+        default="heads",
+        help="ablation: AURA's Table 2 rows on the photos; lasca-fidelity: LaScA's lexicon, template and "
+        "sentence-transformer rows on the voices",
+    )
     args = parser.parse_args()
     work = tempfile.TemporaryDirectory() if SMOKE else None
     if work is not None:
@@ -381,6 +476,24 @@ def main() -> None:
     if previous.is_file() and not SMOKE:
         result["sets"] = json.loads(previous.read_text()).get("sets", {})
     runners = {"facial_expressions": expressions, "ravdess_speech": speech}
+    if args.part == "ablation":
+        info = built("facial_expressions")
+        if info is None:
+            raise SystemExit(missing("facial_expressions"))
+        with prefect_server():
+            entry = result["sets"].setdefault("facial_expressions", {})
+            entry["aura_ablation"] = aura_ablation(store, info)
+        publish("real", result, tables(result), ablation_table(result), lasca_fidelity_table(result))
+        return
+    if args.part == "lasca-fidelity":
+        info = built("ravdess_speech")
+        if info is None:
+            raise SystemExit(missing("ravdess_speech"))
+        with prefect_server():
+            entry = result["sets"].setdefault("ravdess_speech", {})
+            entry["lasca_fidelity"] = lasca_fidelity(store, info)
+        publish("real", result, tables(result), ablation_table(result), lasca_fidelity_table(result))
+        return
     with prefect_server():
         for name in args.sets.split(","):
             info = built(name)
@@ -391,7 +504,7 @@ def main() -> None:
             t0 = time.perf_counter()
             result["sets"][name] = runners[name](store, info)
             result["sets"][name]["seconds"] = round(time.perf_counter() - t0, 1)
-    publish("real", result, tables(result))
+    publish("real", result, tables(result), ablation_table(result), lasca_fidelity_table(result))
 
 
 if __name__ == "__main__":

@@ -15,15 +15,19 @@ Losses (all λ = 1 by default)::
 * L_assign ‖sg[f̂] − â‖² + β‖f̂ − sg[â]‖², â the nearest archetype by cosine;
 * L_dis    task loss of φ on the assigned archetype, passed straight-through (its value is â, its
            gradient reaches both â and the projector);
-* L_reg    expressions: Σ(1 − w_k)(1 − cos(â_k, μ_c)) compactness, hinge(cos(μ_c, μ_c') − m)
-           separation, −(mean + variance of ‖â_k − ā‖) diversity, where c_k = argmax φ(â_k) and
-           w_k its softmax confidence; AU / VA: score-aware attraction (pairs whose predicted scores
-           differ by less than m: (1 − cos)(1 − gap/m)) and repulsion (pairs ≥ m apart:
-           hinge(cos − (1 − gap))), plus the same diversity term;
+* L_reg    expressions (Eq. 6–8): Σ(1 − w_k)(1 − cos(â_k, μ̃_{c_k}))/K compactness,
+           hinge(cos(μ̃_c, μ̃_c') − m) separation, and diversity −mean(d_c) − var(d_c) with
+           d_c = ‖μ̃_c − μ̄‖ over the class centres μ̃_c, where c_k = argmax φ(â_k) and w_k its
+           softmax confidence; AU / VA (Eq. 9–10): with d = (1 − cos)/2, score-aware attraction
+           mean over pairs whose predicted scores differ by less than m of hinge(d − m)², repulsion
+           mean over pairs ≥ m apart of hinge(m − d)², and Eq. 8's diversity with each archetype
+           its own centre (these tasks have no classes; our reading). ``pair_loss="graded"`` and
+           ``diversity_over="archetypes"`` keep this project's earlier forms as ablation rows;
 * L_contx  task loss of the contextualiser: the top-K archetypes as distance-aware tokens
-           (W_proj â + W_dist d + b), semantic tokens from the input (N_tok learnable queries over
-           per-token key/value projections of the global feature, or AU-specific maps of encoded
-           patch tokens), [c_sem; T; c_arc; Â] + positions → transformer → softmax gate over the two
+           (W_proj â + W_dist d + b), N_tok semantic tokens from the input (learnable queries over
+           per-token key/value projections of the global feature; for patches, N_tok learnable
+           tokens prepended to the patch sequence in the patch transformer, each output through an
+           AU-specific linear map), [c_sem; T; c_arc; Â] + positions → transformer → softmax gate over the two
            CLS outputs → head. (The two CLS tokens are stored first: with learned positions the
            order in memory is only a layout, and adjacent CLS rows are a slice, not a gather.)
 
@@ -65,6 +69,8 @@ REGULARISERS = {
     "au": ("attract", "repel", "diversity"),
 }
 TASKS = tuple(REGULARISERS)
+# Eq. 8's points per task: the class centres where there are classes, else every archetype its own
+DIVERSITY_OVER = {"fer": "centres", "va": "archetypes", "au": "archetypes"}
 
 
 @dataclass
@@ -78,6 +84,12 @@ class AuraConfig:
     k_max: int = 200
     beta: float = 1.0
     margin: float = 0.2
+    # "paper": Eq. 9–10, squared hinges on d = (1 − cos)/2; "graded": this project's earlier
+    # (1 − cos)(1 − gap/m) attraction and hinge(cos − (1 − gap)) repulsion (an ablation row)
+    pair_loss: str = "paper"
+    # Eq. 8 over the class centres ("centres", expressions) or over single archetypes ("archetypes":
+    # the only reading for AU / VA, which have no classes; for expressions this project's earlier form)
+    diversity_over: str = ""  # empty: centres for expressions, archetypes otherwise
     va_alpha: float = 1.0
     tau: float = 0.01  # underused: below τ·G of its group's samples (τ of all usage when groups are balanced)
     lambda_proj: float = 1.0
@@ -119,6 +131,11 @@ class AuraConfig:
         if unknown := [r for r in self.regularisers if r not in allowed]:
             raise ValueError(f"regularisers {unknown} not in {allowed} for task {self.task}")
         self.regularisers = tuple(self.regularisers) or allowed
+        if self.pair_loss not in ("paper", "graded"):
+            raise ValueError(f"pair_loss must be 'paper' or 'graded', not {self.pair_loss!r}")
+        self.diversity_over = self.diversity_over or DIVERSITY_OVER[self.task]
+        if self.diversity_over not in {DIVERSITY_OVER[self.task], "archetypes"}:
+            raise ValueError(f"diversity_over {self.diversity_over!r}: 'centres' (expressions) or 'archetypes'")
 
     def to_json(self) -> dict:
         return {**asdict(self), "regularisers": list(self.regularisers)}
@@ -196,22 +213,28 @@ class Contextualiser(nn.Module):
 
 
 class PatchEncoder(nn.Module):
-    """Patch tokens → a light transformer with a learnable CLS and positional encodings."""
+    """Patch tokens → a light transformer with a learnable CLS, N_tok learnable semantic tokens
+    prepended to the sequence (the paper's T_tok, sharing the projector's transformer here) and
+    positional encodings. Returns the CLS output (each AU projector's input) and the N_tok outputs
+    (each AU's semantic tokens, through an AU-specific linear map)."""
 
-    def __init__(self, token_dim: int, n_tokens: int, width: int, layers: int, heads: int, dropout: float):
+    def __init__(
+        self, token_dim: int, n_patches: int, n_semantic: int, width: int, layers: int, heads: int, dropout: float
+    ):
         super().__init__()
         self.inp = nn.Linear(token_dim, width)
-        self.cls = nn.Parameter(torch.randn(1, 1, width) * 0.02)
-        self.positions = nn.Parameter(torch.randn(1, n_tokens + 1, width) * 0.02)
+        self.cls = nn.Parameter(torch.randn(1, 1 + n_semantic, width) * 0.02)
+        self.positions = nn.Parameter(torch.randn(1, 1 + n_semantic + n_patches, width) * 0.02)
         # the stacked layer with M = 1: one transformer implementation for the whole head
         self.layers = nn.ModuleList(StackedEncoderLayer(1, width, heads, 2 * width, dropout) for _ in range(layers))
+        self.n_semantic = n_semantic
 
     def forward(self, tokens: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         x = torch.cat([self.cls.expand(tokens.shape[0], -1, -1), self.inp(tokens)], dim=1) + self.positions
         x = x[None]
         for layer in self.layers:
             x = layer(x)
-        return x[0, :, 0], x[0, :, 1:]
+        return x[0, :, 0], x[0, :, 1 : 1 + self.n_semantic]
 
 
 def _gather(table: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
@@ -228,6 +251,17 @@ def _masked_mean(values: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
 
 
 # -- the archetype spaces of one task -----------------------------------------------------------------
+def _diversity(points: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Eq. 8 per branch, summed: −mean(d) − var(d), d the distance of each of ``points`` (M, N, d)
+    (where ``mask``) from their mean."""
+    kept = mask[..., None].to(points.dtype)
+    centre = (points * kept).sum(1, keepdim=True) / kept.sum(1, keepdim=True)
+    spread = (points - centre).norm(dim=-1)
+    mean = _masked_mean(spread, mask)
+    variance = _masked_mean((spread - mean[:, None]) ** 2, mask)
+    return -(mean + variance).sum()
+
+
 class ArchetypeBranches(nn.Module):
     """M archetype spaces (branches) of one task, stacked: parameters carry a leading branch axis."""
 
@@ -320,8 +354,8 @@ class ArchetypeBranches(nn.Module):
             a = a_hat[0][self.active[0]]
             probs = torch.softmax(self.head(a[None])[0], dim=-1)
             confidence, cls = probs.max(dim=-1)
-            # class centres μ_c: the normalised sum of the class's archetypes (the direction of their
-            # mean), all classes in one matrix product rather than a loop over them
+            # class centres μ̃_c: the normalised mean of the class's archetypes, all classes in one
+            # matrix product rather than a loop over them
             members = F.one_hot(cls, probs.shape[-1]).to(a.dtype)
             centres = F.normalize(members.T @ a, dim=-1)  # (C, d); zero rows for classes no archetype decides
             if "compact" in use:
@@ -332,24 +366,27 @@ class ArchetypeBranches(nn.Module):
                 cos = centres @ centres.T
                 off = present[:, None] & present[None, :] & ~torch.eye(len(present), dtype=torch.bool, device=a.device)
                 parts["separate"] = F.relu(cos[off] - self.cfg.margin).mean()
+            if "diversity" in use and self.cfg.diversity_over == "centres":
+                parts["diversity"] = _diversity(centres[present][None], present[present][None])
         else:
             score = self.task.score01(self.output(a_hat))
             gap = (score[:, :, None] - score[:, None, :]).abs().detach()
             cos = a_hat @ a_hat.transpose(1, 2)
             eye = torch.eye(a_hat.shape[1], dtype=torch.bool, device=a_hat.device)
             pairs = self.active[:, :, None] & self.active[:, None, :] & ~eye
-            near, far = pairs & (gap < self.cfg.margin), pairs & (gap >= self.cfg.margin)
+            m = self.cfg.margin
+            near, far = pairs & (gap < m), pairs & (gap >= m)
+            if self.cfg.pair_loss == "paper":
+                distance = (1 - cos) / 2
+                attract, repel = F.relu(distance - m) ** 2, F.relu(m - distance) ** 2
+            else:
+                attract, repel = (1 - cos) * (1 - gap / m), F.relu(cos - (1 - gap))
             if "attract" in use:
-                parts["attract"] = _masked_mean((1 - cos) * (1 - gap / self.cfg.margin), near).sum()
+                parts["attract"] = _masked_mean(attract, near).sum()
             if "repel" in use:
-                parts["repel"] = _masked_mean(F.relu(cos - (1 - gap)), far).sum()
-        if "diversity" in use:
-            kept = self.active[..., None].float()
-            centre = (a_hat * kept).sum(1, keepdim=True) / kept.sum(1, keepdim=True)
-            spread = (a_hat - centre).norm(dim=-1)
-            mean = _masked_mean(spread, self.active)
-            variance = _masked_mean((spread - mean[:, None]) ** 2, self.active)
-            parts["diversity"] = -(mean + variance).sum()
+                parts["repel"] = _masked_mean(repel, far).sum()
+        if "diversity" in use and self.cfg.diversity_over == "archetypes":
+            parts["diversity"] = _diversity(a_hat, self.active)
         return parts
 
     # -- usage, judged per group --
@@ -451,16 +488,16 @@ class AuraHead(Head):
             if n_patches <= 0:
                 raise ValueError("patch input needs n_patches")
             self.patches = PatchEncoder(
-                cfg.in_dim, n_patches, cfg.patch_dim, cfg.patch_layers, cfg.patch_heads, cfg.ctx_dropout
+                cfg.in_dim, n_patches, cfg.n_tokens, cfg.patch_dim, cfg.patch_layers, cfg.patch_heads, cfg.ctx_dropout
             )
-            branch_in, n_semantic = cfg.patch_dim, n_patches
+            branch_in = cfg.patch_dim
         n_branches = self.task.n_branches(cfg.n_outputs)
         n_out = cfg.n_outputs if self.task.categorical else 1
         self.branches = ArchetypeBranches(cfg, n_branches, branch_in, n_out, semantic_in, n_semantic)
         if cfg.use_contextualisation:
             if cfg.input == "global":
                 self.semantic = SemanticTokens(cfg.in_dim, cfg.n_tokens, cfg.ctx_dim, cfg.ctx_heads)
-            else:  # AU-specific linear maps of the encoded patch tokens
+            else:  # AU-specific linear maps of the N_tok semantic tokens' outputs
                 self.semantic_maps = StackedLinear(n_branches, cfg.patch_dim, cfg.ctx_dim)
 
     def _inputs(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
@@ -521,9 +558,10 @@ class AuraHead(Head):
         return self.branches.active.sum(-1).tolist()
 
 
-# 6: usage judged per group (class, AU state, VA bin) in resets and pruning; 7: ctx_samples
+# 6: usage judged per group (class, AU state, VA bin) in resets and pruning; 7: ctx_samples;
+# 8: Eq. 8–10 as the paper writes them, N_tok semantic tokens prepended to the patch sequence
 @register_head(
-    "aura", version=7, config=AuraConfig, tasks=TASKS, inputs=("global", "patch"), presets={"paper": {"ctx_samples": 0}}
+    "aura", version=8, config=AuraConfig, tasks=TASKS, inputs=("global", "patch"), presets={"paper": {"ctx_samples": 0}}
 )
 def aura(task: str, in_dim: int, n_outputs: int, config: AuraConfig, n_patches: int = 0) -> AuraHead:
     """AURA archetype head; options are AuraConfig fields."""

@@ -82,6 +82,46 @@ def test_graph_metrics_count_additions_deletions_and_reversals_once():
     assert out["signed_precision"] == pytest.approx(1 / 3) and out["signed_recall"] == pytest.approx(1 / 3)
 
 
+@pytest.mark.parametrize("use_gc", [True, False], ids=["with GC", "SAC edges without GC"])
+def test_the_counterfactual_losses_by_hand_with_and_without_the_global_graph(use_gc):
+    """The CF term computed by hand: intervene on one source AU's features with ε (σ = 0.2), push
+    every other AU along its gated edge (γ = 10 around τ; the global graph's row with GC, each
+    sample's SAC edges without it), and score the targets' logit and token changes: consistency
+    (1 − gate)·Δ² and discrepancy gate·hinge(1 − |Δ|), each λ = 0.5, the two levels weighted 1."""
+    n, m = 6, len(AU_NAMES)
+    outputs = m + len(CLASSES)
+    head = create_head(
+        "causal", "au_fer", 16, outputs, 0, AU_NAMES + CLASSES, feature_dim=16, sac_heads=4,
+        use_dis=False, use_gc=use_gc, use_dag=False,
+    )  # fmt: skip
+    with torch.no_grad():
+        head.w_aa.uniform_(-0.5, 0.5)
+        head.sac_scale.fill_(0.5)
+    f = head.au_features(torch.randn(n, 16))[1].detach()
+    torch.manual_seed(3)
+    got = head.counterfactual(f)
+    torch.manual_seed(3)  # the same source and ε, drawn as the head draws them
+    source = int(torch.randint(m, (1,)))
+    eps = torch.randn(n, 16) * 0.2
+    with torch.no_grad():
+        graph = head.au_graph
+        factual = head.au_stage(f, graph)
+        weight = graph[source].expand(n, -1) if use_gc else factual["edges_aa"][:, :, source]  # (B, M)
+        gate = torch.sigmoid(10 * (weight.abs() - 0.1))
+        push = gate * weight
+        push[:, source] = 1.0
+        cf = head.au_stage(f + push[:, :, None] * eps[:, None, :], graph)
+        others = [t for t in range(m) if t != source]
+        d_logit = (cf["au"] - factual["au"])[:, others]
+        d_token = (cf["tokens"] - factual["tokens"]).norm(dim=-1)[:, others] / 4.0  # / √d
+        g = gate[:, others]
+        consist = 0.5 * (((1 - g) * d_logit**2).mean() + ((1 - g) * d_token**2).mean())
+        discrep = 0.5 * ((g * torch.relu(1 - d_logit.abs())).mean() + (g * torch.relu(1 - d_token.abs())).mean())
+    assert float(got["cf_consist"]) == pytest.approx(float(consist), rel=1e-5)
+    assert float(got["cf_discrep"]) == pytest.approx(float(discrep), rel=1e-5)
+    assert float(consist) > 0 and float(discrep) > 0
+
+
 def test_the_causal_head_switches_build_its_ablation_and_every_loss_is_finite():
     torch.manual_seed(0)
     n = 48

@@ -161,46 +161,68 @@ def test_assignment_loss_and_discriminative_loss_on_a_hand_built_case():
 
 
 def test_expression_regularisers_on_hand_built_archetypes():
-    branch = _branch(k=3, margin=0.1)
-    # archetypes 0, 1 → class 0 (head row 0 = x axis), archetype 2 → class 1 (y axis)
-    _set(branch, [[1.0, 0.0], [0.9, 0.3], [0.0, 1.0]], [[5.0, 0.0], [0.0, 5.0]])
+    """AURA's Eq. 6–8 computed by hand: compactness, separation and diversity over class centres."""
+    branch = _branch(k=5, n_out=3, margin=0.1)
+    # archetypes 0–2 → class 0 (head row 0 = x axis), 3 → class 1 (y axis), 4 → class 2 (−x axis)
+    _set(
+        branch,
+        [[1.0, 0.0], [0.9, 0.3], [0.8, 0.6], [0.0, 1.0], [-1.0, 0.2]],
+        [[5.0, 0.0], [0.0, 5.0], [-5.0, 0.0]],
+    )
     a = branch.normalised()[0].detach()
-    probs = torch.softmax(a @ torch.tensor([[5.0, 0.0], [0.0, 5.0]]).T, -1)
+    probs = torch.softmax(a @ torch.tensor([[5.0, 0.0], [0.0, 5.0], [-5.0, 0.0]]).T, -1)
     conf, cls = probs.max(-1)
-    assert cls.tolist() == [0, 0, 1]
-    mu0, mu1 = F.normalize(a[:2].mean(0), dim=0), a[2]
-    compact = ((1 - conf[0]) * (1 - a[0] @ mu0) + (1 - conf[1]) * (1 - a[1] @ mu0) + (1 - conf[2]) * 0) / 3
-    separate = max(0.0, float(mu0 @ mu1) - 0.1)  # the two ordered pairs are equal
-    spread = (a - a.mean(0)).norm(dim=-1)
+    assert cls.tolist() == [0, 0, 0, 1, 2]
+    mu = torch.stack([F.normalize(a[:3].mean(0), dim=0), a[3], a[4]])  # μ̃_c
+    compact = sum((1 - conf[k]) * (1 - a[k] @ mu[0]) for k in range(3)) / 5  # Eq. 6, 1/K
+    cos = mu @ mu.T
+    separate = sum(max(0.0, float(cos[i, j]) - 0.1) for i in range(3) for j in range(3) if i != j) / 6  # Eq. 7
+    d = (mu - mu.mean(0)).norm(dim=-1)  # d_c = ‖μ̃_c − μ̄‖
+    diversity = -d.mean() - ((d - d.mean()) ** 2).mean()  # Eq. 8
     parts = branch.regularisation(branch.normalised())
     assert parts["compact"].item() == pytest.approx(float(compact), rel=1e-5)
     assert parts["separate"].item() == pytest.approx(separate, rel=1e-5)
-    assert parts["diversity"].item() == pytest.approx(float(-(spread.mean() + spread.var(unbiased=False))), rel=1e-5)
+    assert parts["diversity"].item() == pytest.approx(float(diversity), rel=1e-5)
+    # the earlier form (ablation row): over every archetype rather than the class centres
+    branch.cfg.diversity_over = "archetypes"
+    spread = (a - a.mean(0)).norm(dim=-1)
+    expected = -(spread.mean() + spread.var(unbiased=False))
+    assert branch.regularisation(branch.normalised())["diversity"].item() == pytest.approx(float(expected), rel=1e-5)
+    assert abs(float(expected) - float(diversity)) > 0.01  # the case tells the two apart
 
 
 def test_score_aware_attraction_and_repulsion_on_hand_built_archetypes():
-    branch = _branch(task="au", k=3, n_out=1, margin=0.3)
-    # head: logit = 10·x₀ − 5 → scores σ(5)≈0.993 for (1,0), σ(−5)≈0.007 for (0,1), σ(0.0) for the middle
-    _set(branch, [[1.0, 0.0], [0.0, 1.0], [0.5, 0.5]], [[10.0, 0.0]], [-5.0])
+    """AURA's Eq. 9–10 by hand: squared hinges on d = (1 − cos)/2 around the margin m, over the
+    pairs whose predicted scores differ by less than m (attraction) or by at least m (repulsion)."""
+    branch = _branch(task="au", k=4, n_out=1, margin=0.3)
+    # head: logit = 10·x₀ − 5: (0.6, ±0.8) score alike but lie far apart (attracted); (0, 1) scores
+    # 0.007 against their 0.73 but lies close to (0.6, 0.8) (repelled)
+    _set(branch, [[1.0, 0.0], [0.0, 1.0], [0.6, 0.8], [0.6, -0.8]], [[10.0, 0.0]], [-5.0])
     a = branch.normalised()[0].detach()
     score = torch.sigmoid(10 * a[:, 0] - 5)
     gap = (score[:, None] - score[None, :]).abs()
-    cos = a @ a.T
-    off = ~torch.eye(3, dtype=torch.bool)
+    d = (1 - a @ a.T) / 2
+    off = ~torch.eye(4, dtype=torch.bool)
     near, far = off & (gap < 0.3), off & (gap >= 0.3)
+    attract = (F.relu(d[near] - 0.3) ** 2).mean()  # Eq. 9
+    repel = (F.relu(0.3 - d[far]) ** 2).mean()  # Eq. 10
+    assert float(attract) > 0 and float(repel) > 0  # both hinges are active somewhere in this case
     parts = branch.regularisation(branch.normalised())
-    assert near.any() and far.any()  # the case exercises both terms: (1,0)–(½,½) score alike, (0,1) does not
-    expected_attract = ((1 - cos[near]) * (1 - gap[near] / 0.3)).mean()
-    assert parts["attract"].item() == pytest.approx(float(expected_attract), rel=1e-5)
-    np.testing.assert_allclose(parts["repel"].item(), float(F.relu(cos[far] - (1 - gap[far])).mean()), rtol=1e-5)
-    # two archetypes with equal scores attract: make archetypes 0 and 2 score alike
-    _set(branch, [[1.0, 0.0], [0.0, 1.0], [0.9, 0.1]], [[10.0, 0.0]], [-5.0])
-    a = branch.normalised()[0].detach()
-    score = torch.sigmoid(10 * a[:, 0] - 5)
-    gap = (score[:, None] - score[None, :]).abs()
-    near = off & (gap < 0.3)
-    expected = ((1 - (a @ a.T)[near]) * (1 - gap[near] / 0.3)).mean()
-    assert branch.regularisation(branch.normalised())["attract"].item() == pytest.approx(float(expected), rel=1e-5)
+    assert parts["attract"].item() == pytest.approx(float(attract), rel=1e-5)
+    assert parts["repel"].item() == pytest.approx(float(repel), rel=1e-5)
+    # Eq. 8 with each archetype its own centre (AU and VA have no classes)
+    spread = (a - a.mean(0)).norm(dim=-1)
+    assert parts["diversity"].item() == pytest.approx(float(-(spread.mean() + spread.var(unbiased=False))), rel=1e-5)
+    # the earlier graded form, kept as an ablation row
+    branch.cfg.pair_loss = "graded"
+    cos = a @ a.T
+    graded = branch.regularisation(branch.normalised())
+    assert graded["attract"].item() == pytest.approx(float(((1 - cos[near]) * (1 - gap[near] / 0.3)).mean()), rel=1e-5)
+    assert graded["repel"].item() == pytest.approx(float(F.relu(cos[far] - (1 - gap[far])).mean()), rel=1e-5)
+    with pytest.raises(ValueError, match="diversity_over"):
+        AuraConfig(task="au", in_dim=2, diversity_over="centres")  # AUs have no class centres
+    with pytest.raises(ValueError, match="pair_loss"):
+        AuraConfig(task="va", in_dim=2, pair_loss="hinge")
 
 
 def test_straight_through_gradients_reach_the_projector():

@@ -452,7 +452,7 @@ def test_training_presets_and_overrides_reach_the_trainer():
     from heads.trainer import TrainConfig
 
     paper = HeadConfig(head="aura", task="fer", features="f", preset="paper").train_config(3, None)
-    assert (paper.lr, paper.batch_size, paper.patience, paper.warmup_epochs, paper.epochs) == (1e-4, 256, 15, 5, 200)
+    assert (paper.lr, paper.batch_size, paper.patience, paper.warmup_epochs, paper.epochs) == (1e-4, 256, 15, 20, 200)
     assert paper.seed == 3
     mixed = HeadConfig(head="aura", task="fer", features="f", preset="paper", lr=3e-4).train_config(0, None)
     assert (mixed.lr, mixed.batch_size) == (3e-4, 256)  # an override wins, the rest is the preset's
