@@ -192,6 +192,11 @@ def lasca_fidelity(store_dir: Path, info: dict) -> dict:
     all-mpnet-base-v2) on the actors' voices: audio, 5 s, τ 20 %, the speech grid's folds."""
     from lasca import fidelity
 
+    return fidelity(voices(store_dir, info), LASCA_FOLDS, info["dataset"], ("audio",))
+
+
+def voices(store_dir: Path, info: dict):
+    """The speech set's MFCCs pooled over 3 s and 5 s windows (skipped when done); the store."""
     from featurestore import FeatureStore
     from flows.extract import DatasetConfig, EncoderConfig, WindowConfig, extract_features
 
@@ -202,7 +207,7 @@ def lasca_fidelity(store_dir: Path, info: dict) -> dict:
         store=str(store_dir),
         windows=[WindowConfig(length=3), WindowConfig(length=5)],
     )
-    return fidelity(FeatureStore(str(store_dir)), LASCA_FOLDS, name, ("audio",))
+    return FeatureStore(str(store_dir))
 
 
 def lasca_fidelity_table(result: dict) -> str:
@@ -231,19 +236,11 @@ LONGER_EPOCHS = 5 if SMOKE else 100
 def speech(store_dir: Path, info: dict) -> dict:
     from dataclasses import replace
 
-    from featurestore import FeatureStore
-    from flows.extract import DatasetConfig, EncoderConfig, WindowConfig, extract_features
     from heads.trainer import TrainConfig
     from stages.training.lasca_steps import LascaGrid, run_lasca_grid
 
     name = info["dataset"]
-    extract_features(
-        datasets=[DatasetConfig(layout="videofolder", root=str(DATA / name), name=name)],
-        encoders=[EncoderConfig(name="mfcc")],
-        store=str(store_dir),
-        windows=[WindowConfig(length=3), WindowConfig(length=5)],
-    )
-    store = FeatureStore(str(store_dir))
+    store = voices(store_dir, info)
     grid = LascaGrid(
         name,
         windows=("3s",) if SMOKE else ("3s", "5s"),
@@ -450,6 +447,14 @@ def stand_in_mirrors(work: Path) -> None:
             raise RuntimeError(f"{builder.name} failed:\n{done.stderr[-2000:]}")
 
 
+# ``--part``: (set, its entry's key, what computes it) for the parts beside the heads' rows
+PARTS = {
+    "ablation": ("facial_expressions", "aura_ablation", aura_ablation),
+    "lasca-fidelity": ("ravdess_speech", "lasca_fidelity", lasca_fidelity),
+}
+PART_KEYS = {key for _, key, _ in PARTS.values()}
+
+
 def main() -> None:
     import tempfile
 
@@ -476,22 +481,13 @@ def main() -> None:
     if previous.is_file() and not SMOKE:
         result["sets"] = json.loads(previous.read_text()).get("sets", {})
     runners = {"facial_expressions": expressions, "ravdess_speech": speech}
-    if args.part == "ablation":
-        info = built("facial_expressions")
+    if args.part in PARTS:  # one extra part: the other entries stay as published
+        name, key, run = PARTS[args.part]
+        info = built(name)
         if info is None:
-            raise SystemExit(missing("facial_expressions"))
+            raise SystemExit(missing(name))
         with prefect_server():
-            entry = result["sets"].setdefault("facial_expressions", {})
-            entry["aura_ablation"] = aura_ablation(store, info)
-        publish("real", result, tables(result), ablation_table(result), lasca_fidelity_table(result))
-        return
-    if args.part == "lasca-fidelity":
-        info = built("ravdess_speech")
-        if info is None:
-            raise SystemExit(missing("ravdess_speech"))
-        with prefect_server():
-            entry = result["sets"].setdefault("ravdess_speech", {})
-            entry["lasca_fidelity"] = lasca_fidelity(store, info)
+            result["sets"].setdefault(name, {})[key] = run(store, info)
         publish("real", result, tables(result), ablation_table(result), lasca_fidelity_table(result))
         return
     with prefect_server():
@@ -502,7 +498,8 @@ def main() -> None:
                 result["sets"][name] = {"skipped": missing(name)}
                 continue
             t0 = time.perf_counter()
-            result["sets"][name] = runners[name](store, info)
+            kept = {key: v for key, v in result["sets"].get(name, {}).items() if key in PART_KEYS}  # the parts' rows
+            result["sets"][name] = {**runners[name](store, info), **kept}
             result["sets"][name]["seconds"] = round(time.perf_counter() - t0, 1)
     publish("real", result, tables(result), ablation_table(result), lasca_fidelity_table(result))
 
