@@ -65,9 +65,7 @@ def run(store, seeds: list[int]) -> dict:
             "features": f"{entry['features'].split('/')[2]} {entry['array']}",
             "options": entry["options"],
             "headline": get_task(task).headline,
-            "mean": round(float(np.mean(scores)), 4),
-            "std": round(float(np.std(scores)), 4),
-            "seeds": [round(s, 4) for s in scores],
+            **_over_seeds(scores),
             "k_stable": k_stable if head == "aura" else None,
             "samples": m["samples"],
         }
@@ -152,12 +150,18 @@ def ablation(store, seeds: list[int]) -> dict:
                 "wording": wording,
                 "features": f"{features.split('/')[2]} {array}",
                 "options": options,
-                "mean": round(float(np.mean(scores)), 4),
-                "std": round(float(np.std(scores)), 4),
-                "seeds": [round(x, 4) for x in scores],
+                **_over_seeds(scores),
             }
             print(task, index, result["rows"][f"{task}/{index}"], flush=True)
     return result
+
+
+def _over_seeds(scores: list[float]) -> dict:
+    return {
+        "mean": round(float(np.mean(scores)), 4),
+        "std": round(float(np.std(scores)), 4),
+        "seeds": [round(x, 4) for x in scores],
+    }
 
 
 # Table 7 (appendix G.2): the margin m of the separation and score-aware pair losses; 0.2 is AuraConfig's
@@ -183,13 +187,7 @@ def margin_sweep(store, seeds: list[int]) -> dict:
                 config = TrainConfig(**train, seed=seed, progress=False)
                 _, _, m = train_head(store, entry["features"], "aura", task, entry["array"], options, config)
                 scores.append(m["test"][get_task(task).headline])
-            result["rows"][f"{task}/{margin}"] = {
-                "task": task,
-                "margin": margin,
-                "mean": round(float(np.mean(scores)), 4),
-                "std": round(float(np.std(scores)), 4),
-                "seeds": [round(x, 4) for x in scores],
-            }
+            result["rows"][f"{task}/{margin}"] = {"task": task, "margin": margin, **_over_seeds(scores)}
             print(task, margin, result["rows"][f"{task}/{margin}"], flush=True)
     return result
 
