@@ -29,11 +29,29 @@ from common import SMOKE, demo_store, machine, publish
 K_MAX_SWEEP = (150, 300)  # besides AuraConfig's default 200
 
 
-def run(store, seeds: list[int]) -> dict:
-    from flows.demo import DEMO_TRAIN, demo_heads_plan
+def demo_train() -> dict:
+    """The demo's training knobs (a smoke run: 4 epochs)."""
+    from flows.demo import DEMO_TRAIN
+
+    return {**DEMO_TRAIN, "epochs": 4} if SMOKE else DEMO_TRAIN
+
+
+def train_seeds(store, features: str, head: str, task: str, array: str, options: dict, seeds: list[int]):
+    """(test headline per seed, each seed's metrics) of one head trained with the demo's knobs."""
     from heads.tasks import get_task
     from heads.trainer import TrainConfig
     from stages.training.head_steps import train_head
+
+    metrics = [
+        train_head(store, features, head, task, array, options, TrainConfig(**demo_train(), seed=s, progress=False))[2]
+        for s in seeds
+    ]
+    return [m["test"][get_task(task).headline] for m in metrics], metrics
+
+
+def run(store, seeds: list[int]) -> dict:
+    from flows.demo import demo_heads_plan
+    from heads.tasks import get_task
 
     # AURA against its baselines (the causal graph head, another task, is not in this comparison)
     plan = [e for e in demo_heads_plan(store) if e["head"] in ("aura", "linear", "mlp") and not e.get("transport")]
@@ -43,31 +61,18 @@ def run(store, seeds: list[int]) -> dict:
         if e["head"] == "aura"
         for k in K_MAX_SWEEP
     ]
-    train = {**DEMO_TRAIN, "epochs": 4} if SMOKE else DEMO_TRAIN
-    result = {"machine": machine(), "train": train}
+    result = {"machine": machine(), "train": demo_train()}
     for entry in plan:
         task, head = entry["task"], entry["head"]
-        scores, k_stable = [], []
-        for seed in seeds:
-            _, _, m = train_head(
-                store,
-                entry["features"],
-                head,
-                task,
-                entry["array"],
-                entry["options"],
-                TrainConfig(**train, seed=seed, progress=False),
-            )
-            scores.append(m["test"][get_task(task).headline])
-            k_stable.append(m["k_stable"])
+        scores, metrics = train_seeds(store, entry["features"], head, task, entry["array"], entry["options"], seeds)
         name = entry.get("name", head)
         result[f"{task}/{name}"] = {
             "features": f"{entry['features'].split('/')[2]} {entry['array']}",
             "options": entry["options"],
             "headline": get_task(task).headline,
             **_over_seeds(scores),
-            "k_stable": k_stable if head == "aura" else None,
-            "samples": m["samples"],
+            "k_stable": [x["k_stable"] for x in metrics] if head == "aura" else None,
+            "samples": metrics[-1]["samples"],
         }
         print(task, name, result[f"{task}/{name}"], flush=True)
     return result
@@ -117,15 +122,11 @@ def ablation_rows(task: str) -> dict[str, tuple[str, str, dict]]:
 
 def ablation(store, seeds: list[int]) -> dict:
     """Every row of ``ablation_rows`` for each task: test headline mean ± std over ``seeds``."""
-    from flows.demo import DEMO_TRAIN, demo_heads_plan
-    from heads.tasks import get_task
-    from heads.trainer import TrainConfig
-    from stages.training.head_steps import train_head
+    from flows.demo import demo_heads_plan
 
     plan = {e["task"]: e for e in demo_heads_plan(store) if e["head"] == "aura"}
     image = next(e["features"] for e in demo_heads_plan(store) if e["array"] == "spatial")
-    train = {**DEMO_TRAIN, "epochs": 4} if SMOKE else DEMO_TRAIN
-    result = {"machine": machine(), "train": train, "seeds": seeds, "rows": {}}
+    result = {"machine": machine(), "train": demo_train(), "seeds": seeds, "rows": {}}
     for task in ("fer", "va", "au"):
         rows = ablation_rows(task)
         if SMOKE:
@@ -138,13 +139,7 @@ def ablation(store, seeds: list[int]) -> dict:
                 features, array = image, "spatial" if options["input"] == "patch" else "global"
             elif head == "linear":
                 array = "global" if array == "spatial" else array  # the probe reads the pooled feature
-            scores, seconds = [], []
-            for seed in seeds:
-                _, _, m = train_head(
-                    store, features, head, task, array, options, TrainConfig(**train, seed=seed, progress=False)
-                )
-                scores.append(m["test"][get_task(task).headline])
-                seconds.append(m.get("seconds"))
+            scores, _ = train_seeds(store, features, head, task, array, options, seeds)
             result["rows"][f"{task}/{index}"] = {
                 "row": index,
                 "wording": wording,
@@ -170,23 +165,15 @@ MARGINS = (0.1, 0.2, 0.3, 0.4, 0.5)
 
 def margin_sweep(store, seeds: list[int]) -> dict:
     """AURA at each of MARGINS for the three tasks (the demo's features and settings): Table 7's sweep."""
-    from flows.demo import DEMO_TRAIN, demo_heads_plan
-    from heads.tasks import get_task
-    from heads.trainer import TrainConfig
-    from stages.training.head_steps import train_head
+    from flows.demo import demo_heads_plan
 
     plan = {e["task"]: e for e in demo_heads_plan(store) if e["head"] == "aura"}
-    train = {**DEMO_TRAIN, "epochs": 4} if SMOKE else DEMO_TRAIN
-    result = {"machine": machine(), "train": train, "seeds": seeds, "rows": {}}
+    result = {"machine": machine(), "train": demo_train(), "seeds": seeds, "rows": {}}
     for task in ("fer",) if SMOKE else ("fer", "va", "au"):
         entry = plan[task]
         for margin in MARGINS[:1] if SMOKE else MARGINS:
-            scores = []
-            for seed in seeds:
-                options = {**entry["options"], "margin": margin}
-                config = TrainConfig(**train, seed=seed, progress=False)
-                _, _, m = train_head(store, entry["features"], "aura", task, entry["array"], options, config)
-                scores.append(m["test"][get_task(task).headline])
+            options = {**entry["options"], "margin": margin}
+            scores, _ = train_seeds(store, entry["features"], "aura", task, entry["array"], options, seeds)
             result["rows"][f"{task}/{margin}"] = {"task": task, "margin": margin, **_over_seeds(scores)}
             print(task, margin, result["rows"][f"{task}/{margin}"], flush=True)
     return result

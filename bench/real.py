@@ -86,19 +86,26 @@ FRAMINGS = [  # (label, encoder config): the photo as given, and cropped to Medi
 ]
 
 
+def photo_features(store_dir: Path, name: str, encoder: dict) -> dict:
+    """The photo set through one of FRAMINGS' encoders (skipped when done): its extraction step's record."""
+    from flows.extract import DatasetConfig, EncoderConfig, extract_features
+
+    summary = extract_features(
+        datasets=[DatasetConfig(layout="csv", root=str(DATA / name), name=name)],
+        encoders=[EncoderConfig(**encoder)],
+        store=str(store_dir),
+    )
+    (step,) = [r for r in summary["steps"] if r["encoder"].startswith("efficientnet-lite0")]
+    return step
+
+
 def expressions(store_dir: Path, info: dict) -> dict:
     import affectflow
-    from flows.extract import DatasetConfig, EncoderConfig, extract_features
 
     name = info["dataset"]
     framings = []
     for framing, encoder in FRAMINGS[:1] if SMOKE else FRAMINGS:  # the stand-in photos are noise: no face
-        summary = extract_features(
-            datasets=[DatasetConfig(layout="csv", root=str(DATA / name), name=name)],
-            encoders=[EncoderConfig(**encoder)],
-            store=str(store_dir),
-        )
-        (step,) = [r for r in summary["steps"] if r["encoder"].startswith("efficientnet-lite0")]
+        step = photo_features(store_dir, name, encoder)
         rows = []
         for label, head, knobs in EXPRESSION_HEADS:
             folds = []
@@ -138,15 +145,8 @@ def aura_ablation(store_dir: Path, info: dict) -> dict:
     from demo_heads import ablation_rows
 
     import affectflow
-    from flows.extract import DatasetConfig, EncoderConfig, extract_features
 
-    name = info["dataset"]
-    summary = extract_features(
-        datasets=[DatasetConfig(layout="csv", root=str(DATA / name), name=name)],
-        encoders=[EncoderConfig(**FRAMINGS[0][1])],
-        store=str(store_dir),
-    )
-    (step,) = [r for r in summary["steps"] if r["encoder"].startswith("efficientnet-lite0")]
+    step = photo_features(store_dir, info["dataset"], FRAMINGS[0][1])
     rows = []
     for index, (wording, head, options) in ablation_rows("fer").items():
         if index in ("13", "14"):
