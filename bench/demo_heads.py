@@ -11,7 +11,8 @@ K_stable. Not a timing benchmark: the numbers are the heads' scores.
 three tasks on the same features and seeds: each row one switch of ``AuraConfig`` (row 1, "CLIP
 embedding + classifier", is the linear probe on the row's features); rows 13–14 compare the image
 encoder's global feature with its patch tokens for every task. Two more rows keep this project's
-earlier regulariser forms (the graded score-aware pair losses, diversity over single archetypes).
+earlier forms (the graded score-aware pair losses, diversity over single archetypes, the semantic
+tokens and the contextualiser's fused vector unnormalised).
 """
 
 from __future__ import annotations
@@ -103,6 +104,11 @@ ABLATION = {
     "14": ("patch-level features (image encoder)", "aura", {"input": "patch"}),
     "ours: graded pair losses": ("ours: graded score-aware pair losses", "aura", {"pair_loss": "graded"}),
     "ours: diversity over archetypes": ("ours: Eq. 8 over single archetypes", "aura", {"diversity_over": "archetypes"}),
+    "ours: unnormalised tokens": (
+        "ours: T^g and the fused CLS vector unnormalised (head version 8)",
+        "aura",
+        {"normalise_tokens": False, "normalise_fused": False},
+    ),
 }
 
 

@@ -4,7 +4,8 @@ that archetype's nearest training examples.
 Images are encoded by the very encoder that wrote the head's training features (checked against
 the feature group's spec) and cast to the stored dtype, and framed as the training frames were
 (stages/training/framing.py): every face MediaPipe finds is cropped to its box × the training
-frames' scale, one result per face, left to right; a photo without a face is ``no_face``. A head
+frames' scale, one result per face (a photo's left to right, a video's by track across its frames);
+a photo without a face is ``no_face``. A head
 whose training frames were whole images (no faces in them) sees whole images.
 """
 

@@ -102,6 +102,11 @@ class AuraConfig:
     regularisers: tuple[str, ...] = field(default=())  # empty: the task's full set (see REGULARISERS)
     top_k: int = 5
     n_tokens: int = 4
+    # §2.3.1 (i): the global semantic tokens are "aggregated and normalized" into T^g; §2.3.2: the
+    # fused CLS vector "is normalized and fed into a prediction head". Both ℓ2 (the paper's other
+    # normalisations are all ℓ2); False: head version 8's unnormalised forms, kept as ablation rows.
+    normalise_tokens: bool = True
+    normalise_fused: bool = True
     # The contextualiser's size is not fixed by the method. Attention over ~11 tokens costs per
     # (sample, head) on CPU, and AU heads run one contextualiser per AU, so the defaults are small:
     # width 32, 2 heads, 1 layer (measured in bench/heads.py); larger ones are one option away.
@@ -145,8 +150,9 @@ class AuraConfig:
 class SemanticTokens(nn.Module):
     """N_tok learnable queries attending over per-token key/value projections of one global feature."""
 
-    def __init__(self, in_dim: int, n_tokens: int, width: int, heads: int):
+    def __init__(self, in_dim: int, n_tokens: int, width: int, heads: int, normalise: bool):
         super().__init__()
+        self.normalise = normalise
         self.queries = nn.Parameter(torch.randn(n_tokens, width) * 0.02)
         self.keys = nn.Linear(in_dim, n_tokens * width)
         self.values = nn.Linear(in_dim, n_tokens * width)
@@ -158,7 +164,7 @@ class SemanticTokens(nn.Module):
         k = self.keys(x).view(b, self.n_tokens, self.width)
         v = self.values(x).view(b, self.n_tokens, self.width)
         out, _ = self.attention(self.queries.expand(b, -1, -1), k, v, need_weights=False)
-        return out
+        return F.normalize(out, dim=-1) if self.normalise else out
 
 
 class Contextualiser(nn.Module):
@@ -179,6 +185,7 @@ class Contextualiser(nn.Module):
         self.gate = StackedLinear(m, 2 * w, 2)
         self.head = StackedLinear(m, w, n_out)
         self.n_semantic = n_semantic
+        self.normalise_fused = cfg.normalise_fused
 
     def forward(
         self, semantic: torch.Tensor, archetypes: torch.Tensor, index: torch.Tensor, distances: torch.Tensor
@@ -209,7 +216,8 @@ class Contextualiser(nn.Module):
             seq = self.layers[-1](seq, queries=cls if len(self.layers) == 1 else seq[:, :, :2])
         sem, arc = seq[:, :, 0], seq[:, :, 1]
         g = torch.softmax(self.gate(torch.cat([sem, arc], dim=-1)), dim=-1)
-        return self.head(g[..., :1] * sem + g[..., 1:] * arc)
+        fused = g[..., :1] * sem + g[..., 1:] * arc
+        return self.head(F.normalize(fused, dim=-1) if self.normalise_fused else fused)
 
 
 class PatchEncoder(nn.Module):
@@ -496,7 +504,9 @@ class AuraHead(Head):
         self.branches = ArchetypeBranches(cfg, n_branches, branch_in, n_out, semantic_in, n_semantic)
         if cfg.use_contextualisation:
             if cfg.input == "global":
-                self.semantic = SemanticTokens(cfg.in_dim, cfg.n_tokens, cfg.ctx_dim, cfg.ctx_heads)
+                self.semantic = SemanticTokens(
+                    cfg.in_dim, cfg.n_tokens, cfg.ctx_dim, cfg.ctx_heads, cfg.normalise_tokens
+                )
             else:  # AU-specific linear maps of the N_tok semantic tokens' outputs
                 self.semantic_maps = StackedLinear(n_branches, cfg.patch_dim, cfg.ctx_dim)
 
@@ -561,7 +571,7 @@ class AuraHead(Head):
 # 6: usage judged per group (class, AU state, VA bin) in resets and pruning; 7: ctx_samples;
 # 8: Eq. 8–10 as the paper writes them, N_tok semantic tokens prepended to the patch sequence
 @register_head(
-    "aura", version=8, config=AuraConfig, tasks=TASKS, inputs=("global", "patch"), presets={"paper": {"ctx_samples": 0}}
+    "aura", version=9, config=AuraConfig, tasks=TASKS, inputs=("global", "patch"), presets={"paper": {"ctx_samples": 0}}
 )
 def aura(task: str, in_dim: int, n_outputs: int, config: AuraConfig, n_patches: int = 0) -> AuraHead:
     """AURA archetype head; options are AuraConfig fields."""

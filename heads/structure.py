@@ -30,6 +30,8 @@ def learn_linear_dag(
     entries below ``w_threshold`` in magnitude set to zero."""
     data = torch.as_tensor(x - x.mean(0), dtype=torch.float64)
     n, d = data.shape
+    # ½n⁻¹‖X − XW‖² = ½ tr((I − W)ᵀ Σ (I − W)) with Σ = XᵀX / n: d × d work per evaluation, not n × d
+    covariance, eye = data.T @ data / n, torch.eye(d, dtype=torch.float64)
 
     def weights(flat: np.ndarray) -> torch.Tensor:
         split = torch.as_tensor(flat, dtype=torch.float64).reshape(2, d, d)
@@ -40,7 +42,9 @@ def learn_linear_dag(
         split = variables.reshape(2, d, d)
         w = split[0] - split[1]
         h = dag_penalty(w)
-        loss = 0.5 / n * (data - data @ w).square().sum() + lambda1 * variables.sum() + 0.5 * rho * h * h + alpha * h
+        residual = eye - w
+        fit = 0.5 * (residual * (covariance @ residual)).sum()
+        loss = fit + lambda1 * variables.sum() + 0.5 * rho * h * h + alpha * h
         (grad,) = torch.autograd.grad(loss, variables)
         return float(loss.detach()), grad.numpy()
 

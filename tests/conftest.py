@@ -41,6 +41,20 @@ from stages.synthetic.cached_features import write_feature_group  # noqa: E402, 
 keep_large_buffers()
 
 
+# The longest test files first (measured with --durations): xdist's --dist loadfile hands files
+# to the two workers in collection order, and a long file handed out last would run alone at the
+# end (suite time). The rest keep pytest's order.
+LONGEST_FIRST = ("test_cluster", "test_bench", "test_s3", "test_train_heads", "test_bench_demo_store", "test_causal")
+
+
+def pytest_collection_modifyitems(items) -> None:
+    def rank(item) -> int:
+        module = item.module.__name__.rpartition(".")[2]
+        return LONGEST_FIRST.index(module) if module in LONGEST_FIRST else len(LONGEST_FIRST)
+
+    items.sort(key=rank)  # stable: within a file and among the rest, the order is pytest's
+
+
 @pytest.fixture(scope="session", autouse=True)
 def _session_tmp():
     _SESSION_TMP.mkdir(parents=True, exist_ok=True)
@@ -183,3 +197,37 @@ def cli(*args: str, env: dict | None = None, **kw) -> subprocess.Popen:
         text=True,
         **kw,
     )
+
+
+@pytest.fixture(scope="module")
+def smoke_cache(tmp_path_factory) -> str:
+    """Where a module's bench smoke runs keep the demo catalogue's stores (bench/common.demo_store):
+    built by the first bench that reads one, copied by the others."""
+    return str(tmp_path_factory.mktemp("bench-smoke-cache"))
+
+
+def run_bench_smoke(name: str, tmp_path: Path, smoke_cache: str) -> None:
+    """``python bench/<name>.py --smoke`` from the repository root, as `make bench` starts it, its
+    flow runs on the session's Prefect server; it must end well and print its JSON and its table."""
+    import json
+
+    from prefect.settings import PREFECT_API_URL
+
+    assert f"bench/{name}.py" in (REPO / "Makefile").read_text()  # what `make bench` runs
+    done = subprocess.run(
+        [sys.executable, f"bench/{name}.py", "--smoke"],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=900,
+        env={
+            **os.environ,
+            "TMPDIR": str(tmp_path),
+            "PREFECT_API_URL": PREFECT_API_URL.value(),
+            "AFFECTFLOW_BENCH_SMOKE_CACHE": smoke_cache,
+        },
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    result = json.loads(next(line for line in done.stdout.splitlines() if line.startswith("{")))
+    assert result["machine"]["cpus"] >= 1
+    assert "<!-- bench:" in done.stdout  # its docs/benchmarks.md table was built (printed, not written)

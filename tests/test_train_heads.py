@@ -385,8 +385,9 @@ def test_predict_on_a_video_gives_a_timeline_of_its_frames(blendshapes, tmp_path
     """Issue 35: a generated talking-face video through `predict` at 2.5 frames per second: one row
     per sampled frame with its time, in order, each the answer the same frame gets as a still
     image; the same rows from the CLI's CSV and the Python API's DataFrame, and a timeline plot.
-    The answers follow the video's script only as well as the head reads still faces (this small
-    MLP: measured 0.33 of the frames against its 0.46 accuracy on still test faces)."""
+    The answers follow the video's script only as well as the head reads this face (this small MLP,
+    0.46 accurate on still test faces: 0.20 of the frames, 0.25 of the held ones — it reads this
+    subject's neutral face as anger); where the video holds a face still, the answer holds too."""
     from typer.testing import CliRunner
 
     from flows.cli import app
@@ -397,7 +398,9 @@ def test_predict_on_a_video_gives_a_timeline_of_its_frames(blendshapes, tmp_path
     config = HeadConfig(head="mlp", task="fer", features=features, array="blendshapes", epochs=40, lr=3e-3)
     (run,) = train_heads([config], store=fstore.url)["runs"]
     face = create_encoder("mediapipe-face").load()
-    root, _ = write_generated_videos(tmp_path / "videos", face.find_face, n_videos=1, seconds=6.0, fps=5, key_every=2.0)
+    root, _ = write_generated_videos(
+        tmp_path / "videos", face.find_face, n_videos=1, seconds=8.0, fps=5, key_every=2.0, hold=0.6
+    )
     (video,) = sorted(root.rglob("*.mp4"))
     script = {int(r["frame"]): r["expression"] for r in csv.DictReader(open(video.with_suffix(".csv")))}
 
@@ -422,7 +425,14 @@ def test_predict_on_a_video_gives_a_timeline_of_its_frames(blendshapes, tmp_path
     for row, still in zip(rows, as_stills, strict=True):
         assert [float(row[c]) for c in classes] == pytest.approx([still["scores"][c[2:]] for c in classes], abs=1e-4)
     followed = np.mean([r["expression"] == script[round(t * 5)] for r, t in zip(rows, times, strict=True)])
-    assert followed > 1 / 7, followed  # measured 0.33: the head's own quality (docstring)
+    assert followed > 1 / 7, followed  # measured 0.20: the head's own quality on this face (docstring)
+    # where the video holds a face still (the first 60 % of each 2 s interval), the timeline holds its
+    # answer: decoding and framing add no frame-to-frame jitter of their own
+    held: dict[int, set[str]] = {}
+    for r, t in zip(rows, times, strict=True):
+        if (t / 2.0) % 1 < 0.6 - 1e-6:
+            held.setdefault(int(t // 2.0), set()).add(r["expression"])
+    assert len(held) == 4 and all(len(answers) == 1 for answers in held.values()), held
 
     frame = affectflow.predict(fstore, run["path"], [str(video)], fps=2.5)
     assert list(frame["time"]) == pytest.approx(times) and list(frame["expression"]) == [r["expression"] for r in rows]

@@ -25,6 +25,7 @@ import numpy as np
 
 from featurestore import ArraySpec, FeatureStore, GroupReader, SampleStatus, Step, StepGroup, StepOutput, StepSpec
 from stages.extraction.encoders import EncodedBatch, Encoder, loaded_encoder
+from stages.extraction.face_tracks import FaceTracks
 from stages.extraction.images import Decoded, decode_image, preprocess_array
 from stages.extraction.media import MediaError, is_video, probe_video, read_frames, sample_frames
 from stages.extraction.sources import Manifest
@@ -381,8 +382,9 @@ def encoder_of_group(features_meta: dict[str, Any]) -> Encoder:
 @dataclass(frozen=True)
 class EncodedFiles:
     """Rows of encoded files: ``outputs`` (NaN where not ok), int8 ``status`` and ``detail`` per
-    row, which ``file`` and ``face`` (its index left to right; −1 for a whole image or frame) each
-    is, and its ``time`` in the video (s; NaN for a still)."""
+    row, which ``file`` and ``face`` (a still's faces left to right, a video's by track across its
+    frames: stages/extraction/face_tracks.py; −1 for a whole image or frame) each is, and its
+    ``time`` in the video (s; NaN for a still)."""
 
     outputs: dict[str, np.ndarray]
     status: np.ndarray
@@ -428,9 +430,10 @@ def encode_files(
             if len(pending) == batch_size:
                 flush()
 
-    def frame(file: int, time: float, crop, seen) -> None:
+    def frame(file: int, time: float, crop, seen, tracks: FaceTracks | None = None) -> None:
         """One image or video frame: ``crop(face)`` decodes it for the encoder, ``seen()`` as the
-        face finder sees it."""
+        face finder sees it; ``tracks``: a video's faces so far (its faces are numbered by track,
+        a still's left to right)."""
         if finder is None:
             add(file, -1, time, crop(None))
             return
@@ -442,11 +445,12 @@ def encode_files(
             return
         height, width = looked.pixels.shape[:2]
         framed = [min(width, height) / max(w * width, h * height) for _, _, w, h in boxes]
+        index = tracks.assign(boxes, time) if tracks is not None else list(range(len(boxes)))
         if len(boxes) == 1 and whole_within is not None and whole_within[0] <= framed[0] <= whole_within[1]:
-            add(file, 0, time, crop(None))
+            add(file, index[0], time, crop(None))
             return
         for j, box in enumerate(boxes):
-            add(file, j, time, crop((box, face_scale)))
+            add(file, index[j], time, crop((box, face_scale)))
 
     looking = finder.preprocess if finder is not None else None
     for i, path in enumerate(map(Path, paths)):
@@ -462,12 +466,14 @@ def encode_files(
             info = probe_video(path)
             if not info.has_video:
                 raise MediaError(f"{path}: no picture (an audio-only recording)")
+            tracks = FaceTracks()
             for index, rgb in read_frames(path, info.timestamps, sample_frames(info.timestamps, fps)):
                 frame(
                     i,
                     float(info.timestamps[index]),
                     lambda face, rgb=rgb: preprocess_array(rgb, encoder.preprocess, face),
                     lambda rgb=rgb: preprocess_array(rgb, looking),
+                    tracks,
                 )
         except MediaError as err:
             add(i, -1, float("nan"), Decoded(None, SampleStatus.DECODE_ERROR, str(err)[:200]))

@@ -98,8 +98,13 @@ def _voice_like(n: int, sample_rate: int, seed: int) -> np.ndarray:
     return (0.25 * voice * envelope / np.abs(voice).max()).astype(np.float32)
 
 
-def trajectory(n_frames: int, fps: int, key_every: float, rng: np.random.Generator) -> np.ndarray:
-    """(n_frames, len(AUS)) intensities: cosine-eased between keyframes of random expressions."""
+def trajectory(n_frames: int, fps: int, key_every: float, rng: np.random.Generator, hold: float = 0.0) -> np.ndarray:
+    """(n_frames, len(AUS)) intensities: cosine-eased between keyframes of random expressions. With
+    ``hold`` > 0 each keyframe's face is held still for that fraction of its interval before the
+    ease to the next: those frames are the generator's stills (a prototype at full intensity or
+    neutral), where eased frames pass through partial expressions no still shows."""
+    if not 0 <= hold < 1:
+        raise ValueError(f"hold must be in [0, 1), not {hold}")
     classes = ["neutral", *PROTOTYPES]
     n_keys = int(np.ceil(n_frames / fps / key_every)) + 1
     keys = np.array(
@@ -107,7 +112,8 @@ def trajectory(n_frames: int, fps: int, key_every: float, rng: np.random.Generat
     )
     position = np.arange(n_frames) / fps / key_every
     k = np.floor(position).astype(int)
-    ease = (1 - np.cos(np.pi * (position - k))) / 2
+    moving = np.clip((position - k - hold) / (1 - hold), 0, None)
+    ease = (1 - np.cos(np.pi * moving)) / 2
     return keys[k] + (keys[k + 1] - keys[k]) * ease[:, None]
 
 
@@ -120,9 +126,11 @@ def write_generated_videos(
     key_every: float = 1.5,
     sample_rate: int = 16000,
     seed: int = 0,
+    hold: float = 0.0,
     **subject_options,
 ) -> tuple[Path, dict]:
-    """Write ``n_videos`` labelled videos (subject-exclusive splits); returns (root, report)."""
+    """Write ``n_videos`` labelled videos (subject-exclusive splits); returns (root, report).
+    ``hold``: the fraction of each keyframe interval its face is held (:func:`trajectory`)."""
     root = Path(root)
     subjects, _ = build_subjects(detect, seed=seed, **subject_options)
     rng = np.random.default_rng(seed + 2)
@@ -134,7 +142,7 @@ def write_generated_videos(
         folder = root / split / subject.name
         folder.mkdir(parents=True, exist_ok=True)
         name = f"{subject.name}_v{v:02d}"
-        intensities = trajectory(n_frames, fps, key_every, rng)
+        intensities = trajectory(n_frames, fps, key_every, rng, hold)
         labels = [labels_from_intensities(dict(zip(AUS, values.tolist()))) for values in intensities]
         rows = [
             [i, round(i / fps, 6), lab.expression, lab.valence, lab.arousal, *[lab.aus[au] for au in AUS]]
@@ -154,4 +162,4 @@ def write_generated_videos(
             writer = csv.writer(f)
             writer.writerow(["frame", "timestamp", "expression", "valence", "arousal", *[f"AU{au}" for au in AUS]])
             writer.writerows(rows)
-    return root, {"videos": n_videos, "seconds": seconds, "fps": fps, "audio": sorted(audio_kinds)}
+    return root, {"videos": n_videos, "seconds": seconds, "fps": fps, "hold": hold, "audio": sorted(audio_kinds)}

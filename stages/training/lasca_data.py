@@ -141,7 +141,7 @@ def lasca_data_of(store: FeatureStore, head: GroupReader) -> TaskData:
     """A trained learner's splits, rebuilt from the groups and text model it was trained on."""
     meta, params = head.meta, head.meta["spec"]["params"]
     ref = meta.get("text_encoder")
-    encoder = create_encoder(ref["name"], path=ref["path"]) if ref else None
+    encoder = create_encoder(**ref) if ref else None
     pretrained = store.open_step(meta["pretrained_path"]) if meta.get("pretrained_path") else None
     return lasca_task_data(
         store,

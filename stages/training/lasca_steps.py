@@ -44,8 +44,10 @@ TEXT_VARIANTS = ("text", "fused")
 
 
 def text_encoder_ref(encoder: Encoder) -> dict[str, Any]:
-    """How to rebuild a sentence encoder (name, and its folder when it is not the packaged one)."""
-    return {"name": encoder.name, "path": str(encoder.path)}
+    """How to rebuild a text encoder: its name, and a sentence-transformer's folder (any text tower
+    embeds prompts: a CLIP text tower carries no path)."""
+    path = getattr(encoder, "path", None)
+    return {"name": encoder.created_as or encoder.name, **({"path": str(path)} if path is not None else {})}
 
 
 def lasca_step(
