@@ -141,27 +141,44 @@ def expressions(store_dir: Path, info: dict) -> dict:
 def aura_ablation(store_dir: Path, info: dict) -> dict:
     """AURA's Table 2 rows that apply to expressions on the whole photos (bench/demo_heads.py's rows,
     the paper's index and wording), each over the person-exclusive folds: the ablation on real data.
-    Rows 13–14 (global vs patch features) need patch tokens, which this set's extraction has not."""
+    Rows 13–14 (global vs patch features) read one extraction with EfficientNet-Lite0's 7 × 7 spatial
+    tokens kept, its ``global`` and its ``spatial`` array, so the two rows differ in the input alone."""
     from demo_heads import ablation_rows
 
     import affectflow
 
     step = photo_features(store_dir, info["dataset"], FRAMINGS[0][1])
+    tokens = photo_features(store_dir, info["dataset"], {**FRAMINGS[0][1], "options": {"tokens": True}})
     rows = []
     for index, (wording, head, options) in ablation_rows("fer").items():
+        features, array = step["path"], "global"
         if index in ("13", "14"):
-            continue
+            features, array = tokens["path"], "spatial" if options["input"] == "patch" else "global"
         folds = []
         for fold in range(1, EXPRESSION_FOLDS + 1):
             run = affectflow.train(
-                step["path"], "fer", head, store=str(store_dir), folds=EXPRESSION_FOLDS, test_fold=fold, options=options
+                features,
+                "fer",
+                head,
+                store=str(store_dir),
+                array=array,
+                folds=EXPRESSION_FOLDS,
+                test_fold=fold,
+                options=options,
             )
             folds.append({"fold": fold, "macro_f1": run.metrics["test"]["macro_f1"], "state": run.state})
         rows.append(
-            {"row": index, "wording": wording, "options": options, "folds": folds, **_summary(folds, "macro_f1")}
+            {
+                "row": index,
+                "wording": wording,
+                "options": options,
+                "features": f"{features} {array}",
+                "folds": folds,
+                **_summary(folds, "macro_f1"),
+            }
         )
         print(index, rows[-1]["mean"], flush=True)
-    return {"features": step["path"], "rows": rows}
+    return {"features": step["path"], "tokens": tokens["path"], "rows": rows}
 
 
 def ablation_table(result: dict) -> str:
@@ -171,7 +188,8 @@ def ablation_table(result: dict) -> str:
     if entry:
         lines += [
             "AURA's Table 2 rows on the real expression photos (facial_expressions, whole photos, EfficientNet-Lite0, "
-            f"{EXPRESSION_FOLDS} person-exclusive folds; `bench/real.py --part ablation`): "
+            f"{EXPRESSION_FOLDS} person-exclusive folds; `bench/real.py --part ablation`; rows 13–14 read one "
+            "extraction that keeps the 7 × 7 spatial tokens, its pooled vector and its tokens): "
             "macro-F1, mean ± std over folds.",
             "",
             "| row | configuration | macro-F1 |",
@@ -236,8 +254,8 @@ LONGER_EPOCHS = 5 if SMOKE else 100
 def speech(store_dir: Path, info: dict) -> dict:
     from dataclasses import replace
 
-    from heads.trainer import TrainConfig
-    from stages.training.lasca_steps import LascaGrid, run_lasca_grid
+    from flows.lasca import run_lasca_grid
+    from stages.training.lasca_steps import LascaGrid
 
     name = info["dataset"]
     store = voices(store_dir, info)
@@ -256,8 +274,8 @@ def speech(store_dir: Path, info: dict) -> dict:
     baseline = logistic_baseline(store, records)
     # the paper's learner trains 25 epochs (under 350 Adam steps here): the same learner given
     # LONGER_EPOCHS shows what that budget costs against the linear read-out
-    longer = TrainConfig.preset("lasca", progress=False, epochs=LONGER_EPOCHS, patience=LONGER_EPOCHS)
-    longer_records = run_lasca_grid(store, replace(grid, variants=("features",)), longer)["records"]
+    longer = {"epochs": LONGER_EPOCHS, "patience": LONGER_EPOCHS}
+    longer_records = run_lasca_grid(store, replace(grid, variants=("features",)), **longer)["records"]
     rows = []
     for variant in grid.variants:
         for affect in grid.affects:

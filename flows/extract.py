@@ -16,7 +16,7 @@ from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_markdown_artifact
 from prefect.cache_policies import NO_CACHE
 from prefect.futures import as_completed
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
 from tqdm import tqdm
 
 from featurestore import FeatureStore, GroupReader, Step
@@ -46,6 +46,8 @@ MAX_LISTED_FAILURES = 50
 
 
 class DatasetConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")  # a misspelt or misplaced field is an error, never ignored
+
     layout: str = Field(description="registered source layout: rafdb, affectnet, imagefolder, csv")
     root: str = Field(description="dataset root directory")
     name: str | None = Field(None, description="name in the store (default: the layout)")
@@ -57,6 +59,8 @@ class DatasetConfig(BaseModel):
 
 
 class EncoderConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
     name: str = Field(description="registered encoder name or open_clip:<arch>@<tag|path>")
     options: dict[str, Any] = Field(default_factory=dict)
     face_crop: float | None = Field(None, gt=0, description="crop images to the mediapipe-face box × this scale")
@@ -66,11 +70,15 @@ FACE_ENCODER = "mediapipe-face"
 
 
 class LexiconConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
     name: str = Field(description="name of the prompt set in the store, e.g. expressions")
     prompts: list[str] = Field(min_length=1, description="the prompts, in order")
 
 
 class WindowConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
     length: float = Field(gt=0, description="window length in seconds (LaScA: 3 and 5)")
     hop: float | None = Field(None, gt=0, description="seconds between window starts (default: the length)")
     au_pool: str = Field("max", description="AU labels over a window: max (occurrence) or mean")

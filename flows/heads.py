@@ -8,19 +8,20 @@ second retrain on the same features costs its training and little else.
 
 from __future__ import annotations
 
+import functools
 import time
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-from pydantic import BaseModel, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from featurestore import FeatureStore, Step
 from heads.registry import get_head
 from heads.tasks import get_task
 from heads.trainer import KNOBS, TrainConfig
-from stages.training import lasca_steps  # noqa: F401 (registers the "pairs" input)
 from stages.training.head_inputs import HeadRequest, head_input
+from stages.training.head_pool import map_in_processes, pool_workers
 from stages.training.head_steps import (
     evaluate_head,
     has_report,
@@ -30,6 +31,8 @@ from stages.training.head_steps import (
 
 
 class HeadConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")  # a misspelt or misplaced field is an error, never ignored
+
     head: str = Field(description="registered head: aura, linear, mlp, or a plugin's")
     task: str = Field(description="fer, va, au, or a plugin's task")
     features: str | list[str] = Field(
@@ -129,14 +132,23 @@ class PlannedHead:
 def plan_heads(configs: list[HeadConfig], store: FeatureStore) -> list[PlannedHead]:
     """Every (head config, seed) as a keyed step, through its head's input loader; fails on a
     feature group that is not there."""
-    plan = []
+    wanted = []
     for h in configs:
         get_head(h.head).check(h.task, h.head_options)
-        loader = head_input(h.head)
-        for seed in h.seeds:
-            planned = loader.plan(store, h.request(seed))
-            features = planned.features if isinstance(planned.features, str) else list(planned.features)
-            plan.append(PlannedHead(h.model_copy(update={"features": features}), seed, planned.step, planned.inputs))
+        wanted += [(h, seed) for seed in h.seeds]
+    planned: list[Any] = [None] * len(wanted)
+    by_loader: dict[int, list[int]] = {}  # each loader plans its requests in one pass (shared lookups)
+    for i, (h, _) in enumerate(wanted):
+        by_loader.setdefault(id(head_input(h.head)), []).append(i)
+    for indices in by_loader.values():
+        loader = head_input(wanted[indices[0]][0].head)
+        requests = [wanted[i][0].request(wanted[i][1]) for i in indices]
+        for i, p in zip(indices, loader.plan_many(store, requests), strict=True):
+            planned[i] = p
+    plan = []
+    for (h, seed), p in zip(wanted, planned, strict=True):
+        features = p.features if isinstance(p.features, str) else list(p.features)
+        plan.append(PlannedHead(h.model_copy(update={"features": features}), seed, p.step, p.inputs))
     return plan
 
 
@@ -179,6 +191,27 @@ def train_one(store: FeatureStore, planned: PlannedHead, device: str | None, pro
     return run
 
 
+def train_planned(
+    store: FeatureStore,
+    plan: list[PlannedHead],
+    device: str | None = None,
+    progress: bool = True,
+    workers: int | None = None,
+) -> tuple[list[dict[str, Any]], int]:
+    """Train (or skip) every planned head as :func:`train_one` does, in order, the new ones side by
+    side in ``workers`` processes (None: one per core when each gets enough of them; see
+    stages/training/head_pool.py). Returns the runs and the processes used."""
+    pending = [p for p in plan if not store.is_complete(p.step)]
+    n = pool_workers(len(pending), workers)
+    trained: dict[str, dict[str, Any]] = {}
+    if n > 1:
+        for p in pending:  # work they share (LaScA's prompt embeddings) done once, here
+            head_input(p.config.head).prepare(store, p.config.request(p.seed, device, False), p.inputs)
+        runs = map_in_processes(store, functools.partial(train_one, device=device, progress=False), pending, n)
+        trained = {p.step.key: run for p, run in zip(pending, runs)}
+    return [trained.get(p.step.key) or train_one(store, p, device, progress) for p in plan], n
+
+
 def summarise(runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """Test metrics as mean ± std over the seeds (and k-fold's folds) of each variant of a head:
     runs whose specs differ only in those."""
@@ -187,6 +220,8 @@ def summarise(runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
         groups.setdefault((r["head"], r["task"], r["features"], r["variant"]), []).append(r)
     out = []
     for (head, task_name, features, _), rs in groups.items():
+        # in seed order (the store lists steps in no set order): paths[0] is the first seed's
+        rs = sorted(rs, key=lambda r: (r["seed"], r["test_fold"]))
         names = [k for k, v in rs[0]["metrics"]["test"].items() if isinstance(v, float)]
         stats = {
             k: (

@@ -1,4 +1,5 @@
-"""LaScA's grid: every learner a keyed step, the tables as a markdown file.
+"""LaScA's grid: a sweep of head configs, one per cell and fold, planned and trained like every head
+(flows/heads.py), its tables as a markdown file.
 
 :func:`lasca_grid` works without Prefect (the embedded default, the demo); flows/run.py runs it as
 the ``lasca-grid`` flow (flows/train.py) when a server is configured, which records the run and
@@ -12,9 +13,56 @@ from pathlib import Path
 from typing import Any
 
 from featurestore import FeatureStore, GroupReader
+from flows.heads import HeadConfig, plan_heads, train_planned
 from heads.lasca_table import grid_tables, prompt_tables
-from heads.trainer import TrainConfig
-from stages.training.lasca_steps import LascaGrid, explain_pair, run_lasca_grid
+from stages.training.lasca_steps import LASCA_HEAD, RANK_TASK, LascaGrid, explain_pair, grid_cells
+
+
+def grid_configs(store: FeatureStore, grid: LascaGrid, **train: Any) -> tuple[list[HeadConfig], dict, dict]:
+    """The head configs the grid sweeps (``train``: trainer knobs over LaScA's preset, e.g. epochs),
+    with its pair counts and prompt statistics (stages.training.lasca_steps.grid_cells)."""
+    cells, pairs, prompts = grid_cells(store, grid)
+    configs = [
+        HeadConfig(
+            head=LASCA_HEAD,
+            task=RANK_TASK,
+            features=grid.dataset,
+            cell=cell,
+            folds=grid.folds,
+            test_fold=test_fold,
+            options=grid.options,
+            **train,
+        )
+        for cell, test_fold in cells
+    ]
+    return configs, pairs, prompts
+
+
+def run_lasca_grid(
+    store: FeatureStore, grid: LascaGrid, workers: int | None = None, progress: bool = False, **train: Any
+) -> dict[str, Any]:
+    """Every learner of the grid (trained or skipped) as records, with the pair counts and the
+    prompt statistics of each window set. New learners train in ``workers`` processes (None: one
+    per CPU core when there are enough of them, stages/training/head_pool.py)."""
+    configs, pairs, prompts = grid_configs(store, grid, **train)
+    runs, workers_used = train_planned(store, plan_heads(configs, store), progress=progress, workers=workers)
+    records = [
+        {
+            "modality": c.cell["modality"],
+            "variant": c.cell["variant"],
+            "text_model": c.cell.get("text_model"),
+            "window": c.cell["window"],
+            "affect": c.cell["affect"],
+            "tau": c.cell["tau"],
+            "fold": c.test_fold,
+            "accuracy": run["metrics"]["test"]["accuracy"],
+            "pairs": run["metrics"]["samples"],
+            "state": run["state"],
+            "path": run["path"],
+        }
+        for c, run in zip(configs, runs)
+    ]
+    return {"records": records, "prompts": prompts, "pairs": pairs, "folds": grid.folds, "workers": workers_used}
 
 
 def explanations_markdown(store: FeatureStore, records: list[dict[str, Any]], n: int = 3) -> str:
@@ -81,7 +129,7 @@ def lasca_grid(
     enough are new); returns its records and report, written to ``out`` when given."""
     fstore = FeatureStore(store, storage_options or {})
     t0 = time.perf_counter()
-    result = run_lasca_grid(fstore, grid, TrainConfig.preset("lasca", progress=progress), workers)
+    result = run_lasca_grid(fstore, grid, workers, progress)
     seconds = time.perf_counter() - t0
     report = grid_markdown(grid, result, seconds, explanations_markdown(fstore, result["records"]))
     if out is not None:

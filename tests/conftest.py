@@ -106,7 +106,7 @@ def prefect_harness():
 @pytest.fixture(scope="session")
 def prefect_api(prefect_harness) -> dict[str, str]:
     """Environment for CLI subprocesses: the session's Prefect server, so a run starts no temporary
-    server of its own (suite time; tests/test_allocator.py runs the command with its own)."""
+    server of its own (suite time; tests/test_cluster.py deploys to it too)."""
     from prefect.settings import PREFECT_API_URL
 
     return {"PREFECT_API_URL": PREFECT_API_URL.value()}

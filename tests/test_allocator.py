@@ -52,7 +52,7 @@ def test_dask_workers_the_project_starts_get_the_setting_from_their_start(switch
     assert worker["setting"] == switch and worker["large_buffers_mapped"] is (switch == "system")
 
 
-def test_extraction_is_bit_identical_with_and_without_the_setting(tmp_path):
+def test_extraction_is_bit_identical_with_and_without_the_setting(tmp_path, prefect_api):
     from stages.synthetic.demo_catalogue import write_photo_dataset
 
     root = write_photo_dataset(tmp_path / "data", 12, sizes=(48, 224))
@@ -60,7 +60,7 @@ def test_extraction_is_bit_identical_with_and_without_the_setting(tmp_path):
     for switch in ("tuned", "system"):  # side by side: two fresh CLI processes
         args = ["extract", "--dataset", f"csv={root},name=photos", "--encoder", "efficientnet-lite0"]
         args += ["--store", str(tmp_path / switch), "--batch-size", "4"]
-        env = _environment(AFFECTFLOW_MALLOC=switch)
+        env = _environment(AFFECTFLOW_MALLOC=switch, **prefect_api)  # the session's server: no temporary one each
         running[switch] = subprocess.Popen(
             [str(BIN / "affectflow"), *args],
             env=env,

@@ -13,10 +13,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from pydantic import ValidationError
 
 from featurestore import FeatureStore, GroupReader, SampleStatus, StoreError
 from featurestore.h5 import export_h5, import_h5
 from flows.extract import DatasetConfig, EncoderConfig, LexiconConfig, extract, extract_features
+from flows.heads import HeadConfig
 from stages.extraction.encoders import EncoderError, ImageEncoder, create_encoder
 from stages.extraction.images import decode_image
 from stages.extraction.sources import SourceError
@@ -180,6 +182,12 @@ def test_bad_configuration_fails_fast_with_what_to_fix(dataset, tmp_path):
         _run(dataset, tmp_path / "s", encoder="efficientnet-lite0", lexicons=[LexiconConfig(name="x", prompts=["a"])])
     with pytest.raises(EncoderError, match="neither a checkpoint file nor a known tag"):
         create_encoder("open_clip:ViT-B-32@no-such-tag")
+    # an encoder option written beside `options` would have been dropped, and the run would have
+    # extracted (or skipped as finished) the group without it
+    with pytest.raises(ValidationError, match="tokens\n  Extra inputs are not permitted"):
+        EncoderConfig(name="efficientnet-lite0", tokens=True)
+    with pytest.raises(ValidationError, match="epoch\n  Extra inputs are not permitted"):
+        HeadConfig(head="aura", task="fer", features="generated/efficientnet-lite0", epoch=3)
 
 
 def test_h5_export_import_round_trip(dataset, tmp_path):

@@ -362,8 +362,9 @@ def test_the_grid_trains_each_cell_and_fold_once_tau_reruns_pairs_and_learners_o
 
     from featurestore import FeatureStore, GroupReader
     from flows.cli import app
+    from flows.lasca import run_lasca_grid
     from heads.lasca_table import grid_tables, paired_p, prompt_tables
-    from stages.training.lasca_steps import LascaGrid, explain_pair, run_lasca_grid
+    from stages.training.lasca_steps import LascaGrid, explain_pair
 
     store = FeatureStore(tmp_path / "store")
     groups = arousal_walk_windows(store, subjects=8, per=30)
@@ -427,21 +428,40 @@ def test_the_grid_trains_each_cell_and_fold_once_tau_reruns_pairs_and_learners_o
     assert why["label"] == ("rises" if pairs.numpy("label")[0] == 1 else "falls")
 
 
+def test_every_cell_reads_the_same_pairs_and_prompts_whatever_its_modality(tmp_path):
+    """A grid's rows compare learners on the same test pairs (its paired Wilcoxon test over folds
+    assumes it), and a cell trained alone (`--cell`) is keyed as the grid keys it: the audio cell
+    of an audio-visual set reads the face windows' pairs and the prompts describing both, as the
+    face and both cells do (it once paired the voice's windows alone when no face row was in its
+    grid, so the demo's audio rows changed with the way the grid was run)."""
+    from featurestore import FeatureStore
+    from stages.training.lasca_steps import cell_grid, cell_inputs
+
+    store = FeatureStore(tmp_path / "store")
+    face, _ = arousal_walk_windows(store, subjects=8, per=30)
+    inputs = {
+        modality: cell_inputs(store, cell_grid("clips", {"modality": modality, "tau": 0.1}, 3), 1)
+        for modality in ("face", "audio", "both")
+    }
+    assert len({i.pairs for i in inputs.values()}) == 1 and len({i.prompts for i in inputs.values()}) == 1
+    assert store.open_step(inputs["audio"].pairs).meta["windows_path"] == face.path
+
+
 def test_the_grid_starts_processes_only_when_each_gets_enough_new_learners(tmp_path):
     """One process per core, but a pool only pays its start-up when every process gets
-    LEARNERS_PER_WORKER new learners; an explicit count is taken as given, and must be ≥ 1."""
+    HEADS_PER_WORKER new heads; an explicit count is taken as given, and must be ≥ 1."""
     import os
 
     from featurestore import FeatureStore
-    from heads.trainer import TrainConfig
-    from stages.training.lasca_steps import LEARNERS_PER_WORKER, learner_workers, train_learners
+    from flows.heads import train_planned
+    from stages.training.head_pool import HEADS_PER_WORKER, pool_workers
 
     cores = len(os.sched_getaffinity(0))
-    assert learner_workers(0) == learner_workers(2 * LEARNERS_PER_WORKER - 1) == 1
-    assert learner_workers(2 * LEARNERS_PER_WORKER) == min(cores, 2)
-    assert learner_workers(10**6) == cores and learner_workers(3, workers=4) == 4
+    assert pool_workers(0) == pool_workers(2 * HEADS_PER_WORKER - 1) == 1
+    assert pool_workers(2 * HEADS_PER_WORKER) == min(cores, 2)
+    assert pool_workers(10**6) == cores and pool_workers(3, workers=4) == 4
     with pytest.raises(ValueError, match="workers 0: at least 1"):
-        train_learners(FeatureStore(tmp_path / "store"), [], TrainConfig.preset("lasca"), {}, workers=0)
+        train_planned(FeatureStore(tmp_path / "store"), [], workers=0)
 
 
 def test_a_killed_grid_leaves_no_learner_process_behind(tmp_path):
@@ -454,8 +474,8 @@ def test_a_killed_grid_leaves_no_learner_process_behind(tmp_path):
     script = (
         "import time\n"
         "from featurestore import FeatureStore\n"
-        "from stages.training.lasca_steps import learner_pool\n"
-        f"pool = learner_pool(FeatureStore({str(tmp_path / 'store')!r}), 2)\n"
+        "from stages.training.head_pool import process_pool\n"
+        f"pool = process_pool(FeatureStore({str(tmp_path / 'store')!r}), 2)\n"
         "busy = [pool.submit(time.sleep, 600) for _ in range(2)]\n"
         "print(*pool._processes, flush=True)\n"
         "time.sleep(600)\n"
@@ -495,7 +515,8 @@ def test_a_lasca_cell_trains_through_affectflow_train_the_python_api_and_the_flo
     import affectflow
     from featurestore import FeatureStore
     from flows.cli import app
-    from stages.training.lasca_steps import LascaGrid, run_lasca_grid
+    from flows.lasca import run_lasca_grid
+    from stages.training.lasca_steps import LascaGrid
 
     store = FeatureStore(tmp_path / "store")
     arousal_walk_windows(store, subjects=8, per=30)

@@ -189,3 +189,26 @@ def test_continuous_va_is_rater_averaged_and_interpolated_and_videos_are_reporte
     assert np.isnan(m.labels["va"][rows][t > 1.0]).all()  # after the last annotation: none, not extrapolated
     notes = {"videos": 3, "unreadable": 0, "variable_frame_rate": 0, "without_audio": 1, "audio_only": 0}
     assert m.counts()["notes"] == notes
+
+
+def test_each_keyframe_is_one_expressions_face_and_held_frames_are_its_still():
+    """The generator's video script: every keyframe is one expression drawn as a still is (its
+    prototype's AUs on, every other AU off), held for ``hold`` of its interval. (Its AUs were once
+    drawn from a new expression each, so the keyframes were mixtures labelled by accident: an AU5
+    face read as neutral.)"""
+    from stages.synthetic.face_generator import AU_THRESHOLD, AUS, PROTOTYPES, labels_from_intensities
+    from stages.synthetic.face_videos import trajectory
+
+    fps, key_every, hold = 5, 2.0, 0.6
+    intensities = trajectory(80, fps, key_every, np.random.default_rng(7), hold)
+    interval = int(fps * key_every)
+    shown = set()
+    for start in range(0, 80, interval):
+        held = intensities[start : start + int(interval * hold)]
+        assert np.allclose(held, held[0])  # still while held
+        key = dict(zip(AUS, held[0].tolist(), strict=True))
+        label = labels_from_intensities(key).expression
+        on = {au for au, v in key.items() if v >= AU_THRESHOLD}
+        assert on == set(PROTOTYPES.get(label, ())), (label, key)  # exactly its prototype's AUs
+        shown.add(label)
+    assert len(shown) >= 4  # 8 keyframes of 7 classes: several expressions, not one

@@ -107,9 +107,12 @@ def trajectory(n_frames: int, fps: int, key_every: float, rng: np.random.Generat
         raise ValueError(f"hold must be in [0, 1), not {hold}")
     classes = ["neutral", *PROTOTYPES]
     n_keys = int(np.ceil(n_frames / fps / key_every)) + 1
-    keys = np.array(
-        [[sample_intensities(classes[rng.integers(len(classes))], rng)[au] for au in AUS] for _ in range(n_keys)]
-    )
+
+    def keyframe() -> list[float]:  # one expression's face: its class drawn once for all its AUs
+        intensity = sample_intensities(classes[rng.integers(len(classes))], rng)
+        return [intensity[au] for au in AUS]
+
+    keys = np.array([keyframe() for _ in range(n_keys)])
     position = np.arange(n_frames) / fps / key_every
     k = np.floor(position).astype(int)
     moving = np.clip((position - k - hold) / (1 - hold), 0, None)

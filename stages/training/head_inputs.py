@@ -56,9 +56,18 @@ class HeadInput(ABC):
     def plan(self, store: FeatureStore, request: HeadRequest) -> PlannedInput:
         """The head's keyed step, what :meth:`train` needs besides the request, the resolved features."""
 
+    def plan_many(self, store: FeatureStore, requests: list[HeadRequest]) -> list[PlannedInput]:
+        """Every request of one planning pass, in order (a loader whose requests share lookups, as a
+        sweep's cells do, makes them once here)."""
+        return [self.plan(store, r) for r in requests]
+
     @abstractmethod
     def train(self, store: FeatureStore, request: HeadRequest, planned: Any) -> tuple[StepGroup, str, dict[str, Any]]:
         """Train (or skip) the planned step."""
+
+    def prepare(self, store: FeatureStore, request: HeadRequest, planned: Any) -> None:
+        """Work the planned heads share, done once before they train side by side in processes (each
+        would otherwise do it again); nothing by default."""
 
 
 HEAD_INPUTS: dict[str, HeadInput] = {}

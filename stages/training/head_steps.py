@@ -25,7 +25,6 @@ from heads.registry import create_head, get_head
 from heads.tasks import get_task
 from heads.trainer import LATER_KNOBS, TrainConfig, evaluate, fit, predict, seed_everything
 from stages.extraction.sources.labels import expression_prototypes
-from stages.training import au_prompts, faithfulness_structures  # noqa: F401 (they register "text", "structure")
 from stages.training.circumplex import transport_costs, transport_key
 from stages.training.head_data import load_task_data
 from stages.training.head_inputs import HeadInput, HeadRequest, PlannedInput, register_input

@@ -6,23 +6,18 @@ modality[, sentence-transformer][, visual windows]) by the one trainer (``fit_he
 re-runs pairs and learners, a new lexicon prompts onward), the text model's weights and the head's
 spec, so results, evaluation and the run records treat it like every head.
 
-The grid (:func:`run_lasca_grid`) walks modality × window × τ × variant × sentence-transformer ×
-affect × fold: prompts per (window, fold), pairs per (window, affect, τ), prompt embeddings through
-the store's cache, one learner per cell and fold. Every piece is a keyed step, so a rerun trains
-only what is new; new learners train side by side in processes (:func:`train_learners`).
+The grid (:class:`LascaGrid`) is a sweep over window × τ × modality × variant × sentence-transformer ×
+affect × fold (:func:`grid_cells`): each (cell, fold) is one head config that plans and trains
+through :class:`WindowPairsInput` like every head (flows/lasca.py runs the sweep): prompts per
+(window, fold), pairs per (window, affect, τ), prompt embeddings through the store's cache, one
+learner per cell and fold. Every piece is a keyed step, so a rerun trains only what is new.
 """
 
 from __future__ import annotations
 
 import functools
 import json
-import multiprocessing
-import os
-import threading
-import time
 from collections import Counter
-from concurrent.futures import ProcessPoolExecutor
-from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -186,8 +181,8 @@ def latest_windows(store: FeatureStore, dataset: str, window: str, array: str, e
 class WindowSets:
     """The window groups a grid reads at one window length, and its number of folds there."""
 
-    face: StepGroup | None  # blendshape windows: read when a face or both row is in the grid
-    voice: StepGroup | None  # MFCC windows: read when an audio or both row is in the grid
+    face: StepGroup | None  # blendshape windows, where the dataset has faces
+    voice: StepGroup | None  # MFCC windows, where the dataset has a voice
     visual: StepGroup | None  # the pretrained variant's visual-encoder windows
     folds: int  # the grid's folds, fewer when there are fewer subjects
 
@@ -198,32 +193,39 @@ class WindowSets:
 
     @property
     def labelled(self) -> StepGroup:
-        """The windows the pairs are made from: the face's when the grid reads faces (a pair's
-        windows must have features in every modality the grid reads), else the voice's."""
+        """The windows the pairs are made from: the face's where the dataset has them (a pair's
+        windows must have features in every modality a grid may read, so its rows compare the
+        same pairs), else the voice's."""
         return self.face if self.face is not None else self.voice
 
 
 def window_sets(store: FeatureStore, grid: LascaGrid, window: str) -> WindowSets:
-    """The windows each modality of ``grid`` needs: a speech-only set (no face) runs the audio rows
-    alone, and a face row over videos where no frame has a face is refused with the reason."""
-    face = voice = None
-    if set(grid.modalities) & {"face", "both"}:
-        try:
-            face = latest_windows(store, grid.dataset, window, FACE_ARRAY)
-        except ValueError as err:
+    """The windows of ``grid``'s dataset at ``window``: the face's and the voice's wherever the
+    dataset has them, whichever modalities the grid reads, so every cell of a grid (and the same
+    cell trained alone with ``--cell``) reads the same pairs and prompts. A speech-only set (no
+    face windows, or none with a face) runs the audio rows alone; its face rows, or the audio rows
+    of a silent set, are refused with the reason."""
+    reads_face = bool(set(grid.modalities) & {"face", "both"})
+    try:
+        face = latest_windows(store, grid.dataset, window, FACE_ARRAY)
+    except ValueError as err:
+        if reads_face:
             raise ValueError(f"{err} (the face and both rows need them; a speech-only set runs --modality audio)")
-        if not GroupReader(face).ok_mask().any():
+        face = None
+    if face is not None and not GroupReader(face).ok_mask().any():
+        if reads_face:
             raise ValueError(
                 f"{face.path}: no {window} window of {grid.dataset} has a face (MediaPipe found none in any "
                 f"frame, or the recordings have no picture): its face and both rows cannot run; "
                 "run the audio rows alone (--modality audio)"
             )
+        face = None  # recordings without a picture: nothing of the face to pair or describe
     try:
         voice = latest_windows(store, grid.dataset, window, VOICE_ARRAY)
     except ValueError:
         if set(grid.modalities) & {"audio", "both"}:
             raise
-        # face rows alone: a silent video set runs them; with a voice, its prompts are the full grid's
+        voice = None  # face rows alone: a silent video set runs them
     visual = (
         latest_windows(store, grid.dataset, window, "global", grid.pretrained_encoder)
         if "pretrained" in grid.variants
@@ -234,163 +236,33 @@ def window_sets(store: FeatureStore, grid: LascaGrid, window: str) -> WindowSets
     return replace(sets, folds=min(grid.folds, len(np.unique(subjects))))
 
 
-def run_lasca_grid(
-    store: FeatureStore, grid: LascaGrid, train: TrainConfig | None = None, workers: int | None = None
-) -> dict[str, Any]:
-    """Every learner of the grid (trained or skipped) as records, with the pair counts and the
-    prompt statistics of each window set. The learners train in ``workers`` processes (None: one
-    per CPU core when there are enough learners to train, see :func:`learner_workers`)."""
-    train = train or TrainConfig.preset("lasca", progress=False)
+def grid_cells(store: FeatureStore, grid: LascaGrid) -> tuple[list[tuple[dict[str, Any], int]], dict, dict]:
+    """The grid as the sweep it is: ([(cell, test fold)] in the order its tables read: window, fold,
+    modality, variant, sentence-transformer, affect, τ), the pair counts of each (window, affect, τ)
+    and the prompt statistics of each window (fold 1). Each cell is a ``--cell`` of
+    :class:`WindowPairsInput` over the grid's lexicon and template; pairs and prompts are keyed steps,
+    made (or found done) here."""
     lexicon = read_cue_lexicon(grid.lexicon)
-    learners: list[tuple[CellInputs, dict[str, Any]]] = []
-    prompt_stats, pair_counts = {}, {}
+    shared = {
+        "pretrained_encoder": grid.pretrained_encoder,
+        "lexicon": grid.lexicon,
+        "lexicon_kind": grid.lexicon_kind,
+        "template": grid.template,
+    }
+    cells, prompt_stats, pair_counts = [], {}, {}
     for window in grid.windows:
         sets = window_sets(store, grid, window)
-        visual, k = sets.visual, sets.folds
-        pairs = {}
         for affect in grid.affects:
             for tau in grid.taus:
-                pairs[affect, tau], _ = compute_pairs(store, sets.labelled, affect, tau)
-                pair_counts[f"{window} {affect} τ={tau:g}"] = int(GroupReader(pairs[affect, tau]).shape("label")[0])
-        for test_fold in range(1, k + 1):
-            prompts, _ = compute_prompts(store, sets.described, lexicon, grid.lexicon_kind, k, test_fold, grid.template)
-            if test_fold == 1:
-                prompt_stats[window] = prompt_statistics(GroupReader(prompts))
+                pairs, _ = compute_pairs(store, sets.labelled, affect, tau)
+                pair_counts[f"{window} {affect} τ={tau:g}"] = int(GroupReader(pairs).shape("label")[0])
+        prompts, _ = compute_prompts(store, sets.described, lexicon, grid.lexicon_kind, sets.folds, 1, grid.template)
+        prompt_stats[window] = prompt_statistics(GroupReader(prompts))
+        for test_fold in range(1, sets.folds + 1):
             for modality, variant, text_model, affect, tau in _cells(grid):
-                inputs = CellInputs(
-                    prompts.path,
-                    pairs[affect, tau].path,
-                    visual.path if variant == "pretrained" else None,
-                    text_model,
-                    variant,
-                    modality,
-                )
-                cell = {"modality": modality, "variant": variant, "text_model": text_model, "window": window}
-                learners.append((inputs, {**cell, "affect": affect, "tau": tau, "fold": test_fold}))
-    trained, n_workers = train_learners(store, [inputs for inputs, _ in learners], train, grid.options, workers)
-    records = [
-        {**cell, "accuracy": metrics["test"]["accuracy"], "pairs": metrics["samples"], "state": state, "path": path}
-        for (_, cell), (path, state, metrics) in zip(learners, trained)
-    ]
-    return {
-        "records": records,
-        "prompts": prompt_stats,
-        "pairs": pair_counts,
-        "folds": grid.folds,
-        "workers": n_workers,
-    }
-
-
-# -- training many learners at once ------------------------------------------------------------------
-# A learner is small (at most 1,280 → 250 → 125 → 1 on batches of 200): one process keeps two CPU
-# cores about half busy, and the per-operation overhead dominates the smallest. Learners of a grid
-# are independent keyed steps, so separate single-threaded processes train them side by side: on 2
-# cores the paper's grid trains 1.74× faster than in one two-threaded process (bench/lasca.py), and
-# a machine with more cores gains more. A pool costs a few seconds to start (each process imports
-# torch), so it is used when every process gets at least this many learners.
-LEARNERS_PER_WORKER = 16
-
-
-def learner_workers(pending: int, workers: int | None = None) -> int:
-    """The processes to train ``pending`` learners in: ``workers`` when given, else one per CPU
-    core this process may use, but only as many as get ``LEARNERS_PER_WORKER`` learners each (one
-    in a daemonic process, e.g. a Dask worker's task, which may not start processes)."""
-    if workers is not None:
-        return workers
-    if multiprocessing.current_process().daemon:
-        return 1
-    # the cores this process may run on (Linux); every core where that is not known (macOS)
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
-    return max(1, min(cores, pending // LEARNERS_PER_WORKER))
-
-
-def train_learners(
-    store: FeatureStore,
-    learners: list[CellInputs],
-    train: TrainConfig,
-    options: dict[str, Any],
-    workers: int | None = None,
-) -> tuple[list[tuple[str, str, dict[str, Any]]], int]:
-    """Train (or skip) each learner; returns ([(path, "new" | "skipped", metrics)] in order, the
-    processes used). Done learners are read here; the rest train in this process or, with more than
-    one worker, in a pool of spawned single-threaded processes (each learner's step takes its lock,
-    so they never write the same group). A failing learner stops the pool and raises: the learners
-    already done are stored, and a rerun trains only the rest."""
-    if workers is not None and workers < 1:
-        raise ValueError(f"workers {workers}: at least 1")
-    steps = [learner_step(store, inputs, train, options) for inputs in learners]
-    pending = [i for i, step in enumerate(steps) if not store.is_complete(step)]
-    n = learner_workers(len(pending), workers) if pending else 1
-    results: list[Any] = [None] * len(learners)
-    if n > 1:
-        for i in pending:  # embeddings of new prompts made once here, so the processes only read the cache
-            inputs = learners[i]
-            if inputs.variant in TEXT_VARIANTS:
-                kind = MODALITY_PROMPTS[inputs.modality]
-                prompt_vectors(store, inputs.prompts, kind, text_encoder(inputs.text_model))
-        pool = learner_pool(store, n)
-        try:
-            futures = {i: pool.submit(_train_in_worker, learners[i], train, options) for i in pending}
-            for i, future in futures.items():
-                results[i] = future.result()
-        except BrokenProcessPool as err:
-            raise RuntimeError(
-                f"the learners' processes stopped abruptly ({err}). They are spawned: a script that starts "
-                "the grid must do so under `if __name__ == '__main__':`; or pass workers=1 (--workers 1)"
-            ) from err
-        finally:
-            pool.shutdown(cancel_futures=True)
-    for i, inputs in enumerate(learners):
-        if results[i] is None:
-            results[i] = _train_here(store, inputs, train, options)
-    return results, n
-
-
-def learner_step(store: FeatureStore, inputs: CellInputs, train: TrainConfig, options: dict[str, Any]) -> Step:
-    prompts, pairs, encoder, pretrained = inputs.open(store)
-    options = get_head(LASCA_HEAD).preset_options("lasca", dict(options))
-    return lasca_step(prompts, pairs, inputs.variant, inputs.modality, train, options, encoder, pretrained)
-
-
-def _train_here(
-    store: FeatureStore, inputs: CellInputs, train: TrainConfig, options: dict[str, Any]
-) -> tuple[str, str, dict[str, Any]]:
-    prompts, pairs, encoder, pretrained = inputs.open(store)
-    group, state, metrics = train_lasca(
-        store, prompts, pairs, inputs.variant, inputs.modality, train, options, encoder, pretrained
-    )
-    return group.path, state, metrics
-
-
-def learner_pool(store: FeatureStore, n: int) -> ProcessPoolExecutor:
-    """``n`` spawned processes training into ``store``, this process's torch threads shared among
-    them; each leaves when this process dies (killed too), so a killed grid leaves none behind."""
-    threads = max(1, torch.get_num_threads() // n)
-    context = multiprocessing.get_context("spawn")  # fork would copy torch's thread pools mid-use
-    return ProcessPoolExecutor(n, context, _start_worker, (store.url, store.storage_options, threads, os.getpid()))
-
-
-_WORKER_STORE: list[FeatureStore] = []  # the store a pool process trains into, opened once
-
-
-def _start_worker(url: str, storage_options: dict[str, Any], threads: int, parent: int | None = None) -> None:
-    torch.set_num_threads(threads)
-    _WORKER_STORE.append(FeatureStore(url, storage_options))
-    parent = os.getppid() if parent is None else parent
-    threading.Thread(target=_exit_with_parent, args=(parent,), daemon=True, name="exit-with-parent").start()
-
-
-def _exit_with_parent(parent: int) -> None:
-    """A pool process whose parent is gone would wait for work forever (it holds its work queue's
-    write end itself, so it never reads an end of file): it leaves, mid-learner too — that step's
-    group stays incomplete and the next run trains it again."""
-    while os.getppid() == parent:
-        time.sleep(1)
-    os._exit(1)
-
-
-def _train_in_worker(inputs: CellInputs, train: TrainConfig, options: dict[str, Any]):
-    return _train_here(_WORKER_STORE[0], inputs, train, options)
+                cell = {"window": window, "affect": affect, "tau": tau, "modality": modality, "variant": variant}
+                cells.append(({**cell, **shared, **({"text_model": text_model} if text_model else {})}, test_fold))
+    return cells, pair_counts, prompt_stats
 
 
 # -- one cell, as `affectflow train --task rank --head lasca --cell …` trains it -----------------------------
@@ -448,9 +320,13 @@ class CellInputs:
         return store.open_step(self.prompts), store.open_step(self.pairs), encoder, pretrained
 
 
-def cell_inputs(store: FeatureStore, grid: LascaGrid, test_fold: int) -> CellInputs:
+def cell_inputs(
+    store: FeatureStore, grid: LascaGrid, test_fold: int, found: dict[tuple, Any] | None = None
+) -> CellInputs:
     """The prompts (of ``test_fold``) and pairs a one-cell grid's learner reads, computed or found
-    done (both keyed steps), and its pretrained windows and text model where its variant needs them."""
+    done (both keyed steps), and its pretrained windows and text model where its variant needs them.
+    ``found``: what earlier cells of the same planning pass looked up (window groups, lexicon, prompts,
+    pairs), reused: a sweep's cells share them, and finding the latest windows lists the store."""
     (window,), (affect,), (tau,), (variant,), (modality,) = (
         grid.windows,
         grid.affects,
@@ -458,16 +334,31 @@ def cell_inputs(store: FeatureStore, grid: LascaGrid, test_fold: int) -> CellInp
         grid.variants,
         grid.modalities,
     )
-    sets = window_sets(store, grid, window)
+    found = {} if found is None else found
+
+    def memo(key: tuple, make):
+        if key not in found:
+            found[key] = make()
+        return found[key]
+
+    sets_key = (grid.dataset, window, grid.modalities, "pretrained" in grid.variants, grid.pretrained_encoder)
+    sets = memo(("windows", *sets_key, grid.folds), lambda: window_sets(store, grid, window))
     if not 1 <= test_fold <= sets.folds:
         raise ValueError(f"test fold {test_fold}: the {grid.dataset} windows make folds 1–{sets.folds}")
     if variant == "pretrained" and modality != "face":
         raise ValueError("the pretrained variant reads a visual encoder's windows: modality face only")
-    lexicon = read_cue_lexicon(grid.lexicon)
-    prompts, _ = compute_prompts(
-        store, sets.described, lexicon, grid.lexicon_kind, sets.folds, test_fold, grid.template
+    lexicon = memo(("lexicon", grid.lexicon), lambda: read_cue_lexicon(grid.lexicon))
+    described = tuple(g.path for g in sets.described)
+    prompts_key = ("prompts", described, grid.lexicon, grid.lexicon_kind, sets.folds, test_fold, grid.template)
+    prompts = memo(
+        prompts_key,
+        lambda: compute_prompts(
+            store, sets.described, lexicon, grid.lexicon_kind, sets.folds, test_fold, grid.template
+        )[0],
     )
-    pairs, _ = compute_pairs(store, sets.labelled, affect, tau)
+    pairs = memo(
+        ("pairs", sets.labelled.path, affect, tau), lambda: compute_pairs(store, sets.labelled, affect, tau)[0]
+    )
     text = grid.text_models[0] if variant in TEXT_VARIANTS else None
     visual = sets.visual.path if variant == "pretrained" else None
     return CellInputs(prompts.path, pairs.path, visual, text, variant, modality)
@@ -484,15 +375,29 @@ class WindowPairsInput(HeadInput):
     takes_cell = True
 
     def plan(self, store: FeatureStore, request: HeadRequest) -> PlannedInput:
+        return self.plan_many(store, [request])[0]
+
+    def plan_many(self, store: FeatureStore, requests: list[HeadRequest]) -> list[PlannedInput]:
+        """The cells of one planning pass (a grid's sweep) share their window lookups, prompts and pairs."""
+        found: dict[tuple, Any] = {}
+        return [self._plan(store, r, found) for r in requests]
+
+    def _plan(self, store: FeatureStore, request: HeadRequest, found: dict[tuple, Any]) -> PlannedInput:
         if not isinstance(request.features, str):
             raise ValueError(f"{request.head} reads one video dataset's windows: give one --features (its name)")
-        inputs = cell_inputs(store, cell_grid(request.features, request.cell or {}, request.folds), request.test_fold)
+        grid = cell_grid(request.features, request.cell or {}, request.folds)
+        inputs = cell_inputs(store, grid, request.test_fold, found)
         prompts, pairs, encoder, pretrained = inputs.open(store)
         r = request
         step = lasca_step(
             prompts, pairs, inputs.variant, inputs.modality, r.train, r.options, encoder, pretrained, r.head, r.task
         )
         return PlannedInput(step, inputs, request.features)
+
+    def prepare(self, store: FeatureStore, request: HeadRequest, planned: CellInputs) -> None:
+        """The prompts' embeddings, made once into the store's cache: the processes then only read them."""
+        if planned.variant in TEXT_VARIANTS:
+            prompt_vectors(store, planned.prompts, MODALITY_PROMPTS[planned.modality], text_encoder(planned.text_model))
 
     def train(
         self, store: FeatureStore, request: HeadRequest, planned: CellInputs
