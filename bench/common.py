@@ -46,10 +46,10 @@ def prefect_server():
     (tests/test_bench.py's one server) uses that instead of starting its own."""
     from contextlib import nullcontext
 
-    from prefect.testing.utilities import prefect_test_harness
-
     if SMOKE and os.environ.get("PREFECT_API_URL"):
         return nullcontext()
+    from prefect.testing.utilities import prefect_test_harness  # imports Prefect's server (~2 s): only here
+
     return prefect_test_harness(server_startup_timeout=120)
 
 

@@ -130,7 +130,7 @@ def dask_scaling(root: Path, work: Path, encoder: str, batch: int, repeat: int) 
     from stages.synthetic.demo_catalogue import write_photo_dataset
 
     os.environ["OMP_NUM_THREADS"] = "1"  # inherited by the worker processes: torch threads 1
-    warm = write_photo_dataset(work / "dask-warm", 16)
+    warm = None if SMOKE else write_photo_dataset(work / "dask-warm", 16)
     sizes = (1,) if SMOKE else (1, 2)  # a smoke run starts one cluster
     runs: dict[int, list[float]] = {n: [] for n in (1, 2)}
     for k in range(repeat):
@@ -138,16 +138,18 @@ def dask_scaling(root: Path, work: Path, encoder: str, batch: int, repeat: int) 
             with LocalCluster(**local_cluster_kwargs(n_workers), dashboard_address=":0") as cluster:
                 # Warm every worker (model loaded, Prefect's task engine imported), not only those the
                 # scheduler happens to give warm-up chunks: a cold worker's start-up is not throughput.
+                # A smoke run measures nothing: no warm-up (suite time).
                 with Client(cluster) as client:
                     client.run(lambda: loaded_encoder(encoder, {}, None) and None)
-                run_flow(
-                    warm,
-                    work / f"warm-{n_workers}-{k}",
-                    encoder,
-                    batch,
-                    chunk_size=1,
-                    dask_address=cluster.scheduler_address,
-                )
+                if not SMOKE:
+                    run_flow(
+                        warm,
+                        work / f"warm-{n_workers}-{k}",
+                        encoder,
+                        batch,
+                        chunk_size=1,
+                        dask_address=cluster.scheduler_address,
+                    )
                 # chunks of four batches: 10 tasks for 1,280 images, few enough that task start-up stays small
                 step, _ = run_flow(
                     root,

@@ -16,7 +16,6 @@ import io
 from typing import Any
 
 import numpy as np
-from scipy.optimize import minimize_scalar
 from scipy.special import log_softmax, softmax
 
 BINS = 15  # the bins of Guo et al.'s ECE
@@ -34,6 +33,8 @@ def nll(logits: np.ndarray, labels: np.ndarray, temperature: float = 1.0) -> flo
 def fit_temperature(logits: np.ndarray, labels: np.ndarray) -> float:
     """The T in ``T_RANGE`` minimising the NLL of softmax(logits / T) on labelled rows (label ≥ 0);
     1.0 without any."""
+    from scipy.optimize import minimize_scalar  # here: scipy.optimize is ~0.5 s of every command's start
+
     logits, labels = np.asarray(logits, np.float64), np.asarray(labels, np.int64)
     keep = labels >= 0
     if not keep.any():

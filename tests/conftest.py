@@ -94,12 +94,92 @@ def _seeded():
     seed_everything(0)
 
 
+# One temporary Prefect server for the whole `pytest` run, both xdist workers included: a server's
+# start (its imports and the database's migrations) is ~20 s of CPU, once instead of once per worker
+# (suite time). The first test process that needs it starts it, under a lock in a folder the
+# controller names for its workers; the controller stops it, by its PID, when the run ends.
+_SHARED = "AFFECTFLOW_TEST_SHARED"
+
+
+def pytest_configure(config) -> None:
+    if not hasattr(config, "workerinput"):  # the controller (or a run without xdist)
+        shared = Path(os.environ.get("AFFECTFLOW_TEST_TMP", "/tmp")) / f"affectflow-tests-shared-{os.getpid()}"
+        shared.mkdir(parents=True, exist_ok=True)
+        os.environ[_SHARED] = str(shared)  # inherited by the workers, started after this hook
+
+
+def pytest_unconfigure(config) -> None:
+    if hasattr(config, "workerinput") or _SHARED not in os.environ:
+        return
+    shared = Path(os.environ.pop(_SHARED))
+    pid_file = shared / "prefect-server.pid"
+    if pid_file.is_file():
+        pid = int(pid_file.read_text())
+        try:
+            os.kill(pid, signal.SIGTERM)
+            deadline = time.monotonic() + 15
+            while time.monotonic() < deadline and Path(f"/proc/{pid}").exists():
+                time.sleep(0.1)
+            if Path(f"/proc/{pid}").exists():
+                os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+    shutil.rmtree(shared, ignore_errors=True)
+
+
+def _shared_prefect_server() -> str:
+    """The API URL of the run's one temporary Prefect server, started here if no test process has
+    started it yet: the command and settings of Prefect's own test harness
+    (prefect.testing.utilities.prefect_test_harness), a SQLite database of its own."""
+    import fcntl
+    import urllib.request
+
+    import prefect
+
+    shared = Path(os.environ[_SHARED])
+    url_file = shared / "prefect-server.url"
+    with open(shared / "prefect-server.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not url_file.is_file():
+            port = free_port()
+            env = {
+                **os.environ,
+                "PREFECT_SERVER_DATABASE_CONNECTION_URL": f"sqlite+aiosqlite:///{shared / 'prefect.db'}",
+                "PREFECT_UI_ENABLED": "0",
+                "PREFECT__SERVER_EPHEMERAL": "1",
+                "PREFECT__SERVER_FINAL": "1",
+            }
+            with open(shared / "prefect-server.log", "w") as log:
+                server = subprocess.Popen(
+                    [sys.executable, "-m", "uvicorn", "--app-dir", str(Path(prefect.__file__).parents[1])]
+                    + ["--factory", "prefect.server.api.server:create_app", "--host", "127.0.0.1", "--port", str(port)]
+                    + ["--log-level", "error", "--lifespan", "on"],
+                    env=env,
+                    stdout=subprocess.DEVNULL,
+                    stderr=log,
+                    start_new_session=True,  # outlives the test process that started it: the controller stops it
+                )
+            (shared / "prefect-server.pid").write_text(str(server.pid))
+            url_file.write_text(f"http://127.0.0.1:{port}/api")
+        url = url_file.read_text()
+
+    def healthy() -> bool:
+        try:
+            with urllib.request.urlopen(f"{url}/health", timeout=5) as r:
+                return r.status == 200
+        except OSError:
+            return False
+
+    wait_for(healthy, 120, f"the test run's Prefect server ({shared / 'prefect-server.log'})", interval=0.5)
+    return url
+
+
 @pytest.fixture(scope="session")
 def prefect_harness():
-    """One temporary Prefect server for every in-process flow run of the session."""
-    from prefect.testing.utilities import prefect_test_harness
+    """The run's temporary Prefect server for every in-process flow run of the session."""
+    from prefect.settings import PREFECT_API_URL, temporary_settings
 
-    with prefect_test_harness(server_startup_timeout=120):
+    with temporary_settings(updates={PREFECT_API_URL: _shared_prefect_server()}):
         yield
 
 
@@ -206,28 +286,34 @@ def smoke_cache(tmp_path_factory) -> str:
     return str(tmp_path_factory.mktemp("bench-smoke-cache"))
 
 
-def run_bench_smoke(name: str, tmp_path: Path, smoke_cache: str) -> None:
-    """``python bench/<name>.py --smoke`` from the repository root, as `make bench` starts it, its
-    flow runs on the session's Prefect server; it must end well and print its JSON and its table."""
+def run_bench_smoke(name: str, tmp_path: Path, smoke_cache: str, monkeypatch, capsys) -> None:
+    """``python bench/<name>.py --smoke`` as `make bench` starts it, run by runpy in this test
+    process (as ``__main__``, with the script's argv, the repository as working directory and
+    bench/ importable), its flow runs on the session's Prefect server; it must end well and print
+    its JSON and its table. In process, not a new interpreter: a bench's imports and model loads
+    (~6 s a process) are this process's, already paid (suite time); the benches that need a fresh
+    process start one themselves (bench/extract.py's allocator runs, bench/retrain.py's commands)."""
     import json
+    import runpy
+    import tempfile
 
     from prefect.settings import PREFECT_API_URL
 
+    script = REPO / "bench" / f"{name}.py"
     assert f"bench/{name}.py" in (REPO / "Makefile").read_text()  # what `make bench` runs
-    done = subprocess.run(
-        [sys.executable, f"bench/{name}.py", "--smoke"],
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        timeout=900,
-        env={
-            **os.environ,
-            "TMPDIR": str(tmp_path),
-            "PREFECT_API_URL": PREFECT_API_URL.value(),
-            "AFFECTFLOW_BENCH_SMOKE_CACHE": smoke_cache,
-        },
-    )
-    assert done.returncode == 0, done.stderr[-3000:]
-    result = json.loads(next(line for line in done.stdout.splitlines() if line.startswith("{")))
+    monkeypatch.chdir(REPO)
+    monkeypatch.setattr(sys, "argv", [str(script), "--smoke"])
+    monkeypatch.setattr(sys, "path", [*sys.path, str(REPO / "bench")])  # where bench/common.py leaves it
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))  # TMPDIR is read once per process
+    monkeypatch.setenv("TMPDIR", str(tmp_path))
+    monkeypatch.setenv("PREFECT_API_URL", PREFECT_API_URL.value())  # the session's server: no bench starts one
+    monkeypatch.setenv("AFFECTFLOW_BENCH_SMOKE_CACHE", smoke_cache)
+    import common  # bench/common.py: SMOKE is read from argv at its first import, which may have been a test's
+
+    monkeypatch.setattr(common, "SMOKE", True)
+    capsys.readouterr()
+    runpy.run_path(str(script), run_name="__main__")
+    out = capsys.readouterr().out
+    result = json.loads(next(line for line in out.splitlines() if line.startswith("{")))
     assert result["machine"]["cpus"] >= 1
-    assert "<!-- bench:" in done.stdout  # its docs/benchmarks.md table was built (printed, not written)
+    assert "<!-- bench:" in out  # its docs/benchmarks.md table was built (printed, not written)

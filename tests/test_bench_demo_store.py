@@ -24,5 +24,5 @@ def test_every_bench_make_bench_runs_has_a_smoke_test():
 @pytest.mark.slow
 @pytest.mark.usefixtures("prefect_harness")
 @pytest.mark.parametrize("name", DEMO_STORE_BENCHES)
-def test_the_bench_runs_to_its_end(name, tmp_path, smoke_cache):
-    run_bench_smoke(name, tmp_path, smoke_cache)
+def test_the_bench_runs_to_its_end(name, tmp_path, smoke_cache, monkeypatch, capsys):
+    run_bench_smoke(name, tmp_path, smoke_cache, monkeypatch, capsys)

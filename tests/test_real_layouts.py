@@ -174,7 +174,7 @@ def test_ckplus_grey_and_colour_frames_are_extracted(tmp_path):
 
 # -- subject-exclusive k-fold --------------------------------------------------------------------------
 @pytest.fixture(scope="module")
-def no_split_features(tmp_path_factory):
+def no_split_features(tmp_path_factory, prefect_harness):
     """20 subjects × 3 photos, expressions by subject and row, no split column: a k-fold dataset."""
     from stages.synthetic.demo_catalogue import write_photo_dataset
 
@@ -183,14 +183,11 @@ def no_split_features(tmp_path_factory):
     lines = ["path,subject,expression"] + [f"img/{i:05d}.jpg,s{i // 3:02d},{names[i % 4]}" for i in range(60)]
     (root / "manifest.csv").write_text("\n".join(lines) + "\n")
     store = root / "store"
-    from prefect.testing.utilities import prefect_test_harness
-
-    with prefect_test_harness(server_startup_timeout=120):
-        result = extract_features(
-            datasets=[DatasetConfig(layout="csv", root=str(root), name="kfold")],
-            encoders=[EncoderConfig(name="test-clip-tiny")],
-            store=str(store),
-        )
+    result = extract_features(
+        datasets=[DatasetConfig(layout="csv", root=str(root), name="kfold")],
+        encoders=[EncoderConfig(name="test-clip-tiny")],
+        store=str(store),
+    )
     return store, result["steps"][0]["path"]
 
 

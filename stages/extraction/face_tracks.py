@@ -13,7 +13,6 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 import numpy as np
-from scipy.optimize import linear_sum_assignment
 
 MIN_IOU = 0.3  # a face moves less than this between sampled frames (at 2 fps, a head turn)
 MAX_GAP_SECONDS = 2.0  # an occluded face, a look away: the same person when it returns within this
@@ -41,6 +40,8 @@ class FaceTracks:
 
     def assign(self, boxes: list[Box], time: float) -> list[int]:
         """The track index of each of ``boxes`` (a frame at ``time`` s)."""
+        from scipy.optimize import linear_sum_assignment  # here: scipy.optimize is ~0.5 s of every command's start
+
         self.last = {t: seen for t, seen in self.last.items() if time - seen[1] <= self.max_gap}
         tracks = list(self.last)
         ids = [-1] * len(boxes)

@@ -64,7 +64,8 @@ def text_inputs(options: dict[str, Any]) -> dict[str, Any]:
 def prompt_text(store: FeatureStore, options: dict[str, Any], names: list[str]) -> PromptText:
     """The head's prompts for AUs ``names``: with ``context`` > 0 the frozen tower the head trains
     its context through, else the embeddings, computed once per text model and cached in ``store``."""
-    encoder = create_encoder(options["text_encoder"]).load()
+    # loaded by the tower or on a cache miss only: a rerun's prompts are in the store (a load is seconds)
+    encoder = create_encoder(options["text_encoder"])
     prompts = au_prompts(names, options["prompts"])
     if options["context"]:
         tower = encoder.context_tower(prompts)
