@@ -138,9 +138,27 @@ class LeaseLock:
             raise LeaseLost(f"lease {self.directory} was superseded while held (renewal too slow?)")
 
 
+LEASE_TTL_VARIABLE = "AFFECTFLOW_LEASE_TTL"
+
+
+def lease_ttl() -> float:
+    """Seconds an object store's step lease lives unrenewed: how long a new run waits to take over
+    the steps of a killed one. 60 unless ``AFFECTFLOW_LEASE_TTL`` says otherwise; the holder renews
+    every third of it, so a short lease costs more renewals and a slow store may lose it."""
+    value = os.environ.get(LEASE_TTL_VARIABLE, "60")
+    try:
+        ttl = float(value)
+    except ValueError:
+        ttl = 0.0
+    if not ttl > 0:
+        raise ValueError(f"{LEASE_TTL_VARIABLE}={value!r}: a number of seconds above 0")
+    return ttl
+
+
 @contextmanager
-def step_lock(fs: fsspec.AbstractFileSystem, root: str, key: str, timeout: float = 3600, ttl: float = 60):
-    """Hold the lock of step ``key`` in the store rooted at ``root`` on ``fs``."""
+def step_lock(fs: fsspec.AbstractFileSystem, root: str, key: str, timeout: float = 3600, ttl: float | None = None):
+    """Hold the lock of step ``key`` in the store rooted at ``root`` on ``fs`` (``ttl``: the lease's on
+    an object store, default :func:`lease_ttl`)."""
     directory = f"{root.rstrip('/')}/{LOCK_DIR}/{key}"
     if "file" in fs.protocol or "local" in fs.protocol:
         Path(directory).mkdir(parents=True, exist_ok=True)
@@ -151,7 +169,7 @@ def step_lock(fs: fsspec.AbstractFileSystem, root: str, key: str, timeout: float
         except filelock.Timeout as err:
             raise LockTimeout(f"step lock {directory} still held after {timeout}s") from err
         return
-    lease = LeaseLock(fs, directory, ttl=ttl)
+    lease = LeaseLock(fs, directory, ttl=lease_ttl() if ttl is None else ttl)
     lease.acquire(timeout)
     try:
         yield

@@ -81,6 +81,19 @@ def test_lease_lock_excludes_renews_and_expires_by_the_clock(s3):
     c.release()
 
 
+def test_the_lease_ttl_is_60_s_or_the_environments_and_a_bad_value_is_refused(monkeypatch):
+    from featurestore.locks import lease_ttl
+
+    monkeypatch.delenv("AFFECTFLOW_LEASE_TTL", raising=False)
+    assert lease_ttl() == 60.0
+    monkeypatch.setenv("AFFECTFLOW_LEASE_TTL", "5")
+    assert lease_ttl() == 5.0
+    for bad in ("0", "-3", "soon", "nan"):
+        monkeypatch.setenv("AFFECTFLOW_LEASE_TTL", bad)
+        with pytest.raises(ValueError, match="AFFECTFLOW_LEASE_TTL"):
+            lease_ttl()
+
+
 def test_the_holder_renews_its_lease_in_the_background(s3):
     fs = s3fs.S3FileSystem(endpoint_url=s3, skip_instance_cache=True)
     a = LeaseLock(fs, "affect-bucket/locks/k2", ttl=0.9)  # renews every 0.3 s
@@ -141,12 +154,14 @@ def test_extract_kill_resume_and_read_on_s3(s3, tmp_path, prefect_api):
     ]
     store = FeatureStore(url, {"endpoint_url": s3})
 
-    crashed(cli(*args, env={**crash_after_chunks(2), **prefect_api}, start_new_session=True))
+    # the killed run's lease is taken over 5 s after its last renewal, not the default 60 (suite time)
+    short_lease = {"AFFECTFLOW_LEASE_TTL": "5"}
+    crashed(cli(*args, env={**crash_after_chunks(2), **prefect_api, **short_lease}, start_new_session=True))
     (partial,) = FeatureStore(url, {"endpoint_url": s3}).list_steps("features")
     done_before = int(partial.done_mask().sum())
     assert done_before == 2 and not partial.is_complete
 
-    resumed = cli(*args, "--json", str(tmp_path / "r.json"), env=prefect_api)
+    resumed = cli(*args, "--json", str(tmp_path / "r.json"), env={**prefect_api, **short_lease})
     out, _ = resumed.communicate(timeout=600)
     assert resumed.returncode == 0, out[-3000:]
     (step,) = json.loads((tmp_path / "r.json").read_text())["steps"]
