@@ -117,13 +117,11 @@ def pytest_unconfigure(config) -> None:
         pid = int(pid_file.read_text())
         try:
             os.kill(pid, signal.SIGTERM)
-            deadline = time.monotonic() + 15
-            while time.monotonic() < deadline and Path(f"/proc/{pid}").exists():
-                time.sleep(0.1)
-            if Path(f"/proc/{pid}").exists():
-                os.kill(pid, signal.SIGKILL)
+            wait_for(lambda: not Path(f"/proc/{pid}").exists(), 15, "the Prefect server to stop", interval=0.1)
         except ProcessLookupError:
             pass
+        except TimeoutError:
+            os.kill(pid, signal.SIGKILL)
     shutil.rmtree(shared, ignore_errors=True)
 
 
