@@ -74,10 +74,11 @@ def run(n: int, dim: int, device: str | None) -> dict:
         features = write_cached_features(store, n, dim)
         train = {k: getattr(TrainConfig(), k) for k in KNOBS}  # batch_size None: auto, recorded per head
         result = {"machine": machine(), "samples": n, "dim": dim, "device": device or "default", "train": train}
+        smoke = {"epochs": 4} if SMOKE else {}  # a smoke run: the code path, not the scores or times
         for task in ("fer", "au", "va"):
             t0 = time.perf_counter()
             group, _, metrics = train_head(
-                store, features, "aura", task, "global", {}, TrainConfig(device=device, progress=False)
+                store, features, "aura", task, "global", {}, TrainConfig(device=device, progress=False, **smoke)
             )
             result[f"aura_{task}"] = {
                 "train_seconds": round(metrics["train_seconds"], 2),

@@ -41,10 +41,27 @@ from stages.synthetic.cached_features import write_feature_group  # noqa: E402, 
 keep_large_buffers()
 
 
-# The longest test files first (measured with --durations): xdist's --dist loadfile hands files
-# to the two workers in collection order, and a long file handed out last would run alone at the
-# end (suite time). The rest keep pytest's order.
-LONGEST_FIRST = ("test_cluster", "test_bench", "test_s3", "test_train_heads", "test_bench_demo_store", "test_causal")
+# The test files longest first (seconds in a `make test` run: --durations summed per file): xdist's
+# --dist loadfile hands files to the two workers in collection order, so a long file handed out last
+# runs alone at the end (test_resume's 69 s did: suite time). The short rest keep pytest's order.
+LONGEST_FIRST = (
+    "test_cluster",  # 165
+    "test_train_heads",  # 161
+    "test_bench",  # 137
+    "test_bench_demo_store",  # 88
+    "test_causal",  # 88
+    "test_s3",  # 78
+    "test_resume",  # 69
+    "test_heads",  # 68
+    "test_faud",  # 61
+    "test_readme",  # 51
+    "test_lasca",  # 34
+    "test_face",  # 29
+    "test_extract",  # 28
+    "test_video",  # 25
+    "test_allocator",  # 22
+    "test_real_layouts",  # 20
+)
 
 
 def pytest_collection_modifyitems(items) -> None:
@@ -96,8 +113,9 @@ def _seeded():
 
 # One temporary Prefect server for the whole `pytest` run, both xdist workers included: a server's
 # start (its imports and the database's migrations) is ~20 s of CPU, once instead of once per worker
-# (suite time). The first test process that needs it starts it, under a lock in a folder the
-# controller names for its workers; the controller stops it, by its PID, when the run ends.
+# (suite time). The controller starts it when the run is whole folders (the suite); otherwise the
+# first test process that needs it does, under a lock in a folder the controller names for its
+# workers. The controller stops it, by its PID, when the run ends.
 _SHARED = "AFFECTFLOW_TEST_SHARED"
 
 
@@ -106,6 +124,9 @@ def pytest_configure(config) -> None:
         shared = Path(os.environ.get("AFFECTFLOW_TEST_TMP", "/tmp")) / f"affectflow-tests-shared-{os.getpid()}"
         shared.mkdir(parents=True, exist_ok=True)
         os.environ[_SHARED] = str(shared)  # inherited by the workers, started after this hook
+        suite = all(Path(arg).is_dir() for arg in config.args)  # whole folders: tests that need the server
+        if suite and not config.option.collectonly:
+            _start_shared_server(shared)  # now: it boots while the workers start and collect (suite time)
 
 
 def pytest_unconfigure(config) -> None:
@@ -117,7 +138,7 @@ def pytest_unconfigure(config) -> None:
         pid = int(pid_file.read_text())
         try:
             os.kill(pid, signal.SIGTERM)
-            wait_for(lambda: not Path(f"/proc/{pid}").exists(), 15, "the Prefect server to stop", interval=0.1)
+            wait_for(lambda: _ended(pid), 15, "the Prefect server to stop", interval=0.1)
         except ProcessLookupError:
             pass
         except TimeoutError:
@@ -125,16 +146,26 @@ def pytest_unconfigure(config) -> None:
     shutil.rmtree(shared, ignore_errors=True)
 
 
-def _shared_prefect_server() -> str:
-    """The API URL of the run's one temporary Prefect server, started here if no test process has
-    started it yet: the command and settings of Prefect's own test harness
-    (prefect.testing.utilities.prefect_test_harness), a SQLite database of its own."""
+def _ended(pid: int) -> bool:
+    """Whether a process has exited; reaped here when it is this process's child (the controller
+    starts the server for a whole-suite run), whose exit otherwise leaves it a zombie in /proc."""
+    try:
+        if os.waitpid(pid, os.WNOHANG)[0] == pid:
+            return True
+    except ChildProcessError:  # a test process started it: its parent's to reap, not ours
+        pass
+    return not Path(f"/proc/{pid}").exists()
+
+
+def _start_shared_server(shared: Path) -> str:
+    """Start the run's temporary Prefect server unless a test process (or the controller) has:
+    the command and settings of Prefect's own test harness
+    (prefect.testing.utilities.prefect_test_harness), a SQLite database of its own. Returns its
+    API URL without waiting for it."""
     import fcntl
-    import urllib.request
 
     import prefect
 
-    shared = Path(os.environ[_SHARED])
     url_file = shared / "prefect-server.url"
     with open(shared / "prefect-server.lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
@@ -159,7 +190,19 @@ def _shared_prefect_server() -> str:
                 )
             (shared / "prefect-server.pid").write_text(str(server.pid))
             url_file.write_text(f"http://127.0.0.1:{port}/api")
-        url = url_file.read_text()
+        return url_file.read_text()
+
+
+def _shared_prefect_server() -> str:
+    """The API URL of the run's one temporary Prefect server, once it answers. The first test
+    process to see it answer copies its freshly migrated database (``migrated_prefect_db``)
+    before any test has written to it."""
+    import fcntl
+    import sqlite3
+    import urllib.request
+
+    shared = Path(os.environ[_SHARED])
+    url = _start_shared_server(shared)
 
     def healthy() -> bool:
         try:
@@ -169,15 +212,38 @@ def _shared_prefect_server() -> str:
             return False
 
     wait_for(healthy, 120, f"the test run's Prefect server ({shared / 'prefect-server.log'})", interval=0.5)
+    with open(shared / "prefect-server.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not (shared / _MIGRATED_DB).is_file():
+            # SQLite's online backup: a consistent copy of a database in use (WAL included)
+            with sqlite3.connect(shared / "prefect.db") as source, sqlite3.connect(shared / "copying.db") as copy:
+                source.backup(copy)
+            (shared / "copying.db").rename(shared / _MIGRATED_DB)
     return url
+
+
+_MIGRATED_DB = "prefect-migrated.db"
+
+
+@pytest.fixture
+def migrated_prefect_db(prefect_harness) -> Path:
+    """A copy of the run's Prefect database as its server left it after migrating (nothing else in
+    it): for a test that starts a Prefect server of its own, which then starts as on any start after
+    a first (the migrations are ~13 s of CPU; the run's server has run them with the same Prefect)."""
+    return Path(os.environ[_SHARED]) / _MIGRATED_DB
 
 
 @pytest.fixture(scope="session")
 def prefect_harness():
-    """The run's temporary Prefect server for every in-process flow run of the session."""
-    from prefect.settings import PREFECT_API_URL, temporary_settings
+    """The run's temporary Prefect server for every in-process flow run of the session, without
+    flow-run heartbeats: a flow run's end joins its heartbeat thread, which sleeps in 1 s steps, so
+    each run ended ~1 s after its work (1.15 s → 0.16 s for an empty flow, measured). No test here
+    reads heartbeats (the server's crash detection for runs whose process died); command-line and
+    deployment runs in subprocesses keep Prefect's default."""
+    from prefect.settings import PREFECT_API_URL, PREFECT_FLOWS_HEARTBEAT_FREQUENCY, temporary_settings
 
-    with temporary_settings(updates={PREFECT_API_URL: _shared_prefect_server()}):
+    settings = {PREFECT_API_URL: _shared_prefect_server(), PREFECT_FLOWS_HEARTBEAT_FREQUENCY: None}
+    with temporary_settings(updates=settings):
         yield
 
 

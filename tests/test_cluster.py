@@ -5,8 +5,11 @@ from __future__ import annotations
 
 import json
 import os
+import re
+import shutil
 import signal
 import subprocess
+import urllib.error
 import urllib.request
 from pathlib import Path
 
@@ -27,12 +30,22 @@ def _run(args: list[str], env: dict, timeout: float = 300, cwd: Path = REPO) -> 
     return done.stdout
 
 
-def _api(base: str, route: str, body: dict) -> list | dict:
-    request = urllib.request.Request(
-        f"{base}{route}", data=json.dumps(body).encode(), headers={"Content-Type": "application/json"}
-    )
-    with urllib.request.urlopen(request, timeout=30) as r:
-        return json.loads(r.read())
+def _api(base: str, route: str, body: dict | None = None) -> list | dict:
+    """A call to the Prefect server's REST API (POST with ``body``, else GET), retried on the
+    statuses Prefect's own client retries (429, 502, 503: the run's server answers 503 while its
+    SQLite database is busy with both test workers' runs), with its backoff."""
+    import time
+
+    data = None if body is None else json.dumps(body).encode()
+    for attempt in range(6):
+        request = urllib.request.Request(f"{base}{route}", data=data, headers={"Content-Type": "application/json"})
+        try:
+            with urllib.request.urlopen(request, timeout=30) as r:
+                return json.loads(r.read())
+        except urllib.error.HTTPError as error:
+            if error.code not in (429, 502, 503) or attempt == 5:
+                raise
+        time.sleep(2**attempt)
 
 
 def _run_states(base: str, deployment: str) -> list[str]:
@@ -47,9 +60,9 @@ def _run_states(base: str, deployment: str) -> list[str]:
 
 
 def _write_demo_data(root: Path) -> None:
-    """The demo's three catalogues, each at its smallest size (the photos' first 32 of 202 rows,
-    the generator's one-face-per-expression cycle, two 6 s videos), where the shipped deployments
-    look for them."""
+    """The demo's three catalogues at small sizes (the photos' first 8 of 202 rows, 3 generated
+    faces per subject, two 6 s videos), where the shipped deployments look for them. The heads
+    read only the generated faces; the photos and videos are only extracted (suite time)."""
     from stages.extraction.encoders import create_encoder
     from stages.synthetic.demo_catalogue import write_demo_catalogue
     from stages.synthetic.face_generator import write_generated_dataset
@@ -57,24 +70,24 @@ def _write_demo_data(root: Path) -> None:
 
     detect = create_encoder("mediapipe-face").load().find_face
     manifest = write_demo_catalogue(root / "photos") / "manifest.csv"
-    # no head reads the photos: fewer of them only shorten the two extractions (suite time)
-    manifest.write_text("".join(manifest.read_text().splitlines(keepends=True)[:33]))
-    write_generated_dataset(root / "generated", detect, per_subject=7)
+    manifest.write_text("".join(manifest.read_text().splitlines(keepends=True)[:9]))
+    write_generated_dataset(root / "generated", detect, per_subject=3)
     write_generated_videos(root / "videos", detect, n_videos=2, seconds=6.0)
 
 
 def test_shipped_deployments_run_as_shipped_trigger_the_heads_and_use_the_dask_cluster(tmp_path, prefect_api):
     """Every deployment of prefect.yaml, deployed as shipped on a real Prefect server and process
     worker, run with its shipped parameters. What the test changes: the working directory (a folder
-    holding the demo's catalogues at their smallest size, with ./store empty, and links to the
+    holding the demo's catalogues at small sizes, with ./store empty, and links to the
     code and prefect.yaml), and the Prefect Variable the cluster deployment reads, set to a real
     Dask scheduler on loopback. The server is the session's (conftest's harness: a real server
     with its event triggers; one start fewer in the suite), with a Prefect home of the test's own.
 
-    cluster-demo extracts on the Dask worker; nightly-demo then finds every step done (the same
-    keys: the demo's extraction); its completion triggers demo-heads, which trains the demo's heads;
-    the videos deployment, run beside them, extracts the videos and their windows. (A head step
-    found done is skipped: tests/test_train_heads.py reruns the train-heads flow.)"""
+    cluster-demo (started by `prefect deployment run`) extracts on the Dask worker; nightly-demo
+    then finds every step done (the same keys: the demo's extraction); its completion triggers
+    demo-heads, which trains the demo's heads; the videos deployment, run beside them, extracts the
+    videos and their windows. (A head step found done is skipped: tests/test_train_heads.py reruns
+    the train-heads flow.)"""
     from distributed import Client
     from prefect.workers.process import ProcessWorker
 
@@ -83,13 +96,14 @@ def test_shipped_deployments_run_as_shipped_trigger_the_heads_and_use_the_dask_c
     work = tmp_path / "work"
     work.mkdir()
     (work / "prefect.yaml").symlink_to(REPO / "prefect.yaml")  # entrypoints are modules: no code here
-    _write_demo_data(work / "demo-data")
     dask_port = free_port()
     base = prefect_api["PREFECT_API_URL"]
     env = {**os.environ, "PREFECT_HOME": str(tmp_path / "prefect-home"), **prefect_api}
     prefect, dask = str(BIN / "prefect"), str(BIN / "dask")
     quiet = {"stdout": subprocess.DEVNULL, "stderr": subprocess.DEVNULL}
     address = f"tcp://127.0.0.1:{dask_port}"
+    # the servers, the worker and `prefect deploy` start side by side, the catalogues are written
+    # meanwhile: none of them needs another's work until a deployment runs (suite time)
     started = [
         subprocess.Popen(
             [dask, "scheduler", "--host", "127.0.0.1", "--port", str(dask_port), "--dashboard-address", ":0"], **quiet
@@ -111,8 +125,15 @@ def test_shipped_deployments_run_as_shipped_trigger_the_heads_and_use_the_dask_c
         template = ProcessWorker.get_default_base_job_template()  # what `prefect work-pool create` sends
         _api(base, "/work_pools/", {"name": "affectflow-process", "type": "process", "base_job_template": template})
         _api(base, "/variables/", {"name": "dask_scheduler_address", "value": address})  # before deploying
-        _run([prefect, "--no-prompt", "deploy", "--all"], env, cwd=work)
-        deployed = {d["name"]: d for d in _api(base, "/deployments/filter", {})}
+        deploy_log = tmp_path / "deploy.log"
+        deploy = subprocess.Popen(
+            [prefect, "--no-prompt", "deploy", "--all"],
+            cwd=work,
+            env=env,
+            stdout=open(deploy_log, "w"),
+            stderr=subprocess.STDOUT,
+        )
+        started.append(deploy)
         worker_log = open(tmp_path / "worker.log", "w")  # the flow runs' output: shown when a run fails
         started.append(
             subprocess.Popen(
@@ -125,6 +146,9 @@ def test_shipped_deployments_run_as_shipped_trigger_the_heads_and_use_the_dask_c
                 stderr=subprocess.STDOUT,
             )
         )
+        _write_demo_data(work / "demo-data")
+        assert deploy.wait(300) == 0, deploy_log.read_text()[-2000:]
+        deployed = {d["name"]: d for d in _api(base, "/deployments/filter", {})}
         # the deployments carry flows/demo.py's plan: what `affectflow demo` extracts
         for name, params in demo_extractions("./demo-data").items():
             shipped = deployed[name]["parameters"]
@@ -133,21 +157,33 @@ def test_shipped_deployments_run_as_shipped_trigger_the_heads_and_use_the_dask_c
         # the cron schedule from prefect.yaml
         assert [s["schedule"]["cron"] for s in deployed["nightly-demo"]["schedules"]] == ["0 3 * * *"]
 
-        def run(deployment: str, client: Client | None = None) -> str:
-            args = [prefect, "deployment", "run", deployment, "--watch", "--watch-timeout", "500"]
-            done = subprocess.run(args, cwd=work, env=env, capture_output=True, text=True, timeout=550)
-            if done.returncode != 0 or "Completed" not in done.stdout:
+        def start(deployment: str, command: bool = False) -> str:
+            """A flow run of a deployment with its shipped parameters, by `prefect deployment run`
+            (``command``), else through the REST API as that command creates it (one Prefect import
+            fewer: suite time); its id."""
+            if command:
+                out = _run([prefect, "deployment", "run", deployment], env, cwd=work)
+                return re.search(r"UUID: ([0-9a-f-]{36})", out).group(1)
+            return _api(base, f"/deployments/{deployed[deployment.split('/')[1]]['id']}/create_flow_run", {})["id"]
+
+        def finish(flow_run: str, client: Client | None = None) -> None:
+            """Wait for a flow run's end, read through the REST API (`--watch` returned ~4 s after the
+            run had ended); anything but COMPLETED fails the test with the worker's output."""
+
+            def ended() -> str | None:
+                state = _api(base, f"/flow_runs/{flow_run}")["state_type"]
+                return state if state in ("COMPLETED", "FAILED", "CRASHED", "CANCELLED") else None
+
+            state = wait_for(ended, 500, f"flow run {flow_run}")
+            if state != "COMPLETED":
                 logs = {name: (tmp_path / name).read_text()[-4000:] for name in ("worker.log", "dask-worker.log")}
                 # what the Dask worker's tasks were doing when the run gave up
                 stacks = client.call_stack() if client is not None else {}
-                raise AssertionError(f"{done.stdout[-1500:]}\n{logs}\nDask task stacks: {stacks}")
-            return done.stdout
+                raise AssertionError(f"{flow_run}: {state}\n{logs}\nDask task stacks: {stacks}")
 
-        # the videos first, without waiting: the worker runs it beside the image runs below (suite time)
-        _run([prefect, "deployment", "run", "extract-features/nightly-demo-videos"], env, cwd=work)
         with Client(address, timeout=60) as client:
             client.wait_for_workers(1, timeout=120)
-            run("extract-features/cluster-demo", client)
+            finish(start("extract-features/cluster-demo", command=True), client)
 
             def loaded_models():
                 from stages.extraction.encoders.base import _loaded
@@ -169,8 +205,11 @@ def test_shipped_deployments_run_as_shipped_trigger_the_heads_and_use_the_dask_c
                 for p in (work / "store" / "features" / d).rglob("c/*")
             }
 
+        # the videos' run, not waited for here: the worker runs it beside the nightly run and the heads
+        # it triggers (suite time)
+        videos_run = start("extract-features/nightly-demo-videos")
         before = chunk_times()
-        run("extract-features/nightly-demo")  # after the equivalent extraction: every step skipped
+        finish(start("extract-features/nightly-demo"))  # after the equivalent extraction: every step skipped
         assert chunk_times() == before
         wait_for(lambda: _run_states(base, "demo-heads").count("COMPLETED") == 1, 900, "the triggered demo-heads run")
         heads = [g.path for g in store.list_steps("heads")]
@@ -178,7 +217,7 @@ def test_shipped_deployments_run_as_shipped_trigger_the_heads_and_use_the_dask_c
         # FACR's reasoner; the MLP with the circumplex term)
         assert len(heads) == len(demo_heads_plan(store)) == 13 and all(g.is_complete for g in store.list_steps("heads"))
 
-        wait_for(lambda: _run_states(base, "nightly-demo-videos").count("COMPLETED") == 1, 600, "the videos' run")
+        finish(videos_run)
         videos = [g for g in store.list_steps("features/videos") if g.is_complete]
         assert {g.path.split("/")[2] for g in videos} == {"mediapipe-face", "mfcc"}
         assert len([g for g in store.list_steps("windows") if g.is_complete]) == 4  # 2 encoders × 3 s, 5 s
@@ -187,10 +226,13 @@ def test_shipped_deployments_run_as_shipped_trigger_the_heads_and_use_the_dask_c
             stop(proc)
 
 
-def test_local_server_script_starts_and_stops_cleanly(tmp_path):
+def test_local_server_script_starts_and_stops_cleanly(tmp_path, migrated_prefect_db):
     """infra/local-server.sh, run as `make install` leaves a checkout (no environment active): start
     records both PIDs and deploys prefect.yaml; stop ends the worker and then the server with
-    SIGTERM (no SIGKILL needed), and status tells."""
+    SIGTERM (no SIGKILL needed), and status tells. Its server starts on a database already migrated
+    by this Prefect, as on any start after a user's first (the run's server ran the migrations)."""
+    (tmp_path / "prefect-home").mkdir()
+    shutil.copyfile(migrated_prefect_db, tmp_path / "prefect-home" / "prefect.db")
     port = free_port()
     env = {
         **os.environ,

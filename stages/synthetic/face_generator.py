@@ -654,7 +654,7 @@ def write_generated_dataset(
                 labels, score = labels_from_intensities(intensity), None
             rel = f"img/{subject.name}_{k:03d}.png"
             if not (root / rel).exists():
-                Image.fromarray(subject.render(intensity)).save(root / rel)
+                Image.fromarray(subject.render(intensity)).save(root / rel, compress_level=1)
             va = ["" if labels.valence != labels.valence else v for v in (labels.valence, labels.arousal)]
             rows.append(
                 [
