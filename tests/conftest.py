@@ -200,6 +200,7 @@ def _shared_prefect_server() -> str:
     import fcntl
     import sqlite3
     import urllib.request
+    from contextlib import closing
 
     shared = Path(os.environ[_SHARED])
     url = _start_shared_server(shared)
@@ -215,9 +216,11 @@ def _shared_prefect_server() -> str:
     with open(shared / "prefect-server.lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         if not (shared / _MIGRATED_DB).is_file():
-            # SQLite's online backup: a consistent copy of a database in use (WAL included)
-            with sqlite3.connect(shared / "prefect.db") as source, sqlite3.connect(shared / "copying.db") as copy:
-                source.backup(copy)
+            # SQLite's online backup: a consistent copy of a database in use (WAL included); a
+            # connection's `with` only commits, closing() closes it
+            with closing(sqlite3.connect(shared / "prefect.db")) as source:
+                with closing(sqlite3.connect(shared / "copying.db")) as copy:
+                    source.backup(copy)
             (shared / "copying.db").rename(shared / _MIGRATED_DB)
     return url
 
@@ -227,9 +230,10 @@ _MIGRATED_DB = "prefect-migrated.db"
 
 @pytest.fixture
 def migrated_prefect_db(prefect_harness) -> Path:
-    """A copy of the run's Prefect database as its server left it after migrating (nothing else in
-    it): for a test that starts a Prefect server of its own, which then starts as on any start after
-    a first (the migrations are ~13 s of CPU; the run's server has run them with the same Prefect)."""
+    """A copy of the run's Prefect database as its server left it after starting (its migrations
+    and Prefect's block types, before any test wrote to it): for a test that starts a Prefect server
+    of its own, which then starts as on any start after a first (the migrations are ~13 s of CPU;
+    the run's server has run them with the same Prefect)."""
     return Path(os.environ[_SHARED]) / _MIGRATED_DB
 
 
