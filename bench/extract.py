@@ -237,7 +237,7 @@ def main() -> None:
         print(json.dumps({**result, "allocator": allocator}))
         return
     if SMOKE:
-        args.images, args.dask_images, args.repeat = 32, 64, 1
+        args.images, args.dask_images, args.repeat = 16, 32, 1
     work = args.work or Path(tempfile.mkdtemp(prefix="affectflow-bench-"))
     os.environ.setdefault("AFFECTFLOW_CACHE_DIR", str(work / "cache"))
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")

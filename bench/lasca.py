@@ -43,7 +43,7 @@ def corpus_store(work: Path):
     from stages.synthetic.face_videos import LASCA_VIDEOS, write_generated_videos
 
     face = create_encoder("mediapipe-face").load()
-    size = {**LASCA_VIDEOS, "n_videos": 4, "seconds": 24.0} if SMOKE else LASCA_VIDEOS
+    size = {**LASCA_VIDEOS, "n_videos": 4, "seconds": 12.0} if SMOKE else LASCA_VIDEOS
     root, report = write_generated_videos(work / "videos", face.find_face, **size)
     extract_features(
         datasets=[DatasetConfig(layout="videofolder", root=str(root), name="lasca")],

@@ -336,6 +336,8 @@ def write_bad_files(root: Path) -> dict[str, str]:
 
 
 def cli(*args: str, env: dict | None = None, **kw) -> subprocess.Popen:
+    """The ``affectflow`` command as a process of its own: for what a process shows (its exit on
+    SIGKILL, its environment, its allocator, its imports)."""
     return subprocess.Popen(
         [str(BIN / "affectflow"), *args],
         cwd=REPO,
@@ -345,6 +347,19 @@ def cli(*args: str, env: dict | None = None, **kw) -> subprocess.Popen:
         text=True,
         **kw,
     )
+
+
+def run_cli(*args: str) -> str:
+    """The ``affectflow`` command run in this process (typer's test runner): the same code as the
+    command line, without a new interpreter's ~5 s of imports where the process is not what a test
+    shows. Fails the test on a non-zero exit; returns the command's standard output."""
+    from typer.testing import CliRunner
+
+    from flows.cli import app
+
+    result = CliRunner().invoke(app, list(args))
+    assert result.exit_code == 0, f"affectflow {' '.join(args)}\n{result.output[-3000:]}"
+    return result.stdout
 
 
 @pytest.fixture(scope="module")

@@ -61,8 +61,8 @@ def _run_states(base: str, deployment: str) -> list[str]:
 
 def _write_demo_data(root: Path) -> None:
     """The demo's three catalogues at small sizes (the photos' first 8 of 202 rows, 3 generated
-    faces per subject, two 6 s videos), where the shipped deployments look for them. The heads
-    read only the generated faces; the photos and videos are only extracted (suite time)."""
+    faces per subject, one 6 s video), where the shipped deployments look for them. The heads
+    read only the generated faces; the photos and the video are only extracted (suite time)."""
     from stages.extraction.encoders import create_encoder
     from stages.synthetic.demo_catalogue import write_demo_catalogue
     from stages.synthetic.face_generator import write_generated_dataset
@@ -72,7 +72,7 @@ def _write_demo_data(root: Path) -> None:
     manifest = write_demo_catalogue(root / "photos") / "manifest.csv"
     manifest.write_text("".join(manifest.read_text().splitlines(keepends=True)[:9]))
     write_generated_dataset(root / "generated", detect, per_subject=3)
-    write_generated_videos(root / "videos", detect, n_videos=2, seconds=6.0)
+    write_generated_videos(root / "videos", detect, n_videos=1, seconds=6.0)
 
 
 def test_shipped_deployments_run_as_shipped_trigger_the_heads_and_use_the_dask_cluster(tmp_path, prefect_api):

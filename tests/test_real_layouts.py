@@ -4,7 +4,6 @@ the usual AU sets, and subject-exclusive k-fold for datasets without an official
 from __future__ import annotations
 
 import json
-import subprocess
 
 import numpy as np
 import pytest
@@ -19,7 +18,7 @@ from stages.extraction.sources import build_manifest
 from stages.extraction.sources.base import SourceWarning
 from stages.extraction.sources.labels import AU_NAMES, EXPRESSION_INDEX, FACS_NAMES
 from stages.training.head_data import task_data
-from tests.conftest import BIN, REPO
+from tests.conftest import run_cli
 
 E = EXPRESSION_INDEX
 
@@ -215,19 +214,17 @@ def test_k_fold_folds_are_subject_exclusive_and_cover_every_sample_once(no_split
 
 def test_train_with_folds_trains_every_fold_reports_mean_and_std_and_a_rerun_skips_them(no_split_features, tmp_path):
     store, path = no_split_features
-    args = [str(BIN / "affectflow"), "train", "--features", path, "--task", "fer", "--head", "linear"]
+    args = ["train", "--features", path, "--task", "fer", "--head", "linear"]
     args += ["--folds", "10", "--store", str(store), "--json", str(tmp_path / "run.json"), "--epochs", "5"]
-    first = subprocess.run(args, cwd=REPO, capture_output=True, text=True)
-    assert first.returncode == 0, first.stdout + first.stderr
+    first = run_cli(*args)
     result = json.loads((tmp_path / "run.json").read_text())
     assert sorted(r["test_fold"] for r in result["runs"]) == list(range(1, 11))
     assert {r["state"] for r in result["runs"]} == {"new"}
     (row,) = result["summary"]
-    assert row["folds"] == list(range(1, 11)) and "±" in first.stdout and "10 folds" in first.stdout
-    assert "mean ± std over test folds 1–10" in first.stdout and "test fold 1;" not in first.stdout, first.stdout
+    assert row["folds"] == list(range(1, 11)) and "±" in first and "10 folds" in first
+    assert "mean ± std over test folds 1–10" in first and "test fold 1;" not in first, first
     mean, std = row["test"]["macro_f1"]
     scores = [r["metrics"]["test"]["macro_f1"] for r in result["runs"]]
     assert mean == pytest.approx(np.mean(scores)) and std == pytest.approx(np.std(scores))
-    again = subprocess.run(args, cwd=REPO, capture_output=True, text=True)
-    assert again.returncode == 0
+    run_cli(*args)
     assert {r["state"] for r in json.loads((tmp_path / "run.json").read_text())["runs"]} == {"skipped"}

@@ -14,7 +14,7 @@ from featurestore import ArraySpec, FeatureStore, GroupReader, Step, StepSpec
 from stages.extraction.encoders import create_encoder
 from stages.extraction.extract import feature_step
 from stages.extraction.sources import build_manifest
-from tests.conftest import cli, crash_after_chunks, crashed, wait_for, write_csv_dataset
+from tests.conftest import cli, crash_after_chunks, crashed, run_cli, wait_for, write_csv_dataset
 
 pytestmark = pytest.mark.slow
 
@@ -66,9 +66,11 @@ def _assert_same_group(store_a, store_b):
 
 
 @pytest.fixture(scope="module")
-def reference(dataset, tmp_path_factory, prefect_api):
+def reference(dataset, tmp_path_factory):
+    """What an uninterrupted run writes: the same command, in this process (the runs under test
+    are processes of their own)."""
     store = tmp_path_factory.mktemp("ref") / "store"
-    _finish(cli(*_args(dataset, store), env=prefect_api))
+    run_cli(*_args(dataset, store))
     return store
 
 
