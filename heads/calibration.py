@@ -113,7 +113,11 @@ def reliability_png(summary: dict[str, Any]) -> bytes:
     from matplotlib.figure import Figure  # the object API: no global pyplot state
 
     splits = [s for s in ("val", "test") if s in summary]
-    fig = Figure(figsize=(4 * len(splits), 4))
+    width = 4 * len(splits)
+    fig = Figure(figsize=(width, 4))
+    # fixed margins (inches over the figure's size): the labels never change, and tight_layout's extra
+    # draw was a third of the diagram's time, which every classifier's head step pays (0.36 → 0.24 s)
+    fig.subplots_adjust(left=0.7 / width, right=1 - 0.15 / width, bottom=0.5 / 4, top=1 - 0.3 / 4, wspace=0.3)
     for n, split in enumerate(splits):
         ax = fig.add_subplot(1, len(splits), n + 1)
         ax.plot([0, 1], [0, 1], color="0.6", lw=1, ls="--")
@@ -125,7 +129,6 @@ def reliability_png(summary: dict[str, Any]) -> bytes:
                 ax.plot(x, y, "o-", color=colour, label=f"{kind} (ECE {r['ece']:.3f})")
         ax.set(xlim=(0, 1), ylim=(0, 1), xlabel="confidence", ylabel="accuracy", title=split)
         ax.legend(loc="upper left", fontsize=8)
-    fig.tight_layout()
     buffer = io.BytesIO()
     fig.savefig(buffer, format="png", dpi=100)
     return buffer.getvalue()

@@ -130,7 +130,12 @@ def pytest_configure(config) -> None:
 
 
 def pytest_unconfigure(config) -> None:
-    if hasattr(config, "workerinput") or _SHARED not in os.environ:
+    if hasattr(config, "workerinput"):
+        return
+    # the controller's own folder, made when it imported this module: under xdist no session fixture
+    # of its runs to remove it
+    shutil.rmtree(_SESSION_TMP, ignore_errors=True)
+    if _SHARED not in os.environ:
         return
     shared = Path(os.environ.pop(_SHARED))
     pid_file = shared / "prefect-server.pid"

@@ -22,7 +22,7 @@ from flows.heads import HeadConfig
 from stages.extraction.encoders import EncoderError, ImageEncoder, create_encoder
 from stages.extraction.images import decode_image
 from stages.extraction.sources import SourceError
-from tests.conftest import REPO, write_bad_files, write_csv_dataset
+from tests.conftest import BIN, REPO, run_cli, write_bad_files, write_csv_dataset
 
 pytestmark = pytest.mark.usefixtures("prefect_harness")
 
@@ -99,13 +99,22 @@ def test_tokens_are_raw_and_projected_views_of_the_same_patches(dataset, tmp_pat
     np.testing.assert_allclose(again.numpy(), proj[ok].astype(np.float32), atol=2e-2)
 
 
-def _cli(args: list[str]) -> None:
-    from typer.testing import CliRunner
-
-    from flows.cli import app
-
-    result = CliRunner().invoke(app, args)
-    assert result.exit_code == 0, result.output
+def test_a_rerun_that_finds_every_step_done_never_imports_torch(dataset, tmp_path, prefect_api):
+    """The command's and the encoders' modules import torch where a model is built or run
+    (stages/extraction/encoders/base.py): a rerun with nothing to do skips without it (~2.5 s of
+    every such process, and of every run that sends its chunks to a Dask cluster)."""
+    args = ["extract", "--dataset", f"csv={dataset},name=faces", "--encoder", "efficientnet-lite0"]
+    args += ["--encoder", "mediapipe-face", "--store", str(tmp_path / "store")]
+    run_cli(*args)
+    rerun = subprocess.run(
+        [str(BIN / "affectflow"), *args],
+        env={**os.environ, **prefect_api, "PYTHONPROFILEIMPORTTIME": "1"},
+        capture_output=True,
+        text=True,
+    )
+    assert rerun.returncode == 0 and "nothing to run" in rerun.stdout, rerun.stdout + rerun.stderr[-3000:]
+    imported = {line.rsplit("|", 1)[1].strip() for line in rerun.stderr.splitlines() if line.startswith("import time:")}
+    assert "stages.extraction.encoders.efficientnet_lite" in imported and "torch" not in imported
 
 
 def test_prompt_sets_are_embedded_once_by_the_text_tower(dataset, tmp_path):
@@ -128,7 +137,7 @@ def test_prompt_sets_are_embedded_once_by_the_text_tower(dataset, tmp_path):
         "--json",
         str(tmp_path / "out.json"),
     ]
-    _cli(args)
+    run_cli(*args)
     (lex,) = json.loads((tmp_path / "out.json").read_text())["lexicons"]
     assert (lex["lexicon"], lex["encoder"], lex["state"], lex["prompts"]) == ("expressions", "test-clip-tiny", "new", 3)
     reader = GroupReader.open(FeatureStore(tmp_path / "store"), lex["path"])
@@ -141,11 +150,11 @@ def test_prompt_sets_are_embedded_once_by_the_text_tower(dataset, tmp_path):
     np.testing.assert_allclose(reader.numpy("text").astype(np.float32), direct, atol=2e-3, rtol=1e-2)
 
     # same prompts → skipped without a flow run; one changed prompt → a new key
-    _cli(args)
+    run_cli(*args)
     again = json.loads((tmp_path / "out.json").read_text())
     assert again["flow_run"] is False and again["lexicons"][0]["state"] == "skipped"
     prompts.write_text("a photo of a happy face\na photo of a sad face\n")
-    _cli(args)
+    run_cli(*args)
     changed = json.loads((tmp_path / "out.json").read_text())["lexicons"][0]
     assert changed["state"] == "new" and changed["key"] != lex["key"] and changed["prompts"] == 2
 

