@@ -66,7 +66,7 @@ def _assert_same_group(store_a, store_b):
 
 
 @pytest.fixture(scope="module")
-def reference(dataset, tmp_path_factory):
+def reference(dataset, tmp_path_factory, prefect_harness):
     """What an uninterrupted run writes: the same command, in this process (the runs under test
     are processes of their own)."""
     store = tmp_path_factory.mktemp("ref") / "store"
