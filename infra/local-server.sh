@@ -38,7 +38,9 @@ case "${1:-start}" in
     echo $! >"$STATE/server.pid"
     for _ in $(seq 120); do curl -fsS "$PREFECT_API_URL/health" >/dev/null 2>&1 && break; sleep 1; done
     curl -fsS "$PREFECT_API_URL/health" >/dev/null || { echo "server did not start: $STATE/server.log" >&2; exit 1; }
-    prefect work-pool inspect affectflow-process >/dev/null 2>&1 || prefect work-pool create affectflow-process --type process
+    # the pool read through the REST API (one Prefect start fewer than `prefect work-pool inspect`)
+    curl -fsS "$PREFECT_API_URL/work_pools/affectflow-process" >/dev/null 2>&1 ||
+      prefect work-pool create affectflow-process --type process
     prefect --no-prompt deploy --all
     setsid prefect worker start --pool affectflow-process >"$STATE/worker.log" 2>&1 &
     echo $! >"$STATE/worker.pid"

@@ -181,6 +181,10 @@ def test_shipped_deployments_run_as_shipped_trigger_the_heads_and_use_the_dask_c
                 stacks = client.call_stack() if client is not None else {}
                 raise AssertionError(f"{flow_run}: {state}\n{logs}\nDask task stacks: {stacks}")
 
+        # the videos' run, started first and waited for at the end: the worker runs it beside the
+        # cluster run (whose chunks are the Dask worker's), the nightly run and the heads it triggers
+        # (suite time)
+        videos_run = start("extract-features/nightly-demo-videos")
         with Client(address, timeout=60) as client:
             client.wait_for_workers(1, timeout=120)
             finish(start("extract-features/cluster-demo", command=True), client)
@@ -205,9 +209,6 @@ def test_shipped_deployments_run_as_shipped_trigger_the_heads_and_use_the_dask_c
                 for p in (work / "store" / "features" / d).rglob("c/*")
             }
 
-        # the videos' run, not waited for here: the worker runs it beside the nightly run and the heads
-        # it triggers (suite time)
-        videos_run = start("extract-features/nightly-demo-videos")
         before = chunk_times()
         finish(start("extract-features/nightly-demo"))  # after the equivalent extraction: every step skipped
         assert chunk_times() == before

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import BIN, write_csv_dataset
+from tests.conftest import BIN, run_cli, write_csv_dataset
 
 REPO = Path(__file__).resolve().parents[1]
 README = REPO / "README.md"
@@ -103,14 +103,6 @@ def test_the_readme_walkthrough_runs_verbatim_on_ones_own_photos_offline(tmp_pat
     assert "no official split: subject-exclusive 20 % test, then val from the rest" in out  # the protocol stated
     assert "head runs in ./store" in out and "macro_f1" in out  # results
     assert "00000.jpg" in out and "archetype #" in out  # predict's answer and its archetype
-    rows = json.loads(
-        subprocess.run(
-            [str(BIN / "affectflow"), "results", "--store", "./store", "--json", "-"],
-            cwd=tmp_path,
-            env=env,
-            capture_output=True,
-            text=True,
-            check=True,
-        ).stdout
-    )
+    # the stored runs, read in this process (a new interpreter's imports show nothing here: suite time)
+    rows = json.loads(run_cli("results", "--store", str(tmp_path / "store"), "--json", "-"))
     assert sorted(r["head"] for r in rows) == ["aura", "linear"] and {r["dataset"] for r in rows} == {"mine"}
