@@ -227,7 +227,7 @@ def test_credentials_from_a_secret_block_reach_s3_and_nowhere_else(s3, tmp_path,
     from prefect.client.schemas.filters import LogFilter
 
     Secret(value={"key": KEY_ID, "secret": SECRET}).save("afs-store-creds", overwrite=True)
-    data = write_csv_dataset(tmp_path / "faces", 64)
+    data = write_csv_dataset(tmp_path / "faces", 24)
     rows = (data / "manifest.csv").read_text().splitlines()  # with expressions, so a head can train
     labelled = [f"{rows[0]},expression"] + [f"{r},{EXPRESSIONS[k % 3]}" for k, r in enumerate(rows[1:])]
     (data / "manifest.csv").write_text("\n".join(labelled) + "\n")
